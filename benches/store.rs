@@ -1,0 +1,219 @@
+//! Operation Store benchmarks.
+//!
+//! - `apply/ours/{1,100}` vs `apply/raw_rocksdb/{1,100}`: `Buffered` appends
+//!   of 1 and 100 operations per call against a raw RocksDB `WriteBatch`
+//!   that writes the same keys and values (copied from a store filled by
+//!   the same workload) to the same column families, in the same run.
+//! - `synced_appends/{1,16}_threads`: single-operation `Synced` appends,
+//!   each thread on its own stream; group commit shares the fsyncs.
+//!
+//! Run: `cargo bench --bench store`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use reactordb::{
+    Action, ActionId, ActionType, Branch, Digest, DocumentId, DocumentType, Durability,
+    NewOperation, OperationStore, Revision, Scope, StoreOptions, SyncUnit,
+};
+
+const CFS: [&str; 4] = ["operations", "heads", "ordinals", "op_ids"];
+
+fn doc_type() -> DocumentType {
+    DocumentType::new("bench/counter").expect("valid")
+}
+
+fn new_op(unit: &SyncUnit, index: u64, tag: &str) -> NewOperation {
+    let action = Action::new(
+        ActionId::new(format!("{tag}-{index:08}")).expect("valid"),
+        ActionType::new("INCREMENT").expect("valid"),
+        unit.scope.clone(),
+        1_700_000_000_000 + index,
+        br#"{"by":1}"#.to_vec(),
+    );
+    NewOperation::new(index, action, Digest::of(&index.to_be_bytes()))
+}
+
+/// A stream that keeps growing across iterations.
+struct Appender {
+    store: OperationStore,
+    unit: SyncUnit,
+    next: u64,
+    tag: String,
+}
+
+impl Appender {
+    fn new(store: OperationStore, doc: &str) -> Self {
+        let unit = SyncUnit::new(
+            DocumentId::new(doc).expect("valid"),
+            Scope::global(),
+            Branch::main(),
+        );
+        Self {
+            store,
+            unit,
+            next: 0,
+            tag: doc.to_owned(),
+        }
+    }
+
+    fn append(&mut self, n: u64) {
+        let start = self.next;
+        let ops: Vec<_> = (start..start + n)
+            .map(|i| new_op(&self.unit, i, &self.tag))
+            .collect();
+        self.store
+            .apply(
+                &self.unit.document_id,
+                &doc_type(),
+                &self.unit.scope,
+                &self.unit.branch,
+                Revision(start),
+                |txn| {
+                    txn.add_operations(ops);
+                },
+            )
+            .expect("apply");
+        self.next += n;
+    }
+}
+
+type Entry = (usize, Vec<u8>, Vec<u8>);
+
+/// The exact (column family, key, value) puts our store makes for `calls`
+/// calls of `per_call` operations, one batch per call, read back from a
+/// scratch store filled by that workload.
+fn recorded_batches(per_call: u64, calls: u64) -> Vec<Vec<Entry>> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = OperationStore::open(
+            dir.path(),
+            StoreOptions::with_durability(Durability::Buffered),
+        )
+        .expect("open");
+        let mut app = Appender::new(store, "recorded");
+        for _ in 0..calls {
+            app.append(per_call);
+        }
+    }
+    let opts = rocksdb::Options::default();
+    let names = rocksdb::DB::list_cf(&opts, dir.path()).expect("cfs");
+    let db = rocksdb::DB::open_cf(&opts, dir.path(), names).expect("raw open");
+    let read = |cf: &str| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let handle = db.cf_handle(cf).expect("cf");
+        db.iterator_cf(handle, rocksdb::IteratorMode::Start)
+            .map(|e| e.expect("entry"))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    };
+    let (ops, heads, ordinals, ids) = (read(CFS[0]), read(CFS[1]), read(CFS[2]), read(CFS[3]));
+    (0..calls as usize)
+        .map(|call| {
+            let mut batch = Vec::new();
+            for i in call * per_call as usize..(call + 1) * per_call as usize {
+                batch.push((0, ops[i].0.clone(), ops[i].1.clone()));
+                batch.push((2, ordinals[i].0.clone(), ordinals[i].1.clone()));
+                batch.push((3, ids[i].0.clone(), ids[i].1.clone()));
+            }
+            batch.push((1, heads[0].0.clone(), heads[0].1.clone()));
+            batch
+        })
+        .collect()
+}
+
+/// A raw RocksDB with the same options and column families as a store.
+fn raw_db(path: &std::path::Path) -> rocksdb::DB {
+    // Open through the store once so the options and families match.
+    drop(
+        OperationStore::open(path, StoreOptions::with_durability(Durability::Buffered))
+            .expect("open"),
+    );
+    let opts = rocksdb::Options::default();
+    let names = rocksdb::DB::list_cf(&opts, path).expect("cfs");
+    let mut db_opts = rocksdb::Options::default();
+    db_opts.set_atomic_flush(true);
+    db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    rocksdb::DB::open_cf(&db_opts, path, names).expect("raw open")
+}
+
+fn apply_vs_raw(c: &mut Criterion) {
+    let mut group = c.benchmark_group("apply");
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(6));
+    for per_call in [1u64, 100] {
+        group.throughput(Throughput::Elements(per_call));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = OperationStore::open(
+            dir.path(),
+            StoreOptions::with_durability(Durability::Buffered),
+        )
+        .expect("open");
+        let mut app = Appender::new(store, &format!("ours{per_call}"));
+        group.bench_function(BenchmarkId::new("ours", per_call), |b| {
+            b.iter(|| app.append(per_call))
+        });
+
+        let batches = recorded_batches(per_call, if per_call == 1 { 20_000 } else { 200 });
+        let raw_dir = tempfile::tempdir().expect("tempdir");
+        let db = raw_db(raw_dir.path());
+        let handles: Vec<_> = CFS.iter().map(|n| db.cf_handle(n).expect("cf")).collect();
+        let mut write = rocksdb::WriteOptions::default();
+        write.set_sync(false);
+        let mut next = 0usize;
+        group.bench_function(BenchmarkId::new("raw_rocksdb", per_call), |b| {
+            b.iter(|| {
+                let mut batch = rocksdb::WriteBatch::default();
+                for (cf, k, v) in &batches[next % batches.len()] {
+                    batch.put_cf(handles[*cf], k, v);
+                }
+                db.write_opt(batch, &write).expect("write");
+                next += 1;
+            })
+        });
+    }
+    group.finish();
+}
+
+fn synced_group_commit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("synced_appends");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(1));
+    for threads in [1usize, 16] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = OperationStore::open(
+            dir.path(),
+            StoreOptions::with_durability(Durability::Synced),
+        )
+        .expect("open");
+        let round = AtomicU64::new(0);
+        group.bench_function(BenchmarkId::new("threads", threads), |b| {
+            b.iter_custom(|iters| {
+                let r = round.fetch_add(1, Ordering::Relaxed);
+                let per_thread = iters.div_ceil(threads as u64);
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for t in 0..threads {
+                        let mut app = Appender::new(store.clone(), &format!("r{r}-t{t}"));
+                        s.spawn(move || {
+                            for _ in 0..per_thread {
+                                app.append(1);
+                            }
+                        });
+                    }
+                });
+                // Report the time per operation actually written.
+                start
+                    .elapsed()
+                    .mul_f64(iters as f64 / (per_thread * threads as u64) as f64)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, apply_vs_raw, synced_group_commit);
+criterion_main!(benches);

@@ -1,0 +1,264 @@
+//! Value encodings of the write side. Every value starts with a
+//! format-version byte; older versions keep decoding (each version has a
+//! test below). Keys live in `keys`; this module never builds a key.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{Action, Digest, DocumentType, Operation, OperationId, Ordinal};
+
+/// Version byte written at the start of every value of this build.
+const V1: u8 = 1;
+
+/// On-disk format version of the whole database, stored once in the default
+/// column family and checked at open.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+fn encode_body<T: Serialize>(out: &mut Vec<u8>, body: &T) {
+    // Encoding plain structs of integers, strings and bytes into a Vec
+    // cannot fail; a failure here is a bug in a Serialize impl.
+    bincode::serde::encode_into_std_write(body, out, config())
+        .expect("encoding into a Vec cannot fail");
+}
+
+fn decode_body<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    cf: &'static str,
+    what: &'static str,
+) -> Result<T> {
+    match bincode::serde::borrow_decode_from_slice(bytes, config()) {
+        Ok((value, used)) if used == bytes.len() => Ok(value),
+        _ => Err(Error::Corrupt { cf, what }),
+    }
+}
+
+fn split_version<'a>(bytes: &'a [u8], cf: &'static str, what: &'static str) -> Result<&'a [u8]> {
+    match bytes.split_first() {
+        Some((&V1, rest)) => Ok(rest),
+        _ => Err(Error::Corrupt { cf, what }),
+    }
+}
+
+/// The hashed part of an operation, borrowed for encoding.
+#[derive(Serialize)]
+struct ContentRef<'a> {
+    id: &'a OperationId,
+    index: u64,
+    skip: u64,
+    timestamp_utc_ms: u64,
+    state_hash: &'a Digest,
+    action: &'a Action,
+    error: &'a Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Content {
+    id: OperationId,
+    index: u64,
+    skip: u64,
+    timestamp_utc_ms: u64,
+    state_hash: Digest,
+    action: Action,
+    error: Option<String>,
+}
+
+/// Offsets inside an encoded operation value.
+const OP_ORDINAL: std::ops::Range<usize> = 1..9;
+const OP_HASH: std::ops::Range<usize> = 9..41;
+const OP_CONTENT: usize = 41;
+
+// Format (v1): {version: u8 = 1}{ordinal: u64 BE}{hash: 32 bytes}{content: bincode}
+/// An operation value being built. The content is encoded once, before the
+/// commit; the hash is filled in from those same bytes, and the ordinal is
+/// patched in place by the commit step, so the serial part of a commit never
+/// encodes anything.
+pub(crate) struct EncodedOperation {
+    bytes: Vec<u8>,
+}
+
+impl EncodedOperation {
+    /// Encodes the content of an operation; hash and ordinal are zero until
+    /// set.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: &OperationId,
+        index: u64,
+        skip: u64,
+        timestamp_utc_ms: u64,
+        state_hash: &Digest,
+        action: &Action,
+        error: &Option<String>,
+    ) -> Self {
+        let mut bytes = Vec::with_capacity(OP_CONTENT + 96 + action.input.len());
+        bytes.push(V1);
+        bytes.resize(OP_CONTENT, 0);
+        encode_body(
+            &mut bytes,
+            &ContentRef {
+                id,
+                index,
+                skip,
+                timestamp_utc_ms,
+                state_hash,
+                action,
+                error,
+            },
+        );
+        Self { bytes }
+    }
+
+    /// The bytes the chain hash commits to.
+    pub(crate) fn content(&self) -> &[u8] {
+        &self.bytes[OP_CONTENT..]
+    }
+
+    pub(crate) fn set_hash(&mut self, hash: &Digest) {
+        self.bytes[OP_HASH].copy_from_slice(&hash.0);
+    }
+
+    pub(crate) fn set_ordinal(&mut self, ordinal: Ordinal) {
+        self.bytes[OP_ORDINAL].copy_from_slice(&ordinal.get().to_be_bytes());
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// A stored operation value, split into its parts without decoding the
+/// content (what `verify` needs).
+pub(crate) struct OperationParts<'a> {
+    pub(crate) ordinal: Ordinal,
+    pub(crate) hash: Digest,
+    pub(crate) content: &'a [u8],
+}
+
+/// Splits a stored operation value.
+pub(crate) fn split_operation(bytes: &[u8]) -> Result<OperationParts<'_>> {
+    const WHAT: &str = "operation value";
+    let body = split_version(bytes, crate::keys::CF_OPERATIONS, WHAT)?;
+    if body.len() < OP_CONTENT - 1 {
+        return Err(Error::Corrupt {
+            cf: crate::keys::CF_OPERATIONS,
+            what: WHAT,
+        });
+    }
+    let ordinal = Ordinal(u64::from_be_bytes(bytes[OP_ORDINAL].try_into().map_err(
+        |_| Error::Corrupt {
+            cf: crate::keys::CF_OPERATIONS,
+            what: WHAT,
+        },
+    )?));
+    let mut hash = Digest::default();
+    hash.0.copy_from_slice(&bytes[OP_HASH]);
+    Ok(OperationParts {
+        ordinal,
+        hash,
+        content: &bytes[OP_CONTENT..],
+    })
+}
+
+/// Decodes a stored operation value into the operation and its ordinal.
+pub(crate) fn decode_operation(bytes: &[u8]) -> Result<(Operation, Ordinal)> {
+    let parts = split_operation(bytes)?;
+    let c: Content = decode_body(
+        parts.content,
+        crate::keys::CF_OPERATIONS,
+        "operation content",
+    )?;
+    let op = Operation {
+        id: c.id,
+        index: c.index,
+        skip: c.skip,
+        timestamp_utc_ms: c.timestamp_utc_ms,
+        hash: parts.hash,
+        state_hash: c.state_hash,
+        action: c.action,
+        error: c.error,
+    };
+    Ok((op, parts.ordinal))
+}
+
+/// The head of a stream: what the revision guard and the chain need.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HeadValue {
+    /// The stream's next index (its revision).
+    pub(crate) next_index: u64,
+    /// Hash of the last operation, or zero for an empty stream.
+    pub(crate) last_hash: Digest,
+    /// Largest operation timestamp in the stream.
+    pub(crate) latest_timestamp_utc_ms: u64,
+    /// The document type the stream was created with.
+    pub(crate) document_type: DocumentType,
+}
+
+// Format (v1): {version: u8 = 1}{HeadValue: bincode}
+pub(crate) fn encode_head(head: &HeadValue) -> Vec<u8> {
+    let mut out = vec![V1];
+    encode_body(&mut out, head);
+    out
+}
+
+pub(crate) fn decode_head(bytes: &[u8]) -> Result<HeadValue> {
+    const CF: &str = crate::keys::CF_HEADS;
+    decode_body(split_version(bytes, CF, "head value")?, CF, "head value")
+}
+
+/// Where the operation at an ordinal lives.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct OrdinalValue<'a> {
+    pub(crate) document_type: &'a str,
+    #[serde(borrow, with = "serde_bytes")]
+    pub(crate) op_key: &'a [u8],
+}
+
+// Format (v1): {version: u8 = 1}{OrdinalValue: bincode}
+pub(crate) fn encode_ordinal(value: &OrdinalValue<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + value.document_type.len() + value.op_key.len() + 2);
+    out.push(V1);
+    encode_body(&mut out, value);
+    out
+}
+
+pub(crate) fn decode_ordinal(bytes: &[u8]) -> Result<OrdinalValue<'_>> {
+    const CF: &str = crate::keys::CF_ORDINALS;
+    decode_body(
+        split_version(bytes, CF, "ordinal value")?,
+        CF,
+        "ordinal value",
+    )
+}
+
+// Format (v1): {version: u8 = 1}{unit_key bytes}
+/// The op-id index value: the stream's unit key (index and skip are in the
+/// index key).
+pub(crate) fn encode_op_id(unit_key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + unit_key.len());
+    out.push(V1);
+    out.extend_from_slice(unit_key);
+    out
+}
+
+pub(crate) fn decode_op_id(bytes: &[u8]) -> Result<&[u8]> {
+    split_version(bytes, crate::keys::CF_OP_IDS, "op id value")
+}
+
+// Format: {version: u32 BE}
+pub(crate) fn encode_format_version() -> [u8; 4] {
+    FORMAT_VERSION.to_be_bytes()
+}
+
+pub(crate) fn decode_format_version(bytes: &[u8]) -> Result<u32> {
+    let raw: [u8; 4] = bytes.try_into().map_err(|_| Error::Corrupt {
+        cf: "default",
+        what: "format version",
+    })?;
+    Ok(u32::from_be_bytes(raw))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,127 @@
+//! One fixture per value format version: bytes written by v1 must keep
+//! decoding to the same values in every later build.
+
+use super::*;
+use crate::model::{ActionId, ActionType, Scope};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex fixture"))
+        .collect()
+}
+
+fn sample_operation() -> Operation {
+    Operation {
+        id: OperationId([7; 16]),
+        index: 3,
+        skip: 1,
+        timestamp_utc_ms: 1_700_000_000_123,
+        hash: Digest([0xAB; 32]),
+        state_hash: Digest([0xCD; 32]),
+        action: Action {
+            id: ActionId::new("act-1").expect("valid"),
+            action_type: ActionType::new("SET").expect("valid"),
+            scope: Scope::global(),
+            timestamp_utc_ms: 1_700_000_000_100,
+            input: b"{\"v\":1}".to_vec(),
+            context: Some(serde_bytes::ByteBuf::from(vec![1, 2])),
+        },
+        error: Some("boom".to_owned()),
+    }
+}
+
+/// Operation value v1, as written by the first release.
+const OPERATION_V1: &str =
+    "01000000000000002aabababababababababababababababababababababababababababababababab10070707070707070707070707070707070301fd7b68e5cf8b01000020cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd056163742d310353455406676c6f62616cfd6468e5cf8b010000077b2276223a317d010201020104626f6f6d";
+
+#[test]
+fn operation_v1_fixture_decodes() {
+    let op = sample_operation();
+    let mut encoded = EncodedOperation::new(
+        &op.id,
+        op.index,
+        op.skip,
+        op.timestamp_utc_ms,
+        &op.state_hash,
+        &op.action,
+        &op.error,
+    );
+    encoded.set_hash(&op.hash);
+    encoded.set_ordinal(Ordinal(42));
+    assert_eq!(
+        hex(encoded.as_bytes()),
+        OPERATION_V1,
+        "the v1 encoding changed"
+    );
+    let (decoded, ordinal) = decode_operation(&unhex(OPERATION_V1)).expect("v1 decodes");
+    assert_eq!(decoded, op);
+    assert_eq!(ordinal, Ordinal(42));
+}
+
+/// Head value v1.
+const HEAD_V1: &str =
+    "01fb2c01200909090909090909090909090909090909090909090909090909090909090909fd0068e5cf8b01000003742f78";
+
+#[test]
+fn head_v1_fixture_decodes() {
+    let head = HeadValue {
+        next_index: 300,
+        last_hash: Digest([9; 32]),
+        latest_timestamp_utc_ms: 1_700_000_000_000,
+        document_type: DocumentType::new("t/x").expect("valid"),
+    };
+    assert_eq!(hex(&encode_head(&head)), HEAD_V1);
+    assert_eq!(decode_head(&unhex(HEAD_V1)).expect("v1 decodes"), head);
+}
+
+/// Ordinal value v1.
+const ORDINAL_V1: &str = "0103742f781664006d61696e00676c6f62616c000000000000000005";
+
+#[test]
+fn ordinal_v1_fixture_decodes() {
+    let value = OrdinalValue {
+        document_type: "t/x",
+        op_key: b"d\0main\0global\0\0\0\0\0\0\0\0\x05",
+    };
+    assert_eq!(hex(&encode_ordinal(&value)), ORDINAL_V1);
+    let bytes = unhex(ORDINAL_V1);
+    let decoded = decode_ordinal(&bytes).expect("v1 decodes");
+    assert_eq!(
+        (decoded.document_type, decoded.op_key),
+        (value.document_type, value.op_key)
+    );
+}
+
+#[test]
+fn unknown_versions_and_garbage_are_corrupt_not_panics() {
+    let mut op = unhex(OPERATION_V1);
+    op[0] = 2;
+    assert!(matches!(decode_operation(&op), Err(Error::Corrupt { .. })));
+    for len in 0..60 {
+        let bytes = vec![1u8; len];
+        assert!(decode_operation(&bytes).is_err());
+        assert!(decode_head(&bytes).is_err());
+    }
+    // A trailing byte is not silently ignored.
+    let mut head = encode_head(&HeadValue {
+        next_index: 1,
+        last_hash: Digest::default(),
+        latest_timestamp_utc_ms: 0,
+        document_type: DocumentType::new("t").expect("valid"),
+    });
+    head.push(0);
+    assert!(decode_head(&head).is_err());
+    assert_eq!(
+        decode_op_id(&encode_op_id(b"unit\0")).expect("v1"),
+        b"unit\0"
+    );
+    assert_eq!(
+        decode_format_version(&encode_format_version()).expect("v"),
+        FORMAT_VERSION
+    );
+}

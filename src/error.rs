@@ -1,0 +1,185 @@
+//! Every error the crate returns. Errors carry fields, never formatted
+//! strings to match on; conflicts say they are retryable.
+
+use crate::model::{OperationId, SyncUnit};
+
+/// Why a text id or hex id was refused at construction.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdError {
+    /// The id was empty.
+    #[error("{kind} is empty")]
+    Empty {
+        /// Which kind of id.
+        kind: &'static str,
+    },
+    /// The id was longer than allowed.
+    #[error("{kind} is {len} bytes long, the maximum is {max}")]
+    TooLong {
+        /// Which kind of id.
+        kind: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The id holds a control character (NUL terminates key fields).
+    #[error("{kind} has a control character at byte {position}")]
+    ForbiddenCharacter {
+        /// Which kind of id.
+        kind: &'static str,
+        /// Byte offset of the first offending character.
+        position: usize,
+    },
+    /// The id's bytes are not UTF-8.
+    #[error("{kind} is not valid UTF-8")]
+    NotUtf8 {
+        /// Which kind of id.
+        kind: &'static str,
+    },
+    /// A hex id had the wrong length or a non-hex digit.
+    #[error("{kind} is not the expected lowercase hex string")]
+    BadHex {
+        /// Which kind of id.
+        kind: &'static str,
+    },
+}
+
+/// Why a transaction's operations were refused before anything was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidOperationReason {
+    /// The operation's index is not `revision + position`.
+    #[error("index {found}, expected {expected}")]
+    NonConsecutiveIndex {
+        /// The index the operation must have.
+        expected: u64,
+        /// The index it has.
+        found: u64,
+    },
+    /// The action targets another scope than the transaction.
+    #[error("action scope {found:?}, transaction scope {expected:?}")]
+    ScopeMismatch {
+        /// The transaction's scope.
+        expected: String,
+        /// The action's scope.
+        found: String,
+    },
+    /// The skip reaches before the start of the stream.
+    #[error("skip {skip} reaches before index 0 from index {index}")]
+    SkipOutOfRange {
+        /// The operation's index.
+        index: u64,
+        /// Its skip.
+        skip: u64,
+    },
+    /// The same action id appears twice in one transaction.
+    #[error("action id appears twice in one transaction")]
+    DuplicateActionInTxn,
+}
+
+/// The crate's error type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stream's next index is not the revision the caller passed.
+    /// Retryable: re-read the head and try again.
+    #[error(
+        "revision mismatch on {unit}: the stream is at {expected}, the caller passed {actual}"
+    )]
+    RevisionMismatch {
+        /// The stream.
+        unit: SyncUnit,
+        /// The store's next index.
+        expected: u64,
+        /// The revision the caller passed.
+        actual: u64,
+    },
+    /// Some, but not all, of the operations of a stale append are already
+    /// stored at those positions; names the first.
+    #[error("duplicate operation {op_id} at index {index} skip {skip}")]
+    DuplicateOperation {
+        /// The stored operation's id.
+        op_id: OperationId,
+        /// Its index.
+        index: u64,
+        /// Its skip.
+        skip: u64,
+    },
+    /// A stream in the transaction's read set moved. Retryable.
+    #[error("append condition failed: {condition} is at {actual}, expected {expected}")]
+    AppendConditionFailed {
+        /// The stream whose revision moved.
+        condition: SyncUnit,
+        /// The revision the caller required.
+        expected: u64,
+        /// Its actual revision.
+        actual: u64,
+    },
+    /// A transaction's operation breaks a rule; nothing was written.
+    #[error("invalid operation at position {position}: {reason}")]
+    InvalidOperation {
+        /// Position of the operation in the transaction.
+        position: usize,
+        /// What is wrong.
+        reason: InvalidOperationReason,
+    },
+    /// A stream was written with another document type than it holds.
+    #[error("{unit} holds documents of type {stored}, not {given}")]
+    DocumentTypeMismatch {
+        /// The stream.
+        unit: SyncUnit,
+        /// The type stored in its head.
+        stored: String,
+        /// The type passed.
+        given: String,
+    },
+    /// An id was refused.
+    #[error(transparent)]
+    InvalidId(#[from] IdError),
+    /// An option was out of its bounds.
+    #[error("invalid option {option}: {reason}")]
+    InvalidOptions {
+        /// The option.
+        option: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Bytes on disk do not decode: corruption, or a bug.
+    #[error("corrupt {what} in column family {cf}")]
+    Corrupt {
+        /// The column family.
+        cf: &'static str,
+        /// What failed to decode.
+        what: &'static str,
+    },
+    /// The database was written by a format version this build cannot read.
+    #[error("database format version {found} is not supported (this build reads {supported})")]
+    IncompatibleFormat {
+        /// The version found on disk.
+        found: u32,
+        /// The version this build writes.
+        supported: u32,
+    },
+    /// An earlier write failed; the store refuses writes until reopened,
+    /// since what reached disk is unknown.
+    #[error("the store refused the write: an earlier commit failed; reopen it")]
+    Poisoned,
+    /// RocksDB failed.
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+}
+
+impl Error {
+    /// Whether the caller should re-read and retry: the outcome is a
+    /// conflict with a concurrent writer, not a failure.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::RevisionMismatch { .. } | Error::AppendConditionFailed { .. }
+        )
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

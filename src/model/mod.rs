@@ -1,0 +1,13 @@
+//! The vocabulary every other module speaks: validated ids, sync units,
+//! revisions, ordinals, actions and operations. Pure data; no storage here.
+
+mod ids;
+mod operation;
+
+pub use ids::{
+    ActionId, ActionType, Branch, DocumentId, DocumentType, Ordinal, Revision, Scope, SyncUnit,
+    MAX_ID_LEN,
+};
+pub use operation::{
+    Action, Digest, NewOperation, Operation, OperationContext, OperationId, OperationWithContext,
+};

@@ -1,0 +1,268 @@
+//! Actions, operations and the derived operation id.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::ids::{
+    ActionId, ActionType, Branch, DocumentId, DocumentType, Ordinal, Scope, SyncUnit,
+};
+use crate::error::IdError;
+
+/// A 32-byte blake3 digest: an operation's chain `hash` or a `state_hash`.
+/// Shown and serialised to human-readable formats as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Digest(pub [u8; 32]);
+
+/// The derived id of an operation: 16 bytes of blake3 over
+/// `(document, scope, branch, action id)`, so a re-indexed (reshuffled) copy
+/// of an operation keeps its id. Shown as 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OperationId(pub(crate) [u8; 16]);
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    for b in bytes {
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
+}
+
+fn parse_hex<const N: usize>(kind: &'static str, text: &str) -> Result<[u8; N], IdError> {
+    let bytes = text.as_bytes();
+    if bytes.len() != N * 2 {
+        return Err(IdError::BadHex { kind });
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16);
+        let lo = (pair[1] as char).to_digit(16);
+        match (hi, lo) {
+            (Some(hi), Some(lo)) => out[i] = (hi * 16 + lo) as u8,
+            _ => return Err(IdError::BadHex { kind }),
+        }
+    }
+    Ok(out)
+}
+
+macro_rules! hex_bytes {
+    ($name:ident, $n:literal, $kind:literal) => {
+        impl $name {
+            /// Parses the hex form.
+            pub fn from_hex(text: &str) -> Result<Self, IdError> {
+                parse_hex::<$n>($kind, text).map(Self)
+            }
+            /// The raw bytes.
+            pub fn as_bytes(&self) -> &[u8; $n] {
+                &self.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_hex(f, &self.0)
+            }
+        }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}(", stringify!($name))?;
+                write_hex(f, &self.0)?;
+                f.write_str(")")
+            }
+        }
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.collect_str(self)
+                } else {
+                    serde_bytes::Bytes::new(&self.0).serialize(s)
+                }
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let text = String::deserialize(d)?;
+                    Self::from_hex(&text).map_err(serde::de::Error::custom)
+                } else {
+                    let bytes: serde_bytes::ByteArray<$n> = Deserialize::deserialize(d)?;
+                    Ok(Self(bytes.into_array()))
+                }
+            }
+        }
+    };
+}
+
+hex_bytes!(Digest, 32, "digest");
+hex_bytes!(OperationId, 16, "operation id");
+
+impl Digest {
+    /// The blake3 digest of `bytes`; a convenient `state_hash` for callers
+    /// that hash their encoded state.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(*blake3::hash(bytes).as_bytes())
+    }
+}
+
+impl OperationId {
+    /// Derives the id of the operation that carries `action_id` in `unit`.
+    /// Every field is length-prefixed, so no two tuples share an id input.
+    pub fn derive(unit: &SyncUnit, action_id: &ActionId) -> Self {
+        let mut hasher = blake3::Hasher::new_derive_key("reactordb operation id v1");
+        for part in [
+            unit.document_id.as_str(),
+            unit.scope.as_str(),
+            unit.branch.as_str(),
+            action_id.as_str(),
+        ] {
+            hasher.update(&(part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        Self(id)
+    }
+}
+
+/// What a user asked for: one intent, reduced by a document model into one
+/// operation.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Action {
+    /// Author-chosen id, unique within its stream.
+    pub id: ActionId,
+    /// The action type, e.g. `INCREMENT`.
+    pub action_type: ActionType,
+    /// The scope the action targets.
+    pub scope: Scope,
+    /// When the author created the action (milliseconds since the Unix epoch).
+    pub timestamp_utc_ms: u64,
+    /// The model-specific input, encoded by the model.
+    #[serde(with = "serde_bytes")]
+    pub input: Vec<u8>,
+    /// Opaque signing/app context carried with the action, if any.
+    pub context: Option<serde_bytes::ByteBuf>,
+}
+
+impl Action {
+    /// An action with no context.
+    pub fn new(
+        id: ActionId,
+        action_type: ActionType,
+        scope: Scope,
+        timestamp_utc_ms: u64,
+        input: Vec<u8>,
+    ) -> Self {
+        Self {
+            id,
+            action_type,
+            scope,
+            timestamp_utc_ms,
+            input,
+            context: None,
+        }
+    }
+}
+
+/// An operation as stored: an action placed at an index of its stream.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Operation {
+    /// Derived from `(document, scope, branch, action id)`.
+    pub id: OperationId,
+    /// Position in the stream, from 0, gapless.
+    pub index: u64,
+    /// How many preceding operations this one supersedes (UNDO, reshuffle).
+    pub skip: u64,
+    /// When the operation was made (milliseconds since the Unix epoch).
+    pub timestamp_utc_ms: u64,
+    /// Chain hash: commits to the previous operation's hash in the stream and
+    /// to this operation's content. Computed by the store only.
+    pub hash: Digest,
+    /// Hash of the scope state after this operation, computed by the
+    /// executor; replicas compare it to detect divergence.
+    pub state_hash: Digest,
+    /// The action this operation carries.
+    pub action: Action,
+    /// The reducer's error, if the action failed but was still recorded.
+    pub error: Option<String>,
+}
+
+/// An operation handed to [`AtomicTxn::add_operation`](crate::AtomicTxn):
+/// everything but the fields the store derives (`id` and `hash`).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct NewOperation {
+    /// Must equal the transaction's revision plus this operation's position.
+    pub index: u64,
+    /// How many preceding operations this one supersedes.
+    pub skip: u64,
+    /// When the operation was made (milliseconds since the Unix epoch).
+    pub timestamp_utc_ms: u64,
+    /// Hash of the scope state after this operation.
+    pub state_hash: Digest,
+    /// The action; its scope must be the transaction's scope.
+    pub action: Action,
+    /// The reducer's error, if any.
+    pub error: Option<String>,
+}
+
+impl NewOperation {
+    /// A successful operation with skip 0, timestamped with its action.
+    pub fn new(index: u64, action: Action, state_hash: Digest) -> Self {
+        Self {
+            index,
+            skip: 0,
+            timestamp_utc_ms: action.timestamp_utc_ms,
+            state_hash,
+            action,
+            error: None,
+        }
+    }
+}
+
+impl From<Operation> for NewOperation {
+    /// Re-appends a stored operation (import, replay): drops the fields the
+    /// store derives again.
+    fn from(op: Operation) -> Self {
+        Self {
+            index: op.index,
+            skip: op.skip,
+            timestamp_utc_ms: op.timestamp_utc_ms,
+            state_hash: op.state_hash,
+            action: op.action,
+            error: op.error,
+        }
+    }
+}
+
+/// Where an operation lives and its place in the global sequence.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct OperationContext {
+    /// The document.
+    pub document_id: DocumentId,
+    /// The document's type.
+    pub document_type: DocumentType,
+    /// The scope.
+    pub scope: Scope,
+    /// The branch.
+    pub branch: Branch,
+    /// The global position assigned when the operation was committed.
+    pub ordinal: Ordinal,
+}
+
+impl OperationContext {
+    /// The stream this operation belongs to.
+    pub fn unit(&self) -> SyncUnit {
+        SyncUnit::new(
+            self.document_id.clone(),
+            self.scope.clone(),
+            self.branch.clone(),
+        )
+    }
+}
+
+/// An operation together with its stream and ordinal, as the ordinal feed
+/// and the event bus carry it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct OperationWithContext {
+    /// The operation.
+    pub operation: Operation,
+    /// Its stream, type and ordinal.
+    pub context: OperationContext,
+}

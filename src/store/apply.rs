@@ -1,0 +1,320 @@
+//! `apply`: the revision guard and the idempotent-replay rules.
+
+use std::sync::Arc;
+
+use crate::codec::{self, EncodedOperation, HeadValue, OrdinalValue};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::model::{
+    Branch, Digest, DocumentId, DocumentType, NewOperation, Operation, OperationContext,
+    OperationId, OperationWithContext, Ordinal, Revision, Scope, SyncUnit,
+};
+
+use super::commit::{PendingOperation, PendingWrite};
+use super::heads::{lock_in_order, HeadSlot};
+use super::txn::{self, AtomicTxn};
+use super::{chain, OperationStore};
+
+/// An operation encoded before any lock is taken.
+struct Prepared {
+    id: OperationId,
+    index: u64,
+    skip: u64,
+    timestamp_utc_ms: u64,
+    value: EncodedOperation,
+    operation: NewOperation,
+}
+
+impl OperationStore {
+    /// Appends operations to the stream `(document_id, scope, branch)` at
+    /// `revision` (the index the first new operation takes), atomically.
+    ///
+    /// The closure adds the operations (and optionally a read set) to the
+    /// transaction. The store derives each operation's id and chain hash,
+    /// assigns ordinals, and writes operations, head, ordinal feed and
+    /// op-id index in one `WriteBatch`. It returns the stored operations
+    /// with their context and ordinals.
+    ///
+    /// Outcomes for a `revision` that is not the stream's next index:
+    /// - every operation is already stored at exactly its position with the
+    ///   same `(op id, index, skip)`: an idempotent replay; the stored
+    ///   operations are returned and nothing is written;
+    /// - only some are: [`Error::DuplicateOperation`] naming the first;
+    /// - none are: [`Error::RevisionMismatch`] (retryable).
+    ///
+    /// Invalid operations (see [`AtomicTxn::add_operation`]) fail with
+    /// [`Error::InvalidOperation`] and nothing is written.
+    pub fn apply<F>(
+        &self,
+        document_id: &DocumentId,
+        document_type: &DocumentType,
+        scope: &Scope,
+        branch: &Branch,
+        revision: Revision,
+        build: F,
+    ) -> Result<Vec<OperationWithContext>>
+    where
+        F: FnOnce(&mut AtomicTxn),
+    {
+        let unit = SyncUnit::new(document_id.clone(), scope.clone(), branch.clone());
+        let mut txn = AtomicTxn::new(unit.clone(), revision);
+        build(&mut txn);
+        let (operations, conditions) = txn.into_parts();
+        self.append(unit, document_type, revision, operations, conditions)
+    }
+
+    fn append(
+        &self,
+        unit: SyncUnit,
+        document_type: &DocumentType,
+        revision: Revision,
+        operations: Vec<NewOperation>,
+        conditions: Vec<(SyncUnit, Revision)>,
+    ) -> Result<Vec<OperationWithContext>> {
+        if self.inner.commit.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        txn::validate(&unit.scope, revision, &operations)?;
+        let unit_key = keys::unit_key(&unit);
+
+        // Encoding happens before any lock: concurrent appends to different
+        // streams encode in parallel.
+        let prepared: Vec<Prepared> = operations
+            .into_iter()
+            .map(|operation| {
+                let id = OperationId::derive(&unit, &operation.action.id);
+                let value = EncodedOperation::new(
+                    &id,
+                    operation.index,
+                    operation.skip,
+                    operation.timestamp_utc_ms,
+                    &operation.state_hash,
+                    &operation.action,
+                    &operation.error,
+                );
+                Prepared {
+                    id,
+                    index: operation.index,
+                    skip: operation.skip,
+                    timestamp_utc_ms: operation.timestamp_utc_ms,
+                    value,
+                    operation,
+                }
+            })
+            .collect();
+
+        // Lock the target stream and the read set, in key order.
+        let mut slots: Vec<(Vec<u8>, Arc<parking_lot::Mutex<HeadSlot>>)> = conditions
+            .iter()
+            .map(|(u, _)| keys::unit_key(u))
+            .chain(std::iter::once(unit_key.clone()))
+            .map(|k| {
+                let slot = self.inner.heads.slot(&k);
+                (k, slot)
+            })
+            .collect();
+        slots.sort_by(|a, b| a.0.cmp(&b.0));
+        slots.dedup_by(|a, b| a.0 == b.0);
+        let mut guards = lock_in_order(&slots);
+        for guard_index in 0..guards.len() {
+            self.load_head(&slots[guard_index].0, &mut guards[guard_index])?;
+        }
+        let revision_of = |key: &[u8], guards: &[parking_lot::MutexGuard<'_, HeadSlot>]| {
+            let i = slots.iter().position(|(k, _)| k.as_slice() == key);
+            i.and_then(|i| guards[i].head.as_ref())
+                .map_or(0, |h| h.next_index)
+        };
+        for (condition, expected) in &conditions {
+            let actual = revision_of(&keys::unit_key(condition), &guards);
+            if actual != expected.get() {
+                return Err(Error::AppendConditionFailed {
+                    condition: condition.clone(),
+                    expected: expected.get(),
+                    actual,
+                });
+            }
+        }
+        let target = slots
+            .iter()
+            .position(|(k, _)| *k == unit_key)
+            .expect("the target stream is among the locked slots");
+        let head = guards[target].head.clone();
+        let next_index = head.as_ref().map_or(0, |h| h.next_index);
+
+        if let Some(head) = &head {
+            if &head.document_type != document_type {
+                return Err(Error::DocumentTypeMismatch {
+                    unit,
+                    stored: head.document_type.to_string(),
+                    given: document_type.to_string(),
+                });
+            }
+        }
+        if revision.get() != next_index {
+            return self.stale_append(
+                &unit,
+                &unit_key,
+                document_type,
+                revision,
+                next_index,
+                &prepared,
+            );
+        }
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        // Chain, build the write, commit.
+        let mut previous = head.as_ref().map_or(Digest::default(), |h| h.last_hash);
+        let mut latest = head.as_ref().map_or(0, |h| h.latest_timestamp_utc_ms);
+        let mut pending = Vec::with_capacity(prepared.len());
+        let mut hashes = Vec::with_capacity(prepared.len());
+        for p in prepared.iter() {
+            let hash = chain::link(&previous, &unit_key, p.value.content());
+            previous = hash;
+            latest = latest.max(p.timestamp_utc_ms);
+            hashes.push(hash);
+        }
+        let mut operations = Vec::with_capacity(prepared.len());
+        for (p, hash) in prepared.into_iter().zip(hashes) {
+            let mut value = p.value;
+            value.set_hash(&hash);
+            let key = keys::op_key_from_unit(&unit_key, p.index);
+            let ordinal_value = codec::encode_ordinal(&OrdinalValue {
+                document_type: document_type.as_str(),
+                op_key: &key,
+            });
+            pending.push(PendingOperation {
+                op_id_key: keys::op_id_key(&p.id, p.index, p.skip),
+                op_id_value: codec::encode_op_id(&unit_key),
+                key,
+                value,
+                ordinal_value,
+            });
+            operations.push(Operation {
+                id: p.id,
+                index: p.index,
+                skip: p.skip,
+                timestamp_utc_ms: p.timestamp_utc_ms,
+                hash,
+                state_hash: p.operation.state_hash,
+                action: p.operation.action,
+                error: p.operation.error,
+            });
+        }
+        let new_head = HeadValue {
+            next_index: next_index + operations.len() as u64,
+            last_hash: previous,
+            latest_timestamp_utc_ms: latest,
+            document_type: document_type.clone(),
+        };
+        let write = PendingWrite {
+            operations: pending,
+            head_key: unit_key,
+            head_value: codec::encode_head(&new_head),
+        };
+        let first = self.inner.commit.commit(&self.inner.db, write)?;
+        guards[target].head = Some(new_head);
+        drop(guards);
+
+        Ok(operations
+            .into_iter()
+            .enumerate()
+            .map(|(i, operation)| OperationWithContext {
+                operation,
+                context: context_of(&unit, document_type, Ordinal(first.get() + i as u64)),
+            })
+            .collect())
+    }
+
+    /// Fills a stream's cached head from disk on first use.
+    fn load_head(&self, unit_key: &[u8], slot: &mut HeadSlot) -> Result<()> {
+        if !slot.loaded {
+            let cf = super::commit::cf_handles(&self.inner.db).heads;
+            slot.head = match self.inner.db.get_pinned_cf(cf, unit_key)? {
+                Some(bytes) => Some(codec::decode_head(&bytes)?),
+                None => None,
+            };
+            slot.loaded = true;
+        }
+        Ok(())
+    }
+
+    /// An append whose revision is not the stream's next index: a replay,
+    /// a partial duplicate, or a conflict.
+    fn stale_append(
+        &self,
+        unit: &SyncUnit,
+        unit_key: &[u8],
+        document_type: &DocumentType,
+        revision: Revision,
+        next_index: u64,
+        prepared: &[Prepared],
+    ) -> Result<Vec<OperationWithContext>> {
+        let mismatch = || Error::RevisionMismatch {
+            unit: unit.clone(),
+            expected: next_index,
+            actual: revision.get(),
+        };
+        if revision.get() > next_index || prepared.is_empty() {
+            return Err(mismatch());
+        }
+        let stored = self.stored_at(unit_key, prepared.iter().map(|p| p.index))?;
+        let mut replayed = Vec::with_capacity(prepared.len());
+        let mut first_duplicate = None;
+        for (p, stored) in prepared.iter().zip(stored) {
+            match stored {
+                Some((op, ordinal)) if op.id == p.id && op.skip == p.skip => {
+                    first_duplicate.get_or_insert((op.id, op.index, op.skip));
+                    replayed.push(OperationWithContext {
+                        operation: op,
+                        context: context_of(unit, document_type, ordinal),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if replayed.len() == prepared.len() {
+            return Ok(replayed);
+        }
+        match first_duplicate {
+            Some((op_id, index, skip)) => Err(Error::DuplicateOperation { op_id, index, skip }),
+            None => Err(mismatch()),
+        }
+    }
+
+    /// The stored operations at `indexes` of a stream (`None` past its end).
+    fn stored_at(
+        &self,
+        unit_key: &[u8],
+        indexes: impl Iterator<Item = u64>,
+    ) -> Result<Vec<Option<(Operation, Ordinal)>>> {
+        let cf = super::commit::cf_handles(&self.inner.db).operations;
+        let keys: Vec<Vec<u8>> = indexes
+            .map(|i| keys::op_key_from_unit(unit_key, i))
+            .collect();
+        self.inner
+            .db
+            .batched_multi_get_cf(cf, &keys, false)
+            .into_iter()
+            .map(|value| match value? {
+                Some(bytes) => codec::decode_operation(&bytes).map(Some),
+                None => Ok(None),
+            })
+            .collect()
+    }
+}
+
+pub(super) fn context_of(
+    unit: &SyncUnit,
+    document_type: &DocumentType,
+    ordinal: Ordinal,
+) -> OperationContext {
+    OperationContext {
+        document_id: unit.document_id.clone(),
+        document_type: document_type.clone(),
+        scope: unit.scope.clone(),
+        branch: unit.branch.clone(),
+        ordinal,
+    }
+}

@@ -1,0 +1,235 @@
+//! The write side: the Operation Store on RocksDB. Owns the `operations`,
+//! `heads`, `ordinals` and `op_ids` column families; never touches the
+//! view's or sync's column families (they follow the ordinal feed and keep
+//! their own checkpoints).
+//!
+//! - `apply`: validation, the revision guard (compare-and-swap on the head
+//!   under the stream's own lock) and the idempotent-replay rules;
+//! - `commit`: group commit and ordinal assignment;
+//! - `chain`: the hash chain; `verify`: re-checking it;
+//! - `query`: range-scan reads.
+
+mod apply;
+mod chain;
+mod commit;
+mod heads;
+mod query;
+mod txn;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, IteratorMode, Options, DB};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::model::Ordinal;
+
+pub use query::{
+    Cursor, DocumentRevisions, OperationFilter, OperationLocation, Page, Paging, StreamInfo,
+};
+pub use txn::AtomicTxn;
+pub use verify::{BrokenLink, ChainFault, VerifyReport};
+
+/// When an acknowledged write is safe.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// The write is in the RocksDB write-ahead log but not fsynced: it
+    /// survives a crash of the process, not a power loss or kernel crash.
+    Buffered,
+    /// The write-ahead log is fsynced before `apply` returns: the write
+    /// survives power loss. Group commit shares one fsync among concurrent
+    /// callers. The default.
+    #[default]
+    Synced,
+}
+
+/// Options of [`OperationStore::open`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// When `apply` acknowledges. Default [`Durability::Synced`].
+    pub durability: Durability,
+    /// Shared RocksDB block cache, in bytes. Default 64 MiB; at least 1 MiB.
+    pub block_cache_bytes: usize,
+    /// Create the database when the directory holds none. Default `true`.
+    pub create_if_missing: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Synced,
+            block_cache_bytes: 64 << 20,
+            create_if_missing: true,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Options with the given durability and defaults otherwise.
+    pub fn with_durability(durability: Durability) -> Self {
+        Self {
+            durability,
+            ..Self::default()
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.block_cache_bytes < (1 << 20) {
+            return Err(Error::InvalidOptions {
+                option: "block_cache_bytes",
+                reason: "must be at least 1 MiB",
+            });
+        }
+        Ok(())
+    }
+}
+
+struct Inner {
+    db: DB,
+    path: PathBuf,
+    heads: heads::HeadTable,
+    commit: commit::CommitGroup,
+    durability: Durability,
+}
+
+/// The append-only, hash-chained operation log. Cheap to clone; every clone
+/// is the same store. `Send + Sync`.
+#[derive(Clone)]
+pub struct OperationStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for OperationStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperationStore")
+            .field("path", &self.inner.path)
+            .field("durability", &self.inner.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+/// RocksDB options shared by the whole database.
+fn db_options(options: &StoreOptions, cache: &Cache) -> Options {
+    let mut db = Options::default();
+    db.create_if_missing(options.create_if_missing);
+    db.create_missing_column_families(true);
+    // One `apply` writes several column families in one batch; with atomic
+    // flush their memtables are flushed together, so the families on disk
+    // never disagree even if the WAL is gone (e.g. after `backup`).
+    db.set_atomic_flush(true);
+    // A crash under `Buffered` may leave a torn record at the WAL's tail:
+    // recover every complete batch before it instead of refusing to open.
+    db.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+    db.increase_parallelism(2);
+    db.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    db.set_block_based_table_factory(&table_options(cache));
+    db
+}
+
+fn table_options(cache: &Cache) -> BlockBasedOptions {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    // Point reads (ordinal feed → operation, replay checks) skip files that
+    // cannot hold the key.
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    table
+}
+
+impl OperationStore {
+    /// Opens (or creates) the database at `path` with every column family
+    /// of the crate, and checks its format version.
+    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        options.validate()?;
+        let path = path.as_ref().to_path_buf();
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let db_opts = db_options(&options, &cache);
+        let descriptors = keys::ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, db_opts.clone()));
+        let db = DB::open_cf_descriptors(&db_opts, &path, descriptors)?;
+        check_format(&db)?;
+        let next_ordinal = last_ordinal(&db)?.next();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                heads: heads::HeadTable::default(),
+                commit: commit::CommitGroup::new(
+                    next_ordinal,
+                    options.durability == Durability::Synced,
+                ),
+                durability: options.durability,
+            }),
+        })
+    }
+
+    /// The directory of the database.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The durability `apply` runs with.
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    /// The highest ordinal committed so far (0 for an empty store).
+    pub fn last_ordinal(&self) -> Ordinal {
+        Ordinal(self.inner.commit.next_ordinal().get() - 1)
+    }
+
+    /// Whether an earlier commit failed: the store then refuses writes with
+    /// [`Error::Poisoned`] until it is reopened.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.commit.is_poisoned()
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.inner.db
+    }
+}
+
+/// Writes the format version into a new database, or refuses one written by
+/// an incompatible version.
+fn check_format(db: &DB) -> Result<()> {
+    match db.get(keys::META_FORMAT_KEY)? {
+        Some(bytes) => {
+            let found = codec::decode_format_version(&bytes)?;
+            if found != codec::FORMAT_VERSION {
+                return Err(Error::IncompatibleFormat {
+                    found,
+                    supported: codec::FORMAT_VERSION,
+                });
+            }
+        }
+        None => {
+            let mut write = rocksdb::WriteOptions::default();
+            write.set_sync(true);
+            db.put_opt(
+                keys::META_FORMAT_KEY,
+                codec::encode_format_version(),
+                &write,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The last ordinal on disk: the last key of the ordinal feed.
+fn last_ordinal(db: &DB) -> Result<Ordinal> {
+    let cf = commit::cf_handles(db).ordinals;
+    match db.iterator_cf(cf, IteratorMode::End).next() {
+        Some(entry) => {
+            let (key, _) = entry?;
+            keys::decode_ordinal_key(&key).ok_or(Error::Corrupt {
+                cf: keys::CF_ORDINALS,
+                what: "ordinal key",
+            })
+        }
+        None => Ok(Ordinal(0)),
+    }
+}

@@ -1,0 +1,371 @@
+//! Reads of the write side. Each page is one forward range scan.
+
+use std::collections::BTreeMap;
+
+use rocksdb::{Direction, IteratorMode, ReadOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::model::{
+    ActionType, Branch, Digest, DocumentId, DocumentType, Operation, OperationId,
+    OperationWithContext, Ordinal, Revision, Scope, SyncUnit,
+};
+
+use super::apply::context_of;
+use super::commit::cf_handles;
+use super::OperationStore;
+
+/// Where the next page starts: opaque to callers, pass it back in
+/// [`Paging::cursor`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor(pub u64);
+
+/// A page request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Paging {
+    /// Continue after a previous page; `None` starts at the query's start.
+    pub cursor: Option<Cursor>,
+    /// At most this many items (at least 1).
+    pub limit: usize,
+}
+
+impl Paging {
+    /// Everything, in one page.
+    pub fn all() -> Self {
+        Self {
+            cursor: None,
+            limit: usize::MAX,
+        }
+    }
+
+    /// The first `limit` items.
+    pub fn first(limit: usize) -> Self {
+        Self {
+            cursor: None,
+            limit,
+        }
+    }
+
+    /// The page after `cursor`.
+    pub fn after(cursor: Cursor, limit: usize) -> Self {
+        Self {
+            cursor: Some(cursor),
+            limit,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.limit == 0 {
+            return Err(Error::InvalidOptions {
+                option: "limit",
+                reason: "a page holds at least one item",
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for Paging {
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+/// One page of results.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items, in key order.
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` when the scan reached the end.
+    pub next_cursor: Option<Cursor>,
+}
+
+/// Which operations of a stream `get_since` returns. Empty = all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OperationFilter {
+    /// Only these action types (any, when `None`).
+    pub action_types: Option<Vec<ActionType>>,
+    /// Only operations with `timestamp_utc_ms >= timestamp_from`.
+    pub timestamp_from: Option<u64>,
+    /// Only operations with `timestamp_utc_ms <= timestamp_to`.
+    pub timestamp_to: Option<u64>,
+}
+
+impl OperationFilter {
+    fn matches(&self, op: &Operation) -> bool {
+        self.timestamp_from
+            .is_none_or(|from| op.timestamp_utc_ms >= from)
+            && self.timestamp_to.is_none_or(|to| op.timestamp_utc_ms <= to)
+            && self
+                .action_types
+                .as_ref()
+                .is_none_or(|types| types.contains(&op.action.action_type))
+    }
+}
+
+/// The revision of every scope of a document on one branch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DocumentRevisions {
+    /// Scope → its revision (next index).
+    pub revisions: BTreeMap<Scope, Revision>,
+    /// The latest operation timestamp over those scopes (0 when empty).
+    pub latest_timestamp_utc_ms: u64,
+}
+
+/// What the head of a stream says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The stream.
+    pub unit: SyncUnit,
+    /// The document type it was written with.
+    pub document_type: DocumentType,
+    /// Its revision (next index).
+    pub revision: Revision,
+    /// Hash of its last operation: identifies this replica's raw history.
+    pub head_hash: Digest,
+    /// Its latest operation timestamp.
+    pub latest_timestamp_utc_ms: u64,
+}
+
+/// Where a stored copy of an operation id lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperationLocation {
+    /// The stream.
+    pub unit: SyncUnit,
+    /// The index of this copy.
+    pub index: u64,
+    /// Its skip.
+    pub skip: u64,
+}
+
+fn corrupt(cf: &'static str, what: &'static str) -> Error {
+    Error::Corrupt { cf, what }
+}
+
+impl OperationStore {
+    /// The operation at `index` of `unit`, if stored.
+    pub fn get(&self, unit: &SyncUnit, index: u64) -> Result<Option<Operation>> {
+        let cf = cf_handles(self.db()).operations;
+        match self.db().get_pinned_cf(cf, keys::op_key(unit, index))? {
+            Some(bytes) => Ok(Some(codec::decode_operation(&bytes)?.0)),
+            None => Ok(None),
+        }
+    }
+
+    /// Operations of `unit` with index ≥ `revision` that match `filter`, in
+    /// index order. The cursor is the index to resume from.
+    pub fn get_since(
+        &self,
+        unit: &SyncUnit,
+        revision: Revision,
+        filter: &OperationFilter,
+        paging: Paging,
+    ) -> Result<Page<Operation>> {
+        let from = paging
+            .cursor
+            .map_or(revision.get(), |c| c.0.max(revision.get()));
+        self.scan_stream(unit, from, paging, |op| filter.matches(op))
+    }
+
+    /// Operations of `unit` with `timestamp_utc_ms >= min_timestamp`: the
+    /// local candidates a load of remote operations may conflict with.
+    pub fn get_conflicting(
+        &self,
+        unit: &SyncUnit,
+        min_timestamp_utc_ms: u64,
+        paging: Paging,
+    ) -> Result<Page<Operation>> {
+        let from = paging.cursor.map_or(0, |c| c.0);
+        self.scan_stream(unit, from, paging, |op| {
+            op.timestamp_utc_ms >= min_timestamp_utc_ms
+        })
+    }
+
+    fn scan_stream(
+        &self,
+        unit: &SyncUnit,
+        from: u64,
+        paging: Paging,
+        keep: impl Fn(&Operation) -> bool,
+    ) -> Result<Page<Operation>> {
+        paging.check()?;
+        let unit_key = keys::unit_key(unit);
+        let mut read = ReadOptions::default();
+        if let Some(upper) = keys::prefix_upper_bound(&unit_key) {
+            read.set_iterate_upper_bound(upper);
+        }
+        let cf = cf_handles(self.db()).operations;
+        let mut iter = self.db().raw_iterator_cf_opt(cf, read);
+        iter.seek(keys::op_key_from_unit(&unit_key, from));
+        let mut items = Vec::new();
+        while let (Some(_), Some(value)) = (iter.key(), iter.value()) {
+            if items.len() == paging.limit {
+                let index = iter
+                    .key()
+                    .and_then(keys::op_key_index)
+                    .ok_or_else(|| corrupt(keys::CF_OPERATIONS, "operation key"))?;
+                return Ok(Page {
+                    items,
+                    next_cursor: Some(Cursor(index)),
+                });
+            }
+            let (op, _) = codec::decode_operation(value)?;
+            if keep(&op) {
+                items.push(op);
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(Page {
+            items,
+            next_cursor: None,
+        })
+    }
+
+    /// Operations of every stream with ordinal ≥ `from`, in ordinal order,
+    /// with their context. The catch-up feed of the view and of sync. The
+    /// cursor is the ordinal to resume from.
+    pub fn get_since_ordinal(
+        &self,
+        from: Ordinal,
+        paging: Paging,
+    ) -> Result<Page<OperationWithContext>> {
+        paging.check()?;
+        let from = paging.cursor.map_or(from.get(), |c| c.0.max(from.get()));
+        let cfs = cf_handles(self.db());
+        let mut iter = self.db().raw_iterator_cf(cfs.ordinals);
+        iter.seek(keys::ordinal_key(Ordinal(from)));
+        // First the feed entries, then one batched read of the operations.
+        let mut entries = Vec::new();
+        let mut next_cursor = None;
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            let ordinal = keys::decode_ordinal_key(key)
+                .ok_or_else(|| corrupt(keys::CF_ORDINALS, "ordinal key"))?;
+            if entries.len() == paging.limit {
+                next_cursor = Some(Cursor(ordinal.get()));
+                break;
+            }
+            let entry = codec::decode_ordinal(value)?;
+            let document_type = DocumentType::new(entry.document_type)
+                .map_err(|_| corrupt(keys::CF_ORDINALS, "ordinal value"))?;
+            entries.push((ordinal, document_type, entry.op_key.to_vec()));
+            iter.next();
+        }
+        iter.status()?;
+        let values =
+            self.db()
+                .batched_multi_get_cf(cfs.operations, entries.iter().map(|e| &e.2), false);
+        let mut items = Vec::with_capacity(entries.len());
+        for ((ordinal, document_type, op_key), value) in entries.into_iter().zip(values) {
+            let value =
+                value?.ok_or_else(|| corrupt(keys::CF_ORDINALS, "entry without operation"))?;
+            let (operation, _) = codec::decode_operation(&value)?;
+            let (unit, _) = keys::decode_op_key(&op_key)
+                .ok_or_else(|| corrupt(keys::CF_ORDINALS, "operation key"))?;
+            items.push(OperationWithContext {
+                operation,
+                context: context_of(&unit, &document_type, ordinal),
+            });
+        }
+        Ok(Page { items, next_cursor })
+    }
+
+    /// The head of one stream, `None` when it holds no operation.
+    pub fn head(&self, unit: &SyncUnit) -> Result<Option<StreamInfo>> {
+        let cf = cf_handles(self.db()).heads;
+        match self.db().get_pinned_cf(cf, keys::unit_key(unit))? {
+            Some(bytes) => {
+                let head = codec::decode_head(&bytes)?;
+                Ok(Some(stream_info(unit.clone(), head)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every stream of a document (all scopes and branches), in key order.
+    pub fn streams(&self, document_id: &DocumentId) -> Result<Vec<StreamInfo>> {
+        self.heads_with_prefix(&keys::document_prefix(document_id))
+    }
+
+    /// The next index of every scope of a document on `branch`, and the
+    /// latest timestamp among them.
+    pub fn get_revisions(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+    ) -> Result<DocumentRevisions> {
+        let mut out = DocumentRevisions::default();
+        for info in self.heads_with_prefix(&keys::document_branch_prefix(document_id, branch))? {
+            out.latest_timestamp_utc_ms = out
+                .latest_timestamp_utc_ms
+                .max(info.latest_timestamp_utc_ms);
+            out.revisions.insert(info.unit.scope, info.revision);
+        }
+        Ok(out)
+    }
+
+    /// The latest operation timestamp of a stream, `None` when it is empty.
+    pub fn get_stream_latest_timestamp(&self, unit: &SyncUnit) -> Result<Option<u64>> {
+        Ok(self.head(unit)?.map(|h| h.latest_timestamp_utc_ms))
+    }
+
+    /// Every stream in the store, in key order (document, branch, scope).
+    pub fn all_streams(&self) -> Result<Vec<StreamInfo>> {
+        self.heads_with_prefix(&[])
+    }
+
+    fn heads_with_prefix(&self, prefix: &[u8]) -> Result<Vec<StreamInfo>> {
+        let cf = cf_handles(self.db()).heads;
+        let mut out = Vec::new();
+        for entry in self
+            .db()
+            .iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward))
+        {
+            let (key, value) = entry?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let (unit, rest) = keys::decode_unit_key(&key)
+                .filter(|(_, rest)| rest.is_empty())
+                .ok_or_else(|| corrupt(keys::CF_HEADS, "head key"))?;
+            debug_assert!(rest.is_empty());
+            out.push(stream_info(unit, codec::decode_head(&value)?));
+        }
+        Ok(out)
+    }
+
+    /// Every stored copy of an operation id (a reshuffled operation has
+    /// several, at different indexes).
+    pub fn locate(&self, op_id: &OperationId) -> Result<Vec<OperationLocation>> {
+        let cf = cf_handles(self.db()).op_ids;
+        let prefix = op_id.as_bytes();
+        let mut out = Vec::new();
+        for entry in self
+            .db()
+            .iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward))
+        {
+            let (key, value) = entry?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let (_, index, skip) = keys::decode_op_id_key(&key)
+                .ok_or_else(|| corrupt(keys::CF_OP_IDS, "op id key"))?;
+            let (unit, _) = keys::decode_unit_key(codec::decode_op_id(&value)?)
+                .ok_or_else(|| corrupt(keys::CF_OP_IDS, "op id value"))?;
+            out.push(OperationLocation { unit, index, skip });
+        }
+        Ok(out)
+    }
+}
+
+fn stream_info(unit: SyncUnit, head: codec::HeadValue) -> StreamInfo {
+    StreamInfo {
+        unit,
+        document_type: head.document_type,
+        revision: Revision(head.next_index),
+        head_hash: head.last_hash,
+        latest_timestamp_utc_ms: head.latest_timestamp_utc_ms,
+    }
+}

@@ -1,0 +1,140 @@
+//! Re-checking hash chains against what is on disk.
+
+use rocksdb::ReadOptions;
+
+use crate::codec;
+use crate::error::Result;
+use crate::keys;
+use crate::model::{Digest, SyncUnit};
+
+use super::commit::cf_handles;
+use super::{chain, OperationStore};
+
+/// What is wrong at a broken link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChainFault {
+    /// The stored hash is not the hash of the predecessor and the content:
+    /// the operation (or one before it) was edited.
+    HashMismatch,
+    /// An index is missing: the stream jumps from `expected` to this one.
+    Gap {
+        /// The index that should have come next.
+        expected: u64,
+    },
+    /// The stored bytes do not decode.
+    Undecodable,
+    /// The head disagrees with the last operation (its hash or the count).
+    HeadMismatch,
+}
+
+/// The first broken place found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokenLink {
+    /// The stream.
+    pub unit: SyncUnit,
+    /// The index of the first operation that fails (for a head mismatch,
+    /// the head's revision).
+    pub index: u64,
+    /// What is wrong.
+    pub fault: ChainFault,
+}
+
+/// The outcome of a verification.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Streams checked (up to and including a broken one).
+    pub streams_checked: u64,
+    /// Operations whose link was recomputed.
+    pub operations_checked: u64,
+    /// The first broken link, `None` when every chain holds.
+    pub first_broken: Option<BrokenLink>,
+}
+
+impl VerifyReport {
+    /// Whether every checked chain holds.
+    pub fn is_clean(&self) -> bool {
+        self.first_broken.is_none()
+    }
+}
+
+impl OperationStore {
+    /// Recomputes the hash chain of one stream from its first operation and
+    /// compares it with every stored hash and with the head.
+    pub fn verify(&self, unit: &SyncUnit) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        self.verify_into(unit, &mut report)?;
+        Ok(report)
+    }
+
+    /// [`verify`](Self::verify) for every stream; stops at the first broken
+    /// link.
+    pub fn verify_all(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        for stream in self.all_streams()? {
+            self.verify_into(&stream.unit, &mut report)?;
+            if report.first_broken.is_some() {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    fn verify_into(&self, unit: &SyncUnit, report: &mut VerifyReport) -> Result<()> {
+        report.streams_checked += 1;
+        let broken = |index, fault| {
+            Some(BrokenLink {
+                unit: unit.clone(),
+                index,
+                fault,
+            })
+        };
+        let unit_key = keys::unit_key(unit);
+        let mut read = ReadOptions::default();
+        if let Some(upper) = keys::prefix_upper_bound(&unit_key) {
+            read.set_iterate_upper_bound(upper);
+        }
+        let mut iter = self
+            .db()
+            .raw_iterator_cf_opt(cf_handles(self.db()).operations, read);
+        iter.seek(&unit_key);
+        let mut expected = 0u64;
+        let mut previous = Digest::default();
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            let Some(index) = keys::op_key_index(key).filter(|_| key.len() == unit_key.len() + 8)
+            else {
+                report.first_broken = broken(expected, ChainFault::Undecodable);
+                return Ok(());
+            };
+            if index != expected {
+                report.first_broken = broken(index, ChainFault::Gap { expected });
+                return Ok(());
+            }
+            let decoded = codec::decode_operation(value);
+            let parts = codec::split_operation(value);
+            let (Ok((op, _)), Ok(parts)) = (decoded, parts) else {
+                report.first_broken = broken(index, ChainFault::Undecodable);
+                return Ok(());
+            };
+            if op.index != index || chain::link(&previous, &unit_key, parts.content) != parts.hash {
+                report.first_broken = broken(index, ChainFault::HashMismatch);
+                return Ok(());
+            }
+            report.operations_checked += 1;
+            previous = parts.hash;
+            expected += 1;
+            iter.next();
+        }
+        iter.status()?;
+        let head = self.head(unit)?;
+        let head_ok = match &head {
+            Some(h) => h.revision.get() == expected && h.head_hash == previous,
+            None => expected == 0,
+        };
+        if !head_ok {
+            let at = head.map_or(0, |h| h.revision.get());
+            report.first_broken = broken(at, ChainFault::HeadMismatch);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod model;
+
+use reactordb::{
+    Action, ActionId, ActionType, Branch, Digest, DocumentId, DocumentType, Durability,
+    NewOperation, OperationStore, OperationWithContext, Result, Revision, Scope, StoreOptions,
+    SyncUnit,
+};
+
+pub fn open(dir: &std::path::Path) -> OperationStore {
+    OperationStore::open(dir, StoreOptions::with_durability(Durability::Buffered))
+        .expect("open store")
+}
+
+pub fn doc_type() -> DocumentType {
+    DocumentType::new("test/counter").expect("valid")
+}
+
+pub fn unit(doc: &str, scope: &str) -> SyncUnit {
+    SyncUnit::new(
+        DocumentId::new(doc).expect("valid"),
+        Scope::new(scope).expect("valid"),
+        Branch::main(),
+    )
+}
+
+pub fn action(id: &str, scope: &Scope, ts: u64) -> Action {
+    Action::new(
+        ActionId::new(id).expect("valid"),
+        ActionType::new(if ts.is_multiple_of(2) { "EVEN" } else { "ODD" }).expect("valid"),
+        scope.clone(),
+        ts,
+        id.as_bytes().to_vec(),
+    )
+}
+
+/// An operation at `index` carrying action `id`, timestamped `ts`.
+pub fn op(unit: &SyncUnit, index: u64, id: &str, ts: u64) -> NewOperation {
+    NewOperation::new(
+        index,
+        action(id, &unit.scope, ts),
+        Digest::of(id.as_bytes()),
+    )
+}
+
+pub fn append(
+    store: &OperationStore,
+    unit: &SyncUnit,
+    revision: u64,
+    ops: Vec<NewOperation>,
+) -> Result<Vec<OperationWithContext>> {
+    store.apply(
+        &unit.document_id,
+        &doc_type(),
+        &unit.scope,
+        &unit.branch,
+        Revision(revision),
+        |txn| {
+            txn.add_operations(ops);
+        },
+    )
+}
+
+pub fn revision(store: &OperationStore, unit: &SyncUnit) -> u64 {
+    store
+        .head(unit)
+        .expect("head")
+        .map_or(0, |h| h.revision.get())
+}
+
+/// Appends one operation per id at the stream's head.
+pub fn append_ids(
+    store: &OperationStore,
+    unit: &SyncUnit,
+    ids: &[&str],
+) -> Vec<OperationWithContext> {
+    let start = revision(store, unit);
+    let ops = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| op(unit, start + i as u64, id, 1_000 + start + i as u64))
+        .collect();
+    append(store, unit, start, ops).expect("append")
+}

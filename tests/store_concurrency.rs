@@ -1,0 +1,183 @@
+//! Real threads against one store: the revision guard, gapless ordinals and
+//! ordinal visibility.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use reactordb::{Error, Ordinal, Paging};
+
+#[test]
+fn sixteen_threads_on_four_streams_store_everything_exactly_once() {
+    const THREADS: usize = 16;
+    const PER_THREAD: usize = 2_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let units: Vec<_> = (0..4)
+        .map(|i| unit(&format!("doc-{i}"), "global"))
+        .collect();
+
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let store = store.clone();
+            let u = units[t % 4].clone();
+            s.spawn(move || {
+                let mut retries = 0u64;
+                for i in 0..PER_THREAD {
+                    let id = format!("t{t}-{i}");
+                    loop {
+                        let rev = revision(&store, &u);
+                        match append(&store, &u, rev, vec![op(&u, rev, &id, i as u64)]) {
+                            Ok(_) => break,
+                            Err(e) if e.is_retryable() => retries += 1,
+                            Err(e) => panic!("unexpected error: {e:?}"),
+                        }
+                    }
+                }
+                retries
+            });
+        }
+    });
+
+    let total = (THREADS * PER_THREAD) as u64;
+    assert_eq!(store.last_ordinal().get(), total);
+    let mut seen_ids = HashSet::new();
+    for u in &units {
+        let page = store
+            .get_since(
+                u,
+                reactordb::Revision(0),
+                &Default::default(),
+                Paging::all(),
+            )
+            .expect("scan");
+        assert_eq!(page.items.len(), THREADS / 4 * PER_THREAD);
+        for (expected, op) in page.items.iter().enumerate() {
+            assert_eq!(op.index, expected as u64, "indexes are gapless");
+            assert!(
+                seen_ids.insert(op.action.id.clone()),
+                "stored once: {:?}",
+                op.action.id
+            );
+        }
+        assert!(store.verify(u).expect("verify").is_clean());
+    }
+    assert_eq!(seen_ids.len() as u64, total);
+    let feed = store
+        .get_since_ordinal(Ordinal(1), Paging::all())
+        .expect("feed");
+    assert_eq!(feed.items.len() as u64, total);
+    for (i, item) in feed.items.iter().enumerate() {
+        assert_eq!(
+            item.context.ordinal.get(),
+            i as u64 + 1,
+            "ordinals are gapless"
+        );
+    }
+    assert!(store.verify_all().expect("verify all").is_clean());
+}
+
+#[test]
+fn a_concurrent_feed_reader_never_sees_a_gap() {
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 600;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let done = Arc::new(AtomicBool::new(false));
+
+    let reader = {
+        let store = store.clone();
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut last = 0u64;
+            let mut seen = BTreeMap::new();
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let page = store
+                    .get_since_ordinal(Ordinal(last + 1), Paging::first(97))
+                    .expect("feed");
+                for item in &page.items {
+                    assert_eq!(
+                        item.context.ordinal.get(),
+                        last + 1,
+                        "stepped over an ordinal"
+                    );
+                    last += 1;
+                    let key = (item.context.unit(), item.operation.index);
+                    assert!(seen.insert(key, item.operation.action.id.clone()).is_none());
+                }
+                if finished && page.items.is_empty() {
+                    return seen;
+                }
+            }
+        })
+    };
+
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let store = store.clone();
+            s.spawn(move || {
+                let u = unit(&format!("w{w}"), "global");
+                for i in 0..PER_WRITER as u64 {
+                    // Batches of 1 to 3 operations, so groups mix sizes.
+                    let n = 1 + (i % 3);
+                    let rev = revision(&store, &u);
+                    let ops = (0..n)
+                        .map(|k| op(&u, rev + k, &format!("{i}-{k}"), i))
+                        .collect();
+                    append(&store, &u, rev, ops).expect("own stream, no conflicts");
+                }
+            });
+        }
+    });
+    done.store(true, Ordering::Release);
+    let seen = reader.join().expect("reader");
+    let expected: u64 = (0..PER_WRITER as u64).map(|i| 1 + i % 3).sum::<u64>() * WRITERS as u64;
+    assert_eq!(seen.len() as u64, expected, "every operation exactly once");
+    assert_eq!(store.last_ordinal().get(), expected);
+}
+
+#[test]
+fn conflicting_writers_on_one_stream_each_get_a_retryable_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let u = unit("hot", "global");
+    let barrier = std::sync::Barrier::new(8);
+    let outcomes: Vec<Result<(), Error>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let (store, u, barrier) = (store.clone(), u.clone(), &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    append(&store, &u, 0, vec![op(&u, 0, &format!("t{t}"), 1)]).map(|_| ())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_ok()).count(),
+        1,
+        "exactly one wins"
+    );
+    for err in outcomes.into_iter().filter_map(Result::err) {
+        assert!(
+            matches!(
+                err,
+                Error::RevisionMismatch {
+                    expected: 1,
+                    actual: 0,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+    assert_eq!(revision(&store, &u), 1);
+}

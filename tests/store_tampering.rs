@@ -1,0 +1,105 @@
+//! Edits to stored history, made with raw RocksDB, are found by `verify`.
+
+mod common;
+
+use common::*;
+use reactordb::{ChainFault, OperationStore, StoreOptions};
+
+fn raw_db(path: &std::path::Path) -> rocksdb::DB {
+    let opts = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&opts, path).expect("list cfs");
+    rocksdb::DB::open_cf(&opts, path, cfs).expect("raw open")
+}
+
+fn build(dir: &std::path::Path) -> (reactordb::SyncUnit, reactordb::SyncUnit) {
+    let store = open(dir);
+    let clean = unit("clean", "global");
+    let target = unit("target", "global");
+    append_ids(&store, &clean, &["c0", "c1"]);
+    append_ids(&store, &target, &["t0", "t1", "t2", "t3", "t4"]);
+    assert!(store.verify_all().expect("verify").is_clean());
+    (clean, target)
+}
+
+/// Rewrites the value of the operation at `index` of stream `doc`.
+fn tamper(dir: &std::path::Path, doc: &str, index: u64, edit: impl Fn(&mut Vec<u8>)) {
+    let db = raw_db(dir);
+    let cf = db.cf_handle("operations").expect("cf");
+    let mut key = format!("{doc}\0main\0global\0").into_bytes();
+    key.extend_from_slice(&index.to_be_bytes());
+    let mut value = db.get_cf(cf, &key).expect("get").expect("stored");
+    edit(&mut value);
+    db.put_cf(cf, &key, &value).expect("put");
+}
+
+#[test]
+fn a_flipped_byte_in_the_content_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (clean, target) = build(dir.path());
+    // The input bytes of the action ("t2") sit near the end of the value.
+    tamper(dir.path(), "target", 2, |v| {
+        let pos = v.windows(2).rposition(|w| w == b"t2").expect("input bytes");
+        v[pos + 1] = b'X';
+    });
+    let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
+    assert!(store.verify(&clean).expect("verify").is_clean());
+    let report = store.verify(&target).expect("verify");
+    let broken = report.first_broken.expect("tampering found");
+    assert_eq!(
+        (broken.unit, broken.index, broken.fault),
+        (target.clone(), 2, ChainFault::HashMismatch)
+    );
+    let all = store
+        .verify_all()
+        .expect("verify all")
+        .first_broken
+        .expect("found");
+    assert_eq!((all.unit, all.index), (target, 2));
+}
+
+#[test]
+fn a_rewritten_hash_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, target) = build(dir.path());
+    // Bytes 9..41 hold the stored chain hash.
+    tamper(dir.path(), "target", 3, |v| v[20] ^= 0x01);
+    let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
+    let broken = store
+        .verify(&target)
+        .expect("verify")
+        .first_broken
+        .expect("found");
+    assert_eq!((broken.index, broken.fault), (3, ChainFault::HashMismatch));
+}
+
+#[test]
+fn a_truncated_value_and_a_missing_operation_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, target) = build(dir.path());
+    tamper(dir.path(), "target", 1, |v| v.truncate(30));
+    let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
+    let broken = store
+        .verify(&target)
+        .expect("verify")
+        .first_broken
+        .expect("found");
+    assert_eq!((broken.index, broken.fault), (1, ChainFault::Undecodable));
+    drop(store);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, target) = build(dir.path());
+    {
+        let db = raw_db(dir.path());
+        let cf = db.cf_handle("operations").expect("cf");
+        let mut key = b"target\0main\0global\0".to_vec();
+        key.extend_from_slice(&4u64.to_be_bytes());
+        db.delete_cf(cf, &key).expect("delete");
+    }
+    let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
+    let broken = store
+        .verify(&target)
+        .expect("verify")
+        .first_broken
+        .expect("found");
+    assert_eq!((broken.index, broken.fault), (5, ChainFault::HeadMismatch));
+}
