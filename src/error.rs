@@ -1,7 +1,7 @@
 //! Every error the crate returns. Errors carry fields, never formatted
 //! strings to match on; conflicts say they are retryable.
 
-use crate::model::{OperationId, SyncUnit};
+use crate::model::{DocumentId, DocumentType, OperationId, SyncUnit};
 
 /// Why a text id or hex id was refused at construction.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,6 +165,38 @@ pub enum Error {
     /// since what reached disk is unknown.
     #[error("the store refused the write: an earlier commit failed; reopen it")]
     Poisoned,
+    /// No document with this id (on this branch).
+    #[error("document {id} not found")]
+    DocumentNotFound {
+        /// The id (or slug) asked for.
+        id: String,
+    },
+    /// The document exists but was deleted.
+    #[error("document {id} is deleted")]
+    DocumentDeleted {
+        /// The document.
+        id: DocumentId,
+    },
+    /// No model is registered for this document type and version.
+    #[error("no model registered for {document_type} version {version}")]
+    ModelNotFound {
+        /// The document type.
+        document_type: DocumentType,
+        /// The version.
+        version: u32,
+    },
+    /// A read waited for a consistency token longer than its timeout.
+    /// Retryable.
+    #[error("the view did not reach ordinal {token} in time (it is at {applied})")]
+    ConsistencyTimeout {
+        /// The ordinal the read waited for.
+        token: u64,
+        /// The ordinal the view had applied.
+        applied: u64,
+    },
+    /// The component was shut down.
+    #[error("shut down")]
+    Shutdown,
     /// RocksDB failed.
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
@@ -176,7 +208,9 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::RevisionMismatch { .. } | Error::AppendConditionFailed { .. }
+            Error::RevisionMismatch { .. }
+                | Error::AppendConditionFailed { .. }
+                | Error::ConsistencyTimeout { .. }
         )
     }
 }

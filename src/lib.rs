@@ -45,19 +45,29 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+mod bus;
 mod codec;
 mod error;
 mod keys;
 mod model;
+mod models;
 mod store;
+mod view;
 
+pub use bus::{Event, EventBus, Subscription};
 pub use error::{Error, IdError, InvalidOperationReason, Result};
 pub use model::{
     Action, ActionId, ActionType, Branch, Digest, DocumentId, DocumentType, NewOperation,
     Operation, OperationContext, OperationId, OperationWithContext, Ordinal, Revision, Scope,
     SyncUnit, MAX_ID_LEN,
 };
+pub use models::{
+    system_action, CounterModel, CreateDocumentInput, DocumentHeader, DocumentModel, ModelRegistry,
+    ReduceError, Relationship, SystemAction, TodoAction, TodoItem, TodoModel, TodoState, Typed,
+    TypedModel, ACTION_NOOP,
+};
 pub use store::{
     AtomicTxn, BrokenLink, ChainFault, Cursor, DocumentRevisions, Durability, OperationFilter,
     OperationLocation, OperationStore, Page, Paging, StoreOptions, StreamInfo, VerifyReport,
 };
+pub use view::{ConsistencyToken, Document, DocumentView, ScopeState, ViewFilter, ViewOptions};

@@ -157,6 +157,53 @@ pub(crate) fn decode_op_id_key(bytes: &[u8]) -> Option<(OperationId, u64, u64)> 
     Some((id, index, skip))
 }
 
+// Format: {unit_key}{revision: u64 BE}
+/// Key of a view snapshot of a stream at `revision` (the state after the
+/// operations `0..revision`).
+pub(crate) fn snapshot_key(unit_key: &[u8], revision: u64) -> Vec<u8> {
+    op_key_from_unit(unit_key, revision)
+}
+
+/// Tags of the kinds of keys in the `view_meta` column family.
+pub(crate) mod view_tag {
+    /// The view's checkpoint (last applied ordinal).
+    pub(crate) const CHECKPOINT: u8 = b'c';
+    /// A document's header record, per branch.
+    pub(crate) const HEADER: u8 = b'h';
+    /// Slug → document.
+    pub(crate) const SLUG: u8 = b's';
+    /// Document type → documents.
+    pub(crate) const TYPE: u8 = b't';
+    /// Outgoing relationships.
+    pub(crate) const OUTGOING: u8 = b'o';
+    /// Incoming relationships.
+    pub(crate) const INCOMING: u8 = b'i';
+}
+
+// Format: {tag: u8}{field}\0{field}\0...
+/// A `view_meta` key: a tag byte, then NUL-terminated text fields. Callers
+/// pass only validated ids (no NUL), so these keys are unambiguous too.
+pub(crate) fn view_key(tag: u8, fields: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + fields.iter().map(|f| f.len() + 1).sum::<usize>());
+    out.push(tag);
+    for field in fields {
+        push_field(&mut out, field);
+    }
+    out
+}
+
+/// Splits the NUL-terminated fields of a `view_meta` key after its tag.
+pub(crate) fn view_key_fields(key: &[u8]) -> Option<Vec<&str>> {
+    let mut rest = key.get(1..)?;
+    let mut fields = Vec::new();
+    while !rest.is_empty() {
+        let (field, tail) = take_field(rest)?;
+        fields.push(std::str::from_utf8(field).ok()?);
+        rest = tail;
+    }
+    Some(fields)
+}
+
 /// The smallest key greater than every key that starts with `prefix`, or
 /// `None` when no such key exists (a prefix of only 0xFF bytes).
 pub(crate) fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {

@@ -369,3 +369,57 @@ fn stream_info(unit: SyncUnit, head: codec::HeadValue) -> StreamInfo {
         latest_timestamp_utc_ms: head.latest_timestamp_utc_ms,
     }
 }
+
+impl OperationStore {
+    /// Operations of the stream `unit_key` from index `from` (to `end`,
+    /// exclusive), stopping at the first one committed after `cutoff`:
+    /// within a stream, ordinals grow with the index. The read side folds
+    /// exactly the history it has applied this way.
+    pub(crate) fn scan_until(
+        &self,
+        unit_key: &[u8],
+        from: u64,
+        end: Option<u64>,
+        cutoff: Ordinal,
+    ) -> Result<Vec<(Operation, Ordinal)>> {
+        let mut read = ReadOptions::default();
+        let upper = match end {
+            Some(end) => Some(keys::op_key_from_unit(unit_key, end)),
+            None => keys::prefix_upper_bound(unit_key),
+        };
+        if let Some(upper) = upper {
+            read.set_iterate_upper_bound(upper);
+        }
+        let mut iter = self
+            .db()
+            .raw_iterator_cf_opt(cf_handles(self.db()).operations, read);
+        iter.seek(keys::op_key_from_unit(unit_key, from));
+        let mut out = Vec::new();
+        while let Some(value) = iter.value() {
+            let (op, ordinal) = codec::decode_operation(value)?;
+            if ordinal > cutoff {
+                break;
+            }
+            out.push((op, ordinal));
+            iter.next();
+        }
+        iter.status()?;
+        Ok(out)
+    }
+
+    /// The operation at `index` of the stream `unit_key`, with its ordinal.
+    pub(crate) fn get_with_ordinal(
+        &self,
+        unit_key: &[u8],
+        index: u64,
+    ) -> Result<Option<(Operation, Ordinal)>> {
+        let cf = cf_handles(self.db()).operations;
+        match self
+            .db()
+            .get_pinned_cf(cf, keys::op_key_from_unit(unit_key, index))?
+        {
+            Some(bytes) => Ok(Some(codec::decode_operation(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+}

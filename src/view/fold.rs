@@ -1,0 +1,357 @@
+//! Folding a stream's operations into state: from the nearest valid
+//! snapshot, over the effective history (skips applied), up to exactly the
+//! ordinal the view has applied.
+
+use rocksdb::{WriteBatch, DB};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::model::{Branch, Digest, DocumentId, DocumentType, Operation, Ordinal, Scope};
+use crate::models::{reduce_system, ModelRegistry, ACTION_NOOP};
+use crate::store::OperationStore;
+
+use super::snapshot::Snapshot;
+
+/// Action type that moves a scope's state to a newer model version.
+const ACTION_UPGRADE: &str = "UPGRADE_DOCUMENT";
+
+/// How one stream is reduced.
+pub(crate) enum Reducer<'a> {
+    /// The `document` scope: the engine's system reducer.
+    System {
+        document_id: &'a DocumentId,
+        branch: &'a Branch,
+    },
+    /// Any other scope: the registered model of the document type.
+    Model {
+        registry: &'a ModelRegistry,
+        document_type: &'a DocumentType,
+        scope: &'a Scope,
+    },
+}
+
+#[derive(Deserialize)]
+struct UpgradeInput {
+    from_version: u32,
+    to_version: u32,
+}
+
+fn model_of(
+    registry: &ModelRegistry,
+    document_type: &DocumentType,
+    version: u32,
+) -> Result<std::sync::Arc<dyn crate::models::DocumentModel>> {
+    registry
+        .get(document_type, version)
+        .ok_or_else(|| Error::ModelNotFound {
+            document_type: document_type.clone(),
+            version,
+        })
+}
+
+impl Reducer<'_> {
+    /// The state before the first operation.
+    pub(crate) fn initial(&self, version: u32) -> Result<Vec<u8>> {
+        match self {
+            Reducer::System { .. } => Ok(crate::models::initial_system_state()),
+            Reducer::Model {
+                registry,
+                document_type,
+                scope,
+            } => Ok(model_of(registry, document_type, version)?.initial_state(scope)),
+        }
+    }
+
+    /// Applies one operation. A failed operation (with `error`), an undo
+    /// marker and an action its reducer refuses leave the state unchanged,
+    /// so every replica folds the same bytes.
+    pub(crate) fn apply(
+        &self,
+        version: &mut u32,
+        state: Vec<u8>,
+        op: &Operation,
+    ) -> Result<Vec<u8>> {
+        if op.error.is_some() || op.action.action_type.as_str() == ACTION_NOOP {
+            return Ok(state);
+        }
+        match self {
+            Reducer::System {
+                document_id,
+                branch,
+            } => Ok(reduce_system(document_id, branch, &state, op).unwrap_or(state)),
+            Reducer::Model {
+                registry,
+                document_type,
+                scope,
+            } => {
+                if op.action.action_type.as_str() == ACTION_UPGRADE {
+                    let Ok(input) = serde_json::from_slice::<UpgradeInput>(&op.action.input) else {
+                        return Ok(state);
+                    };
+                    if input.from_version != *version {
+                        return Ok(state);
+                    }
+                    let upgraded = model_of(registry, document_type, input.to_version)?.upgrade(
+                        input.from_version,
+                        scope,
+                        &state,
+                    );
+                    return Ok(match upgraded {
+                        Ok(next) => {
+                            *version = input.to_version;
+                            next
+                        }
+                        Err(_) => state,
+                    });
+                }
+                Ok(model_of(registry, document_type, *version)?
+                    .reduce(scope, &state, &op.action)
+                    .unwrap_or(state))
+            }
+        }
+    }
+}
+
+/// A folded stream.
+#[derive(Clone, Debug)]
+pub(crate) struct Folded {
+    /// Operations folded (the stream's revision at the cutoff).
+    pub(crate) revision: u64,
+    pub(crate) state: Vec<u8>,
+    pub(crate) model_version: u32,
+    /// Hash and ordinal of the operation at `revision - 1`.
+    pub(crate) last: Option<(Digest, Ordinal)>,
+    /// Snapshots found damaged or stale (by revision), to be replaced.
+    pub(crate) bad_snapshots: Vec<u64>,
+}
+
+/// The effective history of a run of operations: going backwards, an
+/// operation at index `i` with skip `s` removes the operations at indexes
+/// `i - s .. i` (the reference's garbage collection of undone and
+/// reshuffled operations).
+pub(crate) fn effective(ops: &[(Operation, Ordinal)]) -> Vec<&Operation> {
+    let mut out = Vec::with_capacity(ops.len());
+    let mut i = ops.len();
+    while i > 0 {
+        let op = &ops[i - 1].0;
+        out.push(op);
+        let keep_below = op.index - op.skip; // skip <= index, checked by the store
+        i -= 1;
+        while i > 0 && ops[i - 1].0.index >= keep_below {
+            i -= 1;
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// The newest snapshot of a stream with revision ≤ `max_revision`.
+fn newest_snapshot(db: &DB, unit_key: &[u8], max_revision: u64) -> Option<(u64, Vec<u8>)> {
+    let cf = db.cf_handle(keys::CF_SNAPSHOTS)?;
+    let mut iter = db.raw_iterator_cf(cf);
+    iter.seek_for_prev(keys::snapshot_key(unit_key, max_revision));
+    let key = iter.key()?;
+    if key.len() != unit_key.len() + 8 || !key.starts_with(unit_key) {
+        return None;
+    }
+    let revision = keys::op_key_index(key)?;
+    Some((revision, iter.value()?.to_vec()))
+}
+
+/// Folds the stream `unit_key` up to `cutoff` (and below index `end`).
+pub(crate) fn fold(
+    store: &OperationStore,
+    unit_key: &[u8],
+    reducer: &Reducer<'_>,
+    start_version: u32,
+    cutoff: Ordinal,
+    end: Option<u64>,
+) -> Result<Folded> {
+    let db = store.db();
+    let mut max_revision = end.unwrap_or(u64::MAX);
+    let mut bad = Vec::new();
+    loop {
+        let base = match newest_snapshot(db, unit_key, max_revision) {
+            None => None,
+            Some((revision, bytes)) => {
+                let anchor = store.get_with_ordinal(unit_key, revision - 1)?;
+                match (Snapshot::decode(&bytes), anchor) {
+                    (Some((snap, _)), Some((op, ordinal)))
+                        if snap.revision == revision && snap.op_hash == op.hash =>
+                    {
+                        if ordinal > cutoff {
+                            // Written after the point being folded to.
+                            max_revision = revision - 1;
+                            continue;
+                        }
+                        Some(snap)
+                    }
+                    _ => {
+                        bad.push(revision);
+                        max_revision = revision - 1;
+                        continue;
+                    }
+                }
+            }
+        };
+        let (base_revision, mut state, mut version, base_last) = match base {
+            Some(s) => (
+                s.revision,
+                s.state,
+                s.model_version,
+                Some((s.op_hash, s.op_ordinal)),
+            ),
+            None => (0, reducer.initial(start_version)?, start_version, None),
+        };
+        let tail = store.scan_until(unit_key, base_revision, end, cutoff)?;
+        let reach = tail.iter().map(|(op, _)| op.index - op.skip).min();
+        if let Some(reach) = reach.filter(|r| *r < base_revision) {
+            // A later skip reaches into the snapshot: start further back.
+            max_revision = reach;
+            continue;
+        }
+        for op in effective(&tail) {
+            state = reducer.apply(&mut version, state, op)?;
+        }
+        return Ok(Folded {
+            revision: base_revision + tail.len() as u64,
+            state,
+            model_version: version,
+            last: tail
+                .last()
+                .map(|(op, ordinal)| (op.hash, *ordinal))
+                .or(base_last),
+            bad_snapshots: bad,
+        });
+    }
+}
+
+/// Snapshots added to a batch that is not written yet: stream key →
+/// (revision, hash), so the next one in the same batch chains to them.
+pub(crate) type PendingSnapshots = std::collections::HashMap<Vec<u8>, (u64, Digest)>;
+
+/// The hash of the newest intact snapshot below `revision`.
+fn previous_snapshot_hash(
+    db: &DB,
+    unit_key: &[u8],
+    revision: u64,
+    pending: &PendingSnapshots,
+) -> Digest {
+    if let Some((rev, hash)) = pending.get(unit_key) {
+        if *rev < revision {
+            return *hash;
+        }
+    }
+    let mut below = revision;
+    while let Some((rev, bytes)) = below
+        .checked_sub(1)
+        .and_then(|max| newest_snapshot(db, unit_key, max))
+    {
+        if let Some((_, hash)) = Snapshot::decode(&bytes) {
+            return hash;
+        }
+        below = rev;
+    }
+    Digest::default()
+}
+
+/// Adds a snapshot of `folded` to `batch`, chained to the stream's previous
+/// intact snapshot (including one pending in the same batch).
+pub(crate) fn put_snapshot(
+    db: &DB,
+    batch: &mut WriteBatch,
+    unit_key: &[u8],
+    folded: &Folded,
+    pending: &mut PendingSnapshots,
+) {
+    let (Some((op_hash, op_ordinal)), Some(cf)) = (folded.last, db.cf_handle(keys::CF_SNAPSHOTS))
+    else {
+        return;
+    };
+    let snapshot = Snapshot {
+        revision: folded.revision,
+        op_hash,
+        op_ordinal,
+        previous: previous_snapshot_hash(db, unit_key, folded.revision, pending),
+        model_version: folded.model_version,
+        state: folded.state.clone(),
+    };
+    let (bytes, hash) = snapshot.encode();
+    batch.put_cf(cf, keys::snapshot_key(unit_key, folded.revision), bytes);
+    pending.insert(unit_key.to_vec(), (folded.revision, hash));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Action, ActionId, ActionType, OperationId};
+
+    fn op(index: u64, skip: u64) -> (Operation, Ordinal) {
+        let action = Action::new(
+            ActionId::new(format!("a{index}")).expect("valid"),
+            ActionType::new("T").expect("valid"),
+            Scope::global(),
+            index,
+            Vec::new(),
+        );
+        let operation = Operation {
+            id: OperationId([index as u8; 16]),
+            index,
+            skip,
+            timestamp_utc_ms: index,
+            hash: Digest::default(),
+            state_hash: Digest::default(),
+            action,
+            error: None,
+        };
+        (operation, Ordinal(index + 1))
+    }
+
+    fn indexes(ops: &[(Operation, Ordinal)]) -> Vec<u64> {
+        effective(ops).iter().map(|o| o.index).collect()
+    }
+
+    #[test]
+    fn undo_cancels_the_previous_operation() {
+        // 0 1 2, then 3 = undo (skip 1) cancels 2.
+        assert_eq!(
+            indexes(&[op(0, 0), op(1, 0), op(2, 0), op(3, 1)]),
+            vec![0, 1, 3]
+        );
+    }
+
+    #[test]
+    fn a_second_undo_reaches_over_the_first() {
+        // 4 undoes 3 (the first undo) and 2 again, plus 1: skip 3 keeps 0.
+        assert_eq!(
+            indexes(&[op(0, 0), op(1, 0), op(2, 0), op(3, 1), op(4, 3)]),
+            vec![0, 4]
+        );
+    }
+
+    #[test]
+    fn redo_is_a_new_operation_after_the_undo() {
+        // 3 undoes 2; 4 redoes it (a new op, skip 0).
+        assert_eq!(
+            indexes(&[op(0, 0), op(1, 0), op(2, 0), op(3, 1), op(4, 0)]),
+            vec![0, 1, 3, 4]
+        );
+    }
+
+    #[test]
+    fn reshuffle_skip_drops_the_moved_operations() {
+        // The reference example: A's log 0:a1 1:a2 2:a3 3:(skip 2)b1 4:a2 5:b2 6:a3 7:b3.
+        let ops = [
+            op(0, 0),
+            op(1, 0),
+            op(2, 0),
+            op(3, 2),
+            op(4, 0),
+            op(5, 0),
+            op(6, 0),
+            op(7, 0),
+        ];
+        assert_eq!(indexes(&ops), vec![0, 3, 4, 5, 6, 7]);
+    }
+}

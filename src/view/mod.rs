@@ -1,0 +1,494 @@
+//! The read side: the Document View. Owns the `snapshots` and `view_meta`
+//! column families and never writes the write side's. It follows the
+//! ordinal feed (woken by the event bus, filling any gap from the store),
+//! applies operations strictly in ordinal order and persists its checkpoint
+//! in the same batch as everything it derives, so after a crash it resumes
+//! exactly where it stopped.
+//!
+//! - `fold`: effective history, snapshots-as-base, reducers;
+//! - `snapshot`: the snapshot format; `cache`: the LRU;
+//! - `index`: checkpoint, header records, slug/type/relationship indexes;
+//! - `read`: the public reads.
+
+mod cache;
+mod fold;
+mod index;
+mod read;
+mod snapshot;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use rocksdb::WriteBatch;
+
+use crate::bus::{Event, EventBus, Subscription};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::model::{OperationWithContext, Ordinal, Scope};
+use crate::models::ModelRegistry;
+use crate::store::{OperationStore, Paging};
+
+use cache::{CachedDoc, CachedScope, DocCache};
+use fold::{Folded, Reducer};
+use index::HeaderRecord;
+
+pub use read::{ConsistencyToken, Document, ScopeState, ViewFilter};
+
+/// Options of [`DocumentView::open`].
+#[derive(Clone, Debug)]
+pub struct ViewOptions {
+    /// A snapshot of a stream is written every this many operations.
+    /// Default 1,000; at least 1.
+    pub snapshot_every: u64,
+    /// At most this many documents in the cache. Default 10,000; at least 1.
+    pub cache_max_documents: usize,
+    /// At most this many bytes of state in the cache. Default 64 MiB.
+    pub cache_max_bytes: usize,
+    /// Events the view's bus subscription buffers before it drops some (and
+    /// reads them from the store instead). Default 4,096.
+    pub bus_capacity: usize,
+    /// How often the view checks the store when the bus is quiet (writes
+    /// that bypass the bus still arrive). Default 10 ms.
+    pub poll_interval: Duration,
+    /// How long a read with a consistency token waits. Default 5 s.
+    pub consistency_timeout: Duration,
+}
+
+impl Default for ViewOptions {
+    fn default() -> Self {
+        Self {
+            snapshot_every: 1_000,
+            cache_max_documents: 10_000,
+            cache_max_bytes: 64 << 20,
+            bus_capacity: 4_096,
+            poll_interval: Duration::from_millis(10),
+            consistency_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ViewOptions {
+    fn validate(&self) -> Result<NonZeroUsize> {
+        if self.snapshot_every == 0 {
+            return Err(Error::InvalidOptions {
+                option: "snapshot_every",
+                reason: "must be at least 1",
+            });
+        }
+        NonZeroUsize::new(self.cache_max_documents).ok_or(Error::InvalidOptions {
+            option: "cache_max_documents",
+            reason: "must be at least 1",
+        })
+    }
+}
+
+pub(crate) struct ViewInner {
+    store: OperationStore,
+    registry: ModelRegistry,
+    options: ViewOptions,
+    /// The last applied ordinal, with a condvar for token waits.
+    applied: Mutex<Ordinal>,
+    applied_changed: Condvar,
+    /// Held for writing while operations are applied, for reading while a
+    /// read folds from the store: a fold then sees exactly the applied
+    /// history and the cache stays exact.
+    apply_lock: RwLock<()>,
+    cache: Mutex<DocCache>,
+    stop: AtomicBool,
+}
+
+/// The read side. Reads are `&self` and may run from many threads (share
+/// it in an `Arc`); dropping the view stops its worker thread.
+pub struct DocumentView {
+    inner: Arc<ViewInner>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DocumentView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocumentView")
+            .field("applied", &self.applied())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DocumentView {
+    /// Opens the view over `store`: catches up from its persisted
+    /// checkpoint through the ordinal feed (so whatever it missed while
+    /// closed or crashed is applied exactly once), then follows `bus`.
+    pub fn open(
+        store: OperationStore,
+        bus: &EventBus,
+        registry: ModelRegistry,
+        options: ViewOptions,
+    ) -> Result<Self> {
+        let max_documents = options.validate()?;
+        let checkpoint = index::load_checkpoint(store.db())?;
+        let subscription = bus.subscribe(options.bus_capacity);
+        let inner = Arc::new(ViewInner {
+            cache: Mutex::new(DocCache::new(max_documents, options.cache_max_bytes)),
+            store,
+            registry,
+            options,
+            applied: Mutex::new(checkpoint),
+            applied_changed: Condvar::new(),
+            apply_lock: RwLock::new(()),
+            stop: AtomicBool::new(false),
+        });
+        inner.catch_up(None)?;
+        let worker = {
+            let inner = Arc::clone(&inner);
+            std::thread::Builder::new()
+                .name("reactordb-view".into())
+                .spawn(move || inner.run(subscription))
+                .map_err(|_| Error::Shutdown)?
+        };
+        Ok(Self {
+            inner,
+            worker: Some(worker),
+        })
+    }
+
+    /// The last ordinal the view has applied.
+    pub fn applied(&self) -> Ordinal {
+        *self.inner.applied.lock()
+    }
+
+    /// Waits until the view has applied `token` (or the configured timeout
+    /// passes: [`Error::ConsistencyTimeout`]).
+    pub fn wait_for(&self, token: ConsistencyToken) -> Result<()> {
+        self.inner.wait_for(token)
+    }
+
+    /// Drops every cached document (the next read of each is cold).
+    pub fn clear_cache(&self) {
+        self.inner.cache.lock().clear();
+    }
+
+    /// Documents and bytes held in the cache.
+    pub fn cache_usage(&self) -> (usize, usize) {
+        let cache = self.inner.cache.lock();
+        (cache.len(), cache.bytes())
+    }
+}
+
+impl Drop for DocumentView {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::Release);
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl ViewInner {
+    fn applied(&self) -> Ordinal {
+        *self.applied.lock()
+    }
+
+    /// The worker: apply what the bus announces; when it is quiet, look at
+    /// the store for writes that bypassed it.
+    fn run(&self, subscription: Subscription) {
+        while !self.stop.load(Ordering::Acquire) {
+            let event = subscription.recv_timeout(self.options.poll_interval);
+            let result = match event {
+                Some(Event::OperationsWritten { operations }) => self.catch_up(Some(&operations)),
+                None => {
+                    if self.store.last_ordinal() > self.applied() {
+                        self.catch_up(None)
+                    } else {
+                        Ok(())
+                    }
+                }
+            };
+            if result.is_err() {
+                // A storage error: back off and retry from the checkpoint;
+                // readers waiting on tokens time out meanwhile.
+                std::thread::sleep(self.options.poll_interval);
+            }
+        }
+    }
+
+    pub(crate) fn wait_for(&self, token: ConsistencyToken) -> Result<()> {
+        if self.applied() >= token.0 {
+            return Ok(());
+        }
+        // Help rather than wait: apply from the store right away.
+        self.catch_up(None)?;
+        let deadline = std::time::Instant::now() + self.options.consistency_timeout;
+        let mut applied = self.applied.lock();
+        while *applied < token.0 {
+            if self
+                .applied_changed
+                .wait_until(&mut applied, deadline)
+                .timed_out()
+            {
+                return Err(Error::ConsistencyTimeout {
+                    token: token.0.get(),
+                    applied: applied.get(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies, in ordinal order, `announced` operations if they follow the
+    /// checkpoint, and otherwise everything the store holds past it.
+    fn catch_up(&self, announced: Option<&[OperationWithContext]>) -> Result<()> {
+        let _apply = self.apply_lock.write();
+        let mut next = self.applied().next();
+        if let Some(ops) = announced {
+            let contiguous = ops
+                .iter()
+                .enumerate()
+                .all(|(i, op)| op.context.ordinal.get() == next.get() + i as u64);
+            if contiguous {
+                return self.apply_batch(ops);
+            }
+            if ops.iter().all(|op| op.context.ordinal < next) {
+                return Ok(()); // already applied
+            }
+        }
+        let target = self.store.last_ordinal();
+        while next <= target {
+            let page = self.store.get_since_ordinal(next, Paging::first(1_024))?;
+            if page.items.is_empty() {
+                break;
+            }
+            self.apply_batch(&page.items)?;
+            next = self.applied().next();
+        }
+        Ok(())
+    }
+
+    /// Applies consecutive operations and persists the checkpoint with
+    /// everything derived from them, in one batch.
+    fn apply_batch(&self, ops: &[OperationWithContext]) -> Result<()> {
+        let Some(last) = ops.last() else {
+            return Ok(());
+        };
+        let db = self.store.db();
+        let mut batch = WriteBatch::default();
+        let mut headers: HashMap<Vec<u8>, HeaderRecord> = HashMap::new();
+        let mut snapshots = fold::PendingSnapshots::new();
+        for op in ops {
+            self.apply_one(op, &mut batch, &mut headers, &mut snapshots)?;
+        }
+        for (key, record) in &headers {
+            index::put_header_record(db, &mut batch, key, record);
+        }
+        index::put_checkpoint(db, &mut batch, last.context.ordinal);
+        db.write(batch)?;
+        *self.applied.lock() = last.context.ordinal;
+        self.applied_changed.notify_all();
+        Ok(())
+    }
+
+    fn header_record(
+        &self,
+        key: &[u8],
+        pending: &HashMap<Vec<u8>, HeaderRecord>,
+    ) -> Result<HeaderRecord> {
+        if let Some(record) = pending.get(key) {
+            return Ok(record.clone());
+        }
+        Ok(
+            index::load_header_record(self.store.db(), key)?.unwrap_or_else(|| HeaderRecord {
+                revision: 0,
+                state: crate::models::initial_system_state(),
+            }),
+        )
+    }
+
+    fn apply_one(
+        &self,
+        op: &OperationWithContext,
+        batch: &mut WriteBatch,
+        headers: &mut HashMap<Vec<u8>, HeaderRecord>,
+        snapshots: &mut fold::PendingSnapshots,
+    ) -> Result<()> {
+        let ctx = &op.context;
+        let unit = ctx.unit();
+        let unit_key = keys::unit_key(&unit);
+        let doc_key = (ctx.document_id.clone(), ctx.branch.clone());
+        let header_key = index::header_key(&ctx.document_id, &ctx.branch);
+        let index = op.operation.index;
+
+        // 1. The header, and the indexes derived from it.
+        if ctx.scope == Scope::document() {
+            let old = self.header_record(&header_key, headers)?;
+            let reducer = Reducer::System {
+                document_id: &ctx.document_id,
+                branch: &ctx.branch,
+            };
+            let state = if old.revision == index && op.operation.skip == 0 {
+                reducer.apply(&mut 0, old.state.clone(), &op.operation)?
+            } else {
+                fold::fold(&self.store, &unit_key, &reducer, 0, ctx.ordinal, None)?.state
+            };
+            let new = HeaderRecord {
+                revision: index + 1,
+                state,
+            };
+            index::update_indexes(
+                self.store.db(),
+                batch,
+                old.header().as_ref(),
+                new.header().as_ref(),
+            );
+            headers.insert(header_key.clone(), new);
+        }
+
+        // 2. The cached document, if any: advance it or drop it.
+        let cached = self.cache.lock().take(&doc_key);
+        let mut snapshot_source = None;
+        if let Some(mut doc) = cached {
+            let keep = self.advance_cached(&mut doc, op, &header_key, headers);
+            if keep {
+                if let Some(scope) = doc.scopes.get(&ctx.scope) {
+                    snapshot_source = Some(scope.clone());
+                }
+                self.cache.lock().insert(doc_key, doc);
+            }
+        }
+
+        // 3. A snapshot at every multiple of `snapshot_every`.
+        if (index + 1).is_multiple_of(self.options.snapshot_every) {
+            let folded = match snapshot_source.filter(|s| s.revision == index + 1) {
+                Some(s) => Some(Folded {
+                    revision: s.revision,
+                    state: s.state,
+                    model_version: s.model_version,
+                    last: Some((op.operation.hash, ctx.ordinal)),
+                    bad_snapshots: Vec::new(),
+                }),
+                None => self.fold_scope(
+                    &unit_key,
+                    &ctx.scope,
+                    ctx,
+                    &header_key,
+                    headers,
+                    ctx.ordinal,
+                    None,
+                ),
+            };
+            if let Some(folded) = folded {
+                fold::put_snapshot(self.store.db(), batch, &unit_key, &folded, snapshots);
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds one scope for the applier; a scope that cannot be folded (no
+    /// model registered, no header yet) gets no snapshot rather than
+    /// stopping the view.
+    #[allow(clippy::too_many_arguments)]
+    fn fold_scope(
+        &self,
+        unit_key: &[u8],
+        scope: &Scope,
+        ctx: &crate::model::OperationContext,
+        header_key: &[u8],
+        headers: &HashMap<Vec<u8>, HeaderRecord>,
+        cutoff: Ordinal,
+        end: Option<u64>,
+    ) -> Option<Folded> {
+        if *scope == Scope::document() {
+            let reducer = Reducer::System {
+                document_id: &ctx.document_id,
+                branch: &ctx.branch,
+            };
+            return fold::fold(&self.store, unit_key, &reducer, 0, cutoff, end).ok();
+        }
+        let header = self.header_record(header_key, headers).ok()?.header()?;
+        let reducer = Reducer::Model {
+            registry: &self.registry,
+            document_type: &header.document_type,
+            scope,
+        };
+        fold::fold(
+            &self.store,
+            unit_key,
+            &reducer,
+            header.created_model_version,
+            cutoff,
+            end,
+        )
+        .ok()
+    }
+
+    /// Advances a cached document by one operation; `false` when it must
+    /// be dropped instead (a skip, a gap, a reducer that cannot run).
+    fn advance_cached(
+        &self,
+        doc: &mut CachedDoc,
+        op: &OperationWithContext,
+        header_key: &[u8],
+        headers: &HashMap<Vec<u8>, HeaderRecord>,
+    ) -> bool {
+        let ctx = &op.context;
+        let index = op.operation.index;
+        if ctx.scope == Scope::document() {
+            // The header record was just brought up to date.
+            let Ok(record) = self.header_record(header_key, headers) else {
+                return false;
+            };
+            doc.scopes.insert(
+                ctx.scope.clone(),
+                CachedScope {
+                    revision: record.revision,
+                    state: record.state,
+                    model_version: 0,
+                },
+            );
+            return true;
+        }
+        let scope = match doc.scopes.get_mut(&ctx.scope) {
+            Some(s) if s.revision > index => return true, // already folded in
+            Some(s) if s.revision == index && op.operation.skip == 0 => s,
+            Some(_) => return false,
+            None if index == 0 && op.operation.skip == 0 => {
+                let Some(header) = self
+                    .header_record(header_key, headers)
+                    .ok()
+                    .and_then(|r| r.header())
+                else {
+                    return false;
+                };
+                let reducer = Reducer::Model {
+                    registry: &self.registry,
+                    document_type: &header.document_type,
+                    scope: &ctx.scope,
+                };
+                let Ok(state) = reducer.initial(header.created_model_version) else {
+                    return false;
+                };
+                doc.scopes.entry(ctx.scope.clone()).or_insert(CachedScope {
+                    revision: 0,
+                    state,
+                    model_version: header.created_model_version,
+                })
+            }
+            None => return false,
+        };
+        let reducer = Reducer::Model {
+            registry: &self.registry,
+            document_type: &ctx.document_type,
+            scope: &ctx.scope,
+        };
+        let state = std::mem::take(&mut scope.state);
+        match reducer.apply(&mut scope.model_version, state, &op.operation) {
+            Ok(next) => {
+                scope.state = next;
+                scope.revision = index + 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The view's public reads.
+
+use std::collections::BTreeMap;
+
+use rocksdb::WriteBatch;
+
+use crate::error::{Error, Result};
+use crate::keys::{self, view_tag};
+use crate::model::{
+    Branch, Digest, DocumentId, DocumentType, Operation, Ordinal, Revision, Scope, SyncUnit,
+};
+use crate::models::{DocumentHeader, Relationship};
+use crate::store::{Cursor, OperationFilter, Page, Paging};
+
+use super::cache::{CachedDoc, CachedScope};
+use super::fold::{self, Reducer};
+use super::index;
+use super::{DocumentView, ViewInner};
+
+/// The highest ordinal a write produced: a read given it waits until the
+/// view has applied that ordinal (read-your-writes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConsistencyToken(pub Ordinal);
+
+/// Which part of a document a read returns. The default: branch `main`,
+/// every scope.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ViewFilter {
+    /// The branch. Default `main`.
+    pub branch: Branch,
+    /// Only these scopes (`None`: every scope).
+    pub scopes: Option<Vec<Scope>>,
+}
+
+/// The state of one scope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeState {
+    /// Operations folded (the scope's revision as of the view).
+    pub revision: Revision,
+    /// The model's state bytes.
+    pub state: Vec<u8>,
+    /// blake3 of `state`.
+    pub state_hash: Digest,
+}
+
+/// A document as the view has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Document {
+    /// The header (derived from the `document` scope).
+    pub header: DocumentHeader,
+    /// The state of each scope the filter asked for (the `document` scope's
+    /// state is the header as JSON).
+    pub scopes: BTreeMap<Scope, ScopeState>,
+}
+
+impl Document {
+    /// The state bytes of `scope`, if present.
+    pub fn state(&self, scope: &Scope) -> Option<&[u8]> {
+        self.scopes.get(scope).map(|s| s.state.as_slice())
+    }
+}
+
+impl DocumentView {
+    /// A document, after waiting for `token` if given. Errors:
+    /// [`Error::DocumentNotFound`], [`Error::DocumentDeleted`],
+    /// [`Error::ConsistencyTimeout`].
+    pub fn get(
+        &self,
+        id: &DocumentId,
+        filter: &ViewFilter,
+        token: Option<ConsistencyToken>,
+    ) -> Result<Document> {
+        if let Some(token) = token {
+            self.inner.wait_for(token)?;
+        }
+        self.inner.get(id, filter)
+    }
+
+    /// Several documents; each entry is that document's outcome.
+    pub fn get_many(
+        &self,
+        ids: &[DocumentId],
+        filter: &ViewFilter,
+        token: Option<ConsistencyToken>,
+    ) -> Result<Vec<Result<Document>>> {
+        if let Some(token) = token {
+            self.inner.wait_for(token)?;
+        }
+        Ok(ids.iter().map(|id| self.inner.get(id, filter)).collect())
+    }
+
+    /// Whether a document exists (created and not deleted) on `branch`.
+    pub fn exists(&self, id: &DocumentId, branch: &Branch) -> Result<bool> {
+        let record =
+            index::load_header_record(self.inner.store.db(), &index::header_key(id, branch))?;
+        Ok(record.and_then(|r| r.header()).is_some_and(|h| !h.deleted))
+    }
+
+    /// The document with this slug (on `main`).
+    pub fn get_by_slug(
+        &self,
+        slug: &str,
+        filter: &ViewFilter,
+        token: Option<ConsistencyToken>,
+    ) -> Result<Document> {
+        if let Some(token) = token {
+            self.inner.wait_for(token)?;
+        }
+        let id = self.inner.resolve_slug(slug)?;
+        self.inner.get(&id, filter)
+    }
+
+    /// The document whose id, or else slug, is `id_or_slug`.
+    pub fn get_by_id_or_slug(
+        &self,
+        id_or_slug: &str,
+        filter: &ViewFilter,
+        token: Option<ConsistencyToken>,
+    ) -> Result<Document> {
+        if let Some(token) = token {
+            self.inner.wait_for(token)?;
+        }
+        if let Ok(id) = DocumentId::new(id_or_slug) {
+            match self.inner.get(&id, filter) {
+                Err(Error::DocumentNotFound { .. }) => {}
+                other => return other,
+            }
+        }
+        let id = self.inner.resolve_slug(id_or_slug)?;
+        self.inner.get(&id, filter)
+    }
+
+    /// Ids of live documents of a type (on `main`), in id order. The cursor
+    /// is an offset.
+    pub fn find_by_type(
+        &self,
+        document_type: &DocumentType,
+        paging: Paging,
+    ) -> Result<Page<DocumentId>> {
+        let offset = paging.cursor.map_or(0, |c| c.0 as usize);
+        let (rows, more) = index::scan_index(
+            self.inner.store.db(),
+            view_tag::TYPE,
+            &[document_type.as_str()],
+            offset,
+            paging.limit,
+        )?;
+        let items = rows
+            .iter()
+            .filter_map(|fields| {
+                fields
+                    .get(1)
+                    .and_then(|id| DocumentId::new(id.as_str()).ok())
+            })
+            .collect::<Vec<_>>();
+        let next_cursor = more.then(|| Cursor((offset + items.len()) as u64));
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Relationships from `id` to other documents.
+    pub fn outgoing_relationships(&self, id: &DocumentId) -> Result<Vec<Relationship>> {
+        self.relationships(view_tag::OUTGOING, id, |f| {
+            (f[0].clone(), f[1].clone(), f[2].clone())
+        })
+    }
+
+    /// Relationships from other documents to `id`.
+    pub fn incoming_relationships(&self, id: &DocumentId) -> Result<Vec<Relationship>> {
+        self.relationships(view_tag::INCOMING, id, |f| {
+            (f[2].clone(), f[1].clone(), f[0].clone())
+        })
+    }
+
+    fn relationships(
+        &self,
+        tag: u8,
+        id: &DocumentId,
+        order: impl Fn(&[String]) -> (String, String, String),
+    ) -> Result<Vec<Relationship>> {
+        let (rows, _) =
+            index::scan_index(self.inner.store.db(), tag, &[id.as_str()], 0, usize::MAX)?;
+        rows.iter()
+            .filter(|f| f.len() == 3)
+            .map(|f| {
+                let (source, relationship_type, target) = order(f);
+                Ok(Relationship {
+                    source: DocumentId::new(source)?,
+                    relationship_type,
+                    target: DocumentId::new(target)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Operations of one scope of a document, from the store.
+    pub fn get_operations(
+        &self,
+        id: &DocumentId,
+        scope: &Scope,
+        branch: &Branch,
+        filter: &OperationFilter,
+        paging: Paging,
+    ) -> Result<Page<Operation>> {
+        let unit = SyncUnit::new(id.clone(), scope.clone(), branch.clone());
+        self.inner
+            .store
+            .get_since(&unit, Revision(0), filter, paging)
+    }
+}
+
+impl ViewInner {
+    fn resolve_slug(&self, slug: &str) -> Result<DocumentId> {
+        let not_found = || Error::DocumentNotFound {
+            id: slug.to_owned(),
+        };
+        if DocumentId::new(slug).is_err() {
+            return Err(not_found());
+        }
+        let (rows, _) = index::scan_index(self.store.db(), view_tag::SLUG, &[slug], 0, 1)?;
+        let id = rows.first().and_then(|f| f.get(1)).ok_or_else(not_found)?;
+        Ok(DocumentId::new(id.as_str())?)
+    }
+
+    pub(crate) fn get(&self, id: &DocumentId, filter: &ViewFilter) -> Result<Document> {
+        let key = (id.clone(), filter.branch.clone());
+        let cached = self.cache.lock().get(&key).cloned();
+        let doc = match cached {
+            Some(doc) => doc,
+            None => self.load(id, &filter.branch)?,
+        };
+        to_document(id, &doc, filter)
+    }
+
+    /// Folds every scope of a document to the view's checkpoint and caches it.
+    fn load(&self, id: &DocumentId, branch: &Branch) -> Result<CachedDoc> {
+        let _apply = self.apply_lock.read();
+        let cutoff = self.applied();
+        let db = self.store.db();
+        let record = index::load_header_record(db, &index::header_key(id, branch))?;
+        let Some(header) = record.as_ref().and_then(|r| r.header()) else {
+            return Err(Error::DocumentNotFound { id: id.to_string() });
+        };
+        let mut doc = CachedDoc::default();
+        let mut repairs = WriteBatch::default();
+        let mut pending = fold::PendingSnapshots::new();
+        for stream in self.store.streams(id)? {
+            if &stream.unit.branch != branch {
+                continue;
+            }
+            let unit_key = keys::unit_key(&stream.unit);
+            let scope = &stream.unit.scope;
+            let system = Reducer::System {
+                document_id: id,
+                branch,
+            };
+            let model = Reducer::Model {
+                registry: &self.registry,
+                document_type: &header.document_type,
+                scope,
+            };
+            let (reducer, start) = if *scope == Scope::document() {
+                (&system, 0)
+            } else {
+                (&model, header.created_model_version)
+            };
+            let folded = fold::fold(&self.store, &unit_key, reducer, start, cutoff, None)?;
+            // Replace any damaged snapshot with a freshly folded one, oldest
+            // first so each chains to the one before.
+            let mut bad_snapshots = folded.bad_snapshots.clone();
+            bad_snapshots.sort_unstable();
+            for bad in &bad_snapshots {
+                let at = if *bad == folded.revision {
+                    folded.clone()
+                } else {
+                    fold::fold(&self.store, &unit_key, reducer, start, cutoff, Some(*bad))?
+                };
+                if at.revision == *bad {
+                    fold::put_snapshot(db, &mut repairs, &unit_key, &at, &mut pending);
+                }
+            }
+            if folded.revision == 0 {
+                continue; // nothing in this scope as of the checkpoint
+            }
+            doc.scopes.insert(
+                scope.clone(),
+                CachedScope {
+                    revision: folded.revision,
+                    state: folded.state,
+                    model_version: folded.model_version,
+                },
+            );
+        }
+        if !repairs.is_empty() {
+            db.write(repairs)?;
+        }
+        self.cache
+            .lock()
+            .insert((id.clone(), branch.clone()), doc.clone());
+        Ok(doc)
+    }
+}
+
+fn to_document(id: &DocumentId, doc: &CachedDoc, filter: &ViewFilter) -> Result<Document> {
+    let header = doc
+        .scopes
+        .get(&Scope::document())
+        .and_then(|s| crate::models::decode_header(&s.state))
+        .ok_or_else(|| Error::DocumentNotFound { id: id.to_string() })?;
+    if header.deleted {
+        return Err(Error::DocumentDeleted { id: id.clone() });
+    }
+    let scopes = doc
+        .scopes
+        .iter()
+        .filter(|(scope, _)| {
+            filter
+                .scopes
+                .as_ref()
+                .is_none_or(|wanted| wanted.contains(scope))
+        })
+        .map(|(scope, s)| {
+            (
+                scope.clone(),
+                ScopeState {
+                    revision: Revision(s.revision),
+                    state: s.state.clone(),
+                    state_hash: Digest::of(&s.state),
+                },
+            )
+        })
+        .collect();
+    Ok(Document { header, scopes })
+}

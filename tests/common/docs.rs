@@ -1,0 +1,196 @@
+//! Writing documents straight through the Operation Store (and announcing
+//! them on the bus), for the view tests, and a from-scratch reference fold.
+
+use std::collections::BTreeMap;
+
+use reactordb::{
+    system_action, Action, ActionId, ActionType, Branch, ConsistencyToken, CounterModel,
+    CreateDocumentInput, Digest, DocumentId, DocumentModel, DocumentType, Event, EventBus,
+    NewOperation, Operation, OperationFilter, OperationStore, Paging, Revision, Scope, SyncUnit,
+    SystemAction, ACTION_NOOP,
+};
+
+/// A writer that appends at each stream's head and emits what it wrote.
+pub struct Writer {
+    pub store: OperationStore,
+    pub bus: EventBus,
+    pub next_action: u64,
+}
+
+impl Writer {
+    pub fn new(store: OperationStore, bus: EventBus) -> Self {
+        Self {
+            store,
+            bus,
+            next_action: 0,
+        }
+    }
+
+    /// Appends one operation carrying `action` (with `skip`) at the head of
+    /// its stream; returns the token of the write.
+    pub fn write(
+        &mut self,
+        doc: &DocumentId,
+        doc_type: &DocumentType,
+        action: Action,
+        skip: u64,
+    ) -> ConsistencyToken {
+        let unit = SyncUnit::new(doc.clone(), action.scope.clone(), Branch::main());
+        let revision = self
+            .store
+            .head(&unit)
+            .expect("head")
+            .map_or(0, |h| h.revision.get());
+        let mut op = NewOperation::new(revision, action, Digest::default());
+        op.skip = skip;
+        let stored = self
+            .store
+            .apply(
+                doc,
+                doc_type,
+                &unit.scope,
+                &unit.branch,
+                Revision(revision),
+                |txn| {
+                    txn.add_operation(op);
+                },
+            )
+            .expect("apply");
+        let token = ConsistencyToken(stored.last().expect("one op").context.ordinal);
+        self.bus.emit(Event::written(stored));
+        token
+    }
+
+    pub fn action_id(&mut self) -> ActionId {
+        self.next_action += 1;
+        ActionId::new(format!("act-{}", self.next_action)).expect("valid")
+    }
+
+    pub fn create(
+        &mut self,
+        doc: &str,
+        doc_type: &DocumentType,
+        slug: Option<&str>,
+    ) -> ConsistencyToken {
+        let id = self.action_id();
+        let action = system_action(
+            id,
+            self.next_action,
+            &SystemAction::CreateDocument(CreateDocumentInput {
+                document_type: doc_type.clone(),
+                model_version: 1,
+                name: format!("name of {doc}"),
+                slug: slug.map(str::to_owned),
+                meta: BTreeMap::new(),
+            }),
+        );
+        self.write(&DocumentId::new(doc).expect("valid"), doc_type, action, 0)
+    }
+
+    pub fn system(
+        &mut self,
+        doc: &str,
+        doc_type: &DocumentType,
+        action: SystemAction,
+    ) -> ConsistencyToken {
+        let id = self.action_id();
+        let action = system_action(id, self.next_action, &action);
+        self.write(&DocumentId::new(doc).expect("valid"), doc_type, action, 0)
+    }
+
+    /// A counter action (`INCREMENT` by `by`) in `scope`.
+    pub fn increment(&mut self, doc: &str, scope: &Scope, by: i64) -> ConsistencyToken {
+        let id = self.action_id();
+        let action = Action::new(
+            id,
+            ActionType::new("INCREMENT").expect("valid"),
+            scope.clone(),
+            self.next_action,
+            by.to_string().into_bytes(),
+        );
+        self.write(
+            &DocumentId::new(doc).expect("valid"),
+            &CounterModel::document_type(),
+            action,
+            0,
+        )
+    }
+
+    /// An undo marker cancelling `skip` operations in `scope`.
+    pub fn undo(
+        &mut self,
+        doc: &str,
+        doc_type: &DocumentType,
+        scope: &Scope,
+        skip: u64,
+    ) -> ConsistencyToken {
+        let id = self.action_id();
+        let action = Action::new(
+            id,
+            ActionType::new(ACTION_NOOP).expect("valid"),
+            scope.clone(),
+            self.next_action,
+            Vec::new(),
+        );
+        self.write(
+            &DocumentId::new(doc).expect("valid"),
+            doc_type,
+            action,
+            skip,
+        )
+    }
+}
+
+/// The effective history, defined recursively (the last operation stays and
+/// hides the ones its skip covers; repeat on what precedes them) — written
+/// independently of the engine's iterative version.
+pub fn effective(ops: &[Operation]) -> Vec<&Operation> {
+    match ops.split_last() {
+        None => Vec::new(),
+        Some((last, rest)) => {
+            let keep_below = last.index - last.skip;
+            let cut = rest
+                .iter()
+                .position(|o| o.index >= keep_below)
+                .unwrap_or(rest.len());
+            let mut out = effective(&rest[..cut]);
+            out.push(last);
+            out
+        }
+    }
+}
+
+/// A counter scope folded from scratch out of the store.
+pub fn reference_counter(store: &OperationStore, doc: &str, scope: &Scope) -> Option<(u64, i64)> {
+    let unit = SyncUnit::new(
+        DocumentId::new(doc).expect("valid"),
+        scope.clone(),
+        Branch::main(),
+    );
+    let ops = store
+        .get_since(
+            &unit,
+            Revision(0),
+            &OperationFilter::default(),
+            Paging::all(),
+        )
+        .expect("scan")
+        .items;
+    if ops.is_empty() {
+        return None;
+    }
+    let model = CounterModel;
+    let mut state = model.initial_state(scope);
+    for op in effective(&ops) {
+        if op.action.action_type.as_str() == ACTION_NOOP || op.error.is_some() {
+            continue;
+        }
+        if let Ok(next) = model.reduce(scope, &state, &op.action) {
+            state = next;
+        }
+    }
+    Some((
+        ops.len() as u64,
+        CounterModel::value(&state).expect("8 bytes"),
+    ))
+}

@@ -1,0 +1,130 @@
+//! A crash between the operation write and the view update: operations
+//! written while the view is closed (or whose events were never emitted) are
+//! applied exactly once when it opens.
+
+mod common;
+
+use common::docs::{reference_counter, Writer};
+use reactordb::{
+    CounterModel, DocumentId, DocumentView, Durability, EventBus, ModelRegistry, OperationStore,
+    Scope, StoreOptions, ViewFilter, ViewOptions,
+};
+
+fn open_store(dir: &std::path::Path) -> OperationStore {
+    OperationStore::open(dir, StoreOptions::with_durability(Durability::Buffered)).expect("open")
+}
+
+fn counter(view: &DocumentView, doc: &str) -> i64 {
+    let doc = view
+        .get(
+            &DocumentId::new(doc).expect("valid"),
+            &ViewFilter::default(),
+            None,
+        )
+        .expect("get");
+    CounterModel::value(doc.state(&Scope::global()).expect("global scope")).expect("8 bytes")
+}
+
+#[test]
+fn operations_written_while_the_view_was_closed_apply_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = ViewOptions {
+        snapshot_every: 4,
+        ..ViewOptions::default()
+    };
+    {
+        let store = open_store(dir.path());
+        let bus = EventBus::new();
+        let view = DocumentView::open(
+            store.clone(),
+            &bus,
+            ModelRegistry::with_examples(),
+            options.clone(),
+        )
+        .expect("view");
+        let mut w = Writer::new(store.clone(), bus);
+        w.create("c", &CounterModel::document_type(), None);
+        let mut token = None;
+        for _ in 0..10 {
+            token = Some(w.increment("c", &Scope::global(), 1));
+        }
+        view.wait_for(token.expect("written")).expect("caught up");
+        assert_eq!(counter(&view, "c"), 10);
+    }
+    // The view is closed: these writes reach only the store.
+    let last = {
+        let store = open_store(dir.path());
+        let mut w = Writer::new(store.clone(), EventBus::new());
+        w.next_action = 1_000;
+        for _ in 0..7 {
+            w.increment("c", &Scope::global(), 2);
+        }
+        store.last_ordinal()
+    };
+    let store = open_store(dir.path());
+    let view = DocumentView::open(
+        store.clone(),
+        &EventBus::new(),
+        ModelRegistry::with_examples(),
+        options.clone(),
+    )
+    .expect("view");
+    assert_eq!(view.applied(), last, "caught up during open");
+    assert_eq!(counter(&view, "c"), 24);
+    assert_eq!(
+        reference_counter(&store, "c", &Scope::global()),
+        Some((17, 24))
+    );
+    drop(view);
+    // Reopen again: nothing is applied twice.
+    let view = DocumentView::open(
+        store.clone(),
+        &EventBus::new(),
+        ModelRegistry::with_examples(),
+        options,
+    )
+    .expect("view");
+    assert_eq!(view.applied(), last);
+    assert_eq!(counter(&view, "c"), 24);
+}
+
+#[test]
+fn writes_that_bypass_the_bus_still_arrive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path());
+    let view = DocumentView::open(
+        store.clone(),
+        &EventBus::new(),
+        ModelRegistry::with_examples(),
+        ViewOptions::default(),
+    )
+    .expect("view");
+    // This writer emits on a bus the view does not follow.
+    let mut w = Writer::new(store.clone(), EventBus::new());
+    w.create("c", &CounterModel::document_type(), None);
+    let token = w.increment("c", &Scope::global(), 5);
+    view.wait_for(token).expect("applied from the store");
+    assert_eq!(counter(&view, "c"), 5);
+}
+
+#[test]
+fn a_slow_subscriber_gap_is_filled_from_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path());
+    let bus = EventBus::new();
+    // A one-event queue: most events are dropped for the view.
+    let options = ViewOptions {
+        bus_capacity: 1,
+        ..ViewOptions::default()
+    };
+    let view = DocumentView::open(store.clone(), &bus, ModelRegistry::with_examples(), options)
+        .expect("view");
+    let mut w = Writer::new(store.clone(), bus);
+    w.create("c", &CounterModel::document_type(), None);
+    let mut token = None;
+    for _ in 0..500 {
+        token = Some(w.increment("c", &Scope::global(), 1));
+    }
+    view.wait_for(token.expect("written")).expect("caught up");
+    assert_eq!(counter(&view, "c"), 500);
+}

@@ -1,0 +1,144 @@
+//! Snapshots: damaged ones are never served and get replaced; a skip that
+//! reaches below a snapshot makes the fold start further back.
+
+mod common;
+
+use common::docs::{reference_counter, Writer};
+use reactordb::{
+    CounterModel, DocumentId, DocumentView, Durability, EventBus, ModelRegistry, OperationStore,
+    Scope, StoreOptions, ViewFilter, ViewOptions,
+};
+
+fn open_all(dir: &std::path::Path, every: u64) -> (OperationStore, EventBus, DocumentView) {
+    let store = OperationStore::open(dir, StoreOptions::with_durability(Durability::Buffered))
+        .expect("open");
+    let bus = EventBus::new();
+    let options = ViewOptions {
+        snapshot_every: every,
+        ..ViewOptions::default()
+    };
+    let view = DocumentView::open(store.clone(), &bus, ModelRegistry::with_examples(), options)
+        .expect("view");
+    (store, bus, view)
+}
+
+fn snapshot_key(doc: &str, revision: u64) -> Vec<u8> {
+    let mut key = format!("{doc}\0main\0global\0").into_bytes();
+    key.extend_from_slice(&revision.to_be_bytes());
+    key
+}
+
+fn raw_db(path: &std::path::Path) -> rocksdb::DB {
+    let opts = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&opts, path).expect("list cfs");
+    rocksdb::DB::open_cf(&opts, path, cfs).expect("raw open")
+}
+
+fn counter(view: &DocumentView, doc: &str) -> (u64, i64) {
+    let doc = view
+        .get(
+            &DocumentId::new(doc).expect("valid"),
+            &ViewFilter::default(),
+            None,
+        )
+        .expect("get");
+    let scope = &doc.scopes[&Scope::global()];
+    (
+        scope.revision.get(),
+        CounterModel::value(&scope.state).expect("8 bytes"),
+    )
+}
+
+#[test]
+fn a_corrupt_snapshot_is_not_served_and_is_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (store, bus, view) = open_all(dir.path(), 10);
+        let mut w = Writer::new(store, bus);
+        w.create("c", &CounterModel::document_type(), None);
+        let mut token = None;
+        for i in 0..25 {
+            token = Some(w.increment("c", &Scope::global(), i));
+        }
+        view.wait_for(token.expect("written")).expect("applied");
+    }
+    let original = {
+        let db = raw_db(dir.path());
+        let cf = db.cf_handle("snapshots").expect("cf");
+        let good = db
+            .get_cf(cf, snapshot_key("c", 20))
+            .expect("get")
+            .expect("snapshot at 20 written");
+        assert!(
+            db.get_cf(cf, snapshot_key("c", 10)).expect("get").is_some(),
+            "snapshot at 10 written"
+        );
+        // Flip one byte in the middle of the snapshot at 20.
+        let mut bad = good.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0xFF;
+        db.put_cf(cf, snapshot_key("c", 20), &bad).expect("put");
+        good
+    };
+    {
+        let (store, _bus, view) = open_all(dir.path(), 10);
+        assert_eq!(
+            counter(&view, "c"),
+            (25, (0..25).sum()),
+            "correct despite the bad snapshot"
+        );
+        assert_eq!(
+            reference_counter(&store, "c", &Scope::global()),
+            Some((25, (0..25).sum()))
+        );
+    }
+    let db = raw_db(dir.path());
+    let cf = db.cf_handle("snapshots").expect("cf");
+    let replaced = db
+        .get_cf(cf, snapshot_key("c", 20))
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        replaced, original,
+        "the damaged snapshot was rewritten from operations"
+    );
+}
+
+#[test]
+fn an_undo_reaching_below_the_latest_snapshot_refolds_from_further_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, bus, view) = open_all(dir.path(), 10);
+    let mut w = Writer::new(store.clone(), bus);
+    w.create("c", &CounterModel::document_type(), None);
+    let mut token = None;
+    for i in 1..=25 {
+        token = Some(w.increment("c", &Scope::global(), i));
+    }
+    view.wait_for(token.expect("written")).expect("applied");
+    assert_eq!(counter(&view, "c"), (25, (1..=25).sum()));
+    // Index 25 undoes 8 operations: indexes 17..25, below the snapshot at 20.
+    let token = w.undo("c", &CounterModel::document_type(), &Scope::global(), 8);
+    view.wait_for(token).expect("applied");
+    let expected = reference_counter(&store, "c", &Scope::global()).expect("folded");
+    assert_eq!(expected, (26, (1..=17).sum()));
+    assert_eq!(counter(&view, "c"), expected, "cached path");
+    view.clear_cache();
+    assert_eq!(
+        counter(&view, "c"),
+        expected,
+        "cold path from an older snapshot"
+    );
+    // More operations after the undo, past the next snapshot boundary.
+    for i in 0..10 {
+        token_ok(&view, w.increment("c", &Scope::global(), 100 + i));
+    }
+    view.clear_cache();
+    assert_eq!(
+        counter(&view, "c"),
+        reference_counter(&store, "c", &Scope::global()).expect("folded")
+    );
+}
+
+fn token_ok(view: &DocumentView, token: reactordb::ConsistencyToken) {
+    view.wait_for(token).expect("applied");
+}
