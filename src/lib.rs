@@ -5,8 +5,10 @@
 //! [`OperationStore`]) and the read side are split, and reactors converge by
 //! exchanging operations.
 //!
-//! This release ships the write side: the [`OperationStore`], usable on its
-//! own.
+//! This release ships the write side (the [`OperationStore`], usable on its
+//! own), the [`EventBus`], document models ([`DocumentModel`],
+//! [`TypedModel`], [`ModelRegistry`]) and the read side (the
+//! [`DocumentView`]). The reactor (queue, executor, sync) comes next.
 //!
 //! ```
 //! use reactordb::{

@@ -340,6 +340,12 @@ mod tests {
     }
 
     #[test]
+    fn undoing_an_undo_brings_the_operation_back() {
+        // 3 undoes 2; 4 undoes the undo (skip 1 covers only 3), so 2 is back.
+        assert_eq!(indexes(&[op(0, 0), op(1, 0), op(2, 0), op(3, 1), op(4, 1)]), vec![0, 1, 2, 4]);
+    }
+
+    #[test]
     fn reshuffle_skip_drops_the_moved_operations() {
         // The reference example: A's log 0:a1 1:a2 2:a3 3:(skip 2)b1 4:a2 5:b2 6:a3 7:b3.
         let ops = [
