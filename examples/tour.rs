@@ -30,7 +30,15 @@ struct Writer {
 }
 
 impl Writer {
-    fn write(&mut self, doc: &DocumentId, doc_type: &DocumentType, action_type: &str, scope: Scope, input: Vec<u8>, skip: u64) -> Res<ConsistencyToken> {
+    fn write(
+        &mut self,
+        doc: &DocumentId,
+        doc_type: &DocumentType,
+        action_type: &str,
+        scope: Scope,
+        input: Vec<u8>,
+        skip: u64,
+    ) -> Res<ConsistencyToken> {
         self.n += 1;
         let action = Action::new(
             ActionId::new(format!("run{}-{}", self.run, self.n))?,
@@ -43,15 +51,27 @@ impl Writer {
         let revision = self.store.head(&unit)?.map_or(0, |h| h.revision.get());
         let mut op = NewOperation::new(revision, action, Digest::default());
         op.skip = skip;
-        let stored = self.store.apply(doc, doc_type, &unit.scope, &unit.branch, Revision(revision), |txn| {
-            txn.add_operation(op);
-        })?;
+        let stored = self.store.apply(
+            doc,
+            doc_type,
+            &unit.scope,
+            &unit.branch,
+            Revision(revision),
+            |txn| {
+                txn.add_operation(op);
+            },
+        )?;
         let token = ConsistencyToken(stored[0].context.ordinal);
         self.bus.emit(reactordb::Event::written(stored));
         Ok(token)
     }
 
-    fn create(&mut self, doc: &DocumentId, doc_type: &DocumentType, name: &str) -> Res<ConsistencyToken> {
+    fn create(
+        &mut self,
+        doc: &DocumentId,
+        doc_type: &DocumentType,
+        name: &str,
+    ) -> Res<ConsistencyToken> {
         let create = SystemAction::CreateDocument(CreateDocumentInput {
             document_type: doc_type.clone(),
             model_version: 1,
@@ -60,27 +80,63 @@ impl Writer {
             meta: Default::default(),
         });
         let action = system_action(ActionId::new("unused")?, 0, &create);
-        self.write(doc, doc_type, action.action_type.as_str(), Scope::document(), action.input, 0)
+        self.write(
+            doc,
+            doc_type,
+            action.action_type.as_str(),
+            Scope::document(),
+            action.input,
+            0,
+        )
     }
 }
 
 fn main() -> Res<()> {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "reactordb-data".to_owned());
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "reactordb-data".to_owned());
     let store = OperationStore::open(&dir, StoreOptions::with_durability(Durability::Buffered))?;
     let bus = EventBus::new();
-    let view = DocumentView::open(store.clone(), &bus, ModelRegistry::with_examples(), ViewOptions::default())?;
+    let view = DocumentView::open(
+        store.clone(),
+        &bus,
+        ModelRegistry::with_examples(),
+        ViewOptions::default(),
+    )?;
     let run = store.last_ordinal().get();
-    println!("opened {dir}: {run} operations already stored, the view is at ordinal {}", view.applied());
-    let mut w = Writer { store: store.clone(), bus, run, n: 0 };
+    println!(
+        "opened {dir}: {run} operations already stored, the view is at ordinal {}",
+        view.applied()
+    );
+    let mut w = Writer {
+        store: store.clone(),
+        bus,
+        run,
+        n: 0,
+    };
 
     // 1. A counter: create, increment, undo the last increment, read back.
     let counter = DocumentId::new(format!("counter-{run}"))?;
     let counter_type = CounterModel::document_type();
     w.create(&counter, &counter_type, "a counter")?;
     for by in [5, 7, 30] {
-        w.write(&counter, &counter_type, "INCREMENT", Scope::global(), by.to_string().into_bytes(), 0)?;
+        w.write(
+            &counter,
+            &counter_type,
+            "INCREMENT",
+            Scope::global(),
+            by.to_string().into_bytes(),
+            0,
+        )?;
     }
-    let token = w.write(&counter, &counter_type, ACTION_NOOP, Scope::global(), Vec::new(), 1)?; // undo "+30"
+    let token = w.write(
+        &counter,
+        &counter_type,
+        ACTION_NOOP,
+        Scope::global(),
+        Vec::new(),
+        1,
+    )?; // undo "+30"
     let doc = view.get(&counter, &ViewFilter::default(), Some(token))?;
     let global = &doc.scopes[&Scope::global()];
     println!(
@@ -98,37 +154,87 @@ fn main() -> Res<()> {
     w.create(&todo, &todo_type, "chores")?;
     let mut token = token;
     for action in [
-        TodoAction::Add { id: "1".into(), title: "write the view".into() },
-        TodoAction::Add { id: "2".into(), title: "write the reactor".into() },
+        TodoAction::Add {
+            id: "1".into(),
+            title: "write the view".into(),
+        },
+        TodoAction::Add {
+            id: "2".into(),
+            title: "write the reactor".into(),
+        },
         TodoAction::Toggle { id: "1".into() },
     ] {
         let input = Typed::<TodoModel>::encode_input(&action);
-        token = w.write(&todo, &todo_type, action.action_type().as_str(), Scope::global(), input, 0)?;
+        token = w.write(
+            &todo,
+            &todo_type,
+            action.action_type().as_str(),
+            Scope::global(),
+            input,
+            0,
+        )?;
     }
     let doc = view.get(&todo, &ViewFilter::default(), Some(token))?;
-    let state: TodoState = Typed::<TodoModel>::decode_state(doc.state(&Scope::global()).unwrap_or(b"{}"))?;
+    let state: TodoState =
+        Typed::<TodoModel>::decode_state(doc.state(&Scope::global()).unwrap_or(b"{}"))?;
     for (id, item) in &state.items {
-        println!("{todo}: [{}] {id} {}", if item.done { "x" } else { " " }, item.title);
+        println!(
+            "{todo}: [{}] {id} {}",
+            if item.done { "x" } else { " " },
+            item.title
+        );
     }
 
     // 3. Replays are idempotent; a stale revision with new work is a retryable conflict.
     let unit = SyncUnit::new(counter.clone(), Scope::global(), Branch::main());
     let first = store.get(&unit, 0)?.ok_or("stored")?;
-    let replay = store.apply(&counter, &counter_type, &Scope::global(), &Branch::main(), Revision(0), |txn| {
-        txn.add_operation(first.clone().into());
-    })?;
-    println!("replaying index 0 returns the stored operation (ordinal {})", replay[0].context.ordinal);
-    let stale = store.apply(&counter, &counter_type, &Scope::global(), &Branch::main(), Revision(0), |txn| {
-        let action = Action::new(ActionId::new("late").expect("valid"), ActionType::new("INCREMENT").expect("valid"), Scope::global(), 0, Vec::new());
-        txn.add_operation(NewOperation::new(0, action, Digest::default()));
-    });
+    let replay = store.apply(
+        &counter,
+        &counter_type,
+        &Scope::global(),
+        &Branch::main(),
+        Revision(0),
+        |txn| {
+            txn.add_operation(first.clone().into());
+        },
+    )?;
+    println!(
+        "replaying index 0 returns the stored operation (ordinal {})",
+        replay[0].context.ordinal
+    );
+    let stale = store.apply(
+        &counter,
+        &counter_type,
+        &Scope::global(),
+        &Branch::main(),
+        Revision(0),
+        |txn| {
+            let action = Action::new(
+                ActionId::new("late").expect("valid"),
+                ActionType::new("INCREMENT").expect("valid"),
+                Scope::global(),
+                0,
+                Vec::new(),
+            );
+            txn.add_operation(NewOperation::new(0, action, Digest::default()));
+        },
+    );
     if let Err(e) = stale {
         println!("a stale append: {e} (retryable: {})", e.is_retryable());
     }
 
     // 4. The ordinal feed, as the view and sync read it.
-    for item in store.get_since_ordinal(Ordinal(run + 1), Paging::first(3))?.items {
-        println!("ordinal {}: {} index {} {}", item.context.ordinal, item.context.unit(), item.operation.index, item.operation.action.action_type);
+    for item in store
+        .get_since_ordinal(Ordinal(run + 1), Paging::first(3))?
+        .items
+    {
+        println!(
+            "ordinal {}: {} index {} {}",
+            item.context.ordinal,
+            item.context.unit(),
+            item.operation.index,
+            item.operation.action.action_type
+        );
     }
 
     // 5. A burst of single-operation appends, then read-your-writes.
@@ -136,9 +242,15 @@ fn main() -> Res<()> {
     w.create(&burst, &counter_type, "burst")?;
     let n = 20_000u64;
     let start = Instant::now();
-    let mut token = token;
     for _ in 0..n {
-        token = w.write(&burst, &counter_type, "INCREMENT", Scope::global(), Vec::new(), 0)?;
+        token = w.write(
+            &burst,
+            &counter_type,
+            "INCREMENT",
+            Scope::global(),
+            Vec::new(),
+            0,
+        )?;
     }
     let secs = start.elapsed().as_secs_f64();
     let doc = view.get(&burst, &ViewFilter::default(), Some(token))?;
@@ -157,7 +269,11 @@ fn main() -> Res<()> {
         if report.is_clean() { "clean" } else { "BROKEN" }
     );
     if let Some(broken) = report.first_broken {
-        return Err(format!("broken chain at {} index {}: {:?}", broken.unit, broken.index, broken.fault).into());
+        return Err(format!(
+            "broken chain at {} index {}: {:?}",
+            broken.unit, broken.index, broken.fault
+        )
+        .into());
     }
     Ok(())
 }

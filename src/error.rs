@@ -1,7 +1,7 @@
 //! Every error the crate returns. Errors carry fields, never formatted
 //! strings to match on; conflicts say they are retryable.
 
-use crate::model::{DocumentId, DocumentType, OperationId, SyncUnit};
+use crate::model::{ActionId, DocumentId, DocumentType, OperationId, SyncUnit};
 
 /// Why a text id or hex id was refused at construction.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -194,6 +194,47 @@ pub enum Error {
         /// The ordinal the view had applied.
         applied: u64,
     },
+    /// A reducer refused an action (or its input did not decode); the job
+    /// wrote nothing.
+    #[error("invalid action {action_id}: {reason}")]
+    InvalidAction {
+        /// The action.
+        action_id: ActionId,
+        /// The reducer's reason.
+        reason: String,
+    },
+    /// A load would move more local operations than allowed.
+    #[error("loading into {unit} would move {moved} operations (limit {limit})")]
+    ExcessiveReshuffle {
+        /// The stream.
+        unit: SyncUnit,
+        /// Operations it would move.
+        moved: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The job queue is full. Retryable, after a while.
+    #[error("the job queue is full ({capacity} jobs)")]
+    QueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// A job did not finish within the wait's timeout (it may still).
+    #[error("job {job} did not finish in time")]
+    WaitTimeout {
+        /// The job's number.
+        job: u64,
+    },
+    /// A job this one depended on failed; this one did not run.
+    #[error("job {job}, a dependency, failed")]
+    DependencyFailed {
+        /// The failed job's number.
+        job: u64,
+    },
+    /// A reducer panicked while the job ran; nothing of the failing step
+    /// was written.
+    #[error("a reducer panicked")]
+    WorkerPanicked,
     /// The component was shut down.
     #[error("shut down")]
     Shutdown,
@@ -211,6 +252,7 @@ impl Error {
             Error::RevisionMismatch { .. }
                 | Error::AppendConditionFailed { .. }
                 | Error::ConsistencyTimeout { .. }
+                | Error::QueueFull { .. }
         )
     }
 }

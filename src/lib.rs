@@ -53,6 +53,7 @@ mod error;
 mod keys;
 mod model;
 mod models;
+mod reactor;
 mod store;
 mod view;
 
@@ -68,6 +69,7 @@ pub use models::{
     ReduceError, Relationship, SystemAction, TodoAction, TodoItem, TodoModel, TodoState, Typed,
     TypedModel, ACTION_NOOP,
 };
+pub use reactor::{BatchJob, JobHandle, JobId, JobStatus, Reactor, ReactorBuilder};
 pub use store::{
     AtomicTxn, BrokenLink, ChainFault, Cursor, DocumentRevisions, Durability, OperationFilter,
     OperationLocation, OperationStore, Page, Paging, StoreOptions, StreamInfo, VerifyReport,

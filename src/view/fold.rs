@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::{Branch, Digest, DocumentId, DocumentType, Operation, Ordinal, Scope};
-use crate::models::{reduce_system, ModelRegistry, ACTION_NOOP};
+use crate::models::{reduce_system, ModelRegistry, ReduceError, ACTION_NOOP};
 use crate::store::OperationStore;
 
 use super::snapshot::Snapshot;
@@ -63,51 +63,69 @@ impl Reducer<'_> {
         }
     }
 
-    /// Applies one operation. A failed operation (with `error`), an undo
-    /// marker and an action its reducer refuses leave the state unchanged,
-    /// so every replica folds the same bytes.
+    /// Applies one operation as the view folds it: a failed operation
+    /// (with `error`), an undo marker and an action its reducer refuses
+    /// leave the state unchanged, so every replica folds the same bytes.
     pub(crate) fn apply(
         &self,
         version: &mut u32,
         state: Vec<u8>,
         op: &Operation,
     ) -> Result<Vec<u8>> {
-        if op.error.is_some() || op.action.action_type.as_str() == ACTION_NOOP {
+        if op.error.is_some() {
             return Ok(state);
+        }
+        Ok(match self.try_apply(version, &state, op)? {
+            Ok(next) => next,
+            Err(_) => state,
+        })
+    }
+
+    /// Applies one operation, reporting a reducer's refusal (inner `Err`)
+    /// apart from a failure to reduce at all (outer `Err`, e.g. no model).
+    pub(crate) fn try_apply(
+        &self,
+        version: &mut u32,
+        state: &[u8],
+        op: &Operation,
+    ) -> Result<std::result::Result<Vec<u8>, ReduceError>> {
+        if op.action.action_type.as_str() == ACTION_NOOP {
+            return Ok(Ok(state.to_vec()));
         }
         match self {
             Reducer::System {
                 document_id,
                 branch,
-            } => Ok(reduce_system(document_id, branch, &state, op).unwrap_or(state)),
+            } => Ok(reduce_system(document_id, branch, state, op)),
             Reducer::Model {
                 registry,
                 document_type,
                 scope,
             } => {
                 if op.action.action_type.as_str() == ACTION_UPGRADE {
-                    let Ok(input) = serde_json::from_slice::<UpgradeInput>(&op.action.input) else {
-                        return Ok(state);
+                    let input = match serde_json::from_slice::<UpgradeInput>(&op.action.input) {
+                        Ok(input) => input,
+                        Err(e) => {
+                            return Ok(Err(ReduceError::new(format!("undecodable upgrade: {e}"))))
+                        }
                     };
                     if input.from_version != *version {
-                        return Ok(state);
+                        return Ok(Err(ReduceError::new(format!(
+                            "upgrade from {} but the scope is at version {}",
+                            input.from_version, *version
+                        ))));
                     }
                     let upgraded = model_of(registry, document_type, input.to_version)?.upgrade(
                         input.from_version,
                         scope,
-                        &state,
+                        state,
                     );
-                    return Ok(match upgraded {
-                        Ok(next) => {
-                            *version = input.to_version;
-                            next
-                        }
-                        Err(_) => state,
-                    });
+                    if upgraded.is_ok() {
+                        *version = input.to_version;
+                    }
+                    return Ok(upgraded);
                 }
-                Ok(model_of(registry, document_type, *version)?
-                    .reduce(scope, &state, &op.action)
-                    .unwrap_or(state))
+                Ok(model_of(registry, document_type, *version)?.reduce(scope, state, &op.action))
             }
         }
     }
@@ -342,7 +360,10 @@ mod tests {
     #[test]
     fn undoing_an_undo_brings_the_operation_back() {
         // 3 undoes 2; 4 undoes the undo (skip 1 covers only 3), so 2 is back.
-        assert_eq!(indexes(&[op(0, 0), op(1, 0), op(2, 0), op(3, 1), op(4, 1)]), vec![0, 1, 2, 4]);
+        assert_eq!(
+            indexes(&[op(0, 0), op(1, 0), op(2, 0), op(3, 1), op(4, 1)]),
+            vec![0, 1, 2, 4]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! - `read`: the public reads.
 
 mod cache;
-mod fold;
+pub(crate) mod fold;
 mod index;
 mod read;
 mod snapshot;
@@ -165,6 +165,11 @@ impl DocumentView {
         self.inner.wait_for(token)
     }
 
+    /// [`wait_for`](Self::wait_for) with its own timeout.
+    pub fn wait_for_within(&self, token: ConsistencyToken, timeout: Duration) -> Result<()> {
+        self.inner.wait_for_within(token, timeout)
+    }
+
     /// Drops every cached document (the next read of each is cold).
     pub fn clear_cache(&self) {
         self.inner.cache.lock().clear();
@@ -215,12 +220,16 @@ impl ViewInner {
     }
 
     pub(crate) fn wait_for(&self, token: ConsistencyToken) -> Result<()> {
+        self.wait_for_within(token, self.options.consistency_timeout)
+    }
+
+    pub(crate) fn wait_for_within(&self, token: ConsistencyToken, timeout: Duration) -> Result<()> {
         if self.applied() >= token.0 {
             return Ok(());
         }
         // Help rather than wait: apply from the store right away.
         self.catch_up(None)?;
-        let deadline = std::time::Instant::now() + self.options.consistency_timeout;
+        let deadline = std::time::Instant::now() + timeout;
         let mut applied = self.applied.lock();
         while *applied < token.0 {
             if self

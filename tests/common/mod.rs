@@ -3,6 +3,7 @@
 
 pub mod docs;
 pub mod model;
+pub mod reactor;
 
 use reactordb::{
     Action, ActionId, ActionType, Branch, Digest, DocumentId, DocumentType, Durability,

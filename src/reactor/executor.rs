@@ -1,0 +1,498 @@
+//! The executor: turns a job into operations. It reads head state from its
+//! write cache (folding from the store on a miss), reduces each action with
+//! the registered model, derives indexes, timestamps and state hashes, and
+//! appends with the expected revision. A `RevisionMismatch` (possible only
+//! when something wrote around the queue) refreshes the head and retries,
+//! bounded. `load` merges remote operations by the reshuffle rule.
+
+use std::collections::{BTreeMap, HashSet};
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use super::reshuffle;
+use crate::bus::{Event, EventBus};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::model::{
+    Action, Branch, Digest, DocumentId, DocumentType, NewOperation, Operation, OperationId,
+    OperationWithContext, Ordinal, Revision, Scope, SyncUnit,
+};
+use crate::models::{decode_header, DocumentHeader, ModelRegistry};
+use crate::store::OperationStore;
+use crate::view::fold::{self, Reducer};
+use crate::view::ConsistencyToken;
+
+/// A stream's head as the executor knows it.
+#[derive(Clone, Debug)]
+struct Head {
+    revision: u64,
+    state: Vec<u8>,
+    model_version: u32,
+}
+
+/// Limits of the executor.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ExecutorLimits {
+    pub(crate) max_retries: usize,
+    pub(crate) max_reshuffle: usize,
+    pub(crate) cache_streams: NonZeroUsize,
+}
+
+pub(crate) struct Executor {
+    store: OperationStore,
+    bus: EventBus,
+    registry: ModelRegistry,
+    heads: Mutex<LruCache<Vec<u8>, Head>>,
+    limits: ExecutorLimits,
+}
+
+/// A failed job: its final error and the ones it retried past.
+pub(crate) struct Failure {
+    pub(crate) error: Error,
+    pub(crate) history: Vec<Error>,
+}
+
+impl Executor {
+    pub(crate) fn new(
+        store: OperationStore,
+        bus: EventBus,
+        registry: ModelRegistry,
+        limits: ExecutorLimits,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            registry,
+            heads: Mutex::new(LruCache::new(limits.cache_streams)),
+            limits,
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or has retried
+    /// `max_retries` revision conflicts.
+    fn with_retries(
+        &self,
+        document_id: &DocumentId,
+        mut attempt: impl FnMut() -> Result<ConsistencyToken>,
+    ) -> std::result::Result<ConsistencyToken, Box<Failure>> {
+        let mut history = Vec::new();
+        loop {
+            match attempt() {
+                Ok(token) => return Ok(token),
+                Err(error) if error.is_retryable() && history.len() < self.limits.max_retries => {
+                    self.forget_document(document_id);
+                    history.push(error);
+                }
+                Err(error) => return Err(Box::new(Failure { error, history })),
+            }
+        }
+    }
+
+    fn forget_document(&self, document_id: &DocumentId) {
+        let prefix = keys::document_prefix(document_id);
+        let mut heads = self.heads.lock();
+        let stale: Vec<Vec<u8>> = heads
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            heads.pop(&key);
+        }
+    }
+
+    /// A stream's head: from the cache, or folded from the store.
+    fn head(&self, unit_key: &[u8], reducer: &Reducer<'_>, start_version: u32) -> Result<Head> {
+        if let Some(head) = self.heads.lock().get(unit_key) {
+            return Ok(head.clone());
+        }
+        let folded = fold::fold(
+            &self.store,
+            unit_key,
+            reducer,
+            start_version,
+            Ordinal(u64::MAX),
+            None,
+        )?;
+        Ok(Head {
+            revision: folded.revision,
+            state: folded.state,
+            model_version: folded.model_version,
+        })
+    }
+
+    fn header(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+    ) -> Result<(Head, Option<DocumentHeader>)> {
+        let unit = SyncUnit::new(document_id.clone(), Scope::document(), branch.clone());
+        let reducer = Reducer::System {
+            document_id,
+            branch,
+        };
+        let head = self.head(&keys::unit_key(&unit), &reducer, 0)?;
+        let header = decode_header(&head.state);
+        Ok((head, header))
+    }
+
+    /// Executes `actions` on a document.
+    pub(crate) fn execute(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+        actions: &[Action],
+    ) -> std::result::Result<ConsistencyToken, Box<Failure>> {
+        self.with_retries(document_id, || {
+            self.try_execute(document_id, branch, actions)
+        })
+    }
+
+    fn try_execute(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+        actions: &[Action],
+    ) -> Result<ConsistencyToken> {
+        struct Pending {
+            unit_key: Vec<u8>,
+            start: u64,
+            head: Head,
+            ops: Vec<NewOperation>,
+        }
+        let (doc_head, _) = self.header(document_id, branch)?;
+        let mut scopes: BTreeMap<Scope, Pending> = BTreeMap::new();
+        let mut order: Vec<Scope> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut token = Ordinal(0);
+        scopes.insert(
+            Scope::document(),
+            Pending {
+                unit_key: keys::unit_key(&SyncUnit::new(
+                    document_id.clone(),
+                    Scope::document(),
+                    branch.clone(),
+                )),
+                start: doc_head.revision,
+                head: doc_head,
+                ops: Vec::new(),
+            },
+        );
+
+        for action in actions {
+            let unit = SyncUnit::new(document_id.clone(), action.scope.clone(), branch.clone());
+            let op_id = OperationId::derive(&unit, &action.id);
+            if !seen.insert(op_id) {
+                continue; // the same action twice in one job
+            }
+            if let Some(location) = self.store.locate(&op_id)?.first() {
+                // Already applied (a resubmission): nothing to do but
+                // report where it is.
+                let stored = self
+                    .store
+                    .get_with_ordinal(&keys::unit_key(&location.unit), location.index)?;
+                if let Some((_, ordinal)) = stored {
+                    token = token.max(ordinal);
+                }
+                continue;
+            }
+            let header = scopes
+                .get(&Scope::document())
+                .and_then(|p| decode_header(&p.head.state));
+            let reducer_doc;
+            let reducer_model;
+            let header_owned: DocumentHeader;
+            let (reducer, start_version): (&Reducer<'_>, u32) = if action.scope == Scope::document()
+            {
+                match &header {
+                    None if action.action_type.as_str() != "CREATE_DOCUMENT" => {
+                        return Err(Error::DocumentNotFound {
+                            id: document_id.to_string(),
+                        });
+                    }
+                    Some(h) if h.deleted => {
+                        return Err(Error::DocumentDeleted {
+                            id: document_id.clone(),
+                        })
+                    }
+                    _ => {}
+                }
+                reducer_doc = Reducer::System {
+                    document_id,
+                    branch,
+                };
+                (&reducer_doc, 0)
+            } else {
+                header_owned = header.ok_or_else(|| Error::DocumentNotFound {
+                    id: document_id.to_string(),
+                })?;
+                let header = &header_owned;
+                if header.deleted {
+                    return Err(Error::DocumentDeleted {
+                        id: document_id.clone(),
+                    });
+                }
+                reducer_model = Reducer::Model {
+                    registry: &self.registry,
+                    document_type: &header.document_type,
+                    scope: &action.scope,
+                };
+                // Fails early with ModelNotFound when the type is unknown.
+                self.registry
+                    .get(&header.document_type, header.model_version)
+                    .ok_or(Error::ModelNotFound {
+                        document_type: header.document_type.clone(),
+                        version: header.model_version,
+                    })?;
+                (&reducer_model, header.created_model_version)
+            };
+            if !scopes.contains_key(&action.scope) {
+                let unit_key = keys::unit_key(&unit);
+                let head = self.head(&unit_key, reducer, start_version)?;
+                scopes.insert(
+                    action.scope.clone(),
+                    Pending {
+                        unit_key,
+                        start: head.revision,
+                        head,
+                        ops: Vec::new(),
+                    },
+                );
+            }
+            let pending = scopes.get_mut(&action.scope).expect("inserted above");
+            let operation =
+                NewOperation::new(pending.head.revision, action.clone(), Digest::default());
+            let probe = Operation {
+                id: op_id,
+                index: operation.index,
+                skip: 0,
+                timestamp_utc_ms: operation.timestamp_utc_ms,
+                hash: Digest::default(),
+                state_hash: Digest::default(),
+                action: action.clone(),
+                error: None,
+            };
+            let next = reducer
+                .try_apply(&mut pending.head.model_version, &pending.head.state, &probe)?
+                .map_err(|e| Error::InvalidAction {
+                    action_id: action.id.clone(),
+                    reason: e.reason,
+                })?;
+            let mut operation = operation;
+            operation.state_hash = Digest::of(&next);
+            pending.head.state = next;
+            pending.head.revision += 1;
+            pending.ops.push(operation);
+            if !order.contains(&action.scope) {
+                order.push(action.scope.clone());
+            }
+        }
+
+        let document_type = scopes
+            .get(&Scope::document())
+            .and_then(|p| decode_header(&p.head.state))
+            .map(|h| h.document_type);
+        for scope in order {
+            let pending = scopes
+                .remove(&scope)
+                .expect("every ordered scope is pending");
+            let Some(document_type) = &document_type else {
+                return Err(Error::DocumentNotFound {
+                    id: document_id.to_string(),
+                });
+            };
+            let stored = self.append(
+                document_id,
+                document_type,
+                &scope,
+                branch,
+                pending.start,
+                pending.ops,
+            )?;
+            token = token.max(stored);
+            self.heads.lock().put(pending.unit_key, pending.head);
+        }
+        Ok(ConsistencyToken(token))
+    }
+
+    /// Appends and announces; returns the last ordinal written.
+    fn append(
+        &self,
+        document_id: &DocumentId,
+        document_type: &DocumentType,
+        scope: &Scope,
+        branch: &Branch,
+        revision: u64,
+        ops: Vec<NewOperation>,
+    ) -> Result<Ordinal> {
+        let stored = self.store.apply(
+            document_id,
+            document_type,
+            scope,
+            branch,
+            Revision(revision),
+            |txn| {
+                txn.add_operations(ops);
+            },
+        )?;
+        let last = stored.last().map_or(Ordinal(0), |o| o.context.ordinal);
+        self.bus.emit(Event::written(stored));
+        Ok(last)
+    }
+
+    /// Merges operations from a peer into a document.
+    pub(crate) fn load(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+        operations: &[OperationWithContext],
+    ) -> std::result::Result<ConsistencyToken, Box<Failure>> {
+        self.with_retries(document_id, || {
+            self.try_load(document_id, branch, operations)
+        })
+    }
+
+    fn try_load(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+        operations: &[OperationWithContext],
+    ) -> Result<ConsistencyToken> {
+        let mut by_scope: BTreeMap<Scope, Vec<Operation>> = BTreeMap::new();
+        let mut incoming_type = None;
+        for op in operations {
+            if &op.context.document_id != document_id || &op.context.branch != branch {
+                return Err(Error::InvalidAction {
+                    action_id: op.operation.action.id.clone(),
+                    reason: format!(
+                        "operation belongs to {} on {}",
+                        op.context.document_id, op.context.branch
+                    ),
+                });
+            }
+            incoming_type.get_or_insert_with(|| op.context.document_type.clone());
+            by_scope
+                .entry(op.context.scope.clone())
+                .or_default()
+                .push(op.operation.clone());
+        }
+        let mut token = Ordinal(0);
+        // The document scope first: it may create the document.
+        let mut order: Vec<Scope> = by_scope.keys().cloned().collect();
+        order.sort_by_key(|s| *s != Scope::document());
+        for scope in order {
+            let incoming = by_scope.remove(&scope).unwrap_or_default();
+            let (_, header) = self.header(document_id, branch)?;
+            let document_type = match (&header, &incoming_type) {
+                (Some(h), _) => h.document_type.clone(),
+                (None, Some(t)) if scope == Scope::document() => t.clone(),
+                _ => {
+                    return Err(Error::DocumentNotFound {
+                        id: document_id.to_string(),
+                    })
+                }
+            };
+            let last = self.load_scope(
+                document_id,
+                branch,
+                &scope,
+                &document_type,
+                header.as_ref(),
+                incoming,
+            )?;
+            token = token.max(last);
+        }
+        Ok(ConsistencyToken(token))
+    }
+
+    fn load_scope(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+        scope: &Scope,
+        document_type: &DocumentType,
+        header: Option<&DocumentHeader>,
+        incoming: Vec<Operation>,
+    ) -> Result<Ordinal> {
+        let unit = SyncUnit::new(document_id.clone(), scope.clone(), branch.clone());
+        let unit_key = keys::unit_key(&unit);
+        let raw = self
+            .store
+            .scan_until(&unit_key, 0, None, Ordinal(u64::MAX))?;
+        let head = raw.len() as u64;
+        let known: HashSet<_> = raw.iter().map(|(op, _)| op.action.id.clone()).collect();
+        let effective: Vec<Operation> = fold::effective(&raw).into_iter().cloned().collect();
+        let Some(plan) = reshuffle::plan(head, &effective, &known, incoming) else {
+            return Ok(Ordinal(0)); // nothing new: loading twice changes nothing
+        };
+        if plan.moved > self.limits.max_reshuffle {
+            return Err(Error::ExcessiveReshuffle {
+                unit,
+                moved: plan.moved,
+                limit: self.limits.max_reshuffle,
+            });
+        }
+        let system;
+        let model;
+        let (reducer, start_version): (&Reducer<'_>, u32) = if *scope == Scope::document() {
+            system = Reducer::System {
+                document_id,
+                branch,
+            };
+            (&system, 0)
+        } else {
+            let header = header.ok_or_else(|| Error::DocumentNotFound {
+                id: document_id.to_string(),
+            })?;
+            model = Reducer::Model {
+                registry: &self.registry,
+                document_type: &header.document_type,
+                scope,
+            };
+            (&model, header.created_model_version)
+        };
+        // The effective history before the earliest moved operation is the
+        // base every merged operation is reduced on.
+        let base = fold::fold(
+            &self.store,
+            &unit_key,
+            reducer,
+            start_version,
+            Ordinal(u64::MAX),
+            Some(plan.base),
+        )?;
+        let mut state = base.state;
+        let mut version = base.model_version;
+        let mut ops = Vec::with_capacity(plan.ops.len());
+        for (i, op) in plan.ops.into_iter().enumerate() {
+            let error = match reducer.try_apply(&mut version, &state, &op)? {
+                Ok(next) => {
+                    state = next;
+                    None
+                }
+                Err(refused) => Some(refused.reason),
+            };
+            ops.push(NewOperation {
+                index: head + i as u64,
+                skip: if i == 0 { plan.skip } else { 0 },
+                timestamp_utc_ms: op.timestamp_utc_ms,
+                state_hash: Digest::of(&state),
+                action: op.action,
+                error,
+            });
+        }
+        let count = ops.len() as u64;
+        let last = self.append(document_id, document_type, scope, branch, plan.start, ops)?;
+        self.heads.lock().put(
+            unit_key,
+            Head {
+                revision: head + count,
+                state,
+                model_version: version,
+            },
+        );
+        Ok(last)
+    }
+}

@@ -1,0 +1,28 @@
+//! What a job does.
+
+use super::jobs::JobId;
+use crate::model::{Action, OperationWithContext};
+
+/// A unit of work on one document (and branch).
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// Reduce and append actions (system actions in the `document` scope,
+    /// model actions elsewhere).
+    Execute {
+        actions: Vec<Action>,
+        dependencies: Vec<JobId>,
+    },
+    /// Merge operations from a peer.
+    Load {
+        operations: Vec<OperationWithContext>,
+        dependencies: Vec<JobId>,
+    },
+}
+
+impl Job {
+    pub(crate) fn dependencies(&self) -> &[JobId] {
+        match self {
+            Job::Execute { dependencies, .. } | Job::Load { dependencies, .. } => dependencies,
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Jobs: their ids, lifecycle and the table the reactor keeps them in.
+//!
+//! `Pending → Running → WriteReady → ReadReady`, or `Failed`. `ReadReady`
+//! is not stored: a `WriteReady` job is read-ready once the view has applied
+//! its consistency token, which the table asks the view.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::Error;
+use crate::view::ConsistencyToken;
+
+/// The id of a job, unique within a reactor.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct JobId(pub u64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job-{}", self.0)
+    }
+}
+
+/// Where a job is.
+#[derive(Clone, Debug)]
+pub enum JobStatus {
+    /// Queued.
+    Pending,
+    /// A worker is executing it.
+    Running,
+    /// Its operations are in the Operation Store (durably, per the store's
+    /// durability); the view may not show them yet.
+    WriteReady {
+        /// Read with this token to see the job's writes.
+        token: ConsistencyToken,
+    },
+    /// The view shows its writes.
+    ReadReady {
+        /// The job's consistency token.
+        token: ConsistencyToken,
+    },
+    /// It failed; nothing of its failing step was written.
+    Failed {
+        /// The final error.
+        error: Arc<Error>,
+        /// Errors of earlier attempts (e.g. revision conflicts it retried).
+        error_history: Vec<Arc<Error>>,
+    },
+}
+
+impl JobStatus {
+    /// Whether the job will not change any more (written or failed).
+    pub fn is_done(&self) -> bool {
+        !matches!(self, JobStatus::Pending | JobStatus::Running)
+    }
+
+    /// The consistency token, once written.
+    pub fn token(&self) -> Option<ConsistencyToken> {
+        match self {
+            JobStatus::WriteReady { token } | JobStatus::ReadReady { token } => Some(*token),
+            _ => None,
+        }
+    }
+}
+
+/// How long a job table remembers finished jobs.
+const RETAINED_FINISHED: usize = 200_000;
+
+#[derive(Default)]
+struct Table {
+    status: HashMap<JobId, JobStatus>,
+    finished: VecDeque<JobId>,
+    next: u64,
+}
+
+/// Every job's status; waiters are woken on each change.
+#[derive(Default)]
+pub(crate) struct JobTable {
+    table: Mutex<Table>,
+    changed: Condvar,
+}
+
+impl JobTable {
+    pub(crate) fn create(&self) -> JobId {
+        let mut t = self.table.lock();
+        t.next += 1;
+        let id = JobId(t.next);
+        t.status.insert(id, JobStatus::Pending);
+        id
+    }
+
+    pub(crate) fn set(&self, id: JobId, status: JobStatus) {
+        let mut t = self.table.lock();
+        let done = status.is_done();
+        t.status.insert(id, status);
+        if done {
+            t.finished.push_back(id);
+            while t.finished.len() > RETAINED_FINISHED {
+                if let Some(old) = t.finished.pop_front() {
+                    t.status.remove(&old);
+                }
+            }
+        }
+        drop(t);
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn get(&self, id: JobId) -> Option<JobStatus> {
+        self.table.lock().status.get(&id).cloned()
+    }
+
+    /// Waits until the job is done (written or failed), up to `deadline`.
+    pub(crate) fn wait_done(&self, id: JobId, deadline: std::time::Instant) -> Option<JobStatus> {
+        let mut t = self.table.lock();
+        loop {
+            match t.status.get(&id) {
+                None => return None,
+                Some(s) if s.is_done() => return Some(s.clone()),
+                Some(_) => {
+                    if self.changed.wait_until(&mut t, deadline).timed_out() {
+                        return t.status.get(&id).cloned();
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! The reactor: the queue, jobs and executor in front of the Operation
+//! Store, with the event bus and Document View behind it. Owns no column
+//! family of its own.
+//!
+//! - `queue`: one FIFO per document, documents in parallel, bounded;
+//! - `jobs`: job ids, lifecycle, the status table;
+//! - `executor`: reduce, append with the revision guard, retry; `load`;
+//! - `reshuffle`: the merge order of remote and local operations.
+
+mod executor;
+mod job;
+mod jobs;
+mod queue;
+mod reshuffle;
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use crate::bus::EventBus;
+use crate::error::{Error, Result};
+use crate::model::{Action, ActionId, Branch, DocumentId, OperationWithContext};
+use crate::models::{
+    system_action, CreateDocumentInput, DocumentModel, ModelRegistry, SystemAction,
+};
+use crate::store::{Durability, OperationStore, StoreOptions};
+use crate::view::{DocumentView, ViewOptions};
+
+use executor::{Executor, ExecutorLimits};
+use job::Job;
+use jobs::JobTable;
+pub use jobs::{JobId, JobStatus};
+use queue::{JobQueue, Taken};
+
+/// Builds a [`Reactor`]; every option has a default.
+#[derive(Debug)]
+pub struct ReactorBuilder {
+    path: PathBuf,
+    store: StoreOptions,
+    view: ViewOptions,
+    registry: ModelRegistry,
+    workers: usize,
+    queue_capacity: usize,
+    block_when_full: bool,
+    max_retries: usize,
+    max_reshuffle: usize,
+}
+
+impl ReactorBuilder {
+    /// Store durability. Default [`Durability::Synced`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.store.durability = durability;
+        self
+    }
+
+    /// All store options.
+    pub fn store_options(mut self, options: StoreOptions) -> Self {
+        self.store = options;
+        self
+    }
+
+    /// View options (snapshot interval, cache bounds, timeouts).
+    pub fn view_options(mut self, options: ViewOptions) -> Self {
+        self.view = options;
+        self
+    }
+
+    /// Registers a document model.
+    pub fn register(mut self, model: impl DocumentModel) -> Self {
+        self.registry.register(model);
+        self
+    }
+
+    /// Replaces the model registry.
+    pub fn registry(mut self, registry: ModelRegistry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Worker threads executing jobs (documents run in parallel). Default:
+    /// the number of CPUs; 1 to 1,024.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Jobs that may wait in the queue. Default 100,000; at least 1.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// When the queue is full: block the submitter (`true`) or answer
+    /// [`Error::QueueFull`] (`false`, the default).
+    pub fn block_when_full(mut self, block: bool) -> Self {
+        self.block_when_full = block;
+        self
+    }
+
+    /// Revision conflicts a job retries before it fails. Default 8.
+    pub fn max_retries(mut self, retries: usize) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// Local operations one load may move before it fails with
+    /// [`Error::ExcessiveReshuffle`]. Default 10,000.
+    pub fn max_reshuffle(mut self, limit: usize) -> Self {
+        self.max_reshuffle = limit;
+        self
+    }
+
+    /// Opens the database (one RocksDB holding every column family), the
+    /// view (catching up) and starts the workers.
+    pub fn open(self) -> Result<Reactor> {
+        if self.workers == 0 || self.workers > 1_024 {
+            return Err(Error::InvalidOptions {
+                option: "workers",
+                reason: "must be between 1 and 1024",
+            });
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::InvalidOptions {
+                option: "queue_capacity",
+                reason: "must be at least 1",
+            });
+        }
+        let store = OperationStore::open(&self.path, self.store)?;
+        let bus = EventBus::new();
+        let view = DocumentView::open(store.clone(), &bus, self.registry.clone(), self.view)?;
+        let executor = Executor::new(
+            store.clone(),
+            bus.clone(),
+            self.registry.clone(),
+            ExecutorLimits {
+                max_retries: self.max_retries,
+                max_reshuffle: self.max_reshuffle,
+                cache_streams: NonZeroUsize::new(100_000).expect("nonzero"),
+            },
+        );
+        let inner = Arc::new(Inner {
+            store,
+            bus,
+            view,
+            registry: self.registry,
+            executor,
+            queue: JobQueue::new(self.queue_capacity, self.block_when_full),
+            jobs: JobTable::default(),
+            next_action: AtomicU64::new(0),
+        });
+        let workers = (0..self.workers)
+            .map(|i| {
+                let inner = Arc::clone(&inner);
+                std::thread::Builder::new()
+                    .name(format!("reactordb-worker-{i}"))
+                    .spawn(move || inner.work())
+                    .map_err(|_| Error::Shutdown)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Reactor {
+            inner,
+            workers: Mutex::new(workers),
+        })
+    }
+}
+
+struct Inner {
+    store: OperationStore,
+    bus: EventBus,
+    view: DocumentView,
+    registry: ModelRegistry,
+    executor: Executor,
+    queue: JobQueue,
+    jobs: JobTable,
+    next_action: AtomicU64,
+}
+
+/// One job of a batch; `depends_on` names earlier jobs of the same batch
+/// (by position) that must be written first.
+#[derive(Debug)]
+pub struct BatchJob {
+    /// The document.
+    pub document_id: DocumentId,
+    /// The branch.
+    pub branch: Branch,
+    /// The actions to execute.
+    pub actions: Vec<Action>,
+    /// Positions of earlier jobs in the batch this one waits for.
+    pub depends_on: Vec<usize>,
+}
+
+/// The reactor. `Send + Sync`; share it in an `Arc`. Dropping it shuts it
+/// down (draining accepted jobs).
+pub struct Reactor {
+    inner: Arc<Inner>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor")
+            .field("store", &self.inner.store)
+            .field("queued", &self.inner.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A submitted job.
+#[derive(Clone)]
+pub struct JobHandle {
+    id: JobId,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for JobHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JobHandle({})", self.id)
+    }
+}
+
+impl JobHandle {
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// The job's status now.
+    pub fn status(&self) -> JobStatus {
+        self.inner.status(self.id).unwrap_or(JobStatus::Pending)
+    }
+
+    /// Waits until the job is written (or failed).
+    pub fn wait_written(&self, timeout: Duration) -> Result<JobStatus> {
+        self.inner.wait(self.id, false, timeout)
+    }
+
+    /// Waits until the view shows the job's writes (or it failed).
+    pub fn wait_readable(&self, timeout: Duration) -> Result<JobStatus> {
+        self.inner.wait(self.id, true, timeout)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Reactor {
+    /// A builder for a reactor on the database directory `path`.
+    pub fn builder(path: impl Into<PathBuf>) -> ReactorBuilder {
+        ReactorBuilder {
+            path: path.into(),
+            store: StoreOptions::default(),
+            view: ViewOptions::default(),
+            registry: ModelRegistry::new(),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            queue_capacity: 100_000,
+            block_when_full: false,
+            max_retries: 8,
+            max_reshuffle: 10_000,
+        }
+    }
+
+    /// The Operation Store.
+    pub fn store(&self) -> &OperationStore {
+        &self.inner.store
+    }
+
+    /// The Document View.
+    pub fn view(&self) -> &DocumentView {
+        &self.inner.view
+    }
+
+    /// The event bus (subscribe to follow writes).
+    pub fn bus(&self) -> &EventBus {
+        &self.inner.bus
+    }
+
+    /// The model registry.
+    pub fn registry(&self) -> &ModelRegistry {
+        &self.inner.registry
+    }
+
+    /// A fresh action id (for callers that do not bring their own).
+    pub fn new_action_id(&self) -> ActionId {
+        self.inner.new_action_id()
+    }
+
+    /// Creates a document on `main`. Fails with [`Error::ModelNotFound`]
+    /// (at submission) when no model of its type and version is registered.
+    pub fn create(&self, document_id: DocumentId, input: CreateDocumentInput) -> Result<JobHandle> {
+        if self
+            .inner
+            .registry
+            .get(&input.document_type, input.model_version)
+            .is_none()
+        {
+            return Err(Error::ModelNotFound {
+                document_type: input.document_type,
+                version: input.model_version,
+            });
+        }
+        let action = system_action(
+            self.new_action_id(),
+            now_ms(),
+            &SystemAction::CreateDocument(input),
+        );
+        self.execute(document_id, Branch::main(), vec![action])
+    }
+
+    /// Executes actions on a document, in order, as one job.
+    pub fn execute(
+        &self,
+        document_id: DocumentId,
+        branch: Branch,
+        actions: Vec<Action>,
+    ) -> Result<JobHandle> {
+        let ids = self.inner.submit(vec![(
+            (document_id, branch),
+            Job::Execute {
+                actions,
+                dependencies: Vec::new(),
+            },
+        )])?;
+        Ok(self.handles(ids).remove(0))
+    }
+
+    fn system(
+        &self,
+        document_id: DocumentId,
+        branch: Branch,
+        action: SystemAction,
+    ) -> Result<JobHandle> {
+        let action = system_action(self.new_action_id(), now_ms(), &action);
+        self.execute(document_id, branch, vec![action])
+    }
+
+    /// Deletes a document (reads then report it deleted).
+    pub fn delete_document(&self, document_id: DocumentId, branch: Branch) -> Result<JobHandle> {
+        self.system(document_id, branch, SystemAction::DeleteDocument)
+    }
+
+    /// Adds a typed relationship from `source` to `target`.
+    pub fn add_relationship(
+        &self,
+        source: DocumentId,
+        target: DocumentId,
+        relationship_type: &str,
+    ) -> Result<JobHandle> {
+        self.system(
+            source,
+            Branch::main(),
+            SystemAction::AddRelationship {
+                target,
+                relationship_type: relationship_type.to_owned(),
+            },
+        )
+    }
+
+    /// Removes a relationship.
+    pub fn remove_relationship(
+        &self,
+        source: DocumentId,
+        target: DocumentId,
+        relationship_type: &str,
+    ) -> Result<JobHandle> {
+        self.system(
+            source,
+            Branch::main(),
+            SystemAction::RemoveRelationship {
+                target,
+                relationship_type: relationship_type.to_owned(),
+            },
+        )
+    }
+
+    /// Loads operations from a peer into a document (merged by the
+    /// reshuffle rule; loading the same operations twice changes nothing).
+    pub fn load(
+        &self,
+        document_id: DocumentId,
+        branch: Branch,
+        operations: Vec<OperationWithContext>,
+    ) -> Result<JobHandle> {
+        let ids = self.inner.submit(vec![(
+            (document_id, branch),
+            Job::Load {
+                operations,
+                dependencies: Vec::new(),
+            },
+        )])?;
+        Ok(self.handles(ids).remove(0))
+    }
+
+    /// Submits several jobs at once (all or none), with dependencies
+    /// between them.
+    pub fn submit_batch(&self, batch: Vec<BatchJob>) -> Result<Vec<JobHandle>> {
+        let mut jobs = Vec::with_capacity(batch.len());
+        for (position, job) in batch.into_iter().enumerate() {
+            let mut dependencies = Vec::with_capacity(job.depends_on.len());
+            for dep in job.depends_on {
+                if dep >= position {
+                    return Err(Error::InvalidOptions {
+                        option: "depends_on",
+                        reason: "a job may depend only on earlier jobs of its batch",
+                    });
+                }
+                dependencies.push(dep);
+            }
+            jobs.push(((job.document_id, job.branch), job.actions, dependencies));
+        }
+        let ids = self.inner.submit_with_positions(jobs)?;
+        Ok(self.handles(ids))
+    }
+
+    fn handles(&self, ids: Vec<JobId>) -> Vec<JobHandle> {
+        ids.into_iter()
+            .map(|id| JobHandle {
+                id,
+                inner: Arc::clone(&self.inner),
+            })
+            .collect()
+    }
+
+    /// A job's status (`None` for an unknown or long-forgotten job).
+    pub fn job_status(&self, id: JobId) -> Option<JobStatus> {
+        self.inner.status(id)
+    }
+
+    /// Waits for a job: until written (`readable == false`) or until the
+    /// view shows it (`true`). Errors only on timeout
+    /// ([`Error::WaitTimeout`]); a failed job is `Ok(JobStatus::Failed)`.
+    pub fn wait(&self, id: JobId, readable: bool, timeout: Duration) -> Result<JobStatus> {
+        self.inner.wait(id, readable, timeout)
+    }
+
+    /// Stops accepting jobs, drains the accepted ones and stops the
+    /// workers. Idempotent.
+    pub fn shutdown(&self) {
+        self.inner.queue.shutdown();
+        for worker in self.workers.lock().drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Inner {
+    fn new_action_id(&self) -> ActionId {
+        let n = self.next_action.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&nanos.to_be_bytes());
+        hasher.update(&n.to_be_bytes());
+        hasher.update(&std::process::id().to_be_bytes());
+        let hex = hasher.finalize().to_hex();
+        ActionId::new(&hex.as_str()[..32]).expect("hex is a valid id")
+    }
+
+    fn submit(&self, jobs: Vec<(queue::DocKey, Job)>) -> Result<Vec<JobId>> {
+        let ids: Vec<JobId> = jobs.iter().map(|_| self.jobs.create()).collect();
+        let queued = jobs
+            .into_iter()
+            .zip(&ids)
+            .map(|((key, job), id)| (key, *id, job))
+            .collect();
+        if let Err(e) = self.queue.push(queued) {
+            for id in &ids {
+                self.jobs.set(*id, failed(Error::Shutdown, Vec::new()));
+            }
+            return Err(e);
+        }
+        Ok(ids)
+    }
+
+    fn submit_with_positions(
+        &self,
+        jobs: Vec<(queue::DocKey, Vec<Action>, Vec<usize>)>,
+    ) -> Result<Vec<JobId>> {
+        let ids: Vec<JobId> = jobs.iter().map(|_| self.jobs.create()).collect();
+        let queued = jobs
+            .into_iter()
+            .zip(&ids)
+            .map(|((key, actions, deps), id)| {
+                let dependencies = deps.into_iter().map(|d| ids[d]).collect();
+                (
+                    key,
+                    *id,
+                    Job::Execute {
+                        actions,
+                        dependencies,
+                    },
+                )
+            })
+            .collect();
+        if let Err(e) = self.queue.push(queued) {
+            for id in &ids {
+                self.jobs.set(*id, failed(Error::Shutdown, Vec::new()));
+            }
+            return Err(e);
+        }
+        Ok(ids)
+    }
+
+    fn status(&self, id: JobId) -> Option<JobStatus> {
+        let status = self.jobs.get(id)?;
+        Some(match status {
+            JobStatus::WriteReady { token } if self.view.applied() >= token.0 => {
+                JobStatus::ReadReady { token }
+            }
+            other => other,
+        })
+    }
+
+    fn wait(&self, id: JobId, readable: bool, timeout: Duration) -> Result<JobStatus> {
+        let deadline = Instant::now() + timeout;
+        let status = self
+            .jobs
+            .wait_done(id, deadline)
+            .ok_or(Error::WaitTimeout { job: id.0 })?;
+        match status {
+            JobStatus::WriteReady { token } if readable => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                self.view
+                    .wait_for_within(token, remaining)
+                    .map_err(|_| Error::WaitTimeout { job: id.0 })?;
+                Ok(JobStatus::ReadReady { token })
+            }
+            s if s.is_done() => Ok(self.status(id).unwrap_or(s)),
+            _ => Err(Error::WaitTimeout { job: id.0 }),
+        }
+    }
+
+    /// A worker: take, run, record, repeat until shut down and drained.
+    fn work(&self) {
+        while let Some(taken) = self.queue.take(&self.jobs) {
+            match taken {
+                Taken::Run(key, id, job) => {
+                    self.jobs.set(id, JobStatus::Running);
+                    let outcome =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &job {
+                            Job::Execute { actions, .. } => {
+                                self.executor.execute(&key.0, &key.1, actions)
+                            }
+                            Job::Load { operations, .. } => {
+                                self.executor.load(&key.0, &key.1, operations)
+                            }
+                        }));
+                    let status = match outcome {
+                        Ok(Ok(token)) => JobStatus::WriteReady { token },
+                        Ok(Err(failure)) => failed(failure.error, failure.history),
+                        Err(_) => failed(Error::WorkerPanicked, Vec::new()),
+                    };
+                    self.jobs.set(id, status);
+                    self.queue.done(&key);
+                }
+                Taken::DependencyFailed(key, id, dependency) => {
+                    self.jobs.set(
+                        id,
+                        failed(Error::DependencyFailed { job: dependency.0 }, Vec::new()),
+                    );
+                    self.queue.done(&key);
+                }
+            }
+        }
+    }
+}
+
+fn failed(error: Error, history: Vec<Error>) -> JobStatus {
+    JobStatus::Failed {
+        error: Arc::new(error),
+        error_history: history.into_iter().map(Arc::new).collect(),
+    }
+}

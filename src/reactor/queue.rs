@@ -1,0 +1,174 @@
+//! The job queue: one FIFO per document, documents in parallel. A document
+//! never has two jobs running; a job whose dependencies are not done waits
+//! at the head of its document's queue. Bounded: a full queue refuses (or
+//! blocks, by option) instead of growing.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::job::Job;
+use super::jobs::{JobId, JobStatus, JobTable};
+use crate::error::{Error, Result};
+use crate::model::{Branch, DocumentId};
+
+pub(crate) type DocKey = (DocumentId, Branch);
+
+#[derive(Default)]
+struct DocQueue {
+    jobs: VecDeque<(JobId, Job)>,
+    running: bool,
+}
+
+#[derive(Default)]
+struct State {
+    docs: HashMap<DocKey, DocQueue>,
+    /// Documents with queued jobs and none running, in arrival order.
+    ready: VecDeque<DocKey>,
+    queued: usize,
+    shutdown: bool,
+}
+
+/// What a worker takes: a job, or a job that cannot run because a
+/// dependency failed.
+pub(crate) enum Taken {
+    Run(DocKey, JobId, Job),
+    DependencyFailed(DocKey, JobId, JobId),
+}
+
+pub(crate) struct JobQueue {
+    state: Mutex<State>,
+    work: Condvar,
+    space: Condvar,
+    capacity: usize,
+    block_when_full: bool,
+}
+
+impl JobQueue {
+    pub(crate) fn new(capacity: usize, block_when_full: bool) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            space: Condvar::new(),
+            capacity,
+            block_when_full,
+        }
+    }
+
+    /// Queues jobs (all or none).
+    pub(crate) fn push(&self, jobs: Vec<(DocKey, JobId, Job)>) -> Result<()> {
+        let mut st = self.state.lock();
+        loop {
+            if st.shutdown {
+                return Err(Error::Shutdown);
+            }
+            if st.queued + jobs.len() <= self.capacity {
+                break;
+            }
+            if !self.block_when_full || jobs.len() > self.capacity {
+                return Err(Error::QueueFull {
+                    capacity: self.capacity,
+                });
+            }
+            self.space.wait(&mut st);
+        }
+        for (key, id, job) in jobs {
+            st.queued += 1;
+            let doc = st.docs.entry(key.clone()).or_default();
+            let was_idle = doc.jobs.is_empty() && !doc.running;
+            doc.jobs.push_back((id, job));
+            if was_idle {
+                st.ready.push_back(key);
+            }
+        }
+        drop(st);
+        self.work.notify_all();
+        Ok(())
+    }
+
+    /// The next runnable job; `None` once shut down and drained.
+    pub(crate) fn take(&self, jobs: &JobTable) -> Option<Taken> {
+        let mut st = self.state.lock();
+        loop {
+            if let Some(taken) = Self::take_runnable(&mut st, jobs) {
+                st.queued -= 1;
+                drop(st);
+                self.space.notify_one();
+                return Some(taken);
+            }
+            if st.shutdown && st.queued == 0 {
+                return None;
+            }
+            // Dependencies finishing elsewhere wake us through `done`; the
+            // timeout is a safety net only.
+            self.work.wait_for(&mut st, Duration::from_millis(100));
+        }
+    }
+
+    fn take_runnable(st: &mut State, jobs: &JobTable) -> Option<Taken> {
+        for i in 0..st.ready.len() {
+            let key = st.ready[i].clone();
+            let Some(doc) = st.docs.get_mut(&key) else {
+                continue;
+            };
+            let Some((_, job)) = doc.jobs.front() else {
+                continue;
+            };
+            let mut blocked = false;
+            let mut failed = None;
+            for dep in job.dependencies() {
+                match jobs.get(*dep) {
+                    Some(JobStatus::Failed { .. }) => failed = Some(*dep),
+                    Some(s) if s.is_done() => {}
+                    None => {} // forgotten long ago: it finished
+                    Some(_) => blocked = true,
+                }
+            }
+            if blocked && failed.is_none() {
+                continue;
+            }
+            let (id, job) = doc.jobs.pop_front()?;
+            doc.running = true;
+            st.ready.remove(i);
+            return Some(match failed {
+                Some(dep) => Taken::DependencyFailed(key, id, dep),
+                None => Taken::Run(key, id, job),
+            });
+        }
+        None
+    }
+
+    /// Marks the running job of `key` finished.
+    pub(crate) fn done(&self, key: &DocKey) {
+        let mut st = self.state.lock();
+        let mut remove = false;
+        let mut ready = false;
+        if let Some(doc) = st.docs.get_mut(key) {
+            doc.running = false;
+            if doc.jobs.is_empty() {
+                remove = true;
+            } else {
+                ready = true;
+            }
+        }
+        if remove {
+            st.docs.remove(key);
+        }
+        if ready {
+            st.ready.push_back(key.clone());
+        }
+        drop(st);
+        self.work.notify_all();
+    }
+
+    pub(crate) fn shutdown(&self) {
+        self.state.lock().shutdown = true;
+        self.work.notify_all();
+        self.space.notify_all();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.state.lock().queued
+    }
+}
