@@ -5,10 +5,52 @@
 //! [`OperationStore`]) and the read side are split, and reactors converge by
 //! exchanging operations.
 //!
-//! This release ships the write side (the [`OperationStore`], usable on its
-//! own), the [`EventBus`], document models ([`DocumentModel`],
-//! [`TypedModel`], [`ModelRegistry`]) and the read side (the
-//! [`DocumentView`]). The reactor (queue, executor, sync) comes next.
+//! The write side is the [`OperationStore`] (usable on its own), the read
+//! side the [`DocumentView`]; between them the [`EventBus`]. The
+//! [`Reactor`] puts a per-document job queue and an executor in front:
+//! actions are reduced by registered [`DocumentModel`]s into operations,
+//! and `load` merges operations from a peer by the reshuffle rule.
+//!
+//! ```
+//! use std::time::Duration;
+//! use reactordb::*;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let reactor = Reactor::builder(dir.path())
+//!     .durability(Durability::Buffered)
+//!     .registry(ModelRegistry::with_examples())
+//!     .open()?;
+//!
+//! let doc = DocumentId::new("counter-1")?;
+//! let create = CreateDocumentInput {
+//!     document_type: CounterModel::document_type(),
+//!     model_version: 1,
+//!     name: "my counter".into(),
+//!     slug: Some("my-counter".into()),
+//!     meta: Default::default(),
+//! };
+//! reactor.create(doc.clone(), create)?.wait_written(Duration::from_secs(5))?;
+//!
+//! let add = Action::new(
+//!     reactor.new_action_id(),
+//!     ActionType::new("INCREMENT")?,
+//!     Scope::global(),
+//!     1_700_000_000_000,
+//!     b"41".to_vec(),
+//! );
+//! let job = reactor.execute(doc.clone(), Branch::main(), vec![add])?;
+//! let token = job.wait_written(Duration::from_secs(5))?.token().expect("written");
+//!
+//! // Read your own write through the view.
+//! let read = reactor.view().get(&doc, &ViewFilter::default(), Some(token))?;
+//! assert_eq!(CounterModel::value(read.state(&Scope::global()).unwrap()), Some(41));
+//! assert_eq!(read.header.slug.as_deref(), Some("my-counter"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The Operation Store alone:
 //!
 //! ```
 //! use reactordb::{
@@ -56,6 +98,7 @@ mod models;
 mod reactor;
 mod store;
 mod view;
+pub mod workloads;
 
 pub use bus::{Event, EventBus, Subscription};
 pub use error::{Error, IdError, InvalidOperationReason, Result};

@@ -1,0 +1,352 @@
+//! The standard benchmark workloads, shared by `reactordb bench` and the
+//! criterion benches. Each runs on a fresh reactor in its own directory and
+//! reports one [`WorkloadReport`].
+//!
+//! - W1 `many-docs`: `docs` documents × `actions` actions, every action one
+//!   job, all documents in parallel; then reads every document back
+//!   through the view;
+//! - W2 `hot-doc`: one document, `actions` jobs, each awaited (readable)
+//!   before the next;
+//! - W3 `contention`: 8 submitters × `actions / 8` jobs on one document.
+//!
+//! Job latency runs from submission until the view shows the job's writes.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::{Action, ActionId, ActionType, Branch, DocumentId, Ordinal, Scope};
+use crate::models::{CounterModel, CreateDocumentInput, ModelRegistry};
+use crate::reactor::{JobHandle, JobStatus, Reactor};
+use crate::store::Durability;
+use crate::view::{ConsistencyToken, ViewFilter};
+
+/// How to run a workload.
+#[derive(Clone, Debug)]
+pub struct WorkloadConfig {
+    /// Documents (W1).
+    pub docs: usize,
+    /// Actions per document (W1), or in total (W2, W3).
+    pub actions: usize,
+    /// Store durability.
+    pub durability: Durability,
+    /// Reactor worker threads.
+    pub workers: usize,
+}
+
+/// One workload's figures (one JSON line).
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadReport {
+    /// `many-docs`, `hot-doc` or `contention`.
+    pub workload: &'static str,
+    /// Documents written.
+    pub docs: usize,
+    /// Actions executed.
+    pub ops: usize,
+    /// Wall time of the write phase, ms.
+    pub wall_ms: f64,
+    /// Actions per second over the write phase.
+    pub ops_per_s: f64,
+    /// Median job latency (submit → readable), ms.
+    pub p50_ms: f64,
+    /// 99th percentile job latency, ms.
+    pub p99_ms: f64,
+    /// View reads per second (cached `get`s after the writes).
+    pub reads_per_s: f64,
+    /// Resident memory of the process after the run, MiB.
+    pub rss_mb: f64,
+    /// `buffered` or `synced`.
+    pub durability: &'static str,
+}
+
+const WAIT: Duration = Duration::from_secs(600);
+
+fn open(dir: &Path, config: &WorkloadConfig) -> Result<Reactor> {
+    Reactor::builder(dir)
+        .durability(config.durability)
+        .registry(ModelRegistry::with_examples())
+        .workers(config.workers)
+        .queue_capacity(1_000_000)
+        .block_when_full(true)
+        .open()
+}
+
+fn doc_id(i: usize) -> Result<DocumentId> {
+    Ok(DocumentId::new(format!("doc-{i:05}"))?)
+}
+
+fn increment(doc: usize, n: usize) -> Result<Action> {
+    Ok(Action::new(
+        ActionId::new(format!("d{doc}-a{n}"))?,
+        ActionType::new("INCREMENT")?,
+        Scope::global(),
+        n as u64,
+        Vec::new(),
+    ))
+}
+
+fn create_docs(reactor: &Reactor, docs: usize) -> Result<()> {
+    let jobs = (0..docs)
+        .map(|d| {
+            reactor.create(
+                doc_id(d)?,
+                CreateDocumentInput {
+                    document_type: CounterModel::document_type(),
+                    model_version: 1,
+                    name: format!("bench {d}"),
+                    slug: None,
+                    meta: Default::default(),
+                },
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for job in jobs {
+        written(&job)?;
+    }
+    Ok(())
+}
+
+fn written(job: &JobHandle) -> Result<ConsistencyToken> {
+    match job.wait_written(WAIT)? {
+        JobStatus::WriteReady { token } | JobStatus::ReadReady { token } => Ok(token),
+        other => Err(job_error(job, other)),
+    }
+}
+
+/// A benchmark job that did not land is a bug: report it as such.
+fn job_error(job: &JobHandle, status: JobStatus) -> Error {
+    match status {
+        JobStatus::Failed { error, .. } => Error::InvalidAction {
+            action_id: ActionId::new(format!("bench-{}", job.id())).unwrap_or_else(|_| unreachable_id()),
+            reason: error.to_string(),
+        },
+        _ => Error::WaitTimeout { job: job.id().0 },
+    }
+}
+
+fn unreachable_id() -> ActionId {
+    ActionId::new("bench").expect("a valid literal id")
+}
+
+/// Records when the view reaches each ordinal, so a job's latency ends when
+/// the view shows it, not when the benchmark gets round to asking.
+struct ViewClock {
+    marks: Arc<Mutex<Vec<(Ordinal, Instant)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ViewClock {
+    fn start(reactor: &Arc<Reactor>) -> Self {
+        let marks = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (reactor, marks, stop) = (Arc::clone(reactor), Arc::clone(&marks), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let now = reactor.view().applied();
+                    let _ = reactor
+                        .view()
+                        .wait_for_within(ConsistencyToken(now.next()), Duration::from_millis(20));
+                    let reached = reactor.view().applied();
+                    if reached > now {
+                        marks.lock().push((reached, Instant::now()));
+                    }
+                }
+            })
+        };
+        Self {
+            marks,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// When the view first reached `token`.
+    fn reached(&self, token: ConsistencyToken) -> Option<Instant> {
+        let marks = self.marks.lock();
+        let i = marks.partition_point(|(o, _)| *o < token.0);
+        marks.get(i).map(|(_, t)| *t)
+    }
+}
+
+impl Drop for ViewClock {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Resident set size of this process, MiB (0 where `/proc` is missing).
+pub fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn durability_name(d: Durability) -> &'static str {
+    match d {
+        Durability::Buffered => "buffered",
+        Durability::Synced => "synced",
+    }
+}
+
+/// Latencies (ms) of jobs submitted at `submitted`, ending when the view
+/// reached each job's token.
+fn latencies(clock: &ViewClock, jobs: &[(Instant, JobHandle)]) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for (submitted, job) in jobs {
+        let token = written(job)?;
+        let end = clock.reached(token).unwrap_or_else(Instant::now);
+        out.push(end.saturating_duration_since(*submitted).as_secs_f64() * 1e3);
+    }
+    out.sort_by(f64::total_cmp);
+    Ok(out)
+}
+
+/// Cached view reads per second over `docs` documents.
+fn reads_per_s(reactor: &Reactor, docs: usize) -> Result<f64> {
+    let ids = (0..docs).map(doc_id).collect::<Result<Vec<_>>>()?;
+    let filter = ViewFilter::default();
+    for id in &ids {
+        reactor.view().get(id, &filter, None)?; // warm
+    }
+    let rounds = (20_000 / docs.max(1)).max(1);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for id in &ids {
+            reactor.view().get(id, &filter, None)?;
+        }
+    }
+    Ok((rounds * ids.len()) as f64 / start.elapsed().as_secs_f64())
+}
+
+fn report(
+    workload: &'static str,
+    config: &WorkloadConfig,
+    docs: usize,
+    ops: usize,
+    wall: Duration,
+    lat: &[f64],
+    reads: f64,
+) -> WorkloadReport {
+    WorkloadReport {
+        workload,
+        docs,
+        ops,
+        wall_ms: wall.as_secs_f64() * 1e3,
+        ops_per_s: ops as f64 / wall.as_secs_f64(),
+        p50_ms: percentile(lat, 0.5),
+        p99_ms: percentile(lat, 0.99),
+        reads_per_s: reads,
+        rss_mb: rss_mb(),
+        durability: durability_name(config.durability),
+    }
+}
+
+/// W1: many documents in parallel.
+pub fn many_docs(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport> {
+    let reactor = Arc::new(open(dir, config)?);
+    create_docs(&reactor, config.docs)?;
+    let clock = ViewClock::start(&reactor);
+    let start = Instant::now();
+    let mut jobs = Vec::with_capacity(config.docs * config.actions);
+    for n in 0..config.actions {
+        for d in 0..config.docs {
+            let submitted = Instant::now();
+            let job = reactor.execute(doc_id(d)?, Branch::main(), vec![increment(d, n)?])?;
+            jobs.push((submitted, job));
+        }
+    }
+    let last = jobs.iter().map(|(_, j)| written(j)).collect::<Result<Vec<_>>>()?;
+    if let Some(token) = last.into_iter().max() {
+        reactor.view().wait_for_within(token, WAIT)?;
+    }
+    let wall = start.elapsed();
+    let lat = latencies(&clock, &jobs)?;
+    drop(clock);
+    let reads = reads_per_s(&reactor, config.docs)?;
+    Ok(report("many-docs", config, config.docs, jobs.len(), wall, &lat, reads))
+}
+
+/// W2: one hot document, each job awaited before the next.
+pub fn hot_doc(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport> {
+    let reactor = open(dir, config)?;
+    create_docs(&reactor, 1)?;
+    let mut lat = Vec::with_capacity(config.actions);
+    let start = Instant::now();
+    for n in 0..config.actions {
+        let submitted = Instant::now();
+        let job = reactor.execute(doc_id(0)?, Branch::main(), vec![increment(0, n)?])?;
+        let status = job.wait_readable(WAIT)?;
+        if !matches!(status, JobStatus::ReadReady { .. }) {
+            return Err(job_error(&job, status));
+        }
+        lat.push(submitted.elapsed().as_secs_f64() * 1e3);
+    }
+    let wall = start.elapsed();
+    lat.sort_by(f64::total_cmp);
+    let reads = reads_per_s(&reactor, 1)?;
+    Ok(report("hot-doc", config, 1, config.actions, wall, &lat, reads))
+}
+
+/// W3: 8 submitters on one document.
+pub fn contention(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport> {
+    const SUBMITTERS: usize = 8;
+    let reactor = Arc::new(open(dir, config)?);
+    create_docs(&reactor, 1)?;
+    let clock = ViewClock::start(&reactor);
+    let per = config.actions / SUBMITTERS;
+    let start = Instant::now();
+    let jobs: Vec<(Instant, JobHandle)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..SUBMITTERS)
+            .map(|t| {
+                let reactor = &reactor;
+                s.spawn(move || -> Result<Vec<(Instant, JobHandle)>> {
+                    (0..per)
+                        .map(|i| {
+                            let action = increment(0, t * per + i)?;
+                            let submitted = Instant::now();
+                            let job = reactor.execute(doc_id(0)?, Branch::main(), vec![action])?;
+                            Ok((submitted, job))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| Error::WorkerPanicked)?)
+            .collect::<Result<Vec<_>>>()
+            .map(|v| v.into_iter().flatten().collect())
+    })?;
+    let last = jobs.iter().map(|(_, j)| written(j)).collect::<Result<Vec<_>>>()?;
+    if let Some(token) = last.into_iter().max() {
+        reactor.view().wait_for_within(token, WAIT)?;
+    }
+    let wall = start.elapsed();
+    let lat = latencies(&clock, &jobs)?;
+    drop(clock);
+    let reads = reads_per_s(&reactor, 1)?;
+    Ok(report("contention", config, 1, jobs.len(), wall, &lat, reads))
+}
