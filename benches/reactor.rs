@@ -58,7 +58,9 @@ fn increment(n: u64) -> Vec<Action> {
 
 fn jobs(c: &mut Criterion) {
     let mut group = c.benchmark_group("reactor");
-    group.sample_size(30).measurement_time(Duration::from_secs(6));
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(6));
     group.throughput(Throughput::Elements(1));
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -68,7 +70,9 @@ fn jobs(c: &mut Criterion) {
     group.bench_function("hot_doc_job", |b| {
         b.iter(|| {
             n += 1;
-            let job = hot.execute(doc.clone(), Branch::main(), increment(n)).expect("submit");
+            let job = hot
+                .execute(doc.clone(), Branch::main(), increment(n))
+                .expect("submit");
             let status = job.wait_readable(Duration::from_secs(60)).expect("in time");
             assert!(matches!(status, JobStatus::ReadReady { .. }));
         })
@@ -76,7 +80,9 @@ fn jobs(c: &mut Criterion) {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let many = reactor(dir.path(), 100);
-    let ids: Vec<_> = (0..100).map(|d| DocumentId::new(format!("d{d}")).expect("valid")).collect();
+    let ids: Vec<_> = (0..100)
+        .map(|d| DocumentId::new(format!("d{d}")).expect("valid"))
+        .collect();
     let mut m = 0u64;
     group.bench_function("many_docs", |b| {
         b.iter_custom(|iters| {
@@ -84,7 +90,12 @@ fn jobs(c: &mut Criterion) {
             let handles: Vec<_> = (0..iters)
                 .map(|i| {
                     m += 1;
-                    many.execute(ids[(i % 100) as usize].clone(), Branch::main(), increment(m)).expect("submit")
+                    many.execute(
+                        ids[(i % 100) as usize].clone(),
+                        Branch::main(),
+                        increment(m),
+                    )
+                    .expect("submit")
                 })
                 .collect();
             for h in handles {
@@ -102,8 +113,14 @@ fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let config = |docs, actions| WorkloadConfig { docs, actions, durability: Durability::Buffered, workers };
-    type Run = fn(&std::path::Path, &WorkloadConfig) -> reactordb::Result<workloads::WorkloadReport>;
+    let config = |docs, actions| WorkloadConfig {
+        docs,
+        actions,
+        durability: Durability::Buffered,
+        workers,
+    };
+    type Run =
+        fn(&std::path::Path, &WorkloadConfig) -> reactordb::Result<workloads::WorkloadReport>;
     let runs: [(Run, WorkloadConfig); 3] = [
         (workloads::many_docs, config(100, 100)),
         (workloads::hot_doc, config(1, 2_000)),

@@ -9,7 +9,11 @@ use reactordb::workloads::{self, WorkloadConfig, WorkloadReport};
 use reactordb::Durability;
 
 #[derive(Parser)]
-#[command(name = "reactordb", version, about = "An embedded document reactor on RocksDB")]
+#[command(
+    name = "reactordb",
+    version,
+    about = "An embedded document reactor on RocksDB"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -96,9 +100,21 @@ fn bench(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     type Run = fn(&std::path::Path, &WorkloadConfig) -> reactordb::Result<WorkloadReport>;
     let plan: Vec<(WorkloadArg, Run, WorkloadConfig)> = vec![
-        (WorkloadArg::ManyDocs, workloads::many_docs, config(args.docs, args.actions)),
-        (WorkloadArg::HotDoc, workloads::hot_doc, config(1, args.hot_actions)),
-        (WorkloadArg::Contention, workloads::contention, config(1, args.contention_actions)),
+        (
+            WorkloadArg::ManyDocs,
+            workloads::many_docs,
+            config(args.docs, args.actions),
+        ),
+        (
+            WorkloadArg::HotDoc,
+            workloads::hot_doc,
+            config(1, args.hot_actions),
+        ),
+        (
+            WorkloadArg::Contention,
+            workloads::contention,
+            config(1, args.contention_actions),
+        ),
     ];
     if !args.json {
         println!(
@@ -117,7 +133,15 @@ fn bench(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         } else {
             println!(
                 "{:<12} {:>6} {:>8} {:>10.0} {:>12.0} {:>9.3} {:>9.3} {:>12.0} {:>8.1}",
-                r.workload, r.docs, r.ops, r.wall_ms, r.ops_per_s, r.p50_ms, r.p99_ms, r.reads_per_s, r.rss_mb
+                r.workload,
+                r.docs,
+                r.ops,
+                r.wall_ms,
+                r.ops_per_s,
+                r.p50_ms,
+                r.p99_ms,
+                r.reads_per_s,
+                r.rss_mb
             );
         }
     }

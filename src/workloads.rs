@@ -122,7 +122,8 @@ fn written(job: &JobHandle) -> Result<ConsistencyToken> {
 fn job_error(job: &JobHandle, status: JobStatus) -> Error {
     match status {
         JobStatus::Failed { error, .. } => Error::InvalidAction {
-            action_id: ActionId::new(format!("bench-{}", job.id())).unwrap_or_else(|_| unreachable_id()),
+            action_id: ActionId::new(format!("bench-{}", job.id()))
+                .unwrap_or_else(|_| unreachable_id()),
             reason: error.to_string(),
         },
         _ => Error::WaitTimeout { job: job.id().0 },
@@ -146,7 +147,8 @@ impl ViewClock {
         let marks = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (reactor, marks, stop) = (Arc::clone(reactor), Arc::clone(&marks), Arc::clone(&stop));
+            let (reactor, marks, stop) =
+                (Arc::clone(reactor), Arc::clone(&marks), Arc::clone(&stop));
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let now = reactor.view().applied();
@@ -197,9 +199,11 @@ pub fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -278,7 +282,10 @@ pub fn many_docs(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport> 
             jobs.push((submitted, job));
         }
     }
-    let last = jobs.iter().map(|(_, j)| written(j)).collect::<Result<Vec<_>>>()?;
+    let last = jobs
+        .iter()
+        .map(|(_, j)| written(j))
+        .collect::<Result<Vec<_>>>()?;
     if let Some(token) = last.into_iter().max() {
         reactor.view().wait_for_within(token, WAIT)?;
     }
@@ -286,7 +293,15 @@ pub fn many_docs(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport> 
     let lat = latencies(&clock, &jobs)?;
     drop(clock);
     let reads = reads_per_s(&reactor, config.docs)?;
-    Ok(report("many-docs", config, config.docs, jobs.len(), wall, &lat, reads))
+    Ok(report(
+        "many-docs",
+        config,
+        config.docs,
+        jobs.len(),
+        wall,
+        &lat,
+        reads,
+    ))
 }
 
 /// W2: one hot document, each job awaited before the next.
@@ -307,7 +322,15 @@ pub fn hot_doc(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport> {
     let wall = start.elapsed();
     lat.sort_by(f64::total_cmp);
     let reads = reads_per_s(&reactor, 1)?;
-    Ok(report("hot-doc", config, 1, config.actions, wall, &lat, reads))
+    Ok(report(
+        "hot-doc",
+        config,
+        1,
+        config.actions,
+        wall,
+        &lat,
+        reads,
+    ))
 }
 
 /// W3: 8 submitters on one document.
@@ -340,7 +363,10 @@ pub fn contention(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport>
             .collect::<Result<Vec<_>>>()
             .map(|v| v.into_iter().flatten().collect())
     })?;
-    let last = jobs.iter().map(|(_, j)| written(j)).collect::<Result<Vec<_>>>()?;
+    let last = jobs
+        .iter()
+        .map(|(_, j)| written(j))
+        .collect::<Result<Vec<_>>>()?;
     if let Some(token) = last.into_iter().max() {
         reactor.view().wait_for_within(token, WAIT)?;
     }
@@ -348,5 +374,13 @@ pub fn contention(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport>
     let lat = latencies(&clock, &jobs)?;
     drop(clock);
     let reads = reads_per_s(&reactor, 1)?;
-    Ok(report("contention", config, 1, jobs.len(), wall, &lat, reads))
+    Ok(report(
+        "contention",
+        config,
+        1,
+        jobs.len(),
+        wall,
+        &lat,
+        reads,
+    ))
 }

@@ -8,6 +8,7 @@ pub use ids::{
     ActionId, ActionType, Branch, DocumentId, DocumentType, Ordinal, Revision, Scope, SyncUnit,
     MAX_ID_LEN,
 };
+pub(crate) use operation::domain_key;
 pub use operation::{
     Action, Digest, NewOperation, Operation, OperationContext, OperationId, OperationWithContext,
 };

@@ -106,7 +106,8 @@ impl OperationId {
     /// Derives the id of the operation that carries `action_id` in `unit`.
     /// Every field is length-prefixed, so no two tuples share an id input.
     pub fn derive(unit: &SyncUnit, action_id: &ActionId) -> Self {
-        let mut hasher = blake3::Hasher::new_derive_key("reactordb operation id v1");
+        static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        let mut hasher = blake3::Hasher::new_keyed(domain_key(&KEY, "reactordb operation id v1"));
         for part in [
             unit.document_id.as_str(),
             unit.scope.as_str(),
@@ -120,6 +121,17 @@ impl OperationId {
         id.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
         Self(id)
     }
+}
+
+/// The key of one hashing domain: `blake3::derive_key(context, "")`,
+/// computed once. Keyed hashing with it separates domains like
+/// `derive_key` mode does, without re-hashing the context on every call
+/// (ids and chain links are on the append path).
+pub(crate) fn domain_key(
+    cell: &'static std::sync::OnceLock<[u8; 32]>,
+    context: &str,
+) -> &'static [u8; 32] {
+    cell.get_or_init(|| blake3::derive_key(context, b""))
 }
 
 /// What a user asked for: one intent, reduced by a document model into one

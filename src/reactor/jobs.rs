@@ -71,6 +71,8 @@ const RETAINED_FINISHED: usize = 200_000;
 #[derive(Default)]
 struct Table {
     status: HashMap<JobId, JobStatus>,
+    /// Threads in `wait_done`: with none, a change wakes nobody.
+    waiters: usize,
     finished: VecDeque<JobId>,
     next: u64,
 }
@@ -103,8 +105,11 @@ impl JobTable {
                 }
             }
         }
+        let waiters = t.waiters > 0;
         drop(t);
-        self.changed.notify_all();
+        if waiters {
+            self.changed.notify_all();
+        }
     }
 
     pub(crate) fn get(&self, id: JobId) -> Option<JobStatus> {
@@ -119,7 +124,10 @@ impl JobTable {
                 None => return None,
                 Some(s) if s.is_done() => return Some(s.clone()),
                 Some(_) => {
-                    if self.changed.wait_until(&mut t, deadline).timed_out() {
+                    t.waiters += 1;
+                    let timed_out = self.changed.wait_until(&mut t, deadline).timed_out();
+                    t.waiters -= 1;
+                    if timed_out {
                         return t.status.get(&id).cloned();
                     }
                 }

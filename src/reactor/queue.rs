@@ -27,6 +27,9 @@ struct State {
     /// Documents with queued jobs and none running, in arrival order.
     ready: VecDeque<DocKey>,
     queued: usize,
+    /// Queued jobs that wait on other jobs: while there are any, every
+    /// finished job wakes all workers to re-check them.
+    dependent: usize,
     shutdown: bool,
 }
 
@@ -73,8 +76,12 @@ impl JobQueue {
             }
             self.space.wait(&mut st);
         }
+        let count = jobs.len();
         for (key, id, job) in jobs {
             st.queued += 1;
+            if !job.dependencies().is_empty() {
+                st.dependent += 1;
+            }
             let doc = st.docs.entry(key.clone()).or_default();
             let was_idle = doc.jobs.is_empty() && !doc.running;
             doc.jobs.push_back((id, job));
@@ -83,7 +90,13 @@ impl JobQueue {
             }
         }
         drop(st);
-        self.work.notify_all();
+        // Wake only as many workers as there are new jobs: waking them all
+        // for every job costs more in context switches than the job itself.
+        for _ in 0..count {
+            if !self.work.notify_one() {
+                break;
+            }
+        }
         Ok(())
     }
 
@@ -130,6 +143,9 @@ impl JobQueue {
             }
             let (id, job) = doc.jobs.pop_front()?;
             doc.running = true;
+            if !job.dependencies().is_empty() {
+                st.dependent -= 1;
+            }
             st.ready.remove(i);
             return Some(match failed {
                 Some(dep) => Taken::DependencyFailed(key, id, dep),
@@ -158,8 +174,13 @@ impl JobQueue {
         if ready {
             st.ready.push_back(key.clone());
         }
+        let dependent = st.dependent > 0;
         drop(st);
-        self.work.notify_all();
+        if dependent {
+            self.work.notify_all();
+        } else if ready {
+            self.work.notify_one();
+        }
     }
 
     pub(crate) fn shutdown(&self) {

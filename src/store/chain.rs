@@ -3,12 +3,15 @@
 
 use crate::model::Digest;
 
+static CHAIN_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
 /// The chain hash of an operation: blake3 over the previous operation's hash
 /// in the same stream (zero for the first), the stream's key, and the
 /// operation's encoded content (id, index, skip, timestamp, state hash,
 /// action, error). Any edit to stored history changes every later link.
 pub(crate) fn link(previous: &Digest, unit_key: &[u8], content: &[u8]) -> Digest {
-    let mut hasher = blake3::Hasher::new_derive_key("reactordb chain v1");
+    let mut hasher =
+        blake3::Hasher::new_keyed(crate::model::domain_key(&CHAIN_KEY, "reactordb chain v1"));
     hasher.update(&previous.0);
     hasher.update(&(unit_key.len() as u64).to_be_bytes());
     hasher.update(unit_key);

@@ -130,26 +130,35 @@ impl CommitGroup {
         queue.next_ordinal = Ordinal(first.get() + count);
         drop(queue);
 
-        let outcome = self.write_group(db, &ticket, group, first);
+        let (own, followers) = self.write_group(db, &ticket, group, first);
 
+        // Hand leadership on before waking this group's followers: the next
+        // group's write is the critical path, the wake-ups are not.
         let mut queue = self.queue.lock();
         match queue.waiting.front() {
             Some((next, _)) => next.set(Status::Lead),
             None => queue.leader_active = false,
         }
         drop(queue);
-        outcome
+        for (follower, result) in followers {
+            follower.set(Status::Done(result));
+        }
+        own.map_err(Error::from)
     }
 
-    /// Writes one group and reports each member's result; returns the
-    /// leader's own.
+    /// Writes one group; returns the leader's own result and each
+    /// follower's, to be delivered once leadership has moved on.
+    #[allow(clippy::type_complexity)]
     fn write_group(
         &self,
         db: &DB,
         own: &Arc<Ticket>,
         mut group: Vec<(Arc<Ticket>, PendingWrite)>,
         first: Ordinal,
-    ) -> Result<Ordinal> {
+    ) -> (
+        std::result::Result<Ordinal, Failure>,
+        Vec<(Arc<Ticket>, std::result::Result<Ordinal, Failure>)>,
+    ) {
         let mut firsts = Vec::with_capacity(group.len());
         let written = if self.is_poisoned() {
             Err(Failure::Poisoned)
@@ -176,17 +185,18 @@ impl CommitGroup {
             self.poisoned.store(true, Ordering::Release);
         }
         let mut own_result = Err(Failure::Poisoned);
-        for (i, (ticket, _)) in group.iter().enumerate() {
+        let mut followers = Vec::with_capacity(group.len());
+        for (i, (ticket, _)) in group.into_iter().enumerate() {
             let member = written
                 .clone()
                 .map(|()| firsts.get(i).copied().unwrap_or(first));
-            if Arc::ptr_eq(ticket, own) {
+            if Arc::ptr_eq(&ticket, own) {
                 own_result = member;
             } else {
-                ticket.set(Status::Done(member));
+                followers.push((ticket, member));
             }
         }
-        own_result.map_err(Error::from)
+        (own_result, followers)
     }
 }
 

@@ -202,7 +202,22 @@ impl ViewInner {
         while !self.stop.load(Ordering::Acquire) {
             let event = subscription.recv_timeout(self.options.poll_interval);
             let result = match event {
-                Some(Event::OperationsWritten { operations }) => self.catch_up(Some(&operations)),
+                Some(Event::OperationsWritten { operations }) => {
+                    // Apply everything already queued in one batch: one
+                    // RocksDB write for many events.
+                    let mut batch: Vec<OperationWithContext> = operations.to_vec();
+                    while batch.len() < 4_096 {
+                        match subscription.try_recv() {
+                            Some(Event::OperationsWritten { operations }) => {
+                                batch.extend_from_slice(&operations)
+                            }
+                            None => break,
+                        }
+                    }
+                    // Concurrent writers emit out of ordinal order.
+                    batch.sort_by_key(|op| op.context.ordinal);
+                    self.catch_up(Some(&batch))
+                }
                 None => {
                     if self.store.last_ordinal() > self.applied() {
                         self.catch_up(None)
