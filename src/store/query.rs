@@ -382,6 +382,24 @@ impl OperationStore {
         end: Option<u64>,
         cutoff: Ordinal,
     ) -> Result<Vec<(Operation, Ordinal)>> {
+        let mut out = Vec::new();
+        self.visit_until(unit_key, from, end, cutoff, |op, ordinal| {
+            out.push((op, ordinal));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Visits the operations [`scan_until`](Self::scan_until) would return,
+    /// one at a time, until `visit` answers `false`.
+    pub(crate) fn visit_until(
+        &self,
+        unit_key: &[u8],
+        from: u64,
+        end: Option<u64>,
+        cutoff: Ordinal,
+        mut visit: impl FnMut(Operation, Ordinal) -> Result<bool>,
+    ) -> Result<()> {
         let mut read = ReadOptions::default();
         let upper = match end {
             Some(end) => Some(keys::op_key_from_unit(unit_key, end)),
@@ -394,17 +412,15 @@ impl OperationStore {
             .db()
             .raw_iterator_cf_opt(cf_handles(self.db()).operations, read);
         iter.seek(keys::op_key_from_unit(unit_key, from));
-        let mut out = Vec::new();
         while let Some(value) = iter.value() {
             let (op, ordinal) = codec::decode_operation(value)?;
-            if ordinal > cutoff {
-                break;
+            if ordinal > cutoff || !visit(op, ordinal)? {
+                return Ok(());
             }
-            out.push((op, ordinal));
             iter.next();
         }
         iter.status()?;
-        Ok(out)
+        Ok(())
     }
 
     /// The operation at `index` of the stream `unit_key`, with its ordinal.

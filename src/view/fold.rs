@@ -213,7 +213,7 @@ pub(crate) fn fold(
                 }
             }
         };
-        let (base_revision, mut state, mut version, base_last) = match base {
+        let (base_revision, state, version, base_last) = match base {
             Some(s) => (
                 s.revision,
                 s.state,
@@ -222,6 +222,44 @@ pub(crate) fn fold(
             ),
             None => (0, reducer.initial(start_version)?, start_version, None),
         };
+        // Fast path: most tails hold no skip at all, and then the effective
+        // history is the tail itself, folded as it streams by.
+        let mut streamed = StreamedFold {
+            state: Some(state),
+            version,
+            count: 0,
+            last: None,
+            skip_seen: false,
+        };
+        store.visit_until(unit_key, base_revision, end, cutoff, |op, ordinal| {
+            if op.skip > 0 {
+                streamed.skip_seen = true;
+                return Ok(false);
+            }
+            let current = streamed.state.take().unwrap_or_default();
+            streamed.state = Some(reducer.apply(&mut streamed.version, current, &op)?);
+            streamed.count += 1;
+            streamed.last = Some((op.hash, ordinal));
+            Ok(true)
+        })?;
+        if !streamed.skip_seen {
+            return Ok(Folded {
+                revision: base_revision + streamed.count,
+                state: streamed.state.unwrap_or_default(),
+                model_version: streamed.version,
+                last: streamed.last.or(base_last),
+                bad_snapshots: bad,
+            });
+        }
+        // A skip: fold the effective history of the whole tail instead.
+        let (mut state, mut version) =
+            match base_state_again(store, unit_key, reducer, start_version, base_revision)? {
+                Some(s) => s,
+                None => {
+                    max_revision = base_revision.saturating_sub(1);
+                    continue;
+                }
+            };
         let tail = store.scan_until(unit_key, base_revision, end, cutoff)?;
         let reach = tail.iter().map(|(op, _)| op.index - op.skip).min();
         if let Some(reach) = reach.filter(|r| *r < base_revision) {
@@ -272,6 +310,32 @@ fn previous_snapshot_hash(
         below = rev;
     }
     Digest::default()
+}
+
+struct StreamedFold {
+    state: Option<Vec<u8>>,
+    version: u32,
+    count: u64,
+    last: Option<(Digest, Ordinal)>,
+    skip_seen: bool,
+}
+
+/// The base state again after the streaming pass consumed it: the snapshot
+/// at `base_revision` (already verified) or the initial state.
+fn base_state_again(
+    store: &OperationStore,
+    unit_key: &[u8],
+    reducer: &Reducer<'_>,
+    start_version: u32,
+    base_revision: u64,
+) -> Result<Option<(Vec<u8>, u32)>> {
+    if base_revision == 0 {
+        return Ok(Some((reducer.initial(start_version)?, start_version)));
+    }
+    Ok(newest_snapshot(store.db(), unit_key, base_revision)
+        .filter(|(revision, _)| *revision == base_revision)
+        .and_then(|(_, bytes)| Snapshot::decode(&bytes))
+        .map(|(snapshot, _)| (snapshot.state, snapshot.model_version)))
 }
 
 /// Adds a snapshot of `folded` to `batch`, chained to the stream's previous
