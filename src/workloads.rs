@@ -228,6 +228,26 @@ fn latencies(clock: &ViewClock, jobs: &[(Instant, JobHandle)]) -> Result<Vec<f64
     Ok(out)
 }
 
+/// Waits until every job is written and the view shows the last one; the
+/// wall time of the run and the sorted job latencies.
+fn settle(
+    reactor: &Reactor,
+    clock: ViewClock,
+    jobs: &[(Instant, JobHandle)],
+    start: Instant,
+) -> Result<(Duration, Vec<f64>)> {
+    let tokens = jobs
+        .iter()
+        .map(|(_, j)| written(j))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(token) = tokens.into_iter().max() {
+        reactor.view().wait_for_within(token, WAIT)?;
+    }
+    let wall = start.elapsed();
+    let lat = latencies(&clock, jobs)?;
+    Ok((wall, lat))
+}
+
 /// Cached view reads per second over `docs` documents.
 fn reads_per_s(reactor: &Reactor, docs: usize) -> Result<f64> {
     let ids = (0..docs).map(doc_id).collect::<Result<Vec<_>>>()?;
@@ -282,16 +302,7 @@ pub fn many_docs(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport> 
             jobs.push((submitted, job));
         }
     }
-    let last = jobs
-        .iter()
-        .map(|(_, j)| written(j))
-        .collect::<Result<Vec<_>>>()?;
-    if let Some(token) = last.into_iter().max() {
-        reactor.view().wait_for_within(token, WAIT)?;
-    }
-    let wall = start.elapsed();
-    let lat = latencies(&clock, &jobs)?;
-    drop(clock);
+    let (wall, lat) = settle(&reactor, clock, &jobs, start)?;
     let reads = reads_per_s(&reactor, config.docs)?;
     Ok(report(
         "many-docs",
@@ -363,16 +374,7 @@ pub fn contention(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport>
             .collect::<Result<Vec<_>>>()
             .map(|v| v.into_iter().flatten().collect())
     })?;
-    let last = jobs
-        .iter()
-        .map(|(_, j)| written(j))
-        .collect::<Result<Vec<_>>>()?;
-    if let Some(token) = last.into_iter().max() {
-        reactor.view().wait_for_within(token, WAIT)?;
-    }
-    let wall = start.elapsed();
-    let lat = latencies(&clock, &jobs)?;
-    drop(clock);
+    let (wall, lat) = settle(&reactor, clock, &jobs, start)?;
     let reads = reads_per_s(&reactor, 1)?;
     Ok(report(
         "contention",

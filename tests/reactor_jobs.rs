@@ -5,11 +5,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::docs::reference_counter;
+use common::docs::{reference_counter, stream_ops};
 use common::reactor::*;
 use reactordb::{
     BatchJob, CounterModel, Digest, DocumentId, DocumentType, Error, JobStatus, NewOperation,
-    OperationFilter, Paging, Revision, Scope, SyncUnit, ViewFilter,
+    Revision, Scope, SyncUnit, ViewFilter,
 };
 
 fn counter_value(
@@ -25,17 +25,7 @@ fn counter_value(
 }
 
 fn global_action_ids(reactor: &reactordb::Reactor, doc: &str) -> Vec<String> {
-    let unit = SyncUnit::new(id(doc), Scope::global(), main());
-    reactor
-        .store()
-        .get_since(
-            &unit,
-            Revision(0),
-            &OperationFilter::default(),
-            Paging::all(),
-        )
-        .expect("scan")
-        .items
+    stream_ops(reactor.store(), doc, &Scope::global())
         .iter()
         .map(|o| o.action.id.to_string())
         .collect()

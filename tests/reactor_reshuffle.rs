@@ -4,25 +4,15 @@
 
 mod common;
 
-use common::docs::effective;
+use common::docs::{effective, stream_ops};
 use common::reactor::*;
 use reactordb::{
-    Digest, Error, JobStatus, Operation, OperationFilter, OperationWithContext, Ordinal, Paging,
-    Reactor, Revision, Scope, SyncUnit, ViewFilter,
+    Digest, Error, JobStatus, Operation, OperationWithContext, Ordinal, Paging, Reactor, Scope,
+    ViewFilter,
 };
 
 fn stream(reactor: &Reactor, doc: &str, scope: Scope) -> Vec<Operation> {
-    let unit = SyncUnit::new(id(doc), scope, main());
-    reactor
-        .store()
-        .get_since(
-            &unit,
-            Revision(0),
-            &OperationFilter::default(),
-            Paging::all(),
-        )
-        .expect("scan")
-        .items
+    stream_ops(reactor.store(), doc, &scope)
 }
 
 /// `index:skip:action` of a stream's raw log.

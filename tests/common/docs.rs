@@ -160,14 +160,14 @@ pub fn effective(ops: &[Operation]) -> Vec<&Operation> {
     }
 }
 
-/// A counter scope folded from scratch out of the store.
-pub fn reference_counter(store: &OperationStore, doc: &str, scope: &Scope) -> Option<(u64, i64)> {
+/// The raw log of one scope of a document on `main`.
+pub fn stream_ops(store: &OperationStore, doc: &str, scope: &Scope) -> Vec<Operation> {
     let unit = SyncUnit::new(
         DocumentId::new(doc).expect("valid"),
         scope.clone(),
         Branch::main(),
     );
-    let ops = store
+    store
         .get_since(
             &unit,
             Revision(0),
@@ -175,7 +175,12 @@ pub fn reference_counter(store: &OperationStore, doc: &str, scope: &Scope) -> Op
             Paging::all(),
         )
         .expect("scan")
-        .items;
+        .items
+}
+
+/// A counter scope folded from scratch out of the store.
+pub fn reference_counter(store: &OperationStore, doc: &str, scope: &Scope) -> Option<(u64, i64)> {
+    let ops = stream_ops(store, doc, scope);
     if ops.is_empty() {
         return None;
     }
