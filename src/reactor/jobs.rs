@@ -71,8 +71,9 @@ const RETAINED_FINISHED: usize = 200_000;
 #[derive(Default)]
 struct Table {
     status: HashMap<JobId, JobStatus>,
-    /// Threads in `wait_done`: with none, a change wakes nobody.
-    waiters: usize,
+    /// Jobs some thread waits on in `wait_done`: only their completion
+    /// wakes anyone.
+    awaited: HashMap<JobId, usize>,
     finished: VecDeque<JobId>,
     next: u64,
 }
@@ -105,9 +106,9 @@ impl JobTable {
                 }
             }
         }
-        let waiters = t.waiters > 0;
+        let awaited = done && t.awaited.contains_key(&id);
         drop(t);
-        if waiters {
+        if awaited {
             self.changed.notify_all();
         }
     }
@@ -124,9 +125,14 @@ impl JobTable {
                 None => return None,
                 Some(s) if s.is_done() => return Some(s.clone()),
                 Some(_) => {
-                    t.waiters += 1;
+                    *t.awaited.entry(id).or_default() += 1;
                     let timed_out = self.changed.wait_until(&mut t, deadline).timed_out();
-                    t.waiters -= 1;
+                    if let Some(n) = t.awaited.get_mut(&id) {
+                        *n -= 1;
+                        if *n == 0 {
+                            t.awaited.remove(&id);
+                        }
+                    }
                     if timed_out {
                         return t.status.get(&id).cloned();
                     }
