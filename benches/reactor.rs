@@ -112,7 +112,7 @@ criterion_group!(benches, jobs);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = reactordb::default_workers();
     let config = |docs, actions| WorkloadConfig {
         docs,
         actions,

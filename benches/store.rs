@@ -3,9 +3,9 @@
 //! - `apply/ours/{1,100}` vs `apply/raw_rocksdb/{1,100}`: `Buffered` appends
 //!   of 1 and 100 operations per call against a raw RocksDB `WriteBatch`
 //!   that writes the same keys and values (copied from a store filled by
-//!   the same workload, with index and ordinal fields advanced so every
-//!   call writes fresh keys like `apply`) to the same column families, in
-//!   the same run.
+//!   the same workload, with index, ordinal and operation-id fields made
+//!   fresh on every call, as `apply`'s are) to the same column families,
+//!   in the same run.
 //! - `synced_appends/{1,16}_threads`: single-operation `Synced` appends,
 //!   each thread on its own stream; group commit shares the fsyncs.
 //!
@@ -134,6 +134,14 @@ fn recorded_batches(per_call: u64, calls: u64) -> Vec<Vec<Entry>> {
         .collect()
 }
 
+/// splitmix64: a cheap, well-spread stand-in for hashed ids.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// A raw RocksDB with the same options and column families as a store.
 fn raw_db(path: &std::path::Path) -> rocksdb::DB {
     // Open through the store once so the options and families match.
@@ -208,7 +216,13 @@ fn apply_vs_raw(c: &mut Criterion) {
                             key[at..].copy_from_slice(&position.to_be_bytes());
                         }
                         2 => key.copy_from_slice(&(position + 1).to_be_bytes()),
-                        3 => key[16..24].copy_from_slice(&position.to_be_bytes()),
+                        3 => {
+                            // Operation ids are hashes: fresh ones land at
+                            // random places in the index, as `apply`'s do.
+                            key[..8].copy_from_slice(&mix(position).to_be_bytes());
+                            key[8..16].copy_from_slice(&mix(!position).to_be_bytes());
+                            key[16..24].copy_from_slice(&position.to_be_bytes());
+                        }
                         _ => {}
                     }
                     batch.put_cf(handles[*cf], &key, v);

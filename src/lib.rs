@@ -112,7 +112,9 @@ pub use models::{
     ReduceError, Relationship, SystemAction, TodoAction, TodoItem, TodoModel, TodoState, Typed,
     TypedModel, ACTION_NOOP,
 };
-pub use reactor::{BatchJob, JobHandle, JobId, JobStatus, Reactor, ReactorBuilder};
+pub use reactor::{
+    default_workers, BatchJob, JobHandle, JobId, JobStatus, Reactor, ReactorBuilder,
+};
 pub use store::{
     AtomicTxn, BrokenLink, ChainFault, Cursor, DocumentRevisions, Durability, OperationFilter,
     OperationLocation, OperationStore, Page, Paging, StoreOptions, StreamInfo, VerifyReport,

@@ -59,7 +59,7 @@ struct BenchArgs {
     /// Store durability.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Buffered)]
     durability: DurabilityArg,
-    /// Reactor worker threads (default: the number of CPUs).
+    /// Reactor worker threads (default: 8 per CPU, at least 8).
     #[arg(long)]
     workers: Option<usize>,
     /// Which workload to run.
@@ -85,9 +85,7 @@ fn main() -> ExitCode {
 }
 
 fn bench(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let workers = args.workers.unwrap_or_else(reactordb::default_workers);
     let durability = match args.durability {
         DurabilityArg::Buffered => Durability::Buffered,
         DurabilityArg::Synced => Durability::Synced,

@@ -199,6 +199,19 @@ impl ModelRegistry {
         self.models.get(document_type)?.get(&version).cloned()
     }
 
+    /// The model of a type at a version, borrowed (no reference count
+    /// traffic on the fold's hot path).
+    pub(crate) fn get_ref(
+        &self,
+        document_type: &DocumentType,
+        version: u32,
+    ) -> Option<&dyn DocumentModel> {
+        self.models
+            .get(document_type)?
+            .get(&version)
+            .map(|m| m.as_ref())
+    }
+
     /// The newest version of a type.
     pub fn latest(&self, document_type: &DocumentType) -> Option<Arc<dyn DocumentModel>> {
         self.models

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -30,6 +31,17 @@ struct Head {
     revision: u64,
     state: Vec<u8>,
     model_version: u32,
+    /// For the `document` scope: the decoded header, once decoded (the
+    /// outer `None`: not yet). Decoding JSON per job was a measurable cost.
+    header: Option<Option<Arc<DocumentHeader>>>,
+}
+
+impl Head {
+    fn header(&mut self) -> Option<Arc<DocumentHeader>> {
+        self.header
+            .get_or_insert_with(|| decode_header(&self.state).map(Arc::new))
+            .clone()
+    }
 }
 
 /// Limits of the executor.
@@ -120,6 +132,7 @@ impl Executor {
             revision: folded.revision,
             state: folded.state,
             model_version: folded.model_version,
+            header: None,
         })
     }
 
@@ -127,14 +140,14 @@ impl Executor {
         &self,
         document_id: &DocumentId,
         branch: &Branch,
-    ) -> Result<(Head, Option<DocumentHeader>)> {
+    ) -> Result<(Head, Option<Arc<DocumentHeader>>)> {
         let unit = SyncUnit::new(document_id.clone(), Scope::document(), branch.clone());
         let reducer = Reducer::System {
             document_id,
             branch,
         };
-        let head = self.head(&keys::unit_key(&unit), &reducer, 0)?;
-        let header = decode_header(&head.state);
+        let mut head = self.head(&keys::unit_key(&unit), &reducer, 0)?;
+        let header = head.header();
         Ok((head, header))
     }
 
@@ -199,11 +212,11 @@ impl Executor {
                 continue;
             }
             let header = scopes
-                .get(&Scope::document())
-                .and_then(|p| decode_header(&p.head.state));
+                .get_mut(&Scope::document())
+                .and_then(|p| p.head.header());
             let reducer_doc;
             let reducer_model;
-            let header_owned: DocumentHeader;
+            let header_owned: Arc<DocumentHeader>;
             let (reducer, start_version): (&Reducer<'_>, u32) = if action.scope == Scope::document()
             {
                 match &header {
@@ -283,6 +296,7 @@ impl Executor {
             let mut operation = operation;
             operation.state_hash = Digest::of(&next);
             pending.head.state = next;
+            pending.head.header = None; // re-decoded when next asked
             pending.head.revision += 1;
             pending.ops.push(operation);
             if !order.contains(&action.scope) {
@@ -291,9 +305,9 @@ impl Executor {
         }
 
         let document_type = scopes
-            .get(&Scope::document())
-            .and_then(|p| decode_header(&p.head.state))
-            .map(|h| h.document_type);
+            .get_mut(&Scope::document())
+            .and_then(|p| p.head.header())
+            .map(|h| h.document_type.clone());
         for scope in order {
             let pending = scopes
                 .remove(&scope)
@@ -313,6 +327,11 @@ impl Executor {
             )?;
             token = token.max(stored);
             self.heads.lock().put(pending.unit_key, pending.head);
+        }
+        // The document scope's head, unwritten by this job, goes back with
+        // its decoded header for the next job.
+        if let Some(doc) = scopes.remove(&Scope::document()) {
+            self.heads.lock().put(doc.unit_key, doc.head);
         }
         Ok(ConsistencyToken(token))
     }
@@ -399,7 +418,7 @@ impl Executor {
                 branch,
                 &scope,
                 &document_type,
-                header.as_ref(),
+                header.as_deref(),
                 incoming,
             )?;
             token = token.max(last);
@@ -491,6 +510,7 @@ impl Executor {
                 revision: head + count,
                 state,
                 model_version: version,
+                header: None,
             },
         );
         Ok(last)

@@ -83,7 +83,10 @@ impl ReactorBuilder {
     }
 
     /// Worker threads executing jobs (documents run in parallel). Default:
-    /// the number of CPUs; 1 to 1,024.
+    /// 8 per CPU, at least 8; 1 to 1,024. Workers spend most of a job
+    /// waiting for the commit, and concurrent commits share one write
+    /// (group commit), so more workers than CPUs raise throughput: W1 on 2
+    /// cores went from ~20k to ~40k actions/s from 2 to 16 workers.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
         self
@@ -245,6 +248,11 @@ impl JobHandle {
     }
 }
 
+/// The default number of reactor workers; see [`ReactorBuilder::workers`].
+pub fn default_workers() -> usize {
+    (8 * std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(8, 1_024)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -259,7 +267,7 @@ impl Reactor {
             store: StoreOptions::default(),
             view: ViewOptions::default(),
             registry: ModelRegistry::new(),
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            workers: default_workers(),
             queue_capacity: 100_000,
             block_when_full: false,
             max_retries: 8,

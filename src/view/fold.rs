@@ -37,13 +37,13 @@ struct UpgradeInput {
     to_version: u32,
 }
 
-fn model_of(
-    registry: &ModelRegistry,
+fn model_of<'r>(
+    registry: &'r ModelRegistry,
     document_type: &DocumentType,
     version: u32,
-) -> Result<std::sync::Arc<dyn crate::models::DocumentModel>> {
+) -> Result<&'r dyn crate::models::DocumentModel> {
     registry
-        .get(document_type, version)
+        .get_ref(document_type, version)
         .ok_or_else(|| Error::ModelNotFound {
             document_type: document_type.clone(),
             version,
