@@ -142,10 +142,18 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    /// The next event, waiting at most `timeout`; `None` on timeout or when
-    /// the bus is gone.
+    /// The next event, waiting at most `timeout`; `None` on timeout. When
+    /// the bus is gone it still waits out `timeout` before answering `None`,
+    /// so a subscriber looping on it polls instead of spinning.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Event> {
-        self.receiver.recv_timeout(timeout).ok()
+        match self.receiver.recv_timeout(timeout) {
+            Ok(event) => Some(event),
+            Err(flume::RecvTimeoutError::Timeout) => None,
+            Err(flume::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(timeout);
+                None
+            }
+        }
     }
 
     /// The next event if one is queued.

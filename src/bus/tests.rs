@@ -107,3 +107,16 @@ fn concurrent_emitters_are_seen_in_one_order_by_all() {
     assert_eq!(seen_a.len(), 2_000);
     assert_eq!(seen_a, seen_b);
 }
+
+#[test]
+fn a_subscription_outliving_its_bus_waits_instead_of_spinning() {
+    let bus = EventBus::new();
+    let sub = bus.subscribe(4);
+    drop(bus);
+    let start = Instant::now();
+    assert!(sub.recv_timeout(Duration::from_millis(30)).is_none());
+    assert!(
+        start.elapsed() >= Duration::from_millis(30),
+        "returned at once: a loop on it would spin"
+    );
+}
