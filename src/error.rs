@@ -225,6 +225,15 @@ pub enum Error {
         /// The job's number.
         job: u64,
     },
+    /// A job failed where the caller needed it to land (the benchmark
+    /// workloads report their jobs' failures this way).
+    #[error("job {job} failed: {reason}")]
+    JobFailed {
+        /// The job's number.
+        job: u64,
+        /// Its error, as text.
+        reason: String,
+    },
     /// A job this one depended on failed; this one did not run.
     #[error("job {job}, a dependency, failed")]
     DependencyFailed {

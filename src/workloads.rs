@@ -118,20 +118,15 @@ fn written(job: &JobHandle) -> Result<ConsistencyToken> {
     }
 }
 
-/// A benchmark job that did not land is a bug: report it as such.
+/// A benchmark job that did not land: its error, or a timeout.
 fn job_error(job: &JobHandle, status: JobStatus) -> Error {
     match status {
-        JobStatus::Failed { error, .. } => Error::InvalidAction {
-            action_id: ActionId::new(format!("bench-{}", job.id()))
-                .unwrap_or_else(|_| unreachable_id()),
+        JobStatus::Failed { error, .. } => Error::JobFailed {
+            job: job.id().0,
             reason: error.to_string(),
         },
         _ => Error::WaitTimeout { job: job.id().0 },
     }
-}
-
-fn unreachable_id() -> ActionId {
-    ActionId::new("bench").expect("a valid literal id")
 }
 
 /// Records when the view reaches each ordinal, so a job's latency ends when
