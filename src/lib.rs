@@ -119,4 +119,7 @@ pub use store::{
     AtomicTxn, BrokenLink, ChainFault, Cursor, DocumentRevisions, Durability, OperationFilter,
     OperationLocation, OperationStore, Page, Paging, StoreOptions, StreamInfo, VerifyReport,
 };
-pub use view::{ConsistencyToken, Document, DocumentView, ScopeState, ViewFilter, ViewOptions};
+pub use view::{
+    verify_snapshots, ConsistencyToken, Document, DocumentView, ScopeState, SnapshotReport,
+    ViewFilter, ViewOptions,
+};

@@ -188,6 +188,15 @@ impl OperationStore {
         self.inner.commit.is_poisoned()
     }
 
+    /// Writes a consistent online copy of the whole database (a RocksDB
+    /// checkpoint: hard links where possible) to `path`, which must not
+    /// exist. The copy opens as a database of its own.
+    pub fn backup(&self, path: impl AsRef<Path>) -> Result<()> {
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.inner.db)?;
+        checkpoint.create_checkpoint(path)?;
+        Ok(())
+    }
+
     pub(crate) fn db(&self) -> &DB {
         &self.inner.db
     }

@@ -38,6 +38,7 @@ use fold::{Folded, Reducer};
 use index::HeaderRecord;
 
 pub use read::{ConsistencyToken, Document, ScopeState, ViewFilter};
+pub use snapshot::{verify_snapshots, SnapshotReport};
 
 /// Options of [`DocumentView::open`].
 #[derive(Clone, Debug)]
