@@ -67,9 +67,15 @@ struct InspectArgs {
     /// At most this many operations.
     #[arg(long, default_value_t = 50)]
     limit: usize,
-    /// Start at this index.
+    /// Start at this index (operations) or position (`--type`).
     #[arg(long, default_value_t = 0)]
     from: u64,
+    /// List the live documents of this type instead.
+    #[arg(long = "type")]
+    document_type: Option<String>,
+    /// Show the document itself as JSON: header, revisions, state per scope.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -175,6 +181,9 @@ fn inspect(db: &Path, args: &InspectArgs) -> CliResult {
     let store = open_existing(db)?;
     let out = std::io::stdout();
     let mut out = out.lock();
+    if args.document_type.is_some() || args.json {
+        return inspect_view(store, args, &mut out);
+    }
     let Some(document) = &args.document else {
         for s in store.all_streams()? {
             writeln!(
@@ -220,6 +229,64 @@ fn inspect(db: &Path, args: &InspectArgs) -> CliResult {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The view-backed parts of `inspect`: documents by type, a document as
+/// JSON (states rendered by the example models where they know the type).
+fn inspect_view(store: OperationStore, args: &InspectArgs, out: &mut impl Write) -> CliResult {
+    let registry = reactordb::ModelRegistry::with_examples();
+    let view = reactordb::DocumentView::open(
+        store.clone(),
+        &reactordb::EventBus::new(),
+        registry.clone(),
+        reactordb::ViewOptions::default(),
+    )?;
+    if let Some(document_type) = &args.document_type {
+        let document_type = reactordb::DocumentType::new(document_type.as_str())?;
+        let paging = Paging::after(reactordb::Cursor(args.from), args.limit.max(1));
+        let page = view.find_by_type(&document_type, paging)?;
+        for id in page.items {
+            writeln!(out, "{id}")?;
+        }
+        if let Some(next) = page.next_cursor {
+            writeln!(out, "# more: --from {}", next.0)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(document) = &args.document else {
+        return Err("--json needs a document".into());
+    };
+    let id = DocumentId::new(document.as_str())?;
+    let filter = reactordb::ViewFilter {
+        branch: Branch::new(args.branch.as_str())?,
+        scopes: None,
+    };
+    let doc = match view.get(&id, &filter, None) {
+        Err(reactordb::Error::DocumentNotFound { .. }) => {
+            return Err(format!("unknown document {id}").into())
+        }
+        other => other?,
+    };
+    let model = registry.get(&doc.header.document_type, doc.header.model_version);
+    let mut scopes = serde_json::Map::new();
+    for (scope, state) in &doc.scopes {
+        let rendered = if *scope == Scope::document() {
+            serde_json::from_slice(&state.state).ok()
+        } else {
+            model.as_ref().and_then(|m| m.state_to_json(&state.state))
+        };
+        scopes.insert(
+            scope.to_string(),
+            serde_json::json!({
+                "revision": state.revision.get(),
+                "state_hash": state.state_hash.to_string(),
+                "state": rendered.unwrap_or_else(|| serde_json::Value::from(format!("{} bytes", state.state.len()))),
+            }),
+        );
+    }
+    let rendered = serde_json::json!({ "header": doc.header, "scopes": scopes });
+    writeln!(out, "{}", serde_json::to_string_pretty(&rendered)?)?;
     Ok(ExitCode::SUCCESS)
 }
 

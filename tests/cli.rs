@@ -171,3 +171,21 @@ fn bad_input_gets_one_clear_line_and_a_failure_code() {
     let err = one_line_error(&run(&["--db", db, "backup", db], None));
     assert!(err.contains("already exists"), "{err}");
 }
+
+#[test]
+fn inspect_shows_documents_by_type_and_as_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    database(dir.path());
+    let db = dir.path().to_str().expect("utf8");
+    let listed = run(&["--db", db, "inspect", "--type", "example/counter"], None);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert_eq!(text(&listed.stdout).trim(), "doc");
+    let shown = run(&["--db", db, "inspect", "doc", "--json"], None);
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("json");
+    assert_eq!(json["header"]["document_type"], "example/counter");
+    assert_eq!(json["scopes"]["global"]["state"], 5);
+    assert_eq!(json["scopes"]["global"]["revision"], 5);
+    let err = one_line_error(&run(&["--db", db, "inspect", "nope", "--json"], None));
+    assert!(err.contains("unknown document"), "{err}");
+}
