@@ -1,6 +1,9 @@
-//! The `reactordb` command line: `bench`, `verify`, `inspect`, `export`,
-//! `import` and `backup` on a database directory. (`demo` comes with the
-//! CLI issue.) Errors reach the user as one line and a non-zero exit.
+//! The `reactordb` command line: `demo`, `bench`, `verify`, `inspect`,
+//! `export`, `import` and `backup` on a database directory. Errors reach
+//! the user as one line and a non-zero exit; logs go to standard error
+//! through `tracing`, filtered by `RUST_LOG` (quiet by default).
+
+mod cli;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +33,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs a realistic mixed workload on a fresh database at --db and
+    /// prints a summary and one document as JSON.
+    Demo {
+        /// Replace --db if it already holds a reactordb database.
+        #[arg(long)]
+        fresh: bool,
+    },
     /// Runs the standard workloads on a fresh database in a temporary
     /// directory: W1 many-docs, W2 hot-doc, W3 contention.
     Bench(BenchArgs),
@@ -126,7 +136,12 @@ type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let result = match &cli.command {
+        Command::Demo { fresh } => cli::demo::run(&cli.db, *fresh).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench(args),
         Command::Verify => verify(&cli.db),
         Command::Inspect(args) => inspect(&cli.db, args),

@@ -189,3 +189,42 @@ fn inspect_shows_documents_by_type_and_as_json() {
     let err = one_line_error(&run(&["--db", db, "inspect", "nope", "--json"], None));
     assert!(err.contains("unknown document"), "{err}");
 }
+
+#[test]
+fn demo_runs_prints_its_table_and_leaves_a_clean_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("demo");
+    let db = db.to_str().expect("utf8");
+    let out = run(&["--db", db, "demo"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for row in [
+        "documents",
+        "operations",
+        "actions/s",
+        "view reads/s",
+        "p50",
+        "p99",
+        "disk MiB",
+    ] {
+        assert!(stdout.contains(row), "missing {row}: {stdout}");
+    }
+    assert!(
+        stdout.contains("undo/redo (counter-000)") && stdout.contains("40→35→40"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("DocumentDeleted"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("replicas converged") && l.ends_with("yes")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"slug\": \"list-0\""), "{stdout}");
+    let verify = run(&["--db", db, "verify"], None);
+    assert!(verify.status.success(), "{}", text(&verify.stdout));
+    let err = one_line_error(&run(&["--db", db, "demo"], None));
+    assert!(err.contains("--fresh"), "{err}");
+    let again = run(&["--db", db, "demo", "--fresh"], None);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+}

@@ -1,0 +1,3 @@
+//! Subcommands of the `reactordb` binary that need more than a screen.
+
+pub(crate) mod demo;
