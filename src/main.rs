@@ -102,6 +102,9 @@ enum WorkloadArg {
     ManyDocs,
     HotDoc,
     Contention,
+    /// `apply` of single operations against a raw RocksDB `WriteBatch` of
+    /// the same bytes.
+    Raw,
 }
 
 #[derive(clap::Args)]
@@ -118,6 +121,9 @@ struct BenchArgs {
     /// Actions in W3 (8 submitters on one document).
     #[arg(long, default_value_t = 1_000)]
     contention_actions: usize,
+    /// Operations in the raw-RocksDB baseline.
+    #[arg(long, default_value_t = 20_000)]
+    raw_ops: usize,
     /// Store durability.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Buffered)]
     durability: DurabilityArg,
@@ -420,14 +426,9 @@ fn bench(args: &BenchArgs) -> CliResult {
             "workload", "docs", "ops", "wall_ms", "ops/s", "p50_ms", "p99_ms", "reads/s", "rss_mb"
         );
     }
-    for (which, run, config) in plan {
-        if args.workload != WorkloadArg::All && args.workload != which {
-            continue;
-        }
-        let dir = tempfile::tempdir()?;
-        let r = run(dir.path(), &config)?;
+    let print = |r: &WorkloadReport| -> Result<(), Box<dyn std::error::Error>> {
         if args.json {
-            println!("{}", serde_json::to_string(&r)?);
+            println!("{}", serde_json::to_string(r)?);
         } else {
             println!(
                 "{:<12} {:>6} {:>8} {:>10.0} {:>12.0} {:>9.3} {:>9.3} {:>12.0} {:>8.1}",
@@ -441,6 +442,20 @@ fn bench(args: &BenchArgs) -> CliResult {
                 r.reads_per_s,
                 r.rss_mb
             );
+        }
+        Ok(())
+    };
+    for (which, run, config) in plan {
+        if args.workload != WorkloadArg::All && args.workload != which {
+            continue;
+        }
+        let dir = tempfile::tempdir()?;
+        print(&run(dir.path(), &config)?)?;
+    }
+    if matches!(args.workload, WorkloadArg::All | WorkloadArg::Raw) {
+        let dir = tempfile::tempdir()?;
+        for r in workloads::store_vs_raw(dir.path(), args.raw_ops, durability)? {
+            print(&r)?;
         }
     }
     Ok(ExitCode::SUCCESS)

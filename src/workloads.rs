@@ -381,3 +381,105 @@ pub fn contention(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport>
         reads,
     ))
 }
+
+/// One key/value pair read back from a column family.
+type Entry = (Box<[u8]>, Box<[u8]>);
+
+/// The Operation Store against raw RocksDB on the same bytes: `ops`
+/// single-operation `apply` calls, then the exact key/value puts those
+/// calls made (read back from the store's column families) written as one
+/// raw `WriteBatch` per operation into a fresh database with the same
+/// column families. Two reports: `store-apply` and `raw-batch`.
+pub fn store_vs_raw(dir: &Path, ops: usize, durability: Durability) -> Result<[WorkloadReport; 2]> {
+    use crate::model::{Digest, NewOperation, Revision};
+    use crate::store::{OperationStore, StoreOptions};
+    let config = WorkloadConfig {
+        docs: 1,
+        actions: ops,
+        durability,
+        workers: 1,
+    };
+    let ours_dir = dir.join("store");
+    let store = OperationStore::open(&ours_dir, StoreOptions::with_durability(durability))?;
+    let doc = doc_id(0)?;
+    let doc_type = CounterModel::document_type();
+    let prepared = (0..ops)
+        .map(|n| {
+            Ok(NewOperation::new(
+                n as u64,
+                increment(0, n)?,
+                Digest::default(),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let start = Instant::now();
+    for (n, op) in prepared.into_iter().enumerate() {
+        store.apply(
+            &doc,
+            &doc_type,
+            &Scope::global(),
+            &Branch::main(),
+            Revision(n as u64),
+            |txn| {
+                txn.add_operation(op);
+            },
+        )?;
+    }
+    let ours = start.elapsed();
+
+    // The same puts, per operation: its operation, ordinal and op-id
+    // entries, and the stream head.
+    let db = store.db();
+    let read = |name: &str| -> Result<Vec<Entry>> {
+        let cf = db.cf_handle(name).ok_or(Error::Corrupt {
+            cf: "raw",
+            what: "missing column family",
+        })?;
+        db.iterator_cf(cf, rocksdb::IteratorMode::Start)
+            .map(|e| e.map_err(Error::from))
+            .collect()
+    };
+    let names = [
+        crate::keys::CF_OPERATIONS,
+        crate::keys::CF_ORDINALS,
+        crate::keys::CF_OP_IDS,
+        crate::keys::CF_HEADS,
+    ];
+    let [operations, ordinals, op_ids, heads] = names.map(read);
+    let (operations, ordinals, op_ids, heads) = (operations?, ordinals?, op_ids?, heads?);
+    drop(store);
+    let raw_dir = dir.join("raw");
+    drop(OperationStore::open(
+        &raw_dir,
+        StoreOptions::with_durability(durability),
+    )?);
+    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &raw_dir)?;
+    let raw = rocksdb::DB::open_cf(&rocksdb::Options::default(), &raw_dir, cfs)?;
+    let handles = names.map(|n| raw.cf_handle(n));
+    let [Some(h_ops), Some(h_ords), Some(h_ids), Some(h_heads)] = handles else {
+        return Err(Error::Corrupt {
+            cf: "raw",
+            what: "missing column family",
+        });
+    };
+    let mut write = rocksdb::WriteOptions::default();
+    write.set_sync(durability == Durability::Synced);
+    let head = heads.first().ok_or(Error::Corrupt {
+        cf: "raw",
+        what: "no head",
+    })?;
+    let start = Instant::now();
+    for i in 0..operations.len().min(ordinals.len()).min(op_ids.len()) {
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(h_ops, &operations[i].0, &operations[i].1);
+        batch.put_cf(h_ords, &ordinals[i].0, &ordinals[i].1);
+        batch.put_cf(h_ids, &op_ids[i].0, &op_ids[i].1);
+        batch.put_cf(h_heads, &head.0, &head.1);
+        raw.write_opt(batch, &write)?;
+    }
+    let raw_time = start.elapsed();
+    Ok([
+        report("store-apply", &config, 1, ops, ours, &[], 0.0),
+        report("raw-batch", &config, 1, ops, raw_time, &[], 0.0),
+    ])
+}

@@ -170,6 +170,17 @@ fn bad_input_gets_one_clear_line_and_a_failure_code() {
     }
     let err = one_line_error(&run(&["--db", db, "backup", db], None));
     assert!(err.contains("already exists"), "{err}");
+
+    // A database written by a newer format version.
+    {
+        let opts = rocksdb::Options::default();
+        let cfs = rocksdb::DB::list_cf(&opts, dir.path()).expect("cfs");
+        let raw = rocksdb::DB::open_cf(&opts, dir.path(), cfs).expect("raw open");
+        raw.put(b"meta/format_version", 7u32.to_be_bytes())
+            .expect("put");
+    }
+    let err = one_line_error(&run(&["--db", db, "verify"], None));
+    assert!(err.contains("format version 7"), "{err}");
 }
 
 #[test]
