@@ -46,7 +46,9 @@ enum Command {
     /// Re-checks every hash chain and every view snapshot; exits non-zero
     /// naming the first broken one.
     Verify,
-    /// Lists streams, or shows one stream's operations.
+    /// Lists documents (paged; `--type` filters), shows a document's
+    /// streams or, with `--json`, the document itself, or a stream's
+    /// operations (`--scope`).
     Inspect(InspectArgs),
     /// Writes a document (every stream, every operation) as JSON lines.
     Export {
@@ -66,7 +68,8 @@ enum Command {
 #[derive(clap::Args)]
 struct InspectArgs {
     /// A document: show its streams (or one stream's operations with
-    /// `--scope`). Without it: list every stream.
+    /// `--scope`, or the document with `--json`). Without it: list
+    /// documents.
     document: Option<String>,
     /// Show this scope's operations.
     #[arg(long)]
@@ -206,12 +209,27 @@ fn inspect(db: &Path, args: &InspectArgs) -> CliResult {
         return inspect_view(store, args, &mut out);
     }
     let Some(document) = &args.document else {
+        // Every document (with its type and stream count), paged.
+        let mut documents: Vec<(String, String, usize)> = Vec::new();
         for s in store.all_streams()? {
-            writeln!(
-                out,
-                "{}\t{}\trevision {}\thead {}",
-                s.unit, s.document_type, s.revision, s.head_hash
-            )?;
+            match documents.last_mut() {
+                Some((id, _, streams)) if id.as_str() == s.unit.document_id.as_str() => {
+                    *streams += 1
+                }
+                _ => documents.push((
+                    s.unit.document_id.to_string(),
+                    s.document_type.to_string(),
+                    1,
+                )),
+            }
+        }
+        let from = args.from as usize;
+        let limit = args.limit.max(1);
+        for (id, document_type, streams) in documents.iter().skip(from).take(limit) {
+            writeln!(out, "{id}\t{document_type}\t{streams} streams")?;
+        }
+        if documents.len() > from + limit {
+            writeln!(out, "# more: --from {}", from + limit)?;
         }
         return Ok(ExitCode::SUCCESS);
     };

@@ -239,3 +239,35 @@ fn demo_runs_prints_its_table_and_leaves_a_clean_database() {
     let again = run(&["--db", db, "demo", "--fresh"], None);
     assert!(again.status.success(), "{}", text(&again.stderr));
 }
+
+#[test]
+fn inspect_lists_documents_paged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let reactor = open(dir.path(), 2);
+        for d in ["a", "b", "c"] {
+            create_counter(&reactor, d);
+        }
+    }
+    let db = dir.path().to_str().expect("utf8");
+    let first = run(&["--db", db, "inspect", "--limit", "2"], None);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let stdout = text(&first.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "a\texample/counter\t1 streams",
+            "b\texample/counter\t1 streams",
+            "# more: --from 2"
+        ]
+    );
+    let rest = run(
+        &["--db", db, "inspect", "--limit", "2", "--from", "2"],
+        None,
+    );
+    assert_eq!(
+        text(&rest.stdout).lines().collect::<Vec<_>>(),
+        ["c\texample/counter\t1 streams"]
+    );
+}
