@@ -151,6 +151,36 @@ impl Executor {
         Ok((head, header))
     }
 
+    /// How `scope` of a document is reduced, and the model version its fold
+    /// starts at: the engine's reducer for the `document` scope, the
+    /// registered model of the document's type elsewhere.
+    fn reducer_for<'a>(
+        &'a self,
+        document_id: &'a DocumentId,
+        branch: &'a Branch,
+        scope: &'a Scope,
+        header: Option<&'a DocumentHeader>,
+    ) -> Result<(Reducer<'a>, u32)> {
+        if *scope == Scope::document() {
+            return Ok((
+                Reducer::System {
+                    document_id,
+                    branch,
+                },
+                0,
+            ));
+        }
+        let header = header.ok_or_else(|| Error::DocumentNotFound {
+            id: document_id.to_string(),
+        })?;
+        let reducer = Reducer::Model {
+            registry: &self.registry,
+            document_type: &header.document_type,
+            scope,
+        };
+        Ok((reducer, header.created_model_version))
+    }
+
     /// Executes `actions` on a document.
     pub(crate) fn execute(
         &self,
@@ -214,53 +244,33 @@ impl Executor {
             let header = scopes
                 .get_mut(&Scope::document())
                 .and_then(|p| p.head.header());
-            let reducer_doc;
-            let reducer_model;
-            let header_owned: Arc<DocumentHeader>;
-            let (reducer, start_version): (&Reducer<'_>, u32) = if action.scope == Scope::document()
-            {
-                match &header {
-                    None if action.action_type.as_str() != "CREATE_DOCUMENT" => {
-                        return Err(Error::DocumentNotFound {
-                            id: document_id.to_string(),
-                        });
-                    }
-                    Some(h) if h.deleted => {
-                        return Err(Error::DocumentDeleted {
-                            id: document_id.clone(),
-                        })
-                    }
-                    _ => {}
+            match &header {
+                None if action.scope != Scope::document()
+                    || action.action_type.as_str() != "CREATE_DOCUMENT" =>
+                {
+                    return Err(Error::DocumentNotFound {
+                        id: document_id.to_string(),
+                    });
                 }
-                reducer_doc = Reducer::System {
-                    document_id,
-                    branch,
-                };
-                (&reducer_doc, 0)
-            } else {
-                header_owned = header.ok_or_else(|| Error::DocumentNotFound {
-                    id: document_id.to_string(),
-                })?;
-                let header = &header_owned;
-                if header.deleted {
+                Some(h) if h.deleted => {
                     return Err(Error::DocumentDeleted {
                         id: document_id.clone(),
                     });
                 }
-                reducer_model = Reducer::Model {
-                    registry: &self.registry,
-                    document_type: &header.document_type,
-                    scope: &action.scope,
-                };
-                // Fails early with ModelNotFound when the type is unknown.
-                self.registry
-                    .get(&header.document_type, header.model_version)
-                    .ok_or(Error::ModelNotFound {
-                        document_type: header.document_type.clone(),
-                        version: header.model_version,
-                    })?;
-                (&reducer_model, header.created_model_version)
-            };
+                Some(h) if action.scope != Scope::document() => {
+                    // Fails early with ModelNotFound when the type is unknown.
+                    self.registry.get(&h.document_type, h.model_version).ok_or(
+                        Error::ModelNotFound {
+                            document_type: h.document_type.clone(),
+                            version: h.model_version,
+                        },
+                    )?;
+                }
+                _ => {}
+            }
+            let (reducer, start_version) =
+                self.reducer_for(document_id, branch, &action.scope, header.as_deref())?;
+            let reducer = &reducer;
             if !scopes.contains_key(&action.scope) {
                 let unit_key = keys::unit_key(&unit);
                 let head = self.head(&unit_key, reducer, start_version)?;
@@ -453,25 +463,8 @@ impl Executor {
                 limit: self.limits.max_reshuffle,
             });
         }
-        let system;
-        let model;
-        let (reducer, start_version): (&Reducer<'_>, u32) = if *scope == Scope::document() {
-            system = Reducer::System {
-                document_id,
-                branch,
-            };
-            (&system, 0)
-        } else {
-            let header = header.ok_or_else(|| Error::DocumentNotFound {
-                id: document_id.to_string(),
-            })?;
-            model = Reducer::Model {
-                registry: &self.registry,
-                document_type: &header.document_type,
-                scope,
-            };
-            (&model, header.created_model_version)
-        };
+        let (reducer, start_version) = self.reducer_for(document_id, branch, scope, header)?;
+        let reducer = &reducer;
         // The effective history before the earliest moved operation is the
         // base every merged operation is reduced on.
         let base = fold::fold(
