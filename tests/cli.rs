@@ -75,9 +75,7 @@ fn verify_is_clean_then_names_a_changed_byte() {
     );
 
     {
-        let opts = rocksdb::Options::default();
-        let cfs = rocksdb::DB::list_cf(&opts, dir.path()).expect("cfs");
-        let raw = rocksdb::DB::open_cf(&opts, dir.path(), cfs).expect("raw open");
+        let raw = common::raw_db(dir.path());
         let cf = raw.cf_handle("operations").expect("cf");
         let mut key = b"doc\0main\0global\0".to_vec();
         key.extend_from_slice(&3u64.to_be_bytes());
@@ -173,9 +171,7 @@ fn bad_input_gets_one_clear_line_and_a_failure_code() {
 
     // A database written by a newer format version.
     {
-        let opts = rocksdb::Options::default();
-        let cfs = rocksdb::DB::list_cf(&opts, dir.path()).expect("cfs");
-        let raw = rocksdb::DB::open_cf(&opts, dir.path(), cfs).expect("raw open");
+        let raw = common::raw_db(dir.path());
         raw.put(b"meta/format_version", 7u32.to_be_bytes())
             .expect("put");
     }

@@ -5,12 +5,6 @@ mod common;
 use common::*;
 use reactordb::{ChainFault, OperationStore, StoreOptions};
 
-fn raw_db(path: &std::path::Path) -> rocksdb::DB {
-    let opts = rocksdb::Options::default();
-    let cfs = rocksdb::DB::list_cf(&opts, path).expect("list cfs");
-    rocksdb::DB::open_cf(&opts, path, cfs).expect("raw open")
-}
-
 fn build(dir: &std::path::Path) -> (reactordb::SyncUnit, reactordb::SyncUnit) {
     let store = open(dir);
     let clean = unit("clean", "global");

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::raw_db;
+
 use common::docs::{reference_counter, Writer};
 use reactordb::{
     CounterModel, DocumentId, DocumentView, Durability, EventBus, ModelRegistry, OperationStore,
@@ -26,12 +28,6 @@ fn snapshot_key(doc: &str, revision: u64) -> Vec<u8> {
     let mut key = format!("{doc}\0main\0global\0").into_bytes();
     key.extend_from_slice(&revision.to_be_bytes());
     key
-}
-
-fn raw_db(path: &std::path::Path) -> rocksdb::DB {
-    let opts = rocksdb::Options::default();
-    let cfs = rocksdb::DB::list_cf(&opts, path).expect("list cfs");
-    rocksdb::DB::open_cf(&opts, path, cfs).expect("raw open")
 }
 
 fn counter(view: &DocumentView, doc: &str) -> (u64, i64) {

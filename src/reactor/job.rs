@@ -20,6 +20,29 @@ pub(crate) enum Job {
 }
 
 impl Job {
+    pub(crate) fn execute(actions: Vec<Action>) -> Self {
+        Job::Execute {
+            actions,
+            dependencies: Vec::new(),
+        }
+    }
+
+    pub(crate) fn load(operations: Vec<OperationWithContext>) -> Self {
+        Job::Load {
+            operations,
+            dependencies: Vec::new(),
+        }
+    }
+
+    pub(crate) fn with_dependencies(mut self, ids: Vec<JobId>) -> Self {
+        match &mut self {
+            Job::Execute { dependencies, .. } | Job::Load { dependencies, .. } => {
+                *dependencies = ids
+            }
+        }
+        self
+    }
+
     pub(crate) fn dependencies(&self) -> &[JobId] {
         match self {
             Job::Execute { dependencies, .. } | Job::Load { dependencies, .. } => dependencies,

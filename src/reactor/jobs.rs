@@ -113,6 +113,14 @@ impl JobTable {
         }
     }
 
+    /// Removes jobs that were never accepted.
+    pub(crate) fn forget(&self, ids: &[JobId]) {
+        let mut t = self.table.lock();
+        for id in ids {
+            t.status.remove(id);
+        }
+    }
+
     pub(crate) fn get(&self, id: JobId) -> Option<JobStatus> {
         self.table.lock().status.get(&id).cloned()
     }

@@ -331,10 +331,8 @@ impl Reactor {
     ) -> Result<JobHandle> {
         let ids = self.inner.submit(vec![(
             (document_id, branch),
-            Job::Execute {
-                actions,
-                dependencies: Vec::new(),
-            },
+            Job::execute(actions),
+            Vec::new(),
         )])?;
         Ok(self.handles(ids).remove(0))
     }
@@ -398,10 +396,8 @@ impl Reactor {
     ) -> Result<JobHandle> {
         let ids = self.inner.submit(vec![(
             (document_id, branch),
-            Job::Load {
-                operations,
-                dependencies: Vec::new(),
-            },
+            Job::load(operations),
+            Vec::new(),
         )])?;
         Ok(self.handles(ids).remove(0))
     }
@@ -421,9 +417,13 @@ impl Reactor {
                 }
                 dependencies.push(dep);
             }
-            jobs.push(((job.document_id, job.branch), job.actions, dependencies));
+            jobs.push((
+                (job.document_id, job.branch),
+                Job::execute(job.actions),
+                dependencies,
+            ));
         }
-        let ids = self.inner.submit_with_positions(jobs)?;
+        let ids = self.inner.submit(jobs)?;
         Ok(self.handles(ids))
     }
 
@@ -478,46 +478,21 @@ impl Inner {
         ActionId::new(&hex.as_str()[..32]).expect("hex is a valid id")
     }
 
-    fn submit(&self, jobs: Vec<(queue::DocKey, Job)>) -> Result<Vec<JobId>> {
+    /// Queues jobs, all or none. Each job's `depends_on` names earlier
+    /// jobs of the same submission by position. Jobs the queue refuses are
+    /// forgotten: they never existed for `job_status`.
+    fn submit(&self, jobs: Vec<(queue::DocKey, Job, Vec<usize>)>) -> Result<Vec<JobId>> {
         let ids: Vec<JobId> = jobs.iter().map(|_| self.jobs.create()).collect();
         let queued = jobs
             .into_iter()
             .zip(&ids)
-            .map(|((key, job), id)| (key, *id, job))
-            .collect();
-        if let Err(e) = self.queue.push(queued) {
-            for id in &ids {
-                self.jobs.set(*id, failed(Error::Shutdown, Vec::new()));
-            }
-            return Err(e);
-        }
-        Ok(ids)
-    }
-
-    fn submit_with_positions(
-        &self,
-        jobs: Vec<(queue::DocKey, Vec<Action>, Vec<usize>)>,
-    ) -> Result<Vec<JobId>> {
-        let ids: Vec<JobId> = jobs.iter().map(|_| self.jobs.create()).collect();
-        let queued = jobs
-            .into_iter()
-            .zip(&ids)
-            .map(|((key, actions, deps), id)| {
-                let dependencies = deps.into_iter().map(|d| ids[d]).collect();
-                (
-                    key,
-                    *id,
-                    Job::Execute {
-                        actions,
-                        dependencies,
-                    },
-                )
+            .map(|((key, job, depends_on), id)| {
+                let job = job.with_dependencies(depends_on.into_iter().map(|d| ids[d]).collect());
+                (key, *id, job)
             })
             .collect();
         if let Err(e) = self.queue.push(queued) {
-            for id in &ids {
-                self.jobs.set(*id, failed(Error::Shutdown, Vec::new()));
-            }
+            self.jobs.forget(&ids);
             return Err(e);
         }
         Ok(ids)

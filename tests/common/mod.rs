@@ -11,6 +11,14 @@ use reactordb::{
     SyncUnit,
 };
 
+/// The database opened with raw RocksDB (every column family), to edit
+/// bytes behind the engine's back.
+pub fn raw_db(path: &std::path::Path) -> rocksdb::DB {
+    let opts = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&opts, path).expect("list cfs");
+    rocksdb::DB::open_cf(&opts, path, cfs).expect("raw open")
+}
+
 pub fn open(dir: &std::path::Path) -> OperationStore {
     OperationStore::open(dir, StoreOptions::with_durability(Durability::Buffered))
         .expect("open store")
