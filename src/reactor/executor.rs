@@ -5,7 +5,7 @@
 //! when something wrote around the queue) refreshes the head and retries,
 //! bounded. `load` merges remote operations by the reshuffle rule.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -62,8 +62,41 @@ pub(crate) struct Executor {
 
 /// A failed job: its final error and the ones it retried past.
 pub(crate) struct Failure {
-    pub(crate) error: Error,
-    pub(crate) history: Vec<Error>,
+    pub(crate) error: Arc<Error>,
+    pub(crate) history: Vec<Arc<Error>>,
+}
+
+/// What one job came to.
+pub(crate) type Outcome = std::result::Result<ConsistencyToken, Failure>;
+
+/// Why a run's attempt stopped: one job was refused (it alone fails), or
+/// something failed the whole attempt (a retryable conflict, a store error).
+enum RunError {
+    Job(usize, Box<Error>),
+    Run(Box<Error>),
+}
+
+/// Where a job's consistency token comes from: an operation stored before
+/// (a resubmitted action) or one the run writes.
+enum TokenSource {
+    Stored(Ordinal),
+    Planned(OperationId),
+}
+
+/// A stream head as a run's planning has advanced it.
+struct PlannedHead {
+    unit_key: Vec<u8>,
+    head: Head,
+}
+
+/// A run being planned: the heads it advanced, the operations to write in
+/// order (consecutive stretches of one scope), and the operation ids
+/// already planned.
+#[derive(Default)]
+struct RunPlan {
+    heads: BTreeMap<Scope, PlannedHead>,
+    segments: Vec<(Scope, Vec<NewOperation>)>,
+    seen: HashSet<OperationId>,
 }
 
 impl Executor {
@@ -88,16 +121,21 @@ impl Executor {
         &self,
         document_id: &DocumentId,
         mut attempt: impl FnMut() -> Result<ConsistencyToken>,
-    ) -> std::result::Result<ConsistencyToken, Box<Failure>> {
+    ) -> Outcome {
         let mut history = Vec::new();
         loop {
             match attempt() {
                 Ok(token) => return Ok(token),
                 Err(error) if error.is_retryable() && history.len() < self.limits.max_retries => {
                     self.forget_document(document_id);
-                    history.push(error);
+                    history.push(Arc::new(error));
                 }
-                Err(error) => return Err(Box::new(Failure { error, history })),
+                Err(error) => {
+                    return Err(Failure {
+                        error: Arc::new(error),
+                        history,
+                    })
+                }
             }
         }
     }
@@ -181,54 +219,137 @@ impl Executor {
         Ok((reducer, header.created_model_version))
     }
 
-    /// Executes `actions` on a document.
-    pub(crate) fn execute(
+    /// Executes a run of one document's jobs, in queue order. Each job's
+    /// outcome is what executing the jobs one after another would give; the
+    /// difference is that their operations are written together, one
+    /// `apply` per stretch of one scope, instead of one per job.
+    pub(crate) fn execute_run(
         &self,
         document_id: &DocumentId,
         branch: &Branch,
-        actions: &[Action],
-    ) -> std::result::Result<ConsistencyToken, Box<Failure>> {
-        self.with_retries(document_id, || {
-            self.try_execute(document_id, branch, actions)
-        })
+        jobs: &[&[Action]],
+    ) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
+        let mut history: Vec<Arc<Error>> = Vec::new();
+        loop {
+            let live: Vec<usize> = (0..jobs.len()).filter(|&i| outcomes[i].is_none()).collect();
+            if live.is_empty() {
+                break;
+            }
+            let live_jobs: Vec<&[Action]> = live.iter().map(|&i| jobs[i]).collect();
+            match self.try_run(document_id, branch, &live_jobs) {
+                Ok(tokens) => {
+                    for (i, token) in live.into_iter().zip(tokens) {
+                        outcomes[i] = Some(Ok(token));
+                    }
+                }
+                // A job refused while planning fails alone and has written
+                // nothing; the others are planned again without it, as if
+                // it had run (and failed) on its own. Failures are rare, so
+                // replanning beats keeping an undo copy of every job's state.
+                Err(RunError::Job(k, error)) => {
+                    outcomes[live[k]] = Some(Err(Failure {
+                        error: Arc::from(error),
+                        history: history.clone(),
+                    }));
+                }
+                Err(RunError::Run(error))
+                    if error.is_retryable() && history.len() < self.limits.max_retries =>
+                {
+                    self.forget_document(document_id);
+                    history.push(Arc::from(error));
+                }
+                Err(RunError::Run(error)) => {
+                    self.forget_document(document_id);
+                    let error: Arc<Error> = Arc::from(error);
+                    for i in live {
+                        outcomes[i] = Some(Err(Failure {
+                            error: Arc::clone(&error),
+                            history: history.clone(),
+                        }));
+                    }
+                }
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.expect("every job of the run has an outcome"))
+            .collect()
     }
 
-    fn try_execute(
+    /// Plans every job of the run against the cached heads, then writes.
+    fn try_run(
         &self,
         document_id: &DocumentId,
         branch: &Branch,
-        actions: &[Action],
-    ) -> Result<ConsistencyToken> {
-        struct Pending {
-            unit_key: Vec<u8>,
-            start: u64,
-            head: Head,
-            ops: Vec<NewOperation>,
-        }
-        let (doc_head, _) = self.header(document_id, branch)?;
-        let mut scopes: BTreeMap<Scope, Pending> = BTreeMap::new();
-        let mut order: Vec<Scope> = Vec::new();
-        let mut seen = HashSet::new();
-        let mut token = Ordinal(0);
-        scopes.insert(
+        jobs: &[&[Action]],
+    ) -> std::result::Result<Vec<ConsistencyToken>, RunError> {
+        let mut plan = RunPlan::default();
+        let (doc_head, _) = self
+            .header(document_id, branch)
+            .map_err(|e| RunError::Run(Box::new(e)))?;
+        plan.heads.insert(
             Scope::document(),
-            Pending {
+            PlannedHead {
                 unit_key: keys::unit_key(&SyncUnit::new(
                     document_id.clone(),
                     Scope::document(),
                     branch.clone(),
                 )),
-                start: doc_head.revision,
                 head: doc_head,
-                ops: Vec::new(),
             },
         );
+        let mut sources = Vec::with_capacity(jobs.len());
+        for (k, actions) in jobs.iter().enumerate() {
+            let job = self
+                .plan_job(&mut plan, document_id, branch, actions)
+                .map_err(|e| {
+                    if e.is_retryable() {
+                        RunError::Run(Box::new(e))
+                    } else {
+                        RunError::Job(k, Box::new(e))
+                    }
+                })?;
+            sources.push(job);
+        }
+        let written = self
+            .write_plan(document_id, branch, plan)
+            .map_err(|e| RunError::Run(Box::new(e)))?;
+        Ok(sources
+            .into_iter()
+            .map(|job| {
+                let token = job
+                    .into_iter()
+                    .filter_map(|source| match source {
+                        TokenSource::Stored(ordinal) => Some(ordinal),
+                        TokenSource::Planned(op_id) => written.get(&op_id).copied(),
+                    })
+                    .max()
+                    .unwrap_or(Ordinal(0));
+                ConsistencyToken(token)
+            })
+            .collect())
+    }
 
+    /// Reduces one job's actions onto the plan's heads and adds its
+    /// operations to the plan, grouped by scope in the order the job first
+    /// touches each. Returns where the job's token will come from.
+    fn plan_job(
+        &self,
+        plan: &mut RunPlan,
+        document_id: &DocumentId,
+        branch: &Branch,
+        actions: &[Action],
+    ) -> Result<Vec<TokenSource>> {
+        let mut sources = Vec::with_capacity(actions.len());
+        let mut groups: Vec<(Scope, Vec<NewOperation>)> = Vec::new();
         for action in actions {
             let unit = SyncUnit::new(document_id.clone(), action.scope.clone(), branch.clone());
             let op_id = OperationId::derive(&unit, &action.id);
-            if !seen.insert(op_id) {
-                continue; // the same action twice in one job
+            if !plan.seen.insert(op_id) {
+                // The same action earlier in this run: written once.
+                sources.push(TokenSource::Planned(op_id));
+                continue;
             }
             if let Some(location) = self.store.locate(&op_id)?.first() {
                 // Already applied (a resubmission): nothing to do but
@@ -237,11 +358,12 @@ impl Executor {
                     .store
                     .get_with_ordinal(&keys::unit_key(&location.unit), location.index)?;
                 if let Some((_, ordinal)) = stored {
-                    token = token.max(ordinal);
+                    sources.push(TokenSource::Stored(ordinal));
                 }
                 continue;
             }
-            let header = scopes
+            let header = plan
+                .heads
                 .get_mut(&Scope::document())
                 .and_then(|p| p.head.header());
             match &header {
@@ -271,22 +393,19 @@ impl Executor {
             let (reducer, start_version) =
                 self.reducer_for(document_id, branch, &action.scope, header.as_deref())?;
             let reducer = &reducer;
-            if !scopes.contains_key(&action.scope) {
+            if !plan.heads.contains_key(&action.scope) {
                 let unit_key = keys::unit_key(&unit);
                 let head = self.head(&unit_key, reducer, start_version)?;
-                scopes.insert(
-                    action.scope.clone(),
-                    Pending {
-                        unit_key,
-                        start: head.revision,
-                        head,
-                        ops: Vec::new(),
-                    },
-                );
+                plan.heads
+                    .insert(action.scope.clone(), PlannedHead { unit_key, head });
             }
-            let pending = scopes.get_mut(&action.scope).expect("inserted above");
-            let operation =
-                NewOperation::new(pending.head.revision, action.clone(), Digest::default());
+            let planned = &mut plan
+                .heads
+                .get_mut(&action.scope)
+                .expect("inserted above")
+                .head;
+            let mut operation =
+                NewOperation::new(planned.revision, action.clone(), Digest::default());
             let probe = Operation {
                 id: op_id,
                 index: operation.index,
@@ -298,55 +417,69 @@ impl Executor {
                 error: None,
             };
             let next = reducer
-                .try_apply(&mut pending.head.model_version, &pending.head.state, &probe)?
+                .try_apply(&mut planned.model_version, &planned.state, &probe)?
                 .map_err(|e| Error::InvalidAction {
                     action_id: action.id.clone(),
                     reason: e.reason,
                 })?;
-            let mut operation = operation;
             operation.state_hash = Digest::of(&next);
-            pending.head.state = next;
-            pending.head.header = None; // re-decoded when next asked
-            pending.head.revision += 1;
-            pending.ops.push(operation);
-            if !order.contains(&action.scope) {
-                order.push(action.scope.clone());
+            planned.state = next;
+            planned.header = None; // re-decoded when next asked
+            planned.revision += 1;
+            match groups.iter_mut().find(|(scope, _)| *scope == action.scope) {
+                Some((_, ops)) => ops.push(operation),
+                None => groups.push((action.scope.clone(), vec![operation])),
+            }
+            sources.push(TokenSource::Planned(op_id));
+        }
+        for (scope, ops) in groups {
+            match plan.segments.last_mut() {
+                Some((last, planned)) if *last == scope => planned.extend(ops),
+                _ => plan.segments.push((scope, ops)),
             }
         }
-
-        let document_type = scopes
-            .get_mut(&Scope::document())
-            .and_then(|p| p.head.header())
-            .map(|h| h.document_type.clone());
-        for scope in order {
-            let pending = scopes
-                .remove(&scope)
-                .expect("every ordered scope is pending");
-            let Some(document_type) = &document_type else {
-                return Err(Error::DocumentNotFound {
-                    id: document_id.to_string(),
-                });
-            };
-            let stored = self.append(
-                document_id,
-                document_type,
-                &scope,
-                branch,
-                pending.start,
-                pending.ops,
-            )?;
-            token = token.max(stored);
-            self.heads.lock().put(pending.unit_key, pending.head);
-        }
-        // The document scope's head, unwritten by this job, goes back with
-        // its decoded header for the next job.
-        if let Some(doc) = scopes.remove(&Scope::document()) {
-            self.heads.lock().put(doc.unit_key, doc.head);
-        }
-        Ok(ConsistencyToken(token))
+        Ok(sources)
     }
 
-    /// Appends and announces; returns the last ordinal written.
+    /// Appends the plan's segments in order and caches the heads they lead
+    /// to; returns the ordinal of every operation written.
+    fn write_plan(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+        mut plan: RunPlan,
+    ) -> Result<HashMap<OperationId, Ordinal>> {
+        let mut written = HashMap::new();
+        if !plan.segments.is_empty() {
+            let document_type = plan
+                .heads
+                .get_mut(&Scope::document())
+                .and_then(|p| p.head.header())
+                .map(|h| h.document_type.clone())
+                .ok_or_else(|| Error::DocumentNotFound {
+                    id: document_id.to_string(),
+                })?;
+            for (scope, ops) in plan.segments {
+                let start = ops.first().map_or(0, |op| op.index);
+                // A failed segment leaves the cached heads unknown (earlier
+                // segments may be written): the caller forgets them.
+                let stored =
+                    self.append(document_id, &document_type, &scope, branch, start, ops)?;
+                written.extend(
+                    stored
+                        .iter()
+                        .map(|op| (op.operation.id, op.context.ordinal)),
+                );
+            }
+        }
+        let mut cache = self.heads.lock();
+        for planned in plan.heads.into_values() {
+            cache.put(planned.unit_key, planned.head);
+        }
+        Ok(written)
+    }
+
+    /// Appends and announces; returns what was stored.
     fn append(
         &self,
         document_id: &DocumentId,
@@ -355,20 +488,24 @@ impl Executor {
         branch: &Branch,
         revision: u64,
         ops: Vec<NewOperation>,
-    ) -> Result<Ordinal> {
-        let stored = self.store.apply(
-            document_id,
-            document_type,
-            scope,
-            branch,
-            Revision(revision),
-            |txn| {
-                txn.add_operations(ops);
-            },
-        )?;
-        let last = stored.last().map_or(Ordinal(0), |o| o.context.ordinal);
-        self.bus.emit(Event::written(stored));
-        Ok(last)
+    ) -> Result<Arc<[OperationWithContext]>> {
+        let stored: Arc<[OperationWithContext]> = self
+            .store
+            .apply(
+                document_id,
+                document_type,
+                scope,
+                branch,
+                Revision(revision),
+                |txn| {
+                    txn.add_operations(ops);
+                },
+            )?
+            .into();
+        self.bus.emit(Event::OperationsWritten {
+            operations: Arc::clone(&stored),
+        });
+        Ok(stored)
     }
 
     /// Merges operations from a peer into a document.
@@ -377,7 +514,7 @@ impl Executor {
         document_id: &DocumentId,
         branch: &Branch,
         operations: &[OperationWithContext],
-    ) -> std::result::Result<ConsistencyToken, Box<Failure>> {
+    ) -> Outcome {
         self.with_retries(document_id, || {
             self.try_load(document_id, branch, operations)
         })
@@ -496,7 +633,8 @@ impl Executor {
             });
         }
         let count = ops.len() as u64;
-        let last = self.append(document_id, document_type, scope, branch, plan.start, ops)?;
+        let stored = self.append(document_id, document_type, scope, branch, plan.start, ops)?;
+        let last = stored.last().map_or(Ordinal(0), |o| o.context.ordinal);
         self.heads.lock().put(
             unit_key,
             Head {

@@ -43,6 +43,21 @@ impl Job {
         self
     }
 
+    /// Actions or operations in the job.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Job::Execute { actions, .. } => actions.len(),
+            Job::Load { operations, .. } => operations.len(),
+        }
+    }
+
+    /// Whether the job may be written together with its neighbours in the
+    /// document's queue: an execution that waits for nothing. Loads run on
+    /// their own (a reshuffle re-reads the whole stream).
+    pub(crate) fn joins_runs(&self) -> bool {
+        matches!(self, Job::Execute { dependencies, .. } if dependencies.is_empty())
+    }
+
     pub(crate) fn dependencies(&self) -> &[JobId] {
         match self {
             Job::Execute { dependencies, .. } | Job::Load { dependencies, .. } => dependencies,

@@ -95,18 +95,26 @@ impl JobTable {
     }
 
     pub(crate) fn set(&self, id: JobId, status: JobStatus) {
+        self.set_many(std::iter::once((id, status)));
+    }
+
+    /// Sets several jobs' statuses under one lock, waking waiters once.
+    pub(crate) fn set_many(&self, statuses: impl IntoIterator<Item = (JobId, JobStatus)>) {
         let mut t = self.table.lock();
-        let done = status.is_done();
-        t.status.insert(id, status);
-        if done {
-            t.finished.push_back(id);
-            while t.finished.len() > RETAINED_FINISHED {
-                if let Some(old) = t.finished.pop_front() {
-                    t.status.remove(&old);
+        let mut awaited = false;
+        for (id, status) in statuses {
+            let done = status.is_done();
+            t.status.insert(id, status);
+            if done {
+                awaited |= t.awaited.contains_key(&id);
+                t.finished.push_back(id);
+                while t.finished.len() > RETAINED_FINISHED {
+                    if let Some(old) = t.finished.pop_front() {
+                        t.status.remove(&old);
+                    }
                 }
             }
         }
-        let awaited = done && t.awaited.contains_key(&id);
         drop(t);
         if awaited {
             self.changed.notify_all();
