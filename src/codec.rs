@@ -2,6 +2,8 @@
 //! format-version byte; older versions keep decoding (each version has a
 //! test below). Keys live in `keys`; this module never builds a key.
 
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -72,61 +74,68 @@ const OP_HASH: std::ops::Range<usize> = 9..41;
 const OP_CONTENT: usize = 41;
 
 // Format (v1): {version: u8 = 1}{ordinal: u64 BE}{hash: 32 bytes}{content: bincode}
-/// An operation value being built. The content is encoded once, before the
-/// commit; the hash is filled in from those same bytes, and the ordinal is
-/// patched in place by the commit step, so the serial part of a commit never
-/// encodes anything.
-pub(crate) struct EncodedOperation {
-    bytes: Vec<u8>,
+/// Appends an operation value to `out` (one buffer holds a whole append, so
+/// an append allocates once, not per operation) and returns where it is.
+/// The content is encoded once, before the commit; the hash is filled in
+/// from those same bytes ([`set_operation_hash`]) and the ordinal is patched
+/// in place by the commit step ([`set_operation_ordinal`]), so the serial
+/// part of a commit never encodes anything.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_operation(
+    out: &mut Vec<u8>,
+    id: &OperationId,
+    index: u64,
+    skip: u64,
+    timestamp_utc_ms: u64,
+    state_hash: &Digest,
+    action: &Action,
+    error: &Option<String>,
+) -> Range<usize> {
+    let start = out.len();
+    out.reserve(operation_size_hint(action, error));
+    out.push(V1);
+    out.resize(start + OP_CONTENT, 0);
+    encode_body(
+        out,
+        &ContentRef {
+            id,
+            index,
+            skip,
+            timestamp_utc_ms,
+            state_hash,
+            action,
+            error,
+        },
+    );
+    start..out.len()
 }
 
-impl EncodedOperation {
-    /// Encodes the content of an operation; hash and ordinal are zero until
-    /// set.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        id: &OperationId,
-        index: u64,
-        skip: u64,
-        timestamp_utc_ms: u64,
-        state_hash: &Digest,
-        action: &Action,
-        error: &Option<String>,
-    ) -> Self {
-        let mut bytes = Vec::with_capacity(OP_CONTENT + 96 + action.input.len());
-        bytes.push(V1);
-        bytes.resize(OP_CONTENT, 0);
-        encode_body(
-            &mut bytes,
-            &ContentRef {
-                id,
-                index,
-                skip,
-                timestamp_utc_ms,
-                state_hash,
-                action,
-                error,
-            },
-        );
-        Self { bytes }
-    }
+/// About how many bytes [`encode_operation`] appends (at least that many
+/// for typical ids: the fixed fields take at most 128 bytes).
+pub(crate) fn operation_size_hint(action: &Action, error: &Option<String>) -> usize {
+    OP_CONTENT
+        + 128
+        + action.id.as_str().len()
+        + action.action_type.as_str().len()
+        + action.scope.as_str().len()
+        + action.input.len()
+        + action.context.as_ref().map_or(0, |c| c.len())
+        + error.as_ref().map_or(0, String::len)
+}
 
-    /// The bytes the chain hash commits to.
-    pub(crate) fn content(&self) -> &[u8] {
-        &self.bytes[OP_CONTENT..]
-    }
+/// The bytes of an operation value that the chain hash commits to.
+pub(crate) fn operation_content(value: &[u8]) -> &[u8] {
+    &value[OP_CONTENT..]
+}
 
-    pub(crate) fn set_hash(&mut self, hash: &Digest) {
-        self.bytes[OP_HASH].copy_from_slice(&hash.0);
-    }
+/// Fills in the chain hash of an operation value.
+pub(crate) fn set_operation_hash(value: &mut [u8], hash: &Digest) {
+    value[OP_HASH].copy_from_slice(&hash.0);
+}
 
-    pub(crate) fn set_ordinal(&mut self, ordinal: Ordinal) {
-        self.bytes[OP_ORDINAL].copy_from_slice(&ordinal.get().to_be_bytes());
-    }
-
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
+/// Patches the ordinal of an operation value.
+pub(crate) fn set_operation_ordinal(value: &mut [u8], ordinal: Ordinal) {
+    value[OP_ORDINAL].copy_from_slice(&ordinal.get().to_be_bytes());
 }
 
 /// A stored operation value, split into its parts without decoding the
@@ -217,11 +226,12 @@ pub(crate) struct OrdinalValue<'a> {
 }
 
 // Format (v1): {version: u8 = 1}{OrdinalValue: bincode}
-pub(crate) fn encode_ordinal(value: &OrdinalValue<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + value.document_type.len() + value.op_key.len() + 2);
+/// Appends an ordinal value to `out`; returns where it is.
+pub(crate) fn encode_ordinal_into(out: &mut Vec<u8>, value: &OrdinalValue<'_>) -> Range<usize> {
+    let start = out.len();
     out.push(V1);
-    encode_body(&mut out, value);
-    out
+    encode_body(out, value);
+    start..out.len()
 }
 
 pub(crate) fn decode_ordinal(bytes: &[u8]) -> Result<OrdinalValue<'_>> {

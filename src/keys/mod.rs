@@ -102,9 +102,15 @@ pub(crate) fn decode_unit_key(bytes: &[u8]) -> Option<(SyncUnit, &[u8])> {
 /// Key of the operation at `index` of a stream, from its encoded unit key.
 pub(crate) fn op_key_from_unit(unit_key: &[u8], index: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(unit_key.len() + 8);
+    push_op_key(&mut out, unit_key, index);
+    out
+}
+
+/// Appends the key of the operation at `index` of a stream to `out`
+/// (exactly `unit_key.len() + 8` bytes).
+pub(crate) fn push_op_key(out: &mut Vec<u8>, unit_key: &[u8], index: u64) {
     out.extend_from_slice(unit_key);
     out.extend_from_slice(&index.to_be_bytes());
-    out
 }
 
 /// Key of the operation at `index` of `unit`.

@@ -3,7 +3,10 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use std::sync::{Arc, LazyLock};
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::IdError;
 
@@ -33,9 +36,11 @@ fn validate_text(kind: &'static str, value: &str) -> Result<(), IdError> {
 macro_rules! text_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        ///
+        /// Cloning is cheap (a shared, immutable string): ids are copied into
+        /// every operation's context.
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates and wraps `value`: non-empty, at most
@@ -44,13 +49,19 @@ macro_rules! text_id {
             pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
                 let value = value.into();
                 validate_text($kind, &value)?;
-                Ok(Self(value))
+                Ok(Self(Arc::from(value)))
+            }
+
+            /// Validates a borrowed string (decoding): one allocation.
+            fn checked(value: &str) -> Result<Self, IdError> {
+                validate_text($kind, value)?;
+                Ok(Self(Arc::from(value)))
             }
 
             /// Validates raw bytes (as read from a key or the wire).
             pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdError> {
                 let text = std::str::from_utf8(bytes).map_err(|_| IdError::NotUtf8 { kind: $kind })?;
-                Self::new(text)
+                Self::checked(text)
             }
 
             /// The id as text.
@@ -69,13 +80,13 @@ macro_rules! text_id {
         impl TryFrom<&str> for $name {
             type Error = IdError;
             fn try_from(value: &str) -> Result<Self, IdError> {
-                Self::new(value)
+                Self::checked(value)
             }
         }
 
         impl From<$name> for String {
             fn from(value: $name) -> String {
-                value.0
+                value.0.to_string()
             }
         }
 
@@ -87,13 +98,37 @@ macro_rules! text_id {
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:?})", stringify!($name), self.0)
+                write!(f, "{}({:?})", stringify!($name), &*self.0)
             }
         }
 
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        // A plain string on the wire, validated when read back. Written by
+        // hand so encoding borrows the text instead of copying it.
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Text;
+                impl<'de> Visitor<'de> for Text {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($kind)
+                    }
+                    fn visit_str<E: de::Error>(self, value: &str) -> Result<$name, E> {
+                        $name::checked(value).map_err(E::custom)
+                    }
+                }
+                deserializer.deserialize_str(Text)
             }
         }
     };
@@ -136,22 +171,26 @@ text_id!(
 impl Scope {
     /// The `document` scope, holding the engine's system actions.
     pub fn document() -> Self {
-        Self("document".to_owned())
+        static DOCUMENT: LazyLock<Scope> = LazyLock::new(|| Scope(Arc::from("document")));
+        DOCUMENT.clone()
     }
     /// The `global` scope, shared with every replica.
     pub fn global() -> Self {
-        Self("global".to_owned())
+        static GLOBAL: LazyLock<Scope> = LazyLock::new(|| Scope(Arc::from("global")));
+        GLOBAL.clone()
     }
     /// The `local` scope, private to its reactor.
     pub fn local() -> Self {
-        Self("local".to_owned())
+        static LOCAL: LazyLock<Scope> = LazyLock::new(|| Scope(Arc::from("local")));
+        LOCAL.clone()
     }
 }
 
 impl Branch {
     /// The default branch, `main`.
     pub fn main() -> Self {
-        Self("main".to_owned())
+        static MAIN: LazyLock<Branch> = LazyLock::new(|| Branch(Arc::from("main")));
+        MAIN.clone()
     }
 }
 

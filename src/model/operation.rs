@@ -107,18 +107,25 @@ impl OperationId {
     /// Every field is length-prefixed, so no two tuples share an id input.
     pub fn derive(unit: &SyncUnit, action_id: &ActionId) -> Self {
         static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
-        let mut hasher = blake3::Hasher::new_keyed(domain_key(&KEY, "reactordb operation id v1"));
+        // One contiguous input hashed in one call: ids are derived on the
+        // append path, and one-shot hashing of a short input is cheaper
+        // than feeding a hasher eight small pieces (same bytes, same hash).
+        const MAX_INPUT: usize = 4 * (8 + crate::model::MAX_ID_LEN);
+        let mut input = [0u8; MAX_INPUT];
+        let mut len = 0;
         for part in [
             unit.document_id.as_str(),
             unit.scope.as_str(),
             unit.branch.as_str(),
             action_id.as_str(),
         ] {
-            hasher.update(&(part.len() as u64).to_be_bytes());
-            hasher.update(part.as_bytes());
+            input[len..len + 8].copy_from_slice(&(part.len() as u64).to_be_bytes());
+            input[len + 8..len + 8 + part.len()].copy_from_slice(part.as_bytes());
+            len += 8 + part.len();
         }
+        let hash = blake3::keyed_hash(domain_key(&KEY, "reactordb operation id v1"), &input[..len]);
         let mut id = [0u8; 16];
-        id.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        id.copy_from_slice(&hash.as_bytes()[..16]);
         Self(id)
     }
 }

@@ -1,8 +1,9 @@
 //! `apply`: the revision guard and the idempotent-replay rules.
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use crate::codec::{self, EncodedOperation, HeadValue, OrdinalValue};
+use crate::codec::{self, HeadValue, OrdinalValue};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::{
@@ -14,16 +15,6 @@ use super::commit::{PendingOperation, PendingWrite};
 use super::heads::{lock_in_order, HeadSlot};
 use super::txn::{self, AtomicTxn};
 use super::{chain, OperationStore};
-
-/// An operation encoded before any lock is taken.
-struct Prepared {
-    id: OperationId,
-    index: u64,
-    skip: u64,
-    timestamp_utc_ms: u64,
-    value: EncodedOperation,
-    operation: NewOperation,
-}
 
 impl OperationStore {
     /// Appends operations to the stream `(document_id, scope, branch)` at
@@ -78,30 +69,47 @@ impl OperationStore {
         let unit_key = keys::unit_key(&unit);
 
         // Encoding happens before any lock: concurrent appends to different
-        // streams encode in parallel.
-        let prepared: Vec<Prepared> = operations
-            .into_iter()
-            .map(|operation| {
-                let id = OperationId::derive(&unit, &operation.action.id);
-                let value = EncodedOperation::new(
-                    &id,
-                    operation.index,
-                    operation.skip,
-                    operation.timestamp_utc_ms,
-                    &operation.state_hash,
-                    &operation.action,
-                    &operation.error,
-                );
-                Prepared {
+        // streams encode in parallel. Keys, values and ordinal values all go
+        // into one buffer, sized up front.
+        let per_op_keys = 2 * (unit_key.len() + 8) + document_type.as_str().len() + 8;
+        let mut bytes = Vec::with_capacity(
+            operations
+                .iter()
+                .map(|op| codec::operation_size_hint(&op.action, &op.error) + per_op_keys)
+                .sum(),
+        );
+        // The result is built here, in place: hashes and ordinals are
+        // filled in below. (Building it once, instead of moving each
+        // operation through intermediate vectors, keeps an append's memory
+        // small, and with it RocksDB's memtable warm in the caches.)
+        let mut stored: Vec<OperationWithContext> = Vec::with_capacity(operations.len());
+        let mut values: Vec<Range<usize>> = Vec::with_capacity(operations.len());
+        for operation in operations {
+            let id = OperationId::derive(&unit, &operation.action.id);
+            values.push(codec::encode_operation(
+                &mut bytes,
+                &id,
+                operation.index,
+                operation.skip,
+                operation.timestamp_utc_ms,
+                &operation.state_hash,
+                &operation.action,
+                &operation.error,
+            ));
+            stored.push(OperationWithContext {
+                operation: Operation {
                     id,
                     index: operation.index,
                     skip: operation.skip,
                     timestamp_utc_ms: operation.timestamp_utc_ms,
-                    value,
-                    operation,
-                }
-            })
-            .collect();
+                    hash: Digest::default(),
+                    state_hash: operation.state_hash,
+                    action: operation.action,
+                    error: operation.error,
+                },
+                context: context_of(&unit, document_type, Ordinal(0)),
+            });
+        }
 
         // Lock the target stream and the read set, in key order.
         let mut slots: Vec<(Vec<u8>, Arc<parking_lot::Mutex<HeadSlot>>)> = conditions
@@ -157,74 +165,66 @@ impl OperationStore {
                 document_type,
                 revision,
                 next_index,
-                &prepared,
+                &stored,
             );
         }
-        if prepared.is_empty() {
+        if stored.is_empty() {
             return Ok(Vec::new());
         }
 
         // Chain, build the write, commit.
         let mut previous = head.as_ref().map_or(Digest::default(), |h| h.last_hash);
         let mut latest = head.as_ref().map_or(0, |h| h.latest_timestamp_utc_ms);
-        let mut pending = Vec::with_capacity(prepared.len());
-        let mut hashes = Vec::with_capacity(prepared.len());
-        for p in prepared.iter() {
-            let hash = chain::link(&previous, &unit_key, p.value.content());
-            previous = hash;
-            latest = latest.max(p.timestamp_utc_ms);
-            hashes.push(hash);
-        }
-        let mut operations = Vec::with_capacity(prepared.len());
-        for (p, hash) in prepared.into_iter().zip(hashes) {
-            let mut value = p.value;
-            value.set_hash(&hash);
-            let key = keys::op_key_from_unit(&unit_key, p.index);
-            let ordinal_value = codec::encode_ordinal(&OrdinalValue {
-                document_type: document_type.as_str(),
-                op_key: &key,
-            });
+        let mut pending = Vec::with_capacity(stored.len());
+        let mut scratch = Vec::new();
+        for (op, value) in stored.iter_mut().zip(values) {
+            let op = &mut op.operation;
+            let encoded = &mut bytes[value.clone()];
+            op.hash = chain::link(&previous, &unit_key, codec::operation_content(encoded));
+            codec::set_operation_hash(encoded, &op.hash);
+            previous = op.hash;
+            latest = latest.max(op.timestamp_utc_ms);
+            let key = bytes.len()..bytes.len() + unit_key.len() + 8;
+            keys::push_op_key(&mut bytes, &unit_key, op.index);
+            // The ordinal value embeds the key just written: encode it aside,
+            // then append it.
+            scratch.clear();
+            codec::encode_ordinal_into(
+                &mut scratch,
+                &OrdinalValue {
+                    document_type: document_type.as_str(),
+                    op_key: &bytes[key.clone()],
+                },
+            );
+            let ordinal_value = bytes.len()..bytes.len() + scratch.len();
+            bytes.extend_from_slice(&scratch);
             pending.push(PendingOperation {
-                op_id_key: keys::op_id_key(&p.id, p.index, p.skip),
-                op_id_value: codec::encode_op_id(&unit_key),
+                op_id_key: keys::op_id_key(&op.id, op.index, op.skip),
                 key,
                 value,
                 ordinal_value,
             });
-            operations.push(Operation {
-                id: p.id,
-                index: p.index,
-                skip: p.skip,
-                timestamp_utc_ms: p.timestamp_utc_ms,
-                hash,
-                state_hash: p.operation.state_hash,
-                action: p.operation.action,
-                error: p.operation.error,
-            });
         }
         let new_head = HeadValue {
-            next_index: next_index + operations.len() as u64,
+            next_index: next_index + stored.len() as u64,
             last_hash: previous,
             latest_timestamp_utc_ms: latest,
             document_type: document_type.clone(),
         };
         let write = PendingWrite {
+            bytes,
             operations: pending,
+            op_id_value: codec::encode_op_id(&unit_key),
             head_key: unit_key,
             head_value: codec::encode_head(&new_head),
         };
         let first = self.inner.commit.commit(&self.inner.db, write)?;
         guards[target].head = Some(new_head);
         drop(guards);
-
-        Ok(operations
-            .into_iter()
-            .enumerate()
-            .map(|(i, operation)| OperationWithContext {
-                operation,
-                context: context_of(&unit, document_type, Ordinal(first.get() + i as u64)),
-            })
-            .collect())
+        for (i, op) in stored.iter_mut().enumerate() {
+            op.context.ordinal = Ordinal(first.get() + i as u64);
+        }
+        Ok(stored)
     }
 
     /// Fills a stream's cached head from disk on first use.
@@ -249,20 +249,20 @@ impl OperationStore {
         document_type: &DocumentType,
         revision: Revision,
         next_index: u64,
-        prepared: &[Prepared],
+        appended: &[OperationWithContext],
     ) -> Result<Vec<OperationWithContext>> {
         let mismatch = || Error::RevisionMismatch {
             unit: unit.clone(),
             expected: next_index,
             actual: revision.get(),
         };
-        if revision.get() > next_index || prepared.is_empty() {
+        if revision.get() > next_index || appended.is_empty() {
             return Err(mismatch());
         }
-        let stored = self.stored_at(unit_key, prepared.iter().map(|p| p.index))?;
-        let mut replayed = Vec::with_capacity(prepared.len());
+        let stored = self.stored_at(unit_key, appended.iter().map(|p| p.operation.index))?;
+        let mut replayed = Vec::with_capacity(appended.len());
         let mut first_duplicate = None;
-        for (p, stored) in prepared.iter().zip(stored) {
+        for (p, stored) in appended.iter().map(|p| &p.operation).zip(stored) {
             match stored {
                 Some((op, ordinal)) if op.id == p.id && op.skip == p.skip => {
                     first_duplicate.get_or_insert((op.id, op.index, op.skip));
@@ -274,7 +274,7 @@ impl OperationStore {
                 _ => {}
             }
         }
-        if replayed.len() == prepared.len() {
+        if replayed.len() == appended.len() {
             return Ok(replayed);
         }
         match first_duplicate {

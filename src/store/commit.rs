@@ -16,30 +16,36 @@
 //! poisoned and writes nothing more, so no gap can become visible.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
-use crate::codec::EncodedOperation;
+use crate::codec;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::Ordinal;
 
-/// One operation of a pending write, encoded up front; the leader only
-/// patches its ordinal in.
+/// One operation of a pending write, encoded up front into the write's
+/// buffer; the leader only patches its ordinal in.
 pub(crate) struct PendingOperation {
-    pub(crate) key: Vec<u8>,
-    pub(crate) value: EncodedOperation,
+    pub(crate) key: Range<usize>,
+    pub(crate) value: Range<usize>,
+    pub(crate) ordinal_value: Range<usize>,
     pub(crate) op_id_key: [u8; 32],
-    pub(crate) op_id_value: Vec<u8>,
-    pub(crate) ordinal_value: Vec<u8>,
 }
 
 /// Everything one `apply` writes.
 pub(crate) struct PendingWrite {
+    /// Every operation's key, value and ordinal value, back to back: one
+    /// allocation per append instead of three per operation.
+    pub(crate) bytes: Vec<u8>,
     pub(crate) operations: Vec<PendingOperation>,
+    /// The op-id index value, the same for every operation of one stream.
+    pub(crate) op_id_value: Vec<u8>,
     pub(crate) head_key: Vec<u8>,
     pub(crate) head_value: Vec<u8>,
 }
@@ -54,28 +60,48 @@ enum Status {
 
 struct Ticket {
     status: Mutex<Status>,
-    wake: Condvar,
-}
-
-impl Ticket {
-    fn set(&self, status: Status) {
-        *self.status.lock() = status;
-        self.wake.notify_one();
-    }
 }
 
 struct Queue {
     waiting: VecDeque<(Arc<Ticket>, PendingWrite)>,
     leader_active: bool,
     next_ordinal: Ordinal,
+    /// Callers the last group released (synced stores only, see
+    /// [`CommitGroup::gather`]).
+    released: usize,
+    /// A leader is waiting for the queue to reach `released`.
+    gathering: bool,
 }
 
 /// The shared commit step of a store.
 pub(crate) struct CommitGroup {
     queue: Mutex<Queue>,
+    /// Wakes a gathering leader once the queue is full enough.
+    gathered: Condvar,
+    /// Wakes waiting callers when their status changes. std's `Condvar`
+    /// on purpose: its `notify_all` wakes a whole group with one futex
+    /// call, so the group's callers get back to work on every core at once.
+    /// (parking_lot requeues them onto the mutex and wakes them one by one,
+    /// and a ticket per caller made the leader wake each in turn: both left
+    /// the next group waiting on one core's wake-ups.)
+    signal_lock: std::sync::Mutex<()>,
+    signal: std::sync::Condvar,
     poisoned: AtomicBool,
     write_options: WriteOptions,
+    sync: bool,
+    /// Recent duration of one group's write, in nanoseconds (a moving
+    /// average): how long a leader may wait to gather callers.
+    write_nanos: AtomicU64,
 }
+
+/// A `WriteBatch`'s own header (sequence number and count).
+const BATCH_HEADER: usize = 12;
+/// Most bytes a `WriteBatch` adds to one put: tag, column family and two
+/// lengths, as varints.
+const BATCH_ENTRY: usize = 1 + 5 + 5 + 5;
+
+/// Longest a leader waits to gather callers, whatever the fsync costs.
+const MAX_GATHER: Duration = Duration::from_millis(2);
 
 impl CommitGroup {
     pub(crate) fn new(next_ordinal: Ordinal, sync: bool) -> Self {
@@ -86,10 +112,52 @@ impl CommitGroup {
                 waiting: VecDeque::new(),
                 leader_active: false,
                 next_ordinal,
+                released: 0,
+                gathering: false,
             }),
+            gathered: Condvar::new(),
+            signal_lock: std::sync::Mutex::new(()),
+            signal: std::sync::Condvar::new(),
             poisoned: AtomicBool::new(false),
             write_options,
+            sync,
+            write_nanos: AtomicU64::new(0),
         }
+    }
+
+    /// Synced stores: before writing, a new leader waits until as many
+    /// callers are queued as the last group released, for at most about
+    /// one write's duration.
+    ///
+    /// Why: a caller that writes again right after its acknowledgement
+    /// arrives just after the next group has started its fsync. Without
+    /// waiting, closed-loop writers split into two groups that alternate
+    /// (one fsyncing while the other queues), so each fsync carries only
+    /// half of them. Waiting for the released callers to come back lets one
+    /// fsync carry all of them. The wait is bounded by the fsync's own cost
+    /// and adapts: a group that gathered fewer callers sets a lower target
+    /// for the next. A lone writer never waits (it is the whole target).
+    fn gather<'a>(&self, mut queue: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        if !self.sync || queue.waiting.len() >= queue.released {
+            return queue;
+        }
+        let budget = Duration::from_nanos(self.write_nanos.load(Ordering::Relaxed)).min(MAX_GATHER);
+        let deadline = Instant::now() + budget;
+        queue.gathering = true;
+        while queue.waiting.len() < queue.released {
+            if self.gathered.wait_until(&mut queue, deadline).timed_out() {
+                break;
+            }
+        }
+        queue.gathering = false;
+        queue
+    }
+
+    fn record_write_time(&self, took: Duration) {
+        let took = took.as_nanos().min(u64::MAX as u128) as u64;
+        let old = self.write_nanos.load(Ordering::Relaxed);
+        let average = if old == 0 { took } else { (old * 7 + took) / 8 };
+        self.write_nanos.store(average, Ordering::Relaxed);
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
@@ -106,25 +174,32 @@ impl CommitGroup {
     pub(crate) fn commit(&self, db: &DB, write: PendingWrite) -> Result<Ordinal> {
         let ticket = Arc::new(Ticket {
             status: Mutex::new(Status::Waiting),
-            wake: Condvar::new(),
         });
         let mut queue = self.queue.lock();
         queue.waiting.push_back((Arc::clone(&ticket), write));
         if queue.leader_active {
+            if queue.gathering && queue.waiting.len() >= queue.released {
+                self.gathered.notify_one();
+            }
             drop(queue);
-            let mut status = ticket.status.lock();
+            let mut signal = self.signal_lock.lock().unwrap_or_else(|e| e.into_inner());
             loop {
-                match std::mem::replace(&mut *status, Status::Waiting) {
-                    Status::Waiting => ticket.wake.wait(&mut status),
+                let status = std::mem::replace(&mut *ticket.status.lock(), Status::Waiting);
+                match status {
+                    Status::Waiting => {
+                        signal = self.signal.wait(signal).unwrap_or_else(|e| e.into_inner())
+                    }
                     Status::Lead => break,
                     Status::Done(result) => return result.map_err(Error::from),
                 }
             }
-            drop(status);
+            drop(signal);
             queue = self.queue.lock();
         }
         queue.leader_active = true;
+        let mut queue = self.gather(queue);
         let group: Vec<_> = queue.waiting.drain(..).collect();
+        queue.released = group.len();
         let first = queue.next_ordinal;
         let count: u64 = group.iter().map(|(_, w)| w.operations.len() as u64).sum();
         queue.next_ordinal = Ordinal(first.get() + count);
@@ -136,13 +211,17 @@ impl CommitGroup {
         // group's write is the critical path, the wake-ups are not.
         let mut queue = self.queue.lock();
         match queue.waiting.front() {
-            Some((next, _)) => next.set(Status::Lead),
+            Some((next, _)) => *next.status.lock() = Status::Lead,
             None => queue.leader_active = false,
         }
         drop(queue);
         for (follower, result) in followers {
-            follower.set(Status::Done(result));
+            *follower.status.lock() = Status::Done(result);
         }
+        // Taking the lock orders this wake-up after any caller that found
+        // its status unset and is about to wait: no wake-up is lost.
+        drop(self.signal_lock.lock());
+        self.signal.notify_all();
         own.map_err(Error::from)
     }
 
@@ -163,22 +242,48 @@ impl CommitGroup {
         let written = if self.is_poisoned() {
             Err(Failure::Poisoned)
         } else {
-            let mut batch = WriteBatch::default();
+            // Sized up front: growing a batch by doubling copies it over
+            // and over, and churns the caches the memtable insert needs.
+            let capacity = group
+                .iter()
+                .map(|(_, w)| {
+                    w.bytes.len()
+                        + w.operations.len() * (8 + 32 + w.op_id_value.len() + 3 * BATCH_ENTRY)
+                        + w.head_key.len()
+                        + w.head_value.len()
+                        + BATCH_ENTRY
+                })
+                .sum::<usize>()
+                + BATCH_HEADER;
+            let mut batch = WriteBatch::with_capacity_bytes(capacity);
             let mut ordinal = first;
             let cfs = cf_handles(db);
             for (_, write) in &mut group {
                 firsts.push(ordinal);
-                for op in &mut write.operations {
-                    op.value.set_ordinal(ordinal);
-                    batch.put_cf(cfs.operations, &op.key, op.value.as_bytes());
-                    batch.put_cf(cfs.ordinals, keys::ordinal_key(ordinal), &op.ordinal_value);
-                    batch.put_cf(cfs.op_ids, op.op_id_key, &op.op_id_value);
+                let bytes = &mut write.bytes;
+                for op in &write.operations {
+                    codec::set_operation_ordinal(&mut bytes[op.value.clone()], ordinal);
+                    batch.put_cf(
+                        cfs.operations,
+                        &bytes[op.key.clone()],
+                        &bytes[op.value.clone()],
+                    );
+                    batch.put_cf(
+                        cfs.ordinals,
+                        keys::ordinal_key(ordinal),
+                        &bytes[op.ordinal_value.clone()],
+                    );
+                    batch.put_cf(cfs.op_ids, op.op_id_key, &write.op_id_value);
                     ordinal = ordinal.next();
                 }
                 batch.put_cf(cfs.heads, &write.head_key, &write.head_value);
             }
-            db.write_opt(batch, &self.write_options)
-                .map_err(Failure::Rocks)
+            let started = Instant::now();
+            let written = db
+                .write_opt(batch, &self.write_options)
+                .map_err(Failure::Rocks);
+            self.record_write_time(started.elapsed());
+            written
         };
         if written.is_err() {
             // What reached disk is unknown: refuse every later write.

@@ -1,0 +1,232 @@
+//! The Operation Store's two speed ratios, measured in paired rounds.
+//!
+//! Criterion (`benches/store.rs`) measures each side for several seconds,
+//! one after the other; on a shared machine whose speed drifts by tens of
+//! percent from one minute to the next, the ratio of two such figures
+//! moves with the drift. Here each round times both sides back to back
+//! (alternating which goes first), and the ratio is taken per round, so
+//! drift slower than a round cancels out. Printed: the median per-call
+//! times and the median ratio with its 10th–90th percentile range.
+//!
+//! - `apply` of 1 and of 100 operations per call (`Buffered`) against a raw
+//!   RocksDB `WriteBatch` of the same bytes (`common::RawBatches`);
+//! - `Synced` single-operation appends from 16 threads (each on its own
+//!   stream) against 1 thread.
+//!
+//! Run: `cargo bench --bench paired`.
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use reactordb::{Durability, OperationStore, StoreOptions};
+
+mod common;
+use common::{Appender, RawBatches, RawDb};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let at = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[at]
+}
+
+fn median_of(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    percentile(&sorted, 0.5)
+}
+
+/// Median ratio and its 10th and 90th percentiles.
+fn spread(ratios: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    (
+        percentile(&sorted, 0.5),
+        percentile(&sorted, 0.1),
+        percentile(&sorted, 0.9),
+    )
+}
+
+fn apply_vs_raw(per_call: u64, calls_per_round: u64, rounds: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = OperationStore::open(
+        dir.path(),
+        StoreOptions::with_durability(Durability::Buffered),
+    )
+    .expect("open");
+    let mut ours = Appender::new(store, &format!("paired{per_call}"));
+    let raw = RawDb::new();
+    let handles = raw.handles();
+    let mut batches = RawBatches::new(per_call, (calls_per_round * 50).min(20_000));
+
+    let mut run_ours = |calls: u64| {
+        // Building the operations is the caller's work: not timed.
+        let prepared: Vec<_> = (0..calls)
+            .map(|_| {
+                let ops = ours.prepare(per_call);
+                ours.next += per_call;
+                ops
+            })
+            .collect();
+        ours.next -= per_call * calls;
+        let start = Instant::now();
+        for ops in prepared {
+            ours.append_prepared(ops);
+        }
+        start.elapsed()
+    };
+    let mut run_raw = |calls: u64| {
+        let start = Instant::now();
+        for _ in 0..calls {
+            batches.write_next(&raw.db, &handles);
+        }
+        start.elapsed()
+    };
+    // Warm up both (memtables, caches, allocator).
+    run_ours(calls_per_round * 5);
+    run_raw(calls_per_round * 5);
+
+    let (mut ours_us, mut raw_us, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (o, r) = if round % 2 == 0 {
+            let o = run_ours(calls_per_round);
+            (o, run_raw(calls_per_round))
+        } else {
+            let r = run_raw(calls_per_round);
+            (run_ours(calls_per_round), r)
+        };
+        let per_call_us = |d: Duration| d.as_secs_f64() * 1e6 / calls_per_round as f64;
+        ours_us.push(per_call_us(o));
+        raw_us.push(per_call_us(r));
+        ratios.push(r.as_secs_f64() / o.as_secs_f64());
+    }
+    let (ratio, p10, p90) = spread(&ratios);
+    println!(
+        "apply {per_call:>3} op/call: ours {:8.2} µs, raw WriteBatch {:8.2} µs per call; \
+         raw/ours {ratio:.2} (p10 {p10:.2}, p90 {p90:.2}; {rounds} rounds of {calls_per_round} calls)",
+        median_of(&ours_us),
+        median_of(&raw_us),
+    );
+}
+
+/// Durable appends: `threads` persistent threads, each appending `per_round`
+/// single operations to its own stream per round; returns operations/s.
+struct SyncedWriters {
+    start: std::sync::Arc<Barrier>,
+    end: std::sync::Arc<Barrier>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    ops_per_round: u64,
+}
+
+impl SyncedWriters {
+    fn new(
+        store: &OperationStore,
+        name: &str,
+        threads: usize,
+        per_round: u64,
+        rounds: usize,
+    ) -> Self {
+        let start = std::sync::Arc::new(Barrier::new(threads + 1));
+        let end = std::sync::Arc::new(Barrier::new(threads + 1));
+        let handles = (0..threads)
+            .map(|t| {
+                let mut app = Appender::new(store.clone(), &format!("{name}-t{t}"));
+                let (start, end) = (start.clone(), end.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..rounds {
+                        let ops: Vec<_> = (0..per_round)
+                            .map(|_| {
+                                let op = app.prepare(1);
+                                app.next += 1;
+                                op
+                            })
+                            .collect();
+                        app.next -= per_round;
+                        start.wait();
+                        for op in ops {
+                            app.append_prepared(op);
+                        }
+                        end.wait();
+                    }
+                })
+            })
+            .collect();
+        Self {
+            start,
+            end,
+            handles,
+            ops_per_round: threads as u64 * per_round,
+        }
+    }
+
+    fn round(&self) -> f64 {
+        self.start.wait();
+        let began = Instant::now();
+        self.end.wait();
+        self.ops_per_round as f64 / began.elapsed().as_secs_f64()
+    }
+
+    fn finish(self) {
+        for handle in self.handles {
+            handle.join().expect("writer");
+        }
+    }
+}
+
+fn synced_16_vs_1(rounds: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = OperationStore::open(
+        dir.path(),
+        StoreOptions::with_durability(Durability::Synced),
+    )
+    .expect("open");
+    // About 20 ms per side per round at this machine's fsync cost.
+    let many = SyncedWriters::new(&store, "many", 16, 30, rounds + 1);
+    let one = SyncedWriters::new(&store, "one", 1, 60, rounds + 1);
+    many.round();
+    one.round();
+    let (mut many_rates, mut one_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (m, o) = if round % 2 == 0 {
+            let m = many.round();
+            (m, one.round())
+        } else {
+            let o = one.round();
+            (many.round(), o)
+        };
+        many_rates.push(m);
+        one_rates.push(o);
+        ratios.push(m / o);
+    }
+    many.finish();
+    one.finish();
+    let (ratio, p10, p90) = spread(&ratios);
+    println!(
+        "synced single-op appends: 16 threads {:.0}/s, 1 thread {:.0}/s; \
+         16/1 {ratio:.2}x (p10 {p10:.2}, p90 {p90:.2}; {rounds} rounds)",
+        median_of(&many_rates),
+        median_of(&one_rates),
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; other arguments select by name:
+    // `apply` (both), `apply-1`, `apply-100`, `synced`.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| {
+        filter.is_empty()
+            || filter
+                .iter()
+                .any(|f| name == f || name.starts_with(&format!("{f}-")))
+    };
+    if wanted("apply-1") {
+        apply_vs_raw(1, 200, 200);
+    }
+    if wanted("apply-100") {
+        apply_vs_raw(100, 4, 200);
+    }
+    if wanted("synced") {
+        synced_16_vs_1(40);
+    }
+}
