@@ -15,7 +15,8 @@
 //!
 //! Run: `cargo bench --bench paired`.
 
-use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use reactordb::{Durability, OperationStore, StoreOptions};
@@ -107,43 +108,55 @@ fn apply_vs_raw(per_call: u64, calls_per_round: u64, rounds: usize) {
     );
 }
 
-/// Durable appends: `threads` persistent threads, each appending `per_round`
-/// single operations to its own stream per round; returns operations/s.
+/// Durable appends: `threads` persistent threads, each appending single
+/// operations to its own stream for as long as a round lasts. Rounds are
+/// timed, not counted: with a fixed number of operations per thread, the
+/// last threads of a round would write alone and the rate would measure
+/// that tail.
 struct SyncedWriters {
-    start: std::sync::Arc<Barrier>,
-    end: std::sync::Arc<Barrier>,
+    start: Arc<Barrier>,
+    end: Arc<Barrier>,
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
     handles: Vec<std::thread::JoinHandle<()>>,
-    ops_per_round: u64,
 }
 
+/// Operations a writer prepares per round: more than it can write in one.
+const PREPARED_PER_ROUND: u64 = 400;
+
 impl SyncedWriters {
-    fn new(
-        store: &OperationStore,
-        name: &str,
-        threads: usize,
-        per_round: u64,
-        rounds: usize,
-    ) -> Self {
-        let start = std::sync::Arc::new(Barrier::new(threads + 1));
-        let end = std::sync::Arc::new(Barrier::new(threads + 1));
+    fn new(store: &OperationStore, name: &str, threads: usize, rounds: usize) -> Self {
+        let start = Arc::new(Barrier::new(threads + 1));
+        let end = Arc::new(Barrier::new(threads + 1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU64::new(0));
         let handles = (0..threads)
             .map(|t| {
                 let mut app = Appender::new(store.clone(), &format!("{name}-t{t}"));
                 let (start, end) = (start.clone(), end.clone());
+                let (stop, written) = (stop.clone(), written.clone());
                 std::thread::spawn(move || {
                     for _ in 0..rounds {
-                        let ops: Vec<_> = (0..per_round)
+                        let ops: Vec<_> = (0..PREPARED_PER_ROUND)
                             .map(|_| {
                                 let op = app.prepare(1);
                                 app.next += 1;
                                 op
                             })
                             .collect();
-                        app.next -= per_round;
+                        app.next -= PREPARED_PER_ROUND;
                         start.wait();
+                        let mut done = 0;
                         for op in ops {
+                            if stop.load(Ordering::Relaxed) {
+                                break;
+                            }
                             app.append_prepared(op);
+                            done += 1;
                         }
+                        // `append_prepared` moved `app.next` past what was
+                        // written: the rest is prepared again next round.
+                        written.fetch_add(done, Ordering::Relaxed);
                         end.wait();
                     }
                 })
@@ -152,16 +165,22 @@ impl SyncedWriters {
         Self {
             start,
             end,
+            stop,
+            written,
             handles,
-            ops_per_round: threads as u64 * per_round,
         }
     }
 
-    fn round(&self) -> f64 {
+    /// One round of about `length`; returns operations/s.
+    fn round(&self, length: Duration) -> f64 {
+        self.stop.store(false, Ordering::Relaxed);
+        self.written.store(0, Ordering::Relaxed);
         self.start.wait();
         let began = Instant::now();
+        std::thread::sleep(length);
+        self.stop.store(true, Ordering::Relaxed);
         self.end.wait();
-        self.ops_per_round as f64 / began.elapsed().as_secs_f64()
+        self.written.load(Ordering::Relaxed) as f64 / began.elapsed().as_secs_f64()
     }
 
     fn finish(self) {
@@ -172,25 +191,25 @@ impl SyncedWriters {
 }
 
 fn synced_16_vs_1(rounds: usize) {
+    const ROUND: Duration = Duration::from_millis(40);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = OperationStore::open(
         dir.path(),
         StoreOptions::with_durability(Durability::Synced),
     )
     .expect("open");
-    // About 20 ms per side per round at this machine's fsync cost.
-    let many = SyncedWriters::new(&store, "many", 16, 30, rounds + 1);
-    let one = SyncedWriters::new(&store, "one", 1, 60, rounds + 1);
-    many.round();
-    one.round();
+    let many = SyncedWriters::new(&store, "many", 16, rounds + 1);
+    let one = SyncedWriters::new(&store, "one", 1, rounds + 1);
+    many.round(ROUND);
+    one.round(ROUND);
     let (mut many_rates, mut one_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let (m, o) = if round % 2 == 0 {
-            let m = many.round();
-            (m, one.round())
+            let m = many.round(ROUND);
+            (m, one.round(ROUND))
         } else {
-            let o = one.round();
-            (many.round(), o)
+            let o = one.round(ROUND);
+            (many.round(ROUND), o)
         };
         many_rates.push(m);
         one_rates.push(o);
@@ -201,9 +220,10 @@ fn synced_16_vs_1(rounds: usize) {
     let (ratio, p10, p90) = spread(&ratios);
     println!(
         "synced single-op appends: 16 threads {:.0}/s, 1 thread {:.0}/s; \
-         16/1 {ratio:.2}x (p10 {p10:.2}, p90 {p90:.2}; {rounds} rounds)",
+         16/1 {ratio:.2}x (p10 {p10:.2}, p90 {p90:.2}; {rounds} rounds of {} ms a side)",
         median_of(&many_rates),
         median_of(&one_rates),
+        ROUND.as_millis(),
     );
 }
 

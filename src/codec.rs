@@ -16,6 +16,8 @@ const V1: u8 = 1;
 /// column family and checked at open.
 pub(crate) const FORMAT_VERSION: u32 = 1;
 
+mod content;
+
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
@@ -47,7 +49,7 @@ fn split_version<'a>(bytes: &'a [u8], cf: &'static str, what: &'static str) -> R
 
 /// The hashed part of an operation, borrowed for encoding.
 #[derive(Serialize)]
-struct ContentRef<'a> {
+pub(crate) struct ContentRef<'a> {
     id: &'a OperationId,
     index: u64,
     skip: u64,
@@ -95,7 +97,7 @@ pub(crate) fn encode_operation(
     out.reserve(operation_size_hint(action, error));
     out.push(V1);
     out.resize(start + OP_CONTENT, 0);
-    encode_body(
+    content::write(
         out,
         &ContentRef {
             id,

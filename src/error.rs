@@ -76,6 +76,14 @@ pub enum InvalidOperationReason {
     /// The same action id appears twice in one transaction.
     #[error("action id appears twice in one transaction")]
     DuplicateActionInTxn,
+    /// The encoded operation is larger than a RocksDB value may be.
+    #[error("the encoded operation takes {bytes} bytes, more than the {max} a value may hold")]
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+        /// The most a value may hold.
+        max: usize,
+    },
 }
 
 /// The crate's error type.
@@ -165,6 +173,13 @@ pub enum Error {
     /// since what reached disk is unknown.
     #[error("the store refused the write: an earlier commit failed; reopen it")]
     Poisoned,
+    /// The RocksDB this crate is linked against behaves in a way the store
+    /// does not support (checked at open).
+    #[error("unsupported RocksDB: {reason}")]
+    UnsupportedRocksDb {
+        /// What differs.
+        reason: &'static str,
+    },
     /// No document with this id (on this branch).
     #[error("document {id} not found")]
     DocumentNotFound {

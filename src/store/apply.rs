@@ -1,20 +1,19 @@
 //! `apply`: the revision guard and the idempotent-replay rules.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use crate::codec::{self, HeadValue, OrdinalValue};
-use crate::error::{Error, Result};
+use crate::error::{Error, InvalidOperationReason, Result};
 use crate::keys;
 use crate::model::{
     Branch, Digest, DocumentId, DocumentType, NewOperation, Operation, OperationContext,
     OperationId, OperationWithContext, Ordinal, Revision, Scope, SyncUnit,
 };
 
-use super::commit::{PendingOperation, PendingWrite};
+use super::commit::{OrdinalSlots, PendingWrite};
 use super::heads::{lock_in_order, HeadSlot};
 use super::txn::{self, AtomicTxn};
-use super::{chain, OperationStore};
+use super::{batch, chain, OperationStore};
 
 impl OperationStore {
     /// Appends operations to the stream `(document_id, scope, branch)` at
@@ -68,26 +67,36 @@ impl OperationStore {
         txn::validate(&unit.scope, revision, &operations)?;
         let unit_key = keys::unit_key(&unit);
 
-        // Encoding happens before any lock: concurrent appends to different
-        // streams encode in parallel. Keys, values and ordinal values all go
-        // into one buffer, sized up front.
-        let per_op_keys = 2 * (unit_key.len() + 8) + document_type.as_str().len() + 8;
-        let mut bytes = Vec::with_capacity(
+        // Everything but the chain hashes, the head and the ordinals is
+        // encoded before any lock, so concurrent appends to different
+        // streams encode in parallel: the operations, their ordinal-feed and
+        // op-id entries, laid out as write-batch records in one buffer
+        // (`batch`), and the result, built once in place.
+        let families = self.inner.families;
+        let op_id_value = codec::encode_op_id(&unit_key);
+        let per_op = 3 * batch::PUT_OVERHEAD
+            + 2 * (unit_key.len() + 8)
+            + 8
+            + document_type.as_str().len()
+            + 8
+            + 32
+            + op_id_value.len();
+        let head_room = batch::PUT_OVERHEAD + unit_key.len() + 96 + document_type.as_str().len();
+        let mut records = batch::records(
             operations
                 .iter()
-                .map(|op| codec::operation_size_hint(&op.action, &op.error) + per_op_keys)
-                .sum(),
+                .map(|op| codec::operation_size_hint(&op.action, &op.error) + per_op)
+                .sum::<usize>()
+                + head_room,
         );
-        // The result is built here, in place: hashes and ordinals are
-        // filled in below. (Building it once, instead of moving each
-        // operation through intermediate vectors, keeps an append's memory
-        // small, and with it RocksDB's memtable warm in the caches.)
         let mut stored: Vec<OperationWithContext> = Vec::with_capacity(operations.len());
-        let mut values: Vec<Range<usize>> = Vec::with_capacity(operations.len());
-        for operation in operations {
+        let mut ordinals: Vec<OrdinalSlots> = Vec::with_capacity(operations.len());
+        let (mut value, mut key, mut ordinal_value) = (Vec::new(), Vec::new(), Vec::new());
+        for (position, operation) in operations.into_iter().enumerate() {
             let id = OperationId::derive(&unit, &operation.action.id);
-            values.push(codec::encode_operation(
-                &mut bytes,
+            value.clear();
+            codec::encode_operation(
+                &mut value,
                 &id,
                 operation.index,
                 operation.skip,
@@ -95,7 +104,45 @@ impl OperationStore {
                 &operation.state_hash,
                 &operation.action,
                 &operation.error,
-            ));
+            );
+            if value.len() > batch::MAX_FIELD {
+                return Err(Error::InvalidOperation {
+                    position,
+                    reason: InvalidOperationReason::TooLarge {
+                        bytes: value.len(),
+                        max: batch::MAX_FIELD,
+                    },
+                });
+            }
+            key.clear();
+            keys::push_op_key(&mut key, &unit_key, operation.index);
+            let (_, value_at) = batch::put(&mut records, families.operations, &key, &value);
+            ordinal_value.clear();
+            codec::encode_ordinal_into(
+                &mut ordinal_value,
+                &OrdinalValue {
+                    document_type: document_type.as_str(),
+                    op_key: &key,
+                },
+            );
+            // The ordinal key is a placeholder until the commit leader
+            // assigns ordinals.
+            let (ordinal_key, _) = batch::put(
+                &mut records,
+                families.ordinals,
+                &keys::ordinal_key(Ordinal(0)),
+                &ordinal_value,
+            );
+            batch::put(
+                &mut records,
+                families.op_ids,
+                &keys::op_id_key(&id, operation.index, operation.skip),
+                &op_id_value,
+            );
+            ordinals.push(OrdinalSlots {
+                value: value_at,
+                key: ordinal_key.start,
+            });
             stored.push(OperationWithContext {
                 operation: Operation {
                     id,
@@ -172,38 +219,16 @@ impl OperationStore {
             return Ok(Vec::new());
         }
 
-        // Chain, build the write, commit.
+        // Chain, finish the records with the new head, commit.
         let mut previous = head.as_ref().map_or(Digest::default(), |h| h.last_hash);
         let mut latest = head.as_ref().map_or(0, |h| h.latest_timestamp_utc_ms);
-        let mut pending = Vec::with_capacity(stored.len());
-        let mut scratch = Vec::new();
-        for (op, value) in stored.iter_mut().zip(values) {
+        for (op, slots) in stored.iter_mut().zip(&ordinals) {
             let op = &mut op.operation;
-            let encoded = &mut bytes[value.clone()];
+            let encoded = &mut records[slots.value.clone()];
             op.hash = chain::link(&previous, &unit_key, codec::operation_content(encoded));
             codec::set_operation_hash(encoded, &op.hash);
             previous = op.hash;
             latest = latest.max(op.timestamp_utc_ms);
-            let key = bytes.len()..bytes.len() + unit_key.len() + 8;
-            keys::push_op_key(&mut bytes, &unit_key, op.index);
-            // The ordinal value embeds the key just written: encode it aside,
-            // then append it.
-            scratch.clear();
-            codec::encode_ordinal_into(
-                &mut scratch,
-                &OrdinalValue {
-                    document_type: document_type.as_str(),
-                    op_key: &bytes[key.clone()],
-                },
-            );
-            let ordinal_value = bytes.len()..bytes.len() + scratch.len();
-            bytes.extend_from_slice(&scratch);
-            pending.push(PendingOperation {
-                op_id_key: keys::op_id_key(&op.id, op.index, op.skip),
-                key,
-                value,
-                ordinal_value,
-            });
         }
         let new_head = HeadValue {
             next_index: next_index + stored.len() as u64,
@@ -211,12 +236,18 @@ impl OperationStore {
             latest_timestamp_utc_ms: latest,
             document_type: document_type.clone(),
         };
+        batch::put(
+            &mut records,
+            families.heads,
+            &unit_key,
+            &codec::encode_head(&new_head),
+        );
         let write = PendingWrite {
-            bytes,
-            operations: pending,
-            op_id_value: codec::encode_op_id(&unit_key),
-            head_key: unit_key,
-            head_value: codec::encode_head(&new_head),
+            records,
+            // Three records per operation and the head. (The count cannot
+            // overflow: that many operations would not fit in memory.)
+            count: (3 * stored.len() + 1) as u32,
+            ordinals,
         };
         let first = self.inner.commit.commit(&self.inner.db, write)?;
         guards[target].head = Some(new_head);

@@ -22,32 +22,30 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
-use rocksdb::{WriteBatch, WriteOptions, DB};
+use rocksdb::{WriteOptions, DB};
+
+use super::batch::BatchBuilder;
 
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::Ordinal;
 
-/// One operation of a pending write, encoded up front into the write's
-/// buffer; the leader only patches its ordinal in.
-pub(crate) struct PendingOperation {
-    pub(crate) key: Range<usize>,
+/// Where one operation's ordinal goes inside its write's records: the
+/// operation value (patched through `codec`) and the 8-byte ordinal key.
+pub(crate) struct OrdinalSlots {
     pub(crate) value: Range<usize>,
-    pub(crate) ordinal_value: Range<usize>,
-    pub(crate) op_id_key: [u8; 32],
+    pub(crate) key: usize,
 }
 
-/// Everything one `apply` writes.
+/// Everything one `apply` writes: its puts laid out as write-batch records
+/// (`batch::put`), complete but for the ordinals, which only the leader
+/// knows.
 pub(crate) struct PendingWrite {
-    /// Every operation's key, value and ordinal value, back to back: one
-    /// allocation per append instead of three per operation.
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) operations: Vec<PendingOperation>,
-    /// The op-id index value, the same for every operation of one stream.
-    pub(crate) op_id_value: Vec<u8>,
-    pub(crate) head_key: Vec<u8>,
-    pub(crate) head_value: Vec<u8>,
+    pub(crate) records: Vec<u8>,
+    pub(crate) count: u32,
+    /// One per operation, in order.
+    pub(crate) ordinals: Vec<OrdinalSlots>,
 }
 
 enum Status {
@@ -69,7 +67,9 @@ struct Queue {
     /// Callers the last group released (synced stores only, see
     /// [`CommitGroup::gather`]).
     released: usize,
-    /// A leader is waiting for the queue to reach `released`.
+    /// How many callers the gathering leader waits for.
+    target: usize,
+    /// A leader is waiting for the queue to reach `target`.
     gathering: bool,
 }
 
@@ -94,12 +94,6 @@ pub(crate) struct CommitGroup {
     write_nanos: AtomicU64,
 }
 
-/// A `WriteBatch`'s own header (sequence number and count).
-const BATCH_HEADER: usize = 12;
-/// Most bytes a `WriteBatch` adds to one put: tag, column family and two
-/// lengths, as varints.
-const BATCH_ENTRY: usize = 1 + 5 + 5 + 5;
-
 /// Longest a leader waits to gather callers, whatever the fsync costs.
 const MAX_GATHER: Duration = Duration::from_millis(2);
 
@@ -113,6 +107,7 @@ impl CommitGroup {
                 leader_active: false,
                 next_ordinal,
                 released: 0,
+                target: 0,
                 gathering: false,
             }),
             gathered: Condvar::new(),
@@ -125,26 +120,34 @@ impl CommitGroup {
         }
     }
 
-    /// Synced stores: before writing, a new leader waits until as many
-    /// callers are queued as the last group released, for at most about
-    /// one write's duration.
+    /// Synced stores: before writing, a new leader waits for the callers
+    /// the last group released to queue again, for at most about one
+    /// write's duration.
     ///
     /// Why: a caller that writes again right after its acknowledgement
     /// arrives just after the next group has started its fsync. Without
     /// waiting, closed-loop writers split into two groups that alternate
     /// (one fsyncing while the other queues), so each fsync carries only
-    /// half of them. Waiting for the released callers to come back lets one
-    /// fsync carry all of them. The wait is bounded by the fsync's own cost
-    /// and adapts: a group that gathered fewer callers sets a lower target
-    /// for the next. A lone writer never waits (it is the whole target).
-    fn gather<'a>(&self, mut queue: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
-        if !self.sync || queue.waiting.len() >= queue.released {
+    /// half of them. The target is the released callers plus, for a leader
+    /// promoted from the queue, the callers queued with it (they wrote
+    /// during the last fsync and are not among the released): two
+    /// alternating groups thus merge into one at the next write. The wait
+    /// is bounded by the fsync's own cost and adapts: a group that gathered
+    /// fewer callers sets a lower target for the next. A lone writer never
+    /// waits (it is the whole target).
+    fn gather<'a>(
+        &self,
+        mut queue: MutexGuard<'a, Queue>,
+        promoted: bool,
+    ) -> MutexGuard<'a, Queue> {
+        queue.target = queue.released + if promoted { queue.waiting.len() } else { 0 };
+        if !self.sync || queue.waiting.len() >= queue.target {
             return queue;
         }
         let budget = Duration::from_nanos(self.write_nanos.load(Ordering::Relaxed)).min(MAX_GATHER);
         let deadline = Instant::now() + budget;
         queue.gathering = true;
-        while queue.waiting.len() < queue.released {
+        while queue.waiting.len() < queue.target {
             if self.gathered.wait_until(&mut queue, deadline).timed_out() {
                 break;
             }
@@ -175,10 +178,11 @@ impl CommitGroup {
         let ticket = Arc::new(Ticket {
             status: Mutex::new(Status::Waiting),
         });
+        let mut promoted = false;
         let mut queue = self.queue.lock();
         queue.waiting.push_back((Arc::clone(&ticket), write));
         if queue.leader_active {
-            if queue.gathering && queue.waiting.len() >= queue.released {
+            if queue.gathering && queue.waiting.len() >= queue.target {
                 self.gathered.notify_one();
             }
             drop(queue);
@@ -189,7 +193,10 @@ impl CommitGroup {
                     Status::Waiting => {
                         signal = self.signal.wait(signal).unwrap_or_else(|e| e.into_inner())
                     }
-                    Status::Lead => break,
+                    Status::Lead => {
+                        promoted = true;
+                        break;
+                    }
                     Status::Done(result) => return result.map_err(Error::from),
                 }
             }
@@ -197,11 +204,11 @@ impl CommitGroup {
             queue = self.queue.lock();
         }
         queue.leader_active = true;
-        let mut queue = self.gather(queue);
+        let mut queue = self.gather(queue, promoted);
         let group: Vec<_> = queue.waiting.drain(..).collect();
         queue.released = group.len();
         let first = queue.next_ordinal;
-        let count: u64 = group.iter().map(|(_, w)| w.operations.len() as u64).sum();
+        let count: u64 = group.iter().map(|(_, w)| w.ordinals.len() as u64).sum();
         queue.next_ordinal = Ordinal(first.get() + count);
         drop(queue);
 
@@ -242,42 +249,31 @@ impl CommitGroup {
         let written = if self.is_poisoned() {
             Err(Failure::Poisoned)
         } else {
-            // Sized up front: growing a batch by doubling copies it over
-            // and over, and churns the caches the memtable insert needs.
-            let capacity = group
-                .iter()
-                .map(|(_, w)| {
-                    w.bytes.len()
-                        + w.operations.len() * (8 + 32 + w.op_id_value.len() + 3 * BATCH_ENTRY)
-                        + w.head_key.len()
-                        + w.head_value.len()
-                        + BATCH_ENTRY
-                })
-                .sum::<usize>()
-                + BATCH_HEADER;
-            let mut batch = WriteBatch::with_capacity_bytes(capacity);
+            // The first write's buffer becomes the batch: committed alone,
+            // an append's records are never copied before RocksDB's own copy.
+            let more = group.iter().skip(1).map(|(_, w)| w.records.len()).sum();
+            let mut batch: Option<BatchBuilder> = None;
             let mut ordinal = first;
-            let cfs = cf_handles(db);
             for (_, write) in &mut group {
                 firsts.push(ordinal);
-                let bytes = &mut write.bytes;
-                for op in &write.operations {
-                    codec::set_operation_ordinal(&mut bytes[op.value.clone()], ordinal);
-                    batch.put_cf(
-                        cfs.operations,
-                        &bytes[op.key.clone()],
-                        &bytes[op.value.clone()],
-                    );
-                    batch.put_cf(
-                        cfs.ordinals,
-                        keys::ordinal_key(ordinal),
-                        &bytes[op.ordinal_value.clone()],
-                    );
-                    batch.put_cf(cfs.op_ids, op.op_id_key, &write.op_id_value);
+                let shift = match &mut batch {
+                    None => {
+                        let records = std::mem::take(&mut write.records);
+                        batch = Some(BatchBuilder::start(records, write.count, more));
+                        0
+                    }
+                    Some(batch) => batch.append(&write.records, write.count),
+                };
+                let bytes = batch.as_mut().expect("started above").bytes_mut();
+                for slots in &write.ordinals {
+                    let value = shift + slots.value.start..shift + slots.value.end;
+                    codec::set_operation_ordinal(&mut bytes[value], ordinal);
+                    let key = shift + slots.key;
+                    bytes[key..key + 8].copy_from_slice(&keys::ordinal_key(ordinal));
                     ordinal = ordinal.next();
                 }
-                batch.put_cf(cfs.heads, &write.head_key, &write.head_value);
             }
+            let batch = batch.map_or_else(rocksdb::WriteBatch::default, BatchBuilder::finish);
             let started = Instant::now();
             let written = db
                 .write_opt(batch, &self.write_options)

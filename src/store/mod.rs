@@ -10,6 +10,7 @@
 //! - `query`: range-scan reads.
 
 mod apply;
+mod batch;
 mod chain;
 mod commit;
 mod heads;
@@ -93,6 +94,8 @@ struct Inner {
     heads: heads::HeadTable,
     commit: commit::CommitGroup,
     durability: Durability,
+    /// Column family ids inside write batches.
+    families: batch::FamilyIds,
 }
 
 /// The append-only, hash-chained operation log. Cheap to clone; every clone
@@ -153,6 +156,7 @@ impl OperationStore {
         let db = DB::open_cf_descriptors(&db_opts, &path, descriptors)?;
         check_format(&db)?;
         let next_ordinal = last_ordinal(&db)?.next();
+        let families = batch::FamilyIds::learn(&db)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
@@ -163,6 +167,7 @@ impl OperationStore {
                     options.durability == Durability::Synced,
                 ),
                 durability: options.durability,
+                families,
             }),
         })
     }
