@@ -232,7 +232,7 @@ pub(crate) struct OrdinalValue<'a> {
 pub(crate) fn encode_ordinal_into(out: &mut Vec<u8>, value: &OrdinalValue<'_>) -> Range<usize> {
     let start = out.len();
     out.push(V1);
-    encode_body(out, value);
+    content::write_ordinal(out, value);
     start..out.len()
 }
 

@@ -1,5 +1,6 @@
-//! The operation content, written by hand in exactly the bytes bincode 2
-//! (standard configuration, through serde) gives [`ContentRef`].
+//! The operation content and the ordinal value, written by hand in exactly
+//! the bytes bincode 2 (standard configuration, through serde) gives
+//! [`ContentRef`] and [`OrdinalValue`].
 //!
 //! Why by hand: the content is encoded on every append, and going through
 //! serde's field-by-field calls cost more than the rest of the encoding.
@@ -7,11 +8,11 @@
 //! definition; the tests below hold the two to the same bytes for arbitrary
 //! operations.
 
-use super::ContentRef;
+use super::{ContentRef, OrdinalValue};
 
 /// bincode's variable-length integer: one byte below 251, else a marker
 /// and the value little-endian in 2, 4 or 8 bytes.
-fn varint(out: &mut Vec<u8>, value: u64) {
+pub(super) fn varint(out: &mut Vec<u8>, value: u64) {
     if value < 251 {
         out.push(value as u8);
     } else if let Ok(v) = u16::try_from(value) {
@@ -27,7 +28,7 @@ fn varint(out: &mut Vec<u8>, value: u64) {
 }
 
 /// Strings and byte strings: length, then the bytes.
-fn bytes(out: &mut Vec<u8>, value: &[u8]) {
+pub(super) fn bytes(out: &mut Vec<u8>, value: &[u8]) {
     varint(out, value.len() as u64);
     out.extend_from_slice(value);
 }
@@ -58,6 +59,11 @@ pub(super) fn write(out: &mut Vec<u8>, content: &ContentRef<'_>) {
             bytes(out, error.as_bytes());
         }
     }
+}
+
+pub(super) fn write_ordinal(out: &mut Vec<u8>, value: &OrdinalValue<'_>) {
+    bytes(out, value.document_type.as_bytes());
+    bytes(out, value.op_key);
 }
 
 #[cfg(test)]
@@ -106,6 +112,19 @@ mod tests {
             write(&mut ours, &content);
             let mut theirs = Vec::new();
             super::super::encode_body(&mut theirs, &content);
+            prop_assert_eq!(ours, theirs);
+        }
+
+        #[test]
+        fn writes_ordinal_values_as_bincode_does(
+            document_type in text(),
+            op_key in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let value = OrdinalValue { document_type: &document_type, op_key: &op_key };
+            let mut ours = Vec::new();
+            write_ordinal(&mut ours, &value);
+            let mut theirs = Vec::new();
+            super::super::encode_body(&mut theirs, &value);
             prop_assert_eq!(ours, theirs);
         }
     }

@@ -80,7 +80,12 @@ pub(crate) fn validate(
     revision: Revision,
     operations: &[NewOperation],
 ) -> Result<()> {
-    let mut seen = HashSet::with_capacity(operations.len());
+    // A single operation cannot repeat an action id: no set to build.
+    let mut seen = HashSet::with_capacity(if operations.len() > 1 {
+        operations.len()
+    } else {
+        0
+    });
     for (position, op) in operations.iter().enumerate() {
         let invalid = |reason| Error::InvalidOperation { position, reason };
         let expected = revision.get() + position as u64;
@@ -102,7 +107,7 @@ pub(crate) fn validate(
                 skip: op.skip,
             }));
         }
-        if !seen.insert(&op.action.id) {
+        if operations.len() > 1 && !seen.insert(&op.action.id) {
             return Err(invalid(InvalidOperationReason::DuplicateActionInTxn));
         }
     }
