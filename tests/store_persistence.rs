@@ -77,6 +77,21 @@ fn options_are_validated_at_open() {
         ),
         "{err:?}"
     );
+    let options = StoreOptions {
+        memtable_budget_bytes: 1 << 10,
+        ..StoreOptions::default()
+    };
+    let err = OperationStore::open(dir.path(), options).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidOptions {
+                option: "memtable_budget_bytes",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -256,15 +256,20 @@ impl CommitGroup {
             let mut ordinal = first;
             for (_, write) in &mut group {
                 firsts.push(ordinal);
-                let shift = match &mut batch {
+                let (batch, shift) = match &mut batch {
+                    Some(batch) => {
+                        let shift = batch.append(&write.records, write.count);
+                        (batch, shift)
+                    }
                     None => {
                         let records = std::mem::take(&mut write.records);
-                        batch = Some(BatchBuilder::start(records, write.count, more));
-                        0
+                        (
+                            batch.insert(BatchBuilder::start(records, write.count, more)),
+                            0,
+                        )
                     }
-                    Some(batch) => batch.append(&write.records, write.count),
                 };
-                let bytes = batch.as_mut().expect("started above").bytes_mut();
+                let bytes = batch.bytes_mut();
                 for slots in &write.ordinals {
                     let value = shift + slots.value.start..shift + slots.value.end;
                     codec::set_operation_ordinal(&mut bytes[value], ordinal);

@@ -54,6 +54,11 @@ pub struct StoreOptions {
     pub durability: Durability,
     /// Shared RocksDB block cache, in bytes. Default 64 MiB; at least 1 MiB.
     pub block_cache_bytes: usize,
+    /// Memory all column families' memtables may take together, in bytes;
+    /// past it RocksDB flushes. Default 128 MiB; at least 1 MiB. (Without a
+    /// budget each family may hold two 64 MiB memtables, and a write-heavy
+    /// process grows to hundreds of MiB.)
+    pub memtable_budget_bytes: usize,
     /// Create the database when the directory holds none. Default `true`.
     pub create_if_missing: bool,
 }
@@ -63,6 +68,7 @@ impl Default for StoreOptions {
         Self {
             durability: Durability::Synced,
             block_cache_bytes: 64 << 20,
+            memtable_budget_bytes: 128 << 20,
             create_if_missing: true,
         }
     }
@@ -81,6 +87,12 @@ impl StoreOptions {
         if self.block_cache_bytes < (1 << 20) {
             return Err(Error::InvalidOptions {
                 option: "block_cache_bytes",
+                reason: "must be at least 1 MiB",
+            });
+        }
+        if self.memtable_budget_bytes < (1 << 20) {
+            return Err(Error::InvalidOptions {
+                option: "memtable_budget_bytes",
                 reason: "must be at least 1 MiB",
             });
         }
@@ -129,6 +141,7 @@ fn db_options(options: &StoreOptions, cache: &Cache) -> Options {
     db.increase_parallelism(2);
     db.set_compression_type(rocksdb::DBCompressionType::Lz4);
     db.set_block_based_table_factory(&table_options(cache));
+    db.set_db_write_buffer_size(options.memtable_budget_bytes);
     db
 }
 
@@ -245,5 +258,76 @@ fn last_ordinal(db: &DB) -> Result<Ordinal> {
             })
         }
         None => Ok(Ordinal(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        Action, ActionId, ActionType, Branch, Digest, DocumentId, DocumentType, NewOperation, Scope,
+    };
+
+    /// Memory of every memtable, mutable and immutable, of every family.
+    fn memtable_bytes(store: &OperationStore) -> u64 {
+        keys::ALL_CFS
+            .iter()
+            .map(|name| {
+                let cf = store.db().cf_handle(name).expect("family");
+                store
+                    .db()
+                    .property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables")
+                    .expect("property")
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    #[test]
+    fn memtables_stay_within_their_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let budget = 1 << 20;
+        let store = OperationStore::open(
+            dir.path(),
+            StoreOptions {
+                memtable_budget_bytes: budget,
+                ..StoreOptions::with_durability(Durability::Buffered)
+            },
+        )
+        .expect("open");
+        let doc = DocumentId::new("big").expect("valid");
+        let document_type = DocumentType::new("t/x").expect("valid");
+        let mut peak = 0;
+        // 16 MiB of operations: 16 times the budget.
+        for call in 0..64u64 {
+            let ops = (0..64u64).map(|i| {
+                let index = call * 64 + i;
+                let action = Action::new(
+                    ActionId::new(format!("a{index}")).expect("valid"),
+                    ActionType::new("PUT").expect("valid"),
+                    Scope::global(),
+                    index,
+                    vec![index as u8; 4 << 10],
+                );
+                NewOperation::new(index, action, Digest::default())
+            });
+            store
+                .apply(
+                    &doc,
+                    &document_type,
+                    &Scope::global(),
+                    &Branch::main(),
+                    crate::model::Revision(call * 64),
+                    |txn| {
+                        txn.add_operations(ops);
+                    },
+                )
+                .expect("apply");
+            peak = peak.max(memtable_bytes(&store));
+        }
+        // Flushes run in the background: allow what is being flushed and
+        // a memtable's arena block of slack, far below the 16 MiB written.
+        assert!(peak < 6 * budget as u64, "memtables peaked at {peak} bytes");
+        assert_eq!(store.verify_all().expect("verify").first_broken, None);
     }
 }
