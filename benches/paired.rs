@@ -58,26 +58,7 @@ fn apply_vs_raw(per_call: u64, calls_per_round: u64, rounds: usize) {
     let handles = raw.handles();
     let mut batches = RawBatches::new(per_call, (calls_per_round * 50).min(20_000));
 
-    let mut run_ours = |calls: u64| {
-        // Building the operations, and dropping them once `apply` hands
-        // them back stored, is the caller's work: not timed.
-        let prepared: Vec<_> = (0..calls)
-            .map(|_| {
-                let ops = ours.prepare(per_call);
-                ours.next += per_call;
-                ops
-            })
-            .collect();
-        ours.next -= per_call * calls;
-        let mut results = Vec::with_capacity(prepared.len());
-        let start = Instant::now();
-        for ops in prepared {
-            results.push(ours.append_prepared(ops));
-        }
-        let took = start.elapsed();
-        drop(results);
-        took
-    };
+    let mut run_ours = |calls: u64| ours.timed_calls(calls, per_call);
     let mut run_raw = |calls: u64| {
         let start = Instant::now();
         for _ in 0..calls {

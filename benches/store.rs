@@ -34,28 +34,8 @@ fn apply_vs_raw(c: &mut Criterion) {
         )
         .expect("open");
         let mut app = Appender::new(store, &format!("ours{per_call}"));
-        // Building the operations, and dropping them once `apply` hands
-        // them back stored, is the caller's work, not the store's: it
-        // happens outside the timed part.
         group.bench_function(BenchmarkId::new("ours", per_call), |b| {
-            b.iter_custom(|iters| {
-                let calls: Vec<_> = (0..iters)
-                    .map(|_| {
-                        let ops = app.prepare(per_call);
-                        app.next += per_call;
-                        ops
-                    })
-                    .collect();
-                app.next -= per_call * iters;
-                let mut results = Vec::with_capacity(calls.len());
-                let start = Instant::now();
-                for ops in calls {
-                    results.push(app.append_prepared(ops));
-                }
-                let took = start.elapsed();
-                drop(results);
-                took
-            })
+            b.iter_custom(|iters| app.timed_calls(iters, per_call))
         });
 
         let raw = RawDb::new();

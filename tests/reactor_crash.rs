@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 
 use common::docs::stream_ops;
 use common::reactor::*;
@@ -52,19 +51,7 @@ fn reactor_crash_child() {
 #[test]
 fn written_jobs_survive_sigkill_and_the_view_catches_up() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "reactor_crash_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn child");
+    let mut child = common::spawn_child("reactor_crash_child", CHILD_ENV, dir.path());
     let stdout = child.stdout.take().expect("piped");
     let mut acked: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut count = 0;

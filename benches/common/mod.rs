@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each bench uses its own part
 
+use std::time::{Duration, Instant};
+
 use reactordb::{
     Action, ActionId, ActionType, Branch, Digest, DocumentId, DocumentType, Durability,
     NewOperation, OperationStore, OperationWithContext, Revision, Scope, StoreOptions, SyncUnit,
@@ -61,6 +63,28 @@ impl Appender {
     pub fn append(&mut self, n: u64) {
         let ops = self.prepare(n);
         self.append_prepared(ops);
+    }
+
+    /// Times `calls` appends of `per_call` operations each. Building the
+    /// operations, and dropping them once `apply` hands them back stored,
+    /// is the caller's work, not the store's: it happens off the clock.
+    pub fn timed_calls(&mut self, calls: u64, per_call: u64) -> Duration {
+        let prepared: Vec<_> = (0..calls)
+            .map(|_| {
+                let ops = self.prepare(per_call);
+                self.next += per_call;
+                ops
+            })
+            .collect();
+        self.next -= per_call * calls;
+        let mut results = Vec::with_capacity(prepared.len());
+        let start = Instant::now();
+        for ops in prepared {
+            results.push(self.append_prepared(ops));
+        }
+        let took = start.elapsed();
+        drop(results);
+        took
     }
 
     /// Appends operations built by [`prepare`](Self::prepare) and returns

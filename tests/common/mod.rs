@@ -94,3 +94,17 @@ pub fn append_ids(
         .collect();
     append(store, unit, start, ops).expect("append")
 }
+
+/// Starts this test binary again as a child process that runs only the
+/// test `name`, with `env` set to `dir` (the child's signal to do its
+/// work), its stdout piped and its stderr discarded. For crash tests: the
+/// parent reads what the child acknowledged, then kills it.
+pub fn spawn_child(name: &str, env: &str, dir: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(env, dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child")
+}
