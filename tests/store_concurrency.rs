@@ -181,3 +181,53 @@ fn conflicting_writers_on_one_stream_each_get_a_retryable_error() {
     }
     assert_eq!(revision(&store, &u), 1);
 }
+
+/// `Synced` group commit gathers the callers a group released before it
+/// writes; callers that stop writing (here: threads with fewer operations
+/// finish early) must only shorten that wait, never lose or stall a write.
+#[test]
+fn synced_writers_that_come_and_go_lose_nothing() {
+    const THREADS: usize = 16;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = reactordb::OperationStore::open(
+        dir.path(),
+        reactordb::StoreOptions::with_durability(reactordb::Durability::Synced),
+    )
+    .expect("open");
+    let counts: Vec<usize> = (0..THREADS).map(|t| 5 + 3 * t).collect();
+    std::thread::scope(|s| {
+        for (t, &count) in counts.iter().enumerate() {
+            let store = store.clone();
+            s.spawn(move || {
+                let u = unit(&format!("synced-{t}"), "global");
+                for i in 0..count {
+                    // Some callers pause between writes, so groups form
+                    // from callers that are not all waiting at once.
+                    if t % 4 == 0 && i % 5 == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    let stored = append(
+                        &store,
+                        &u,
+                        i as u64,
+                        vec![op(&u, i as u64, &format!("s{i}"), 1)],
+                    )
+                    .expect("append");
+                    assert_eq!(stored[0].operation.index, i as u64);
+                }
+            });
+        }
+    });
+    let total: usize = counts.iter().sum();
+    assert_eq!(store.last_ordinal().get(), total as u64);
+    let feed = store
+        .get_since_ordinal(Ordinal(1), Paging::all())
+        .expect("feed");
+    let ordinals: Vec<u64> = feed.items.iter().map(|o| o.context.ordinal.get()).collect();
+    assert_eq!(ordinals, (1..=total as u64).collect::<Vec<_>>());
+    for (t, &count) in counts.iter().enumerate() {
+        let u = unit(&format!("synced-{t}"), "global");
+        assert_eq!(revision(&store, &u), count as u64, "{t}");
+    }
+    assert!(store.verify_all().expect("verify all").is_clean());
+}
