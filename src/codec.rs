@@ -47,8 +47,10 @@ fn split_version<'a>(bytes: &'a [u8], cf: &'static str, what: &'static str) -> R
     }
 }
 
-/// The hashed part of an operation, borrowed for encoding.
-#[derive(Serialize)]
+/// The hashed part of an operation, borrowed for encoding. Written by
+/// `content::write`; the serde derive exists only for the test that holds
+/// that writer to bincode's bytes.
+#[cfg_attr(test, derive(Serialize))]
 pub(crate) struct ContentRef<'a> {
     id: &'a OperationId,
     index: u64,
@@ -219,8 +221,10 @@ pub(crate) fn decode_head(bytes: &[u8]) -> Result<HeadValue> {
     decode_body(split_version(bytes, CF, "head value")?, CF, "head value")
 }
 
-/// Where the operation at an ordinal lives.
-#[derive(Serialize, Deserialize)]
+/// Where the operation at an ordinal lives. Written by
+/// `content::write_ordinal` (held to bincode by a test), read by bincode.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 pub(crate) struct OrdinalValue<'a> {
     pub(crate) document_type: &'a str,
     #[serde(borrow, with = "serde_bytes")]

@@ -4,25 +4,12 @@
 
 mod common;
 
-use common::docs::{reference_counter, Writer};
-use reactordb::{
-    CounterModel, DocumentId, DocumentView, Durability, EventBus, ModelRegistry, OperationStore,
-    Scope, StoreOptions, ViewFilter, ViewOptions,
-};
-
-fn open_store(dir: &std::path::Path) -> OperationStore {
-    OperationStore::open(dir, StoreOptions::with_durability(Durability::Buffered)).expect("open")
-}
+use common::docs::{global_counter, reference_counter, Writer};
+use common::open;
+use reactordb::{CounterModel, DocumentView, EventBus, ModelRegistry, Scope, ViewOptions};
 
 fn counter(view: &DocumentView, doc: &str) -> i64 {
-    let doc = view
-        .get(
-            &DocumentId::new(doc).expect("valid"),
-            &ViewFilter::default(),
-            None,
-        )
-        .expect("get");
-    CounterModel::value(doc.state(&Scope::global()).expect("global scope")).expect("8 bytes")
+    global_counter(view, doc).1
 }
 
 #[test]
@@ -33,7 +20,7 @@ fn operations_written_while_the_view_was_closed_apply_exactly_once() {
         ..ViewOptions::default()
     };
     {
-        let store = open_store(dir.path());
+        let store = open(dir.path());
         let bus = EventBus::new();
         let view = DocumentView::open(
             store.clone(),
@@ -53,7 +40,7 @@ fn operations_written_while_the_view_was_closed_apply_exactly_once() {
     }
     // The view is closed: these writes reach only the store.
     let last = {
-        let store = open_store(dir.path());
+        let store = open(dir.path());
         let mut w = Writer::new(store.clone(), EventBus::new());
         w.next_action = 1_000;
         for _ in 0..7 {
@@ -61,7 +48,7 @@ fn operations_written_while_the_view_was_closed_apply_exactly_once() {
         }
         store.last_ordinal()
     };
-    let store = open_store(dir.path());
+    let store = open(dir.path());
     let view = DocumentView::open(
         store.clone(),
         &EventBus::new(),
@@ -91,7 +78,7 @@ fn operations_written_while_the_view_was_closed_apply_exactly_once() {
 #[test]
 fn writes_that_bypass_the_bus_still_arrive() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open_store(dir.path());
+    let store = open(dir.path());
     let view = DocumentView::open(
         store.clone(),
         &EventBus::new(),
@@ -110,7 +97,7 @@ fn writes_that_bypass_the_bus_still_arrive() {
 #[test]
 fn a_slow_subscriber_gap_is_filled_from_the_store() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open_store(dir.path());
+    let store = open(dir.path());
     let bus = EventBus::new();
     // A one-event queue: most events are dropped for the view.
     let options = ViewOptions {

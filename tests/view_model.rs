@@ -5,11 +5,10 @@
 
 mod common;
 
-use common::docs::{reference_counter, Writer};
+use common::docs::{open_view, reference_counter, Writer};
 use proptest::prelude::*;
 use reactordb::{
-    CounterModel, DocumentId, DocumentView, Durability, EventBus, ModelRegistry, OperationStore,
-    Scope, StoreOptions, ViewFilter, ViewOptions,
+    CounterModel, DocumentId, DocumentView, OperationStore, Scope, ViewFilter, ViewOptions,
 };
 
 #[derive(Clone, Debug)]
@@ -69,22 +68,7 @@ fn run(steps: &[Step], snapshot_every: u64) {
         snapshot_every,
         ..ViewOptions::default()
     };
-    let open = || {
-        let store = OperationStore::open(
-            dir.path(),
-            StoreOptions::with_durability(Durability::Buffered),
-        )
-        .expect("open");
-        let bus = EventBus::new();
-        let view = DocumentView::open(
-            store.clone(),
-            &bus,
-            ModelRegistry::with_examples(),
-            options.clone(),
-        )
-        .expect("view");
-        (store, bus, view)
-    };
+    let open = || open_view(dir.path(), options.clone());
     let (store, bus, view) = open();
     let mut writer = Writer::new(store.clone(), bus);
     let mut token = None;

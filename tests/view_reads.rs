@@ -5,23 +5,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::docs::Writer;
+use common::docs::{open_view, Writer};
 use reactordb::{
-    ConsistencyToken, CounterModel, DocumentId, DocumentView, Durability, Error, EventBus,
-    ModelRegistry, OperationFilter, OperationStore, Ordinal, Paging, Scope, StoreOptions,
-    SystemAction, TodoAction, TodoModel, TodoState, Typed, ViewFilter, ViewOptions,
+    ConsistencyToken, CounterModel, DocumentId, DocumentView, Error, EventBus, ModelRegistry,
+    OperationFilter, OperationStore, Ordinal, Paging, Scope, SystemAction, TodoAction, TodoModel,
+    TodoState, Typed, ViewFilter, ViewOptions,
 };
 
 fn setup(options: ViewOptions) -> (tempfile::TempDir, OperationStore, DocumentView, Writer) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = OperationStore::open(
-        dir.path(),
-        StoreOptions::with_durability(Durability::Buffered),
-    )
-    .expect("open");
-    let bus = EventBus::new();
-    let view = DocumentView::open(store.clone(), &bus, ModelRegistry::with_examples(), options)
-        .expect("view");
+    let (store, bus, view) = open_view(dir.path(), options);
     let writer = Writer::new(store.clone(), bus);
     (dir, store, view, writer)
 }
@@ -330,11 +323,7 @@ fn the_cache_never_exceeds_its_bounds() {
 #[test]
 fn invalid_view_options_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = OperationStore::open(
-        dir.path(),
-        StoreOptions::with_durability(Durability::Buffered),
-    )
-    .expect("open");
+    let store = common::open(dir.path());
     let bad = ViewOptions {
         snapshot_every: 0,
         ..ViewOptions::default()

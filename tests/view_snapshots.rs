@@ -5,44 +5,23 @@ mod common;
 
 use common::raw_db;
 
-use common::docs::{reference_counter, Writer};
-use reactordb::{
-    CounterModel, DocumentId, DocumentView, Durability, EventBus, ModelRegistry, OperationStore,
-    Scope, StoreOptions, ViewFilter, ViewOptions,
-};
+use common::docs::{global_counter, open_view, reference_counter, Writer};
+use reactordb::{CounterModel, DocumentView, EventBus, OperationStore, Scope, ViewOptions};
 
 fn open_all(dir: &std::path::Path, every: u64) -> (OperationStore, EventBus, DocumentView) {
-    let store = OperationStore::open(dir, StoreOptions::with_durability(Durability::Buffered))
-        .expect("open");
-    let bus = EventBus::new();
-    let options = ViewOptions {
-        snapshot_every: every,
-        ..ViewOptions::default()
-    };
-    let view = DocumentView::open(store.clone(), &bus, ModelRegistry::with_examples(), options)
-        .expect("view");
-    (store, bus, view)
+    open_view(
+        dir,
+        ViewOptions {
+            snapshot_every: every,
+            ..ViewOptions::default()
+        },
+    )
 }
 
 fn snapshot_key(doc: &str, revision: u64) -> Vec<u8> {
     let mut key = format!("{doc}\0main\0global\0").into_bytes();
     key.extend_from_slice(&revision.to_be_bytes());
     key
-}
-
-fn counter(view: &DocumentView, doc: &str) -> (u64, i64) {
-    let doc = view
-        .get(
-            &DocumentId::new(doc).expect("valid"),
-            &ViewFilter::default(),
-            None,
-        )
-        .expect("get");
-    let scope = &doc.scopes[&Scope::global()];
-    (
-        scope.revision.get(),
-        CounterModel::value(&scope.state).expect("8 bytes"),
-    )
 }
 
 #[test]
@@ -79,7 +58,7 @@ fn a_corrupt_snapshot_is_not_served_and_is_replaced() {
     {
         let (store, _bus, view) = open_all(dir.path(), 10);
         assert_eq!(
-            counter(&view, "c"),
+            global_counter(&view, "c"),
             (25, (0..25).sum()),
             "correct despite the bad snapshot"
         );
@@ -111,16 +90,16 @@ fn an_undo_reaching_below_the_latest_snapshot_refolds_from_further_back() {
         token = Some(w.increment("c", &Scope::global(), i));
     }
     view.wait_for(token.expect("written")).expect("applied");
-    assert_eq!(counter(&view, "c"), (25, (1..=25).sum()));
+    assert_eq!(global_counter(&view, "c"), (25, (1..=25).sum()));
     // Index 25 undoes 8 operations: indexes 17..25, below the snapshot at 20.
     let token = w.undo("c", &CounterModel::document_type(), &Scope::global(), 8);
     view.wait_for(token).expect("applied");
     let expected = reference_counter(&store, "c", &Scope::global()).expect("folded");
     assert_eq!(expected, (26, (1..=17).sum()));
-    assert_eq!(counter(&view, "c"), expected, "cached path");
+    assert_eq!(global_counter(&view, "c"), expected, "cached path");
     view.clear_cache();
     assert_eq!(
-        counter(&view, "c"),
+        global_counter(&view, "c"),
         expected,
         "cold path from an older snapshot"
     );
@@ -130,7 +109,7 @@ fn an_undo_reaching_below_the_latest_snapshot_refolds_from_further_back() {
     }
     view.clear_cache();
     assert_eq!(
-        counter(&view, "c"),
+        global_counter(&view, "c"),
         reference_counter(&store, "c", &Scope::global()).expect("folded")
     );
 }

@@ -7,8 +7,7 @@ mod common;
 use common::docs::Writer;
 use reactordb::{
     Action, ActionType, CounterModel, DocumentId, DocumentModel, DocumentType, DocumentView,
-    Durability, EventBus, ModelRegistry, OperationStore, ReduceError, Scope, StoreOptions,
-    SystemAction, ViewFilter, ViewOptions,
+    EventBus, ModelRegistry, ReduceError, Scope, SystemAction, ViewFilter, ViewOptions,
 };
 
 /// Version 2 of the counter: counts in tenths, so upgrading multiplies by 10
@@ -50,11 +49,7 @@ impl DocumentModel for CounterV2 {
 #[test]
 fn upgrade_converts_state_and_switches_reducers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = OperationStore::open(
-        dir.path(),
-        StoreOptions::with_durability(Durability::Buffered),
-    )
-    .expect("open");
+    let store = common::open(dir.path());
     let bus = EventBus::new();
     let mut registry = ModelRegistry::with_examples();
     registry.register(CounterV2);

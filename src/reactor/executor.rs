@@ -126,18 +126,31 @@ impl Executor {
         loop {
             match attempt() {
                 Ok(token) => return Ok(token),
-                Err(error) if error.is_retryable() && history.len() < self.limits.max_retries => {
-                    self.forget_document(document_id);
-                    history.push(Arc::new(error));
-                }
                 Err(error) => {
-                    return Err(Failure {
-                        error: Arc::new(error),
-                        history,
-                    })
+                    if let Err(error) = self.retry(document_id, Arc::new(error), &mut history) {
+                        return Err(Failure { error, history });
+                    }
                 }
             }
         }
+    }
+
+    /// The retry rule, in one place: a retryable error with retries left
+    /// joins the history, the document's cached heads are dropped (they
+    /// may be stale), and the caller tries again (`Ok`). Any other error
+    /// comes back as final.
+    fn retry(
+        &self,
+        document_id: &DocumentId,
+        error: Arc<Error>,
+        history: &mut Vec<Arc<Error>>,
+    ) -> std::result::Result<(), Arc<Error>> {
+        if !error.is_retryable() || history.len() >= self.limits.max_retries {
+            return Err(error);
+        }
+        self.forget_document(document_id);
+        history.push(error);
+        Ok(())
     }
 
     fn forget_document(&self, document_id: &DocumentId) {
@@ -253,20 +266,17 @@ impl Executor {
                         history: history.clone(),
                     }));
                 }
-                Err(RunError::Run(error))
-                    if error.is_retryable() && history.len() < self.limits.max_retries =>
-                {
-                    self.forget_document(document_id);
-                    history.push(Arc::from(error));
-                }
                 Err(RunError::Run(error)) => {
-                    self.forget_document(document_id);
-                    let error: Arc<Error> = Arc::from(error);
-                    for i in live {
-                        outcomes[i] = Some(Err(Failure {
-                            error: Arc::clone(&error),
-                            history: history.clone(),
-                        }));
+                    if let Err(error) = self.retry(document_id, Arc::from(error), &mut history) {
+                        // Earlier segments may be written: the cached
+                        // heads are unknown.
+                        self.forget_document(document_id);
+                        for i in live {
+                            outcomes[i] = Some(Err(Failure {
+                                error: Arc::clone(&error),
+                                history: history.clone(),
+                            }));
+                        }
                     }
                 }
             }

@@ -283,7 +283,10 @@ impl CommitGroup {
             let written = db
                 .write_opt(batch, &self.write_options)
                 .map_err(Failure::Rocks);
-            self.record_write_time(started.elapsed());
+            if self.sync {
+                // Only a synced store gathers, so only it needs the time.
+                self.record_write_time(started.elapsed());
+            }
             written
         };
         if written.is_err() {

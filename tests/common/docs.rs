@@ -5,10 +5,40 @@ use std::collections::BTreeMap;
 
 use reactordb::{
     system_action, Action, ActionId, ActionType, Branch, ConsistencyToken, CounterModel,
-    CreateDocumentInput, Digest, DocumentId, DocumentModel, DocumentType, Event, EventBus,
-    NewOperation, Operation, OperationFilter, OperationStore, Paging, Revision, Scope, SyncUnit,
-    SystemAction, ACTION_NOOP,
+    CreateDocumentInput, Digest, DocumentId, DocumentModel, DocumentType, DocumentView, Event,
+    EventBus, ModelRegistry, NewOperation, Operation, OperationFilter, OperationStore, Paging,
+    Revision, Scope, SyncUnit, SystemAction, ViewFilter, ViewOptions, ACTION_NOOP,
 };
+
+/// A `Buffered` store on `dir`, a bus, and a view over them with the
+/// example models.
+pub fn open_view(
+    dir: &std::path::Path,
+    options: ViewOptions,
+) -> (OperationStore, EventBus, DocumentView) {
+    let store = super::open(dir);
+    let bus = EventBus::new();
+    let view = DocumentView::open(store.clone(), &bus, ModelRegistry::with_examples(), options)
+        .expect("view");
+    (store, bus, view)
+}
+
+/// A counter document's `global` scope as the view serves it: its
+/// revision and value.
+pub fn global_counter(view: &DocumentView, doc: &str) -> (u64, i64) {
+    let doc = view
+        .get(
+            &DocumentId::new(doc).expect("valid"),
+            &ViewFilter::default(),
+            None,
+        )
+        .expect("get");
+    let scope = &doc.scopes[&Scope::global()];
+    (
+        scope.revision.get(),
+        CounterModel::value(&scope.state).expect("8 bytes"),
+    )
+}
 
 /// A writer that appends at each stream's head and emits what it wrote.
 pub struct Writer {
