@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use reactordb::{Durability, OperationStore, StoreOptions};
+use reactordb::{CommitStats, Durability, OperationStore, StoreOptions};
 
 mod common;
 use common::{Appender, RawBatches, RawDb};
@@ -99,6 +99,7 @@ fn apply_vs_raw(per_call: u64, calls_per_round: u64, rounds: usize) {
 /// last threads of a round would write alone and the rate would measure
 /// that tail.
 struct SyncedWriters {
+    store: OperationStore,
     start: Arc<Barrier>,
     end: Arc<Barrier>,
     stop: Arc<AtomicBool>,
@@ -148,6 +149,7 @@ impl SyncedWriters {
             })
             .collect();
         Self {
+            store: store.clone(),
             start,
             end,
             stop,
@@ -156,22 +158,61 @@ impl SyncedWriters {
         }
     }
 
-    /// One round of about `length`; returns operations/s.
-    fn round(&self, length: Duration) -> f64 {
+    /// One round of about `length`; returns operations/s and what the
+    /// group commit did meanwhile.
+    fn round(&self, length: Duration) -> (f64, Round) {
         self.stop.store(false, Ordering::Relaxed);
         self.written.store(0, Ordering::Relaxed);
+        let before = self.store.commit_stats();
         self.start.wait();
         let began = Instant::now();
         std::thread::sleep(length);
         self.stop.store(true, Ordering::Relaxed);
         self.end.wait();
-        self.written.load(Ordering::Relaxed) as f64 / began.elapsed().as_secs_f64()
+        let took = began.elapsed();
+        let round = Round {
+            commits: self.store.commit_stats().since(&before),
+            took,
+        };
+        let rate = self.written.load(Ordering::Relaxed) as f64 / took.as_secs_f64();
+        (rate, round)
     }
 
     fn finish(self) {
         for handle in self.handles {
             handle.join().expect("writer");
         }
+    }
+}
+
+/// The group commit's work over rounds of one side.
+#[derive(Default)]
+struct Round {
+    commits: CommitStats,
+    took: Duration,
+}
+
+impl Round {
+    fn add(&mut self, other: Round) {
+        let (a, b) = (&mut self.commits, &other.commits);
+        a.writes += b.writes;
+        a.appends += b.appends;
+        a.operations += b.operations;
+        a.write_time += b.write_time;
+        self.took += other.took;
+    }
+
+    /// Appends per fsync, µs per fsync'd write, and µs from one write's end
+    /// to the next one's start (waking the callers, their next appends).
+    fn describe(&self) -> String {
+        let writes = self.commits.writes.max(1) as f64;
+        let write_us = self.commits.write_time.as_secs_f64() * 1e6 / writes;
+        let cycle_us = self.took.as_secs_f64() * 1e6 / writes;
+        format!(
+            "{:.1} appends per write, {write_us:.0} µs per write, {:.0} µs between writes",
+            self.commits.appends_per_write(),
+            cycle_us - write_us,
+        )
     }
 }
 
@@ -188,8 +229,9 @@ fn synced_16_vs_1(rounds: usize) {
     many.round(ROUND);
     one.round(ROUND);
     let (mut many_rates, mut one_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut many_work, mut one_work) = (Round::default(), Round::default());
     for round in 0..rounds {
-        let (m, o) = if round % 2 == 0 {
+        let ((m, m_work), (o, o_work)) = if round % 2 == 0 {
             let m = many.round(ROUND);
             (m, one.round(ROUND))
         } else {
@@ -199,6 +241,8 @@ fn synced_16_vs_1(rounds: usize) {
         many_rates.push(m);
         one_rates.push(o);
         ratios.push(m / o);
+        many_work.add(m_work);
+        one_work.add(o_work);
     }
     many.finish();
     one.finish();
@@ -210,6 +254,8 @@ fn synced_16_vs_1(rounds: usize) {
         median_of(&one_rates),
         ROUND.as_millis(),
     );
+    println!("  16 threads: {}", many_work.describe());
+    println!("  1 thread:   {}", one_work.describe());
 }
 
 fn main() {

@@ -116,8 +116,9 @@ pub use reactor::{
     default_workers, BatchJob, JobHandle, JobId, JobStatus, Reactor, ReactorBuilder,
 };
 pub use store::{
-    AtomicTxn, BrokenLink, ChainFault, Cursor, DocumentRevisions, Durability, OperationFilter,
-    OperationLocation, OperationStore, Page, Paging, StoreOptions, StreamInfo, VerifyReport,
+    AtomicTxn, BrokenLink, ChainFault, CommitStats, Cursor, DocumentRevisions, Durability,
+    OperationFilter, OperationLocation, OperationStore, Page, Paging, StoreOptions, StreamInfo,
+    VerifyReport,
 };
 pub use view::{
     verify_snapshots, ConsistencyToken, Document, DocumentView, ScopeState, SnapshotReport,

@@ -230,4 +230,33 @@ fn synced_writers_that_come_and_go_lose_nothing() {
         assert_eq!(revision(&store, &u), count as u64, "{t}");
     }
     assert!(store.verify_all().expect("verify all").is_clean());
+    let stats = store.commit_stats();
+    assert_eq!(stats.appends, total as u64);
+    assert_eq!(stats.operations, total as u64);
+    assert!(
+        stats.writes < stats.appends,
+        "16 synced writers share fsyncs: {stats:?}"
+    );
+}
+
+/// The commit statistics count what was committed: a lone caller's every
+/// append is a write of its own, with all its operations.
+#[test]
+fn a_lone_caller_commits_each_append_in_a_write_of_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let u = unit("alone", "global");
+    let start = store.commit_stats();
+    let mut index = 0;
+    for size in 1..=5u64 {
+        let ops = (index..index + size)
+            .map(|i| op(&u, i, &format!("a{i}"), i))
+            .collect();
+        append(&store, &u, index, ops).expect("append");
+        index += size;
+    }
+    let stats = store.commit_stats().since(&start);
+    assert_eq!((stats.writes, stats.appends, stats.operations), (5, 5, 15));
+    assert_eq!(stats.appends_per_write(), 1.0);
+    assert!(!stats.write_time.is_zero());
 }

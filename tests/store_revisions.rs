@@ -12,6 +12,7 @@ fn wrong_revision_fails_with_both_numbers_and_writes_nothing() {
     let u = unit("doc", "global");
     append_ids(&store, &u, &["a", "b"]);
     let before = store.last_ordinal();
+    let stats = store.commit_stats();
 
     for wrong in [0u64, 1, 3, 10] {
         // Fresh action ids: at a stale revision none of them is stored.
@@ -44,6 +45,11 @@ fn wrong_revision_fails_with_both_numbers_and_writes_nothing() {
     assert_eq!(revision(&store, &u), 2);
     assert_eq!(store.last_ordinal(), before);
     assert!(store.get(&u, 2).expect("get").is_none());
+    assert_eq!(
+        store.commit_stats(),
+        stats,
+        "a refused append commits nothing"
+    );
 }
 
 #[test]
@@ -54,11 +60,13 @@ fn identical_replay_returns_the_stored_operations() {
     let first =
         append(&store, &u, 0, vec![op(&u, 0, "a", 10), op(&u, 1, "b", 11)]).expect("append");
     append_ids(&store, &u, &["c"]);
+    let stats = store.commit_stats();
     let replay =
         append(&store, &u, 0, vec![op(&u, 0, "a", 10), op(&u, 1, "b", 11)]).expect("replay");
     assert_eq!(replay, first, "same operations, hashes and ordinals");
     assert_eq!(revision(&store, &u), 3);
     assert_eq!(store.last_ordinal().get(), 3, "a replay writes nothing");
+    assert_eq!(store.commit_stats(), stats, "a replay commits nothing");
 }
 
 #[test]

@@ -92,6 +92,58 @@ pub(crate) struct CommitGroup {
     /// Recent duration of one group's write, in nanoseconds (a moving
     /// average): how long a leader may wait to gather callers.
     write_nanos: AtomicU64,
+    /// Totals behind [`CommitStats`]; only leaders add to them.
+    totals: Totals,
+}
+
+#[derive(Default)]
+struct Totals {
+    writes: AtomicU64,
+    appends: AtomicU64,
+    operations: AtomicU64,
+    write_nanos: AtomicU64,
+}
+
+/// What a store's group commit has done since the store opened: how many
+/// RocksDB writes (under [`Durability::Synced`](super::Durability), fsyncs)
+/// its appends took. Read with
+/// [`OperationStore::commit_stats`](super::OperationStore::commit_stats);
+/// subtract two readings to measure a stretch of work.
+///
+/// Each counter is exact, but a reading taken while a group commits may
+/// already count its write and not yet its appends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Successful RocksDB writes, each the commit of one group.
+    pub writes: u64,
+    /// Appends they committed: each `apply` that wrote anything is one.
+    pub appends: u64,
+    /// Operations they committed.
+    pub operations: u64,
+    /// Time spent inside those writes (with their fsyncs), in total.
+    pub write_time: Duration,
+}
+
+impl CommitStats {
+    /// Appends per write: 1.0 when no write was shared, up to the number
+    /// of concurrent writers; 0.0 before the first write.
+    pub fn appends_per_write(&self) -> f64 {
+        if self.writes == 0 {
+            0.0
+        } else {
+            self.appends as f64 / self.writes as f64
+        }
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &CommitStats) -> CommitStats {
+        CommitStats {
+            writes: self.writes.saturating_sub(earlier.writes),
+            appends: self.appends.saturating_sub(earlier.appends),
+            operations: self.operations.saturating_sub(earlier.operations),
+            write_time: self.write_time.saturating_sub(earlier.write_time),
+        }
+    }
 }
 
 /// Longest a leader waits to gather callers, whatever the fsync costs.
@@ -117,6 +169,17 @@ impl CommitGroup {
             write_options,
             sync,
             write_nanos: AtomicU64::new(0),
+            totals: Totals::default(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> CommitStats {
+        let totals = &self.totals;
+        CommitStats {
+            writes: totals.writes.load(Ordering::Relaxed),
+            appends: totals.appends.load(Ordering::Relaxed),
+            operations: totals.operations.load(Ordering::Relaxed),
+            write_time: Duration::from_nanos(totals.write_nanos.load(Ordering::Relaxed)),
         }
     }
 
@@ -283,9 +346,14 @@ impl CommitGroup {
             let written = db
                 .write_opt(batch, &self.write_options)
                 .map_err(Failure::Rocks);
+            let took = started.elapsed();
             if self.sync {
-                // Only a synced store gathers, so only it needs the time.
-                self.record_write_time(started.elapsed());
+                // Only a synced store gathers, so only it needs the average.
+                self.record_write_time(took);
+            }
+            if written.is_ok() {
+                let operations = ordinal.get() - first.get();
+                self.totals.count(group.len() as u64, operations, took);
             }
             written
         };
@@ -306,6 +374,16 @@ impl CommitGroup {
             }
         }
         (own_result, followers)
+    }
+}
+
+impl Totals {
+    fn count(&self, appends: u64, operations: u64, took: Duration) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.appends.fetch_add(appends, Ordering::Relaxed);
+        self.operations.fetch_add(operations, Ordering::Relaxed);
+        let nanos = took.as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.write_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 }
 

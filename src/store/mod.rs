@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::Ordinal;
 
+pub use commit::CommitStats;
 pub use query::{
     Cursor, DocumentRevisions, OperationFilter, OperationLocation, Page, Paging, StreamInfo,
 };
@@ -198,6 +199,24 @@ impl OperationStore {
     /// The highest ordinal committed so far (0 for an empty store).
     pub fn last_ordinal(&self) -> Ordinal {
         Ordinal(self.inner.commit.next_ordinal().get() - 1)
+    }
+
+    /// What the group commit has done since the store opened: writes
+    /// (fsyncs under [`Durability::Synced`]), the appends and operations
+    /// they carried and the time they took.
+    ///
+    /// ```
+    /// # use reactordb::{OperationStore, StoreOptions};
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = OperationStore::open(dir.path(), StoreOptions::default())?;
+    /// let before = store.commit_stats();
+    /// // ... appends ...
+    /// let stretch = store.commit_stats().since(&before);
+    /// println!("{:.1} appends per fsync", stretch.appends_per_write());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn commit_stats(&self) -> CommitStats {
+        self.inner.commit.stats()
     }
 
     /// Whether an earlier commit failed: the store then refuses writes with
