@@ -220,7 +220,7 @@ impl CommitGroup {
     }
 
     fn record_write_time(&self, took: Duration) {
-        let took = took.as_nanos().min(u64::MAX as u128) as u64;
+        let took = nanos(took);
         let old = self.write_nanos.load(Ordering::Relaxed);
         let average = if old == 0 { took } else { (old * 7 + took) / 8 };
         self.write_nanos.store(average, Ordering::Relaxed);
@@ -382,9 +382,13 @@ impl Totals {
         self.writes.fetch_add(1, Ordering::Relaxed);
         self.appends.fetch_add(appends, Ordering::Relaxed);
         self.operations.fetch_add(operations, Ordering::Relaxed);
-        let nanos = took.as_nanos().min(u128::from(u64::MAX)) as u64;
-        self.write_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.write_nanos.fetch_add(nanos(took), Ordering::Relaxed);
     }
+}
+
+/// A duration in whole nanoseconds, as the atomics above keep it.
+fn nanos(duration: Duration) -> u64 {
+    duration.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
 /// Why a commit failed.
