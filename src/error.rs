@@ -1,7 +1,7 @@
 //! Every error the crate returns. Errors carry fields, never formatted
 //! strings to match on; conflicts say they are retryable.
 
-use crate::model::{ActionId, DocumentId, DocumentType, OperationId, SyncUnit};
+use crate::model::{ActionId, ActionType, DocumentId, DocumentType, OperationId, SyncUnit};
 
 /// Why a text id or hex id was refused at construction.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -218,7 +218,10 @@ pub enum Error {
         /// The reducer's reason.
         reason: String,
     },
-    /// A load would move more local operations than allowed.
+    /// Kept for compatibility; no longer produced: a load that moves many
+    /// operations re-appends them in chunks of the configured size instead
+    /// of refusing (a replica that refuses what another accepted would
+    /// diverge for good).
     #[error("loading into {unit} would move {moved} operations (limit {limit})")]
     ExcessiveReshuffle {
         /// The stream.
@@ -227,6 +230,32 @@ pub enum Error {
         moved: usize,
         /// The configured limit.
         limit: usize,
+    },
+    /// An undo or redo found nothing to cancel in its stream.
+    #[error("nothing to {kind} in {unit}")]
+    NothingToUndo {
+        /// The stream.
+        unit: SyncUnit,
+        /// `"undo"` or `"redo"`.
+        kind: &'static str,
+    },
+    /// An undo's target is structural (`CREATE_DOCUMENT`, `DELETE_DOCUMENT`,
+    /// `UPGRADE_DOCUMENT`, relationships): those are never undone.
+    #[error("{action_type} in {unit} cannot be undone")]
+    NotUndoable {
+        /// The stream.
+        unit: SyncUnit,
+        /// The target's action type.
+        action_type: ActionType,
+    },
+    /// An operation handed to `load` is malformed or does not belong where
+    /// it claims; nothing of the load was written.
+    #[error("refused operation {action_id}: {reason}")]
+    InvalidLoad {
+        /// The operation's action id.
+        action_id: ActionId,
+        /// Why.
+        reason: String,
     },
     /// The job queue is full. Retryable, after a while.
     #[error("the job queue is full ({capacity} jobs)")]

@@ -92,7 +92,9 @@
 mod bus;
 mod codec;
 mod error;
+mod fold;
 mod keys;
+mod merge;
 mod model;
 mod models;
 mod reactor;
@@ -102,6 +104,10 @@ pub mod workloads;
 
 pub use bus::{Event, EventBus, Subscription};
 pub use error::{Error, IdError, InvalidOperationReason, Result};
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use merge::fuzz_merge;
+pub use merge::{verify_histories, HistoryReport, ACTION_REDO, ACTION_UNDO};
 pub use model::{
     Action, ActionId, ActionType, Branch, Digest, DocumentId, DocumentType, NewOperation,
     Operation, OperationContext, OperationId, OperationWithContext, Ordinal, Revision, Scope,
@@ -113,7 +119,7 @@ pub use models::{
     TypedModel, ACTION_NOOP,
 };
 pub use reactor::{
-    default_workers, BatchJob, JobHandle, JobId, JobStatus, Reactor, ReactorBuilder,
+    default_workers, BatchJob, Clock, JobHandle, JobId, JobStatus, Reactor, ReactorBuilder,
 };
 pub use store::{
     AtomicTxn, BrokenLink, ChainFault, CommitStats, Cursor, DocumentRevisions, Durability,

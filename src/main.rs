@@ -194,6 +194,11 @@ fn verify(db: &Path) -> CliResult {
         println!("BROKEN snapshot: {unit} at revision {revision}");
         return Ok(ExitCode::from(2));
     }
+    let histories = reactordb::verify_histories(&store)?;
+    if let Some(unit) = histories.first_diverged {
+        println!("BROKEN history: {unit} (its raw log is not the merge of its operations)");
+        return Ok(ExitCode::from(2));
+    }
     println!(
         "clean: {} streams, {} operations, {} snapshots",
         chains.streams_checked, chains.operations_checked, snapshots.snapshots_checked

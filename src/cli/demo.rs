@@ -221,15 +221,11 @@ pub(crate) fn run(db: &Path, fresh: bool) -> DemoResult<()> {
     let undo_doc = &counters[0];
     ts += 1;
     let plus_five = action(&reactor, "INCREMENT", Scope::global(), ts, b"5".to_vec())?;
-    written(&reactor.execute(undo_doc.clone(), Branch::main(), vec![plus_five.clone()])?)?;
+    written(&reactor.execute(undo_doc.clone(), Branch::main(), vec![plus_five])?)?;
     let after_plus = counter(&reactor, undo_doc)?;
-    undo(&reactor, undo_doc, ts + 1, after_plus.unwrap_or(0) - 5)?;
+    written(&reactor.undo(undo_doc.clone(), Branch::main(), Scope::global())?)?;
     let after_undo = counter(&reactor, undo_doc)?;
-    let mut redo = plus_five;
-    redo.id = reactor.new_action_id();
-    redo.timestamp_utc_ms = ts + 2;
-    let token = written(&reactor.execute(undo_doc.clone(), Branch::main(), vec![redo])?)?;
-    reactor.view().wait_for(token)?;
+    written(&reactor.redo(undo_doc.clone(), Branch::main(), Scope::global())?)?;
     let after_redo = counter(&reactor, undo_doc)?;
 
     // 4. A deleted document.
@@ -400,35 +396,6 @@ fn counter(reactor: &Reactor, id: &DocumentId) -> DemoResult<Option<i64>> {
         Some(ConsistencyToken(reactor.store().last_ordinal())),
     )?;
     Ok(doc.state(&Scope::global()).and_then(CounterModel::value))
-}
-
-fn undo(reactor: &Reactor, id: &DocumentId, ts: u64, value_after: i64) -> DemoResult<()> {
-    // An undo is a NOOP whose skip cancels the previous operation; it goes
-    // straight to the store at the stream's head.
-    let unit = reactordb::SyncUnit::new(id.clone(), Scope::global(), Branch::main());
-    let head = reactor.store().head(&unit)?.map_or(0, |h| h.revision.get());
-    let a = action(
-        reactor,
-        reactordb::ACTION_NOOP,
-        Scope::global(),
-        ts,
-        Vec::new(),
-    )?;
-    let state_after = reactordb::Digest::of(&value_after.to_le_bytes());
-    let mut op = reactordb::NewOperation::new(head, a, state_after);
-    op.skip = 1;
-    let stored = reactor.store().apply(
-        id,
-        &CounterModel::document_type(),
-        &Scope::global(),
-        &Branch::main(),
-        reactordb::Revision(head),
-        |txn| {
-            txn.add_operation(op);
-        },
-    )?;
-    reactor.bus().emit(reactordb::Event::written(stored));
-    Ok(())
 }
 
 fn feed(

@@ -12,8 +12,12 @@ use crate::model::{
     Action, ActionId, ActionType, Branch, DocumentId, DocumentType, Operation, Scope,
 };
 
-/// Action type of an undo marker: a no-op whose `skip` cancels earlier
-/// operations. Valid in every scope.
+/// Action type of a no-op operation, valid in every scope. Written straight
+/// to the store with a `skip`, it hides the operations its skip covers from
+/// the view's fold (the raw-log encoding). The reactor's merge does not
+/// read a positional skip as an undo: a peer's log has other positions.
+/// Undo through [`Reactor::undo`](crate::Reactor::undo), which names its
+/// target by operation id ([`ACTION_UNDO`](crate::ACTION_UNDO)).
 pub const ACTION_NOOP: &str = "NOOP";
 
 /// Input of `CREATE_DOCUMENT`.

@@ -53,9 +53,12 @@ impl Job {
 
     /// Whether the job may be written together with its neighbours in the
     /// document's queue: an execution that waits for nothing. Loads run on
-    /// their own (a reshuffle re-reads the whole stream).
+    /// their own (a merge re-reads the whole stream), and so do undo and redo,
+    /// which re-order history.
     pub(crate) fn joins_runs(&self) -> bool {
-        matches!(self, Job::Execute { dependencies, .. } if dependencies.is_empty())
+        matches!(self, Job::Execute { dependencies, actions }
+            if dependencies.is_empty()
+                && !actions.iter().any(|a| crate::merge::is_marker(a.action_type.as_str())))
     }
 
     pub(crate) fn dependencies(&self) -> &[JobId] {

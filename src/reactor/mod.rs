@@ -5,13 +5,13 @@
 //! - `queue`: one FIFO per document, documents in parallel, bounded;
 //! - `jobs`: job ids, lifecycle, the status table;
 //! - `executor`: reduce, append with the revision guard, retry; `load`;
-//! - `reshuffle`: the merge order of remote and local operations.
+//! - `executor/merged`: loads, undo, redo and creation, planned by the
+//!   merge rule (`crate::merge`).
 
 mod executor;
 mod job;
 mod jobs;
 mod queue;
-mod reshuffle;
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 
 use crate::bus::EventBus;
 use crate::error::{Error, Result};
-use crate::model::{Action, ActionId, Branch, DocumentId, OperationWithContext};
+use crate::model::{Action, ActionId, ActionType, Branch, DocumentId, OperationWithContext, Scope};
 use crate::models::{
     system_action, CreateDocumentInput, DocumentModel, ModelRegistry, SystemAction,
 };
@@ -38,7 +38,6 @@ pub use jobs::{JobId, JobStatus};
 use queue::{JobQueue, Taken};
 
 /// Builds a [`Reactor`]; every option has a default.
-#[derive(Debug)]
 pub struct ReactorBuilder {
     path: PathBuf,
     store: StoreOptions,
@@ -49,9 +48,40 @@ pub struct ReactorBuilder {
     block_when_full: bool,
     max_retries: usize,
     max_reshuffle: usize,
+    clock: Clock,
 }
 
+impl std::fmt::Debug for ReactorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReactorBuilder")
+            .field("path", &self.path)
+            .field("store", &self.store)
+            .field("view", &self.view)
+            .field("registry", &self.registry)
+            .field("workers", &self.workers)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("block_when_full", &self.block_when_full)
+            .field("max_retries", &self.max_retries)
+            .field("max_reshuffle", &self.max_reshuffle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The clock that stamps the actions the reactor makes itself (`create`,
+/// `undo`, `redo`, deletions, relationships): milliseconds since the Unix
+/// epoch. Inject one to make a run reproducible. Operations are stamped at
+/// least one past the highest timestamp their stream holds, whatever the
+/// clock says (a hybrid clock), so a clock that lags never re-orders
+/// history.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 impl ReactorBuilder {
+    /// The clock for the reactor's own actions. Default: the wall clock.
+    pub fn clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
     /// Store durability. Default [`Durability::Synced`].
     pub fn durability(mut self, durability: Durability) -> Self {
         self.store.durability = durability;
@@ -111,8 +141,9 @@ impl ReactorBuilder {
         self
     }
 
-    /// Local operations one load may move before it fails with
-    /// [`Error::ExcessiveReshuffle`]. Default 10,000.
+    /// Operations one write of a merge (a load, an undo) appends at most;
+    /// a merge that re-appends more is written in several writes. Default
+    /// 10,000; at least 1.
     pub fn max_reshuffle(mut self, limit: usize) -> Self {
         self.max_reshuffle = limit;
         self
@@ -125,6 +156,12 @@ impl ReactorBuilder {
             return Err(Error::InvalidOptions {
                 option: "workers",
                 reason: "must be between 1 and 1024",
+            });
+        }
+        if self.max_reshuffle == 0 {
+            return Err(Error::InvalidOptions {
+                option: "max_reshuffle",
+                reason: "must be at least 1",
             });
         }
         if self.queue_capacity == 0 {
@@ -155,6 +192,7 @@ impl ReactorBuilder {
             queue: JobQueue::new(self.queue_capacity, self.block_when_full),
             jobs: JobTable::default(),
             next_action: AtomicU64::new(0),
+            clock: self.clock,
         });
         let workers = (0..self.workers)
             .map(|i| {
@@ -181,6 +219,7 @@ struct Inner {
     queue: JobQueue,
     jobs: JobTable,
     next_action: AtomicU64,
+    clock: Clock,
 }
 
 /// One job of a batch; `depends_on` names earlier jobs of the same batch
@@ -272,6 +311,7 @@ impl Reactor {
             block_when_full: false,
             max_retries: 8,
             max_reshuffle: 10_000,
+            clock: Arc::new(now_ms),
         }
     }
 
@@ -316,7 +356,7 @@ impl Reactor {
         }
         let action = system_action(
             self.new_action_id(),
-            now_ms(),
+            (self.inner.clock)(),
             &SystemAction::CreateDocument(input),
         );
         self.execute(document_id, Branch::main(), vec![action])
@@ -343,7 +383,40 @@ impl Reactor {
         branch: Branch,
         action: SystemAction,
     ) -> Result<JobHandle> {
-        let action = system_action(self.new_action_id(), now_ms(), &action);
+        let action = system_action(self.new_action_id(), (self.inner.clock)(), &action);
+        self.execute(document_id, branch, vec![action])
+    }
+
+    /// Undoes the latest effective operation of `scope` that is not itself
+    /// an undo or redo: appends an `UNDO` marker naming it by operation id,
+    /// so the undo means the same on every replica it reaches. Fails with
+    /// [`Error::NothingToUndo`] on an empty history and
+    /// [`Error::NotUndoable`] when that operation is structural.
+    pub fn undo(&self, document_id: DocumentId, branch: Branch, scope: Scope) -> Result<JobHandle> {
+        self.marker(document_id, branch, scope, crate::merge::ACTION_UNDO)
+    }
+
+    /// Cancels the latest effective undo of `scope` (its target comes
+    /// back). Fails with [`Error::NothingToUndo`] when there is none.
+    pub fn redo(&self, document_id: DocumentId, branch: Branch, scope: Scope) -> Result<JobHandle> {
+        self.marker(document_id, branch, scope, crate::merge::ACTION_REDO)
+    }
+
+    fn marker(
+        &self,
+        document_id: DocumentId,
+        branch: Branch,
+        scope: Scope,
+        action_type: &str,
+    ) -> Result<JobHandle> {
+        // The target is resolved when the job runs, in queue order.
+        let action = Action::new(
+            self.new_action_id(),
+            ActionType::new(action_type)?,
+            scope,
+            (self.inner.clock)(),
+            Vec::new(),
+        );
         self.execute(document_id, branch, vec![action])
     }
 
@@ -386,8 +459,11 @@ impl Reactor {
         )
     }
 
-    /// Loads operations from a peer into a document (merged by the
-    /// reshuffle rule; loading the same operations twice changes nothing).
+    /// Loads operations from a peer into a document, merged by the rule in
+    /// DESIGN.md ("Merge"): the effective history becomes that of the set
+    /// of operations held, whatever their order or repetition; loading the
+    /// same operations twice changes nothing. Every operation is checked
+    /// before anything is written ([`Error::InvalidLoad`]).
     pub fn load(
         &self,
         document_id: DocumentId,

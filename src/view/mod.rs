@@ -5,16 +5,14 @@
 //! in the same batch as everything it derives, so after a crash it resumes
 //! exactly where it stopped.
 //!
-//! - `fold`: effective history, snapshots-as-base, reducers;
-//! - `snapshot`: the snapshot format; `cache`: the LRU;
+//! - `crate::fold` (shared with the executor): folding, snapshots as base,
+//!   the snapshot format; `cache`: the LRU;
 //! - `index`: checkpoint, header records, slug/type/relationship indexes;
 //! - `read`: the public reads.
 
 mod cache;
-pub(crate) mod fold;
 mod index;
 mod read;
-mod snapshot;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -33,12 +31,12 @@ use crate::model::{OperationWithContext, Ordinal, Scope};
 use crate::models::ModelRegistry;
 use crate::store::{OperationStore, Paging};
 
+use crate::fold::{self, Folded, Reducer};
 use cache::{CachedDoc, CachedScope, DocCache};
-use fold::{Folded, Reducer};
 use index::HeaderRecord;
 
+pub use crate::fold::{verify_snapshots, SnapshotReport};
 pub use read::{ConsistencyToken, Document, ScopeState, ViewFilter};
-pub use snapshot::{verify_snapshots, SnapshotReport};
 
 /// Options of [`DocumentView::open`].
 #[derive(Clone, Debug)]

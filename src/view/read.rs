@@ -13,9 +13,9 @@ use crate::models::{DocumentHeader, Relationship};
 use crate::store::{Cursor, OperationFilter, Page, Paging};
 
 use super::cache::{CachedDoc, CachedScope};
-use super::fold::{self, Reducer};
 use super::index;
 use super::{DocumentView, ViewInner};
+use crate::fold::{self, Reducer};
 
 /// The highest ordinal a write produced: a read given it waits until the
 /// view has applied that ordinal (read-your-writes).

@@ -3,7 +3,12 @@
 //! the registered model, derives indexes, timestamps and state hashes, and
 //! appends with the expected revision. A `RevisionMismatch` (possible only
 //! when something wrote around the queue) refreshes the head and retries,
-//! bounded. `load` merges remote operations by the reshuffle rule.
+//! bounded. Operations are stamped by the stream's hybrid clock, so a
+//! plain local write sorts after everything its stream holds and is a
+//! plain append. Writes that must re-order history (loads, undo, redo, a
+//! creation arriving after other operations) go through `merged`.
+
+mod merged;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -12,9 +17,9 @@ use std::sync::Arc;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::reshuffle;
 use crate::bus::{Event, EventBus};
 use crate::error::{Error, Result};
+use crate::fold::{self, Reducer};
 use crate::keys;
 use crate::model::{
     Action, Branch, Digest, DocumentId, DocumentType, NewOperation, Operation, OperationId,
@@ -22,7 +27,6 @@ use crate::model::{
 };
 use crate::models::{decode_header, DocumentHeader, ModelRegistry};
 use crate::store::OperationStore;
-use crate::view::fold::{self, Reducer};
 use crate::view::ConsistencyToken;
 
 /// A stream's head as the executor knows it.
@@ -31,6 +35,9 @@ struct Head {
     revision: u64,
     state: Vec<u8>,
     model_version: u32,
+    /// The highest operation timestamp the stream holds: the next local
+    /// operation is stamped past it.
+    latest: u64,
     /// For the `document` scope: the decoded header, once decoded (the
     /// outer `None`: not yet). Decoding JSON per job was a measurable cost.
     header: Option<Option<Arc<DocumentHeader>>>,
@@ -167,10 +174,15 @@ impl Executor {
     }
 
     /// A stream's head: from the cache, or folded from the store.
-    fn head(&self, unit_key: &[u8], reducer: &Reducer<'_>, start_version: u32) -> Result<Head> {
+    fn head(&self, unit: &SyncUnit, reducer: &Reducer<'_>, start_version: u32) -> Result<Head> {
+        let unit_key = &keys::unit_key(unit);
         if let Some(head) = self.heads.lock().get(unit_key) {
             return Ok(head.clone());
         }
+        let latest = self
+            .store
+            .head(unit)?
+            .map_or(0, |info| info.latest_timestamp_utc_ms);
         let folded = fold::fold(
             &self.store,
             unit_key,
@@ -183,6 +195,7 @@ impl Executor {
             revision: folded.revision,
             state: folded.state,
             model_version: folded.model_version,
+            latest,
             header: None,
         })
     }
@@ -197,7 +210,7 @@ impl Executor {
             document_id,
             branch,
         };
-        let mut head = self.head(&keys::unit_key(&unit), &reducer, 0)?;
+        let mut head = self.head(&unit, &reducer, 0)?;
         let header = head.header();
         Ok((head, header))
     }
@@ -242,6 +255,13 @@ impl Executor {
         branch: &Branch,
         jobs: &[&[Action]],
     ) -> Vec<Outcome> {
+        if let [[action]] = jobs {
+            if self.needs_merge(document_id, branch, action) {
+                return vec![self.with_retries(document_id, || {
+                    self.execute_merged(document_id, branch, action)
+                })];
+            }
+        }
         let mut outcomes: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
         let mut history: Vec<Arc<Error>> = Vec::new();
         loop {
@@ -384,6 +404,10 @@ impl Executor {
                         id: document_id.to_string(),
                     });
                 }
+                None => {
+                    // A creation names a registered model (ModelNotFound).
+                    self.creation_type(action)?;
+                }
                 Some(h) if h.deleted => {
                     return Err(Error::DocumentDeleted {
                         id: document_id.clone(),
@@ -405,7 +429,7 @@ impl Executor {
             let reducer = &reducer;
             if !plan.heads.contains_key(&action.scope) {
                 let unit_key = keys::unit_key(&unit);
-                let head = self.head(&unit_key, reducer, start_version)?;
+                let head = self.head(&unit, reducer, start_version)?;
                 plan.heads
                     .insert(action.scope.clone(), PlannedHead { unit_key, head });
             }
@@ -414,8 +438,21 @@ impl Executor {
                 .get_mut(&action.scope)
                 .expect("inserted above")
                 .head;
+            if crate::merge::is_marker(action.action_type.as_str())
+                || (header.is_none() && planned.revision > 0)
+            {
+                // Undo and redo, and a creation behind operations that
+                // arrived before it, re-order history: they take the merge
+                // path, as a job of their own (`Reactor::undo`, `redo`,
+                // `create`).
+                return Err(Error::InvalidAction {
+                    action_id: action.id.clone(),
+                    reason: format!("{} must be a job of its own", action.action_type),
+                });
+            }
             let mut operation =
                 NewOperation::new(planned.revision, action.clone(), Digest::default());
+            operation.timestamp_utc_ms = stamp(planned.revision, planned.latest, action);
             let probe = Operation {
                 id: op_id,
                 index: operation.index,
@@ -426,6 +463,7 @@ impl Executor {
                 action: action.clone(),
                 error: None,
             };
+            planned.latest = planned.latest.max(operation.timestamp_utc_ms);
             let next = reducer
                 .try_apply(&mut planned.model_version, &planned.state, &probe)?
                 .map_err(|e| Error::InvalidAction {
@@ -517,143 +555,15 @@ impl Executor {
         });
         Ok(stored)
     }
+}
 
-    /// Merges operations from a peer into a document.
-    pub(crate) fn load(
-        &self,
-        document_id: &DocumentId,
-        branch: &Branch,
-        operations: &[OperationWithContext],
-    ) -> Outcome {
-        self.with_retries(document_id, || {
-            self.try_load(document_id, branch, operations)
-        })
-    }
-
-    fn try_load(
-        &self,
-        document_id: &DocumentId,
-        branch: &Branch,
-        operations: &[OperationWithContext],
-    ) -> Result<ConsistencyToken> {
-        let mut by_scope: BTreeMap<Scope, Vec<Operation>> = BTreeMap::new();
-        let mut incoming_type = None;
-        for op in operations {
-            if &op.context.document_id != document_id || &op.context.branch != branch {
-                return Err(Error::InvalidAction {
-                    action_id: op.operation.action.id.clone(),
-                    reason: format!(
-                        "operation belongs to {} on {}",
-                        op.context.document_id, op.context.branch
-                    ),
-                });
-            }
-            incoming_type.get_or_insert_with(|| op.context.document_type.clone());
-            by_scope
-                .entry(op.context.scope.clone())
-                .or_default()
-                .push(op.operation.clone());
-        }
-        let mut token = Ordinal(0);
-        // The document scope first: it may create the document.
-        let mut order: Vec<Scope> = by_scope.keys().cloned().collect();
-        order.sort_by_key(|s| *s != Scope::document());
-        for scope in order {
-            let incoming = by_scope.remove(&scope).unwrap_or_default();
-            let (_, header) = self.header(document_id, branch)?;
-            let document_type = match (&header, &incoming_type) {
-                (Some(h), _) => h.document_type.clone(),
-                (None, Some(t)) if scope == Scope::document() => t.clone(),
-                _ => {
-                    return Err(Error::DocumentNotFound {
-                        id: document_id.to_string(),
-                    })
-                }
-            };
-            let last = self.load_scope(
-                document_id,
-                branch,
-                &scope,
-                &document_type,
-                header.as_deref(),
-                incoming,
-            )?;
-            token = token.max(last);
-        }
-        Ok(ConsistencyToken(token))
-    }
-
-    fn load_scope(
-        &self,
-        document_id: &DocumentId,
-        branch: &Branch,
-        scope: &Scope,
-        document_type: &DocumentType,
-        header: Option<&DocumentHeader>,
-        incoming: Vec<Operation>,
-    ) -> Result<Ordinal> {
-        let unit = SyncUnit::new(document_id.clone(), scope.clone(), branch.clone());
-        let unit_key = keys::unit_key(&unit);
-        let raw = self
-            .store
-            .scan_until(&unit_key, 0, None, Ordinal(u64::MAX))?;
-        let head = raw.len() as u64;
-        let known: HashSet<_> = raw.iter().map(|(op, _)| op.action.id.clone()).collect();
-        let effective: Vec<Operation> = fold::effective(&raw).into_iter().cloned().collect();
-        let Some(plan) = reshuffle::plan(head, &effective, &known, incoming) else {
-            return Ok(Ordinal(0)); // nothing new: loading twice changes nothing
-        };
-        if plan.moved > self.limits.max_reshuffle {
-            return Err(Error::ExcessiveReshuffle {
-                unit,
-                moved: plan.moved,
-                limit: self.limits.max_reshuffle,
-            });
-        }
-        let (reducer, start_version) = self.reducer_for(document_id, branch, scope, header)?;
-        let reducer = &reducer;
-        // The effective history before the earliest moved operation is the
-        // base every merged operation is reduced on.
-        let base = fold::fold(
-            &self.store,
-            &unit_key,
-            reducer,
-            start_version,
-            Ordinal(u64::MAX),
-            Some(plan.base),
-        )?;
-        let mut state = base.state;
-        let mut version = base.model_version;
-        let mut ops = Vec::with_capacity(plan.ops.len());
-        for (i, op) in plan.ops.into_iter().enumerate() {
-            let error = match reducer.try_apply(&mut version, &state, &op)? {
-                Ok(next) => {
-                    state = next;
-                    None
-                }
-                Err(refused) => Some(refused.reason),
-            };
-            ops.push(NewOperation {
-                index: head + i as u64,
-                skip: if i == 0 { plan.skip } else { 0 },
-                timestamp_utc_ms: op.timestamp_utc_ms,
-                state_hash: Digest::of(&state),
-                action: op.action,
-                error,
-            });
-        }
-        let count = ops.len() as u64;
-        let stored = self.append(document_id, document_type, scope, branch, plan.start, ops)?;
-        let last = stored.last().map_or(Ordinal(0), |o| o.context.ordinal);
-        self.heads.lock().put(
-            unit_key,
-            Head {
-                revision: head + count,
-                state,
-                model_version: version,
-                header: None,
-            },
-        );
-        Ok(last)
+/// The timestamp of a local operation: the caller's action timestamp (the
+/// hybrid clock's physical reading), raised past the highest timestamp the
+/// stream holds, so it sorts after everything already there.
+fn stamp(revision: u64, latest: u64, action: &Action) -> u64 {
+    if revision == 0 {
+        action.timestamp_utc_ms
+    } else {
+        action.timestamp_utc_ms.max(latest.saturating_add(1))
     }
 }

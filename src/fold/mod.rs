@@ -1,6 +1,9 @@
 //! Folding a stream's operations into state: from the nearest valid
-//! snapshot, over the effective history (skips applied), up to exactly the
-//! ordinal the view has applied.
+//! snapshot, over the raw log collected by skips, up to exactly the ordinal
+//! asked for. Below both the executor (heads, merges) and the view (reads,
+//! snapshots): one fold for both sides. Owns the snapshot format; the view
+//! decides when snapshots are written. Knows nothing of the merge rule: the
+//! raw log already encodes its result.
 
 use rocksdb::{WriteBatch, DB};
 use serde::Deserialize;
@@ -11,7 +14,10 @@ use crate::model::{Branch, Digest, DocumentId, DocumentType, Operation, Ordinal,
 use crate::models::{reduce_system, ModelRegistry, ReduceError, ACTION_NOOP};
 use crate::store::OperationStore;
 
-use super::snapshot::Snapshot;
+mod snapshot;
+
+use snapshot::Snapshot;
+pub use snapshot::{verify_snapshots, SnapshotReport};
 
 /// Action type that moves a scope's state to a newer model version.
 const ACTION_UPGRADE: &str = "UPGRADE_DOCUMENT";
@@ -89,7 +95,10 @@ impl Reducer<'_> {
         state: &[u8],
         op: &Operation,
     ) -> Result<std::result::Result<Vec<u8>, ReduceError>> {
-        if op.action.action_type.as_str() == ACTION_NOOP {
+        let action_type = op.action.action_type.as_str();
+        if action_type == ACTION_NOOP || crate::merge::is_marker(action_type) {
+            // Markers change no state: what they cancel is already left
+            // out of the history being folded.
             return Ok(Ok(state.to_vec()));
         }
         match self {
@@ -144,24 +153,13 @@ pub(crate) struct Folded {
     pub(crate) bad_snapshots: Vec<u64>,
 }
 
-/// The effective history of a run of operations: going backwards, an
-/// operation at index `i` with skip `s` removes the operations at indexes
-/// `i - s .. i` (the reference's garbage collection of undone and
-/// reshuffled operations).
+/// The effective history of a run of operations: the raw log after skips
+/// (the rule lives in [`merge::collect`](crate::merge)).
 pub(crate) fn effective(ops: &[(Operation, Ordinal)]) -> Vec<&Operation> {
-    let mut out = Vec::with_capacity(ops.len());
-    let mut i = ops.len();
-    while i > 0 {
-        let op = &ops[i - 1].0;
-        out.push(op);
-        let keep_below = op.index - op.skip; // skip <= index, checked by the store
-        i -= 1;
-        while i > 0 && ops[i - 1].0.index >= keep_below {
-            i -= 1;
-        }
-    }
-    out.reverse();
-    out
+    crate::merge::collect(ops.len(), |k| (ops[k].0.index, ops[k].0.skip))
+        .into_iter()
+        .map(|k| &ops[k].0)
+        .collect()
 }
 
 /// The newest snapshot of a stream with revision ≤ `max_revision`.

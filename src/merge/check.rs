@@ -1,0 +1,457 @@
+//! The merge property against an independent, naive model, driven by a
+//! seed (the unit tests) or by raw bytes (the `merge_model` fuzz target).
+//!
+//! Property: a stream's effective history is a function of the set of
+//! operations its replica holds. Each scenario runs 3–5 replicas of one
+//! stream: local writes (plain, structural, creations, renames, upgrades,
+//! deletions, undo, redo; lagging clocks, equal timestamps, an action id
+//! reused with different content), and partial exchanges of raw logs in
+//! random order and groupings, with duplicates. After every step each
+//! replica's collected raw log (what the view folds) must equal the naive
+//! model's history of the set that replica holds; after a final full
+//! exchange every replica must hold the same history. A divergence panics
+//! with the scenario's seed.
+//!
+//! The naive model shares only the definition of an operation's content
+//! digest with the code under test (it is part of the spec: it picks the
+//! winner between two versions of one id); it sorts with its own
+//! comparator and settles cancellation by iterating to a fixpoint instead
+//! of one backward pass.
+
+use std::collections::HashSet;
+
+use super::plan::Plan;
+use super::*;
+use crate::model::{Action, ActionId, ActionType, Branch, Digest, DocumentId, Scope, SyncUnit};
+
+/// Where a scenario's choices come from.
+pub(crate) trait Choices {
+    /// A number below `n` (`n > 0`).
+    fn below(&mut self, n: u64) -> u64;
+    /// True with the given percentage.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    /// Shuffles in place.
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+/// splitmix64: a seeded generator with no dependency.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Choices for Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// Choices read from bytes (a fuzzer's input): one byte each, 0 once the
+/// input is spent.
+pub(crate) struct Bytes<'a>(pub(crate) &'a [u8]);
+
+impl Choices for Bytes<'_> {
+    fn below(&mut self, n: u64) -> u64 {
+        match self.0.split_first() {
+            Some((b, rest)) => {
+                self.0 = rest;
+                u64::from(*b) % n
+            }
+            None => 0,
+        }
+    }
+}
+
+fn unit() -> SyncUnit {
+    SyncUnit::new(
+        DocumentId::new("doc").expect("valid"),
+        Scope::global(),
+        Branch::main(),
+    )
+}
+
+pub(crate) fn op(action_id: &str, action_type: &str, ts: u64, input: &[u8]) -> Operation {
+    let action_id = ActionId::new(action_id).expect("valid");
+    Operation {
+        id: OperationId::derive(&unit(), &action_id),
+        index: 0,
+        skip: 0,
+        timestamp_utc_ms: ts,
+        hash: Digest::default(),
+        state_hash: Digest::default(),
+        action: Action::new(
+            action_id,
+            ActionType::new(action_type).expect("valid"),
+            Scope::global(),
+            ts,
+            input.to_vec(),
+        ),
+        error: None,
+    }
+}
+
+/// Applies a plan to a raw log as the executor does: the hidden operations,
+/// then the effective suffix whose first carries the plan's skip, indexed
+/// from the head.
+pub(crate) fn write(raw: &mut Vec<Operation>, incoming: &[Operation]) -> Option<Plan> {
+    let plan = plan(raw, incoming)?;
+    for op in &plan.hidden {
+        let mut op = op.clone();
+        op.index = raw.len() as u64;
+        op.skip = 0;
+        raw.push(op);
+    }
+    for (i, op) in plan.ops.iter().enumerate() {
+        let mut op = op.clone();
+        op.index = raw.len() as u64;
+        op.skip = if i == 0 { plan.skip } else { 0 };
+        raw.push(op);
+    }
+    Some(plan)
+}
+
+/// The collected raw log, as (action id, content digest).
+pub(crate) fn collected(raw: &[Operation]) -> Vec<(String, [u8; 32])> {
+    collect(raw.len(), |k| (raw[k].index, raw[k].skip))
+        .into_iter()
+        .map(|k| (raw[k].action.id.to_string(), content_digest(&raw[k])))
+        .collect()
+}
+
+// ---- the naive model -------------------------------------------------
+
+const NAIVE_STRUCTURAL: [&str; 6] = [
+    "ADD_RELATIONSHIP",
+    "CREATE_DOCUMENT",
+    "DELETE_DOCUMENT",
+    "REMOVE_RELATIONSHIP",
+    "UPDATE_RELATIONSHIP",
+    "UPGRADE_DOCUMENT",
+];
+
+fn naive_target(op: &Operation) -> Option<[u8; 16]> {
+    let t = op.action.action_type.as_str();
+    if t != "UNDO" && t != "REDO" {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(&op.action.input).ok()?;
+    let hex = value.get("target")?.as_str()?;
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+type NaiveKey = (u8, u64, u8, Vec<u8>, [u8; 32]);
+
+fn naive_key(op: &Operation) -> NaiveKey {
+    let t = op.action.action_type.as_str();
+    (
+        if t == "CREATE_DOCUMENT" { 0 } else { 1 },
+        op.timestamp_utc_ms,
+        if NAIVE_STRUCTURAL.contains(&t) { 0 } else { 1 },
+        op.action.id.as_str().as_bytes().to_vec(),
+        content_digest(op),
+    )
+}
+
+/// The history of a set: winners per id, sorted, cancellation to a
+/// fixpoint (markers point backwards, so Jacobi iteration settles).
+fn naive_history(set: &[Operation]) -> Vec<&Operation> {
+    let mut winners: Vec<&Operation> = Vec::new();
+    for candidate in set {
+        match winners.iter().position(|w| w.id == candidate.id) {
+            None => winners.push(candidate),
+            Some(i) => {
+                if naive_key(candidate) < naive_key(winners[i]) {
+                    winners[i] = candidate;
+                }
+            }
+        }
+    }
+    winners.sort_by_key(|op| naive_key(op));
+    let n = winners.len();
+    let mut live = vec![true; n];
+    loop {
+        let mut next = vec![true; n];
+        for (x, slot) in next.iter_mut().enumerate() {
+            let x_type = winners[x].action.action_type.as_str();
+            for m in x + 1..n {
+                if !live[m] || naive_target(winners[m]) != Some(winners[x].id.0) {
+                    continue;
+                }
+                let ok = match winners[m].action.action_type.as_str() {
+                    "UNDO" => {
+                        x_type != "UNDO" && x_type != "REDO" && !NAIVE_STRUCTURAL.contains(&x_type)
+                    }
+                    "REDO" => x_type == "UNDO",
+                    _ => false,
+                };
+                if ok {
+                    *slot = false;
+                }
+            }
+        }
+        if next == live {
+            break;
+        }
+        live = next;
+    }
+    winners
+        .into_iter()
+        .zip(live)
+        .filter(|(_, l)| *l)
+        .map(|(op, _)| op)
+        .collect()
+}
+
+fn naive_ids(set: &[Operation]) -> Vec<(String, [u8; 32])> {
+    naive_history(set)
+        .into_iter()
+        .map(|op| (op.action.id.to_string(), content_digest(op)))
+        .collect()
+}
+
+/// One line per operation, for a failure's message.
+fn dump(ops: &[Operation]) -> String {
+    ops.iter()
+        .map(|o| {
+            let target = marker_target(o).map(|t| {
+                ops.iter()
+                    .find(|x| x.id == t)
+                    .map_or(t.to_string(), |x| x.action.id.to_string())
+            });
+            format!(
+                "  {}:{} {} {} t={} {:?} {:02x?}",
+                o.index,
+                o.skip,
+                o.action.id,
+                o.action.action_type,
+                o.timestamp_utc_ms,
+                target,
+                &content_digest(o)[..3]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---- scenarios -------------------------------------------------------
+
+struct Replica {
+    raw: Vec<Operation>,
+    /// Every operation version this replica received, as the model keeps it.
+    set: Vec<Operation>,
+    skew: u64,
+}
+
+impl Replica {
+    fn latest(&self) -> u64 {
+        self.raw
+            .iter()
+            .map(|o| o.timestamp_utc_ms)
+            .max()
+            .unwrap_or(0)
+    }
+    fn receive(&mut self, ops: &[Operation]) {
+        for op in ops {
+            if !self.set.iter().any(|held| {
+                held.id == op.id
+                    && held.action == op.action
+                    && held.timestamp_utc_ms == op.timestamp_utc_ms
+            }) {
+                self.set.push(op.clone());
+            }
+        }
+        write(&mut self.raw, ops);
+    }
+}
+
+const TYPES: [&str; 8] = [
+    "SET",
+    "SET",
+    "SET",
+    "ADD_RELATIONSHIP",
+    "REMOVE_RELATIONSHIP",
+    "UPGRADE_DOCUMENT",
+    "SET_NAME",
+    "DELETE_DOCUMENT",
+];
+
+/// Statistics of a run, for the long mode's report.
+#[derive(Default, Debug)]
+pub(crate) struct Stats {
+    pub(crate) scenarios: u64,
+    pub(crate) checks: u64,
+    pub(crate) raw_ops: u64,
+    pub(crate) distinct_ops: u64,
+}
+
+/// Runs one scenario with choices from `rng`; `seed` names it in panics.
+pub(crate) fn scenario(rng: &mut impl Choices, seed: u64, stats: &mut Stats) {
+    let n = 3 + rng.below(3) as usize;
+    let mut replicas: Vec<Replica> = (0..n)
+        .map(|_| Replica {
+            raw: Vec::new(),
+            set: Vec::new(),
+            skew: rng.below(4) * 3,
+        })
+        .collect();
+    let mut time = 10;
+    let mut next_id = 0u64;
+    let mut written: Vec<(String, String)> = Vec::new(); // (action id, type)
+    let steps = 10 + rng.below(40);
+    for _ in 0..steps {
+        // A coarse clock makes equal timestamps across replicas common.
+        time += rng.below(3);
+        let r = rng.below(n as u64) as usize;
+        let choice = rng.below(100);
+        let clock = time.saturating_sub(replicas[r].skew);
+        let ts = clock.max(replicas[r].latest() + 1);
+        if choice < 45 {
+            next_id += 1;
+            let reuse = rng.chance(5) && !written.is_empty();
+            let (action_id, action_type) = if reuse {
+                // One action id, other content: two versions of one op.
+                written[rng.below(written.len() as u64) as usize].clone()
+            } else if !replicas[r]
+                .set
+                .iter()
+                .any(|o| o.action.action_type.as_str() == "CREATE_DOCUMENT")
+                && rng.chance(15)
+            {
+                (format!("c{next_id}"), "CREATE_DOCUMENT".to_owned())
+            } else {
+                let t = TYPES[rng.below(TYPES.len() as u64) as usize];
+                (format!("a{next_id}"), t.to_owned())
+            };
+            let new = op(
+                &action_id,
+                &action_type,
+                ts,
+                format!("{r}:{next_id}").as_bytes(),
+            );
+            written.push((action_id, action_type.clone()));
+            let replica = &mut replicas[r];
+            let plain =
+                action_type != "CREATE_DOCUMENT" && !replica.set.iter().any(|o| o.id == new.id);
+            replica.set.push(new.clone());
+            let head = replica.raw.len();
+            let plan = write(&mut replica.raw, std::slice::from_ref(&new));
+            if plain {
+                // A local write stamped past everything held sorts last:
+                // it is a plain append, no re-append.
+                assert_eq!(
+                    plan.map(|p| (p.skip, p.hidden.len(), p.ops.len())),
+                    Some((0, 0, 1)),
+                    "seed {seed}: a local write re-appended"
+                );
+                assert_eq!(replica.raw.len(), head + 1);
+            }
+        } else if choice < 65 {
+            // Undo (< 57) or redo, resolved from what this replica holds.
+            let undo = choice < 57;
+            let history = naive_history(&replicas[r].set);
+            let target = history.iter().rev().find(|o| {
+                let t = o.action.action_type.as_str();
+                if undo {
+                    t != "UNDO" && t != "REDO"
+                } else {
+                    t == "UNDO"
+                }
+            });
+            let Some(target) = target else { continue };
+            let t = target.action.action_type.as_str();
+            if undo && NAIVE_STRUCTURAL.contains(&t) {
+                continue; // the executor refuses it
+            }
+            next_id += 1;
+            let input = marker_input(&target.id);
+            let marker = op(
+                &format!("m{next_id}"),
+                if undo { ACTION_UNDO } else { ACTION_REDO },
+                ts,
+                &input,
+            );
+            replicas[r].receive(&[marker]);
+        } else {
+            // An exchange: part of one raw log, shuffled, with repeats, in
+            // one to three loads.
+            let q = rng.below(n as u64) as usize;
+            if q == r {
+                continue;
+            }
+            let mut sent: Vec<Operation> = replicas[r]
+                .raw
+                .iter()
+                .filter(|_| rng.chance(70))
+                .cloned()
+                .collect();
+            let repeats: Vec<Operation> = sent.iter().filter(|_| rng.chance(10)).cloned().collect();
+            sent.extend(repeats);
+            rng.shuffle(&mut sent);
+            let loads = 1 + rng.below(3) as usize;
+            let size = sent.len().div_ceil(loads).max(1);
+            for batch in sent.chunks(size) {
+                replicas[q].receive(batch);
+            }
+        }
+        for (i, replica) in replicas.iter().enumerate() {
+            stats.checks += 1;
+            // The log holds the set: for each id received, a version at
+            // least as small as any received (losers need not be kept).
+            assert!(
+                replica.set.iter().all(|o| replica
+                    .raw
+                    .iter()
+                    .any(|h| h.id == o.id && naive_key(h) <= naive_key(o))),
+                "seed {seed}: replica {i}'s raw log lost an operation it received"
+            );
+            assert_eq!(
+                collected(&replica.raw),
+                naive_ids(&replica.set),
+                "seed {seed}: replica {i} diverged from the model\nset:\n{}\nraw:\n{}",
+                dump(&replica.set),
+                dump(&replica.raw)
+            );
+        }
+    }
+    // Everyone sends everything to everyone: equal sets, equal histories.
+    for r in 0..n {
+        for q in 0..n {
+            if r != q {
+                let all = replicas[r].raw.clone();
+                replicas[q].receive(&all);
+            }
+        }
+    }
+    let first = collected(&replicas[0].raw);
+    assert_eq!(first, naive_ids(&replicas[0].set), "seed {seed}");
+    for (i, replica) in replicas.iter().enumerate() {
+        assert_eq!(
+            collected(&replica.raw),
+            first,
+            "seed {seed}: replica {i} differs after a full exchange"
+        );
+        let distinct: HashSet<_> = replica
+            .raw
+            .iter()
+            .map(|o| (o.id, content_digest(o)))
+            .collect();
+        stats.raw_ops += replica.raw.len() as u64;
+        stats.distinct_ops += distinct.len() as u64;
+    }
+    stats.scenarios += 1;
+}

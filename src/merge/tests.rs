@@ -1,0 +1,179 @@
+//! The merge rule's own cases, and the property check (`check`) run over
+//! many seeds and over the fuzz target's seed corpus.
+//!
+//! `REACTORDB_MERGE_SCENARIOS=100000 cargo test --lib merge::tests -- --nocapture`
+//! runs the long mode.
+
+use super::check::{collected, op, scenario, write, Bytes, Rng, Stats};
+use super::*;
+
+fn scenario_count() -> u64 {
+    std::env::var("REACTORDB_MERGE_SCENARIOS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}
+
+#[test]
+fn every_replica_history_is_a_function_of_its_set() {
+    let mut stats = Stats::default();
+    for seed in 0..scenario_count() {
+        scenario(&mut Rng(seed), seed, &mut stats);
+    }
+    assert!(stats.checks > stats.scenarios);
+    println!(
+        "merge model: {} scenarios, {} checks, 0 divergences; raw/distinct operations {:.2}",
+        stats.scenarios,
+        stats.checks,
+        stats.raw_ops as f64 / stats.distinct_ops.max(1) as f64
+    );
+}
+
+#[test]
+fn the_fuzz_seed_corpus_replays_clean() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/merge_model");
+    let mut stats = Stats::default();
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).expect("the seed corpus") {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
+        scenario(&mut Bytes(&bytes), 0, &mut stats);
+        files += 1;
+    }
+    assert!(files > 0, "no seeds in {}", dir.display());
+    assert_eq!(stats.scenarios, files);
+}
+
+// ---- the rule's own cases -------------------------------------------
+
+fn ids(raw: &[Operation]) -> Vec<String> {
+    collected(raw).into_iter().map(|(id, _)| id).collect()
+}
+
+fn raw_log(raw: &[Operation]) -> Vec<String> {
+    raw.iter()
+        .map(|o| format!("{}:{}:{}", o.index, o.skip, o.action.id))
+        .collect()
+}
+
+#[test]
+fn the_reference_example_keeps_the_reference_logs() {
+    let a_ops: Vec<Operation> = [("a1", 1), ("a2", 3), ("a3", 5)]
+        .iter()
+        .map(|(id, ts)| op(id, "SET", *ts, b""))
+        .collect();
+    let b_ops: Vec<Operation> = [("b1", 2), ("b2", 4), ("b3", 6)]
+        .iter()
+        .map(|(id, ts)| op(id, "SET", *ts, b""))
+        .collect();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for o in &a_ops {
+        write(&mut a, std::slice::from_ref(o));
+    }
+    for o in &b_ops {
+        write(&mut b, std::slice::from_ref(o));
+    }
+    let (from_a, from_b) = (a.clone(), b.clone());
+    write(&mut a, &from_b);
+    write(&mut b, &from_a);
+    assert_eq!(
+        raw_log(&a),
+        ["0:0:a1", "1:0:a2", "2:0:a3", "3:2:b1", "4:0:a2", "5:0:b2", "6:0:a3", "7:0:b3"]
+    );
+    assert_eq!(
+        raw_log(&b),
+        [
+            "0:0:b1", "1:0:b2", "2:0:b3", "3:3:a1", "4:0:b1", "5:0:a2", "6:0:b2", "7:0:a3",
+            "8:0:b3"
+        ]
+    );
+    assert_eq!(ids(&a), ["a1", "b1", "a2", "b2", "a3", "b3"]);
+    assert_eq!(ids(&b), ids(&a));
+}
+
+#[test]
+fn an_undo_travels_by_target_and_a_redo_brings_it_back() {
+    let mut a = Vec::new();
+    write(&mut a, &[op("x1", "SET", 1, b"")]);
+    let undo = op("u1", ACTION_UNDO, 2, &marker_input(&a[0].id));
+    write(&mut a, std::slice::from_ref(&undo));
+    assert_eq!(ids(&a), ["u1"]);
+    // A peer that receives both, in either order, agrees.
+    for order in [
+        vec![a[0].clone(), undo.clone()],
+        vec![undo.clone(), a[0].clone()],
+    ] {
+        let mut b = Vec::new();
+        for o in order {
+            write(&mut b, &[o]);
+        }
+        assert_eq!(ids(&b), ["u1"]);
+    }
+    let redo = op("r1", ACTION_REDO, 3, &marker_input(&undo.id));
+    write(&mut a, &[redo]);
+    assert_eq!(ids(&a), ["x1", "r1"]);
+}
+
+#[test]
+fn markers_do_not_cancel_structure_or_later_operations() {
+    let create = op("c", "CREATE_DOCUMENT", 1, b"");
+    let later = op("x", "SET", 9, b"");
+    let mut raw = Vec::new();
+    write(
+        &mut raw,
+        &[
+            create.clone(),
+            op("u1", ACTION_UNDO, 2, &marker_input(&create.id)),
+            op("u2", ACTION_UNDO, 3, &marker_input(&later.id)),
+            later,
+        ],
+    );
+    assert_eq!(ids(&raw), ["c", "u1", "u2", "x"]);
+}
+
+#[test]
+fn two_versions_of_one_action_pick_the_same_winner_everywhere() {
+    let v1 = op("x", "SET", 5, b"one");
+    let v2 = op("x", "SET", 5, b"two");
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    write(&mut a, std::slice::from_ref(&v1));
+    write(&mut a, std::slice::from_ref(&v2));
+    write(&mut b, std::slice::from_ref(&v2));
+    write(&mut b, std::slice::from_ref(&v1));
+    assert_eq!(collected(&a), collected(&b));
+    assert_eq!(collected(&a).len(), 1);
+}
+
+#[test]
+fn a_create_goes_first_whatever_its_timestamp() {
+    let mut raw = Vec::new();
+    write(&mut raw, &[op("x", "SET", 1, b"")]);
+    write(&mut raw, &[op("c", "CREATE_DOCUMENT", 50, b"")]);
+    assert_eq!(ids(&raw), ["c", "x"]);
+    assert_eq!(raw_log(&raw), ["0:0:x", "1:1:c", "2:0:x"]);
+}
+
+#[test]
+fn a_log_whose_history_runs_past_its_set_is_mended() {
+    // Written around the reactor: one action id twice in the collected
+    // history. Its set holds one winner, so the history is shorter than
+    // the log's, and a plan must still hide the rest.
+    let (v1, v2) = (op("x", "SET", 1, b"one"), op("x", "SET", 1, b"two"));
+    let (winner, loser) = if sort_key(&v1) < sort_key(&v2) {
+        (v1, v2)
+    } else {
+        (v2, v1)
+    };
+    let mut raw = vec![winner.clone(), op("a", "SET", 2, b""), loser];
+    for (i, o) in raw.iter_mut().enumerate() {
+        o.index = i as u64;
+    }
+    write(&mut raw, &[]);
+    assert_eq!(
+        collected(&raw),
+        vec![
+            ("x".to_owned(), content_digest(&winner)),
+            ("a".to_owned(), content_digest(&op("a", "SET", 2, b""))),
+        ]
+    );
+    assert_eq!(write(&mut raw, &[]), None, "mended: nothing left to do");
+}

@@ -1,0 +1,444 @@
+//! Writes that may re-order a stream's history: loads from peers, undo,
+//! redo, and a creation. Each plans with the merge rule
+//! ([`crate::merge`]) against the stream's whole raw log, reduces the
+//! suffix it re-appends on the state before it, and only then writes. A
+//! load validates every operation and plans every scope before it writes
+//! anything.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{stamp, Executor, Head};
+use crate::error::{Error, Result};
+use crate::fold;
+use crate::keys;
+use crate::merge::{self, ACTION_UNDO};
+use crate::model::{
+    Action, Branch, Digest, DocumentId, DocumentType, NewOperation, Operation, OperationId,
+    OperationWithContext, Ordinal, Scope, SyncUnit,
+};
+use crate::models::{decode_header, DocumentHeader, SystemAction};
+use crate::view::ConsistencyToken;
+
+const ACTION_CREATE: &str = "CREATE_DOCUMENT";
+
+/// A load's operations, by scope.
+type ByScope = BTreeMap<Scope, Vec<Operation>>;
+
+/// One stream's merge, planned and reduced, not yet written.
+struct Prepared {
+    unit: SyncUnit,
+    unit_key: Vec<u8>,
+    /// The stream's head index: where the first operation goes.
+    start: u64,
+    ops: Vec<NewOperation>,
+    /// The head after the write.
+    head: Head,
+}
+
+impl Executor {
+    /// Whether executing `action` alone may re-order its stream's history,
+    /// so it takes this path: an undo, a redo, or a creation whose stream
+    /// already holds operations (a peer's, which arrived first). Any other
+    /// local operation sorts last and is a plain append.
+    pub(super) fn needs_merge(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+        action: &Action,
+    ) -> bool {
+        let t = action.action_type.as_str();
+        merge::is_marker(t)
+            || (t == ACTION_CREATE
+                && action.scope == Scope::document()
+                && self
+                    .header(document_id, branch)
+                    .map_or(true, |(head, _)| head.revision > 0))
+    }
+
+    /// Every operation of a stream, in index order.
+    fn raw_log(&self, unit_key: &[u8]) -> Result<Vec<Operation>> {
+        Ok(self
+            .store
+            .scan_until(unit_key, 0, None, Ordinal(u64::MAX))?
+            .into_iter()
+            .map(|(op, _)| op)
+            .collect())
+    }
+
+    /// Plans adding `incoming` to the stream `unit` (whose raw log is
+    /// `raw`) and reduces what it appends. `None`: nothing changes.
+    fn prepare(
+        &self,
+        unit: &SyncUnit,
+        header: Option<&DocumentHeader>,
+        incoming: &[Operation],
+        raw: Vec<Operation>,
+    ) -> Result<Option<Prepared>> {
+        let Some(plan) = merge::plan(&raw, incoming) else {
+            return Ok(None);
+        };
+        let unit_key = keys::unit_key(unit);
+        let start = raw.len() as u64;
+        let latest = raw
+            .iter()
+            .chain(incoming)
+            .map(|op| op.timestamp_utc_ms)
+            .max()
+            .unwrap_or(0);
+        let (reducer, start_version) =
+            self.reducer_for(&unit.document_id, &unit.branch, &unit.scope, header)?;
+        let base = fold::fold(
+            &self.store,
+            &unit_key,
+            &reducer,
+            start_version,
+            Ordinal(u64::MAX),
+            Some(plan.keep),
+        )?;
+        let (mut state, mut version) = (base.state, base.model_version);
+        let mut ops = Vec::with_capacity(plan.hidden.len() + plan.ops.len());
+        // Operations the history leaves out are stored first (the set must
+        // stay recoverable from the log) and hidden by the next one's skip.
+        for op in plan.hidden {
+            ops.push(NewOperation {
+                index: start + ops.len() as u64,
+                skip: 0,
+                timestamp_utc_ms: op.timestamp_utc_ms,
+                state_hash: Digest::of(&state),
+                action: op.action,
+                error: None,
+            });
+        }
+        for (i, op) in plan.ops.into_iter().enumerate() {
+            // A refusal is recorded, not fatal: the operation stays in the
+            // history (every replica refuses it at the same place).
+            let error = match reducer.try_apply(&mut version, &state, &op)? {
+                Ok(next) => {
+                    state = next;
+                    None
+                }
+                Err(refused) => Some(refused.reason),
+            };
+            ops.push(NewOperation {
+                index: start + ops.len() as u64,
+                skip: if i == 0 { plan.skip } else { 0 },
+                timestamp_utc_ms: op.timestamp_utc_ms,
+                state_hash: Digest::of(&state),
+                action: op.action,
+                error,
+            });
+        }
+        let revision = start + ops.len() as u64;
+        Ok(Some(Prepared {
+            unit: unit.clone(),
+            unit_key,
+            start,
+            ops,
+            head: Head {
+                revision,
+                state,
+                model_version: version,
+                latest,
+                header: None,
+            },
+        }))
+    }
+
+    /// Writes a prepared merge, in chunks of at most `max_reshuffle`
+    /// operations (a bound on one write, never a refusal: an interrupted
+    /// chunked write is mended by the stream's next plan, which starts
+    /// from the set again). Returns the last ordinal written.
+    fn write_prepared(&self, document_type: &DocumentType, prepared: Prepared) -> Result<Ordinal> {
+        let Prepared {
+            unit,
+            unit_key,
+            mut start,
+            mut ops,
+            head,
+        } = prepared;
+        let chunk = self.limits.max_reshuffle.max(1);
+        let mut last = Ordinal(0);
+        while !ops.is_empty() {
+            let rest = ops.split_off(chunk.min(ops.len()));
+            let count = ops.len() as u64;
+            let stored = self.append(
+                &unit.document_id,
+                document_type,
+                &unit.scope,
+                &unit.branch,
+                start,
+                ops,
+            )?;
+            last = last.max(stored.last().map_or(Ordinal(0), |o| o.context.ordinal));
+            start += count;
+            ops = rest;
+        }
+        self.heads.lock().put(unit_key, head);
+        Ok(last)
+    }
+
+    /// Executes an undo, a redo or a creation (a job of its own).
+    pub(super) fn execute_merged(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+        action: &Action,
+    ) -> Result<ConsistencyToken> {
+        let unit = SyncUnit::new(document_id.clone(), action.scope.clone(), branch.clone());
+        let op_id = OperationId::derive(&unit, &action.id);
+        if let Some(location) = self.store.locate(&op_id)?.first() {
+            // A resubmission: applied once already.
+            let stored = self
+                .store
+                .get_with_ordinal(&keys::unit_key(&location.unit), location.index)?;
+            return Ok(ConsistencyToken(stored.map_or(Ordinal(0), |(_, o)| o)));
+        }
+        let (_, header) = self.header(document_id, branch)?;
+        let action_type = action.action_type.as_str();
+        let document_type = if action_type == ACTION_CREATE {
+            self.creation_type(action)?
+        } else {
+            match &header {
+                None => {
+                    return Err(Error::DocumentNotFound {
+                        id: document_id.to_string(),
+                    })
+                }
+                Some(h) if h.deleted => {
+                    return Err(Error::DocumentDeleted {
+                        id: document_id.clone(),
+                    })
+                }
+                Some(h) => h.document_type.clone(),
+            }
+        };
+        let unit_key = keys::unit_key(&unit);
+        let raw = self.raw_log(&unit_key)?;
+        let action_id = action.id.clone();
+        let mut action = action.clone();
+        if merge::is_marker(action_type) {
+            let target = self.marker_target(&unit, &raw, action_type == ACTION_UNDO)?;
+            action.input = merge::marker_input(&target);
+        }
+        let latest = raw.iter().map(|o| o.timestamp_utc_ms).max().unwrap_or(0);
+        let op = Operation {
+            id: op_id,
+            index: 0,
+            skip: 0,
+            timestamp_utc_ms: stamp(raw.len() as u64, latest, &action),
+            hash: Digest::default(),
+            state_hash: Digest::default(),
+            action,
+            error: None,
+        };
+        let Some(prepared) = self.prepare(&unit, header.as_deref(), &[op], raw)? else {
+            return Ok(ConsistencyToken(Ordinal(0)));
+        };
+        // A local action the reducer refuses fails its job and writes
+        // nothing (a peer's is recorded with its error instead).
+        if let Some(refused) = prepared
+            .ops
+            .iter()
+            .find(|o| o.action.id == action_id)
+            .and_then(|o| o.error.clone())
+        {
+            return Err(Error::InvalidAction {
+                action_id,
+                reason: refused,
+            });
+        }
+        let last = self.write_prepared(&document_type, prepared);
+        if last.is_err() {
+            self.forget_document(document_id);
+        }
+        Ok(ConsistencyToken(last?))
+    }
+
+    /// The document type a `CREATE_DOCUMENT` names, which must be
+    /// registered.
+    pub(super) fn creation_type(&self, action: &Action) -> Result<DocumentType> {
+        let invalid = |reason: String| Error::InvalidAction {
+            action_id: action.id.clone(),
+            reason,
+        };
+        if action.scope != Scope::document() {
+            return Err(invalid(
+                "CREATE_DOCUMENT belongs to the document scope".into(),
+            ));
+        }
+        match SystemAction::decode(action).map_err(|e| invalid(e.reason))? {
+            SystemAction::CreateDocument(input) => {
+                if self
+                    .registry
+                    .get(&input.document_type, input.model_version)
+                    .is_none()
+                {
+                    return Err(Error::ModelNotFound {
+                        document_type: input.document_type,
+                        version: input.model_version,
+                    });
+                }
+                Ok(input.document_type)
+            }
+            _ => Err(invalid("not a CREATE_DOCUMENT input".into())),
+        }
+    }
+
+    /// What an undo (`undo`) or a redo cancels: the latest effective
+    /// operation of the stream that is not a marker, or the latest
+    /// effective undo.
+    fn marker_target(&self, unit: &SyncUnit, raw: &[Operation], undo: bool) -> Result<OperationId> {
+        let history = merge::collect(raw.len(), |k| (raw[k].index, raw[k].skip));
+        let found = history.iter().rev().map(|&k| &raw[k]).find(|op| {
+            let t = op.action.action_type.as_str();
+            if undo {
+                !merge::is_marker(t)
+            } else {
+                t == ACTION_UNDO
+            }
+        });
+        let Some(target) = found else {
+            return Err(Error::NothingToUndo {
+                unit: unit.clone(),
+                kind: if undo { "undo" } else { "redo" },
+            });
+        };
+        if undo && merge::is_structural(target.action.action_type.as_str()) {
+            return Err(Error::NotUndoable {
+                unit: unit.clone(),
+                action_type: target.action.action_type.clone(),
+            });
+        }
+        Ok(target.id)
+    }
+
+    /// Merges operations from a peer into a document: all validated, every
+    /// scope planned, then written.
+    pub(crate) fn load(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+        operations: &[OperationWithContext],
+    ) -> super::Outcome {
+        self.with_retries(document_id, || {
+            let result = self.try_load(document_id, branch, operations);
+            if result.is_err() {
+                self.forget_document(document_id);
+            }
+            result
+        })
+    }
+
+    fn try_load(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+        operations: &[OperationWithContext],
+    ) -> Result<ConsistencyToken> {
+        let (by_scope, incoming_type) = self.validate_load(document_id, branch, operations)?;
+        let (_, mut header) = self.header(document_id, branch)?;
+        let mut prepared = Vec::new();
+        // The document scope first: it may create the document, and its
+        // header says how the other scopes reduce.
+        let document = Scope::document();
+        let mut scopes: Vec<(&Scope, &Vec<Operation>)> = by_scope.iter().collect();
+        scopes.sort_by_key(|(scope, _)| **scope != document);
+        for (scope, incoming) in scopes {
+            let unit = SyncUnit::new(document_id.clone(), scope.clone(), branch.clone());
+            if *scope != document && header.is_none() {
+                return Err(Error::DocumentNotFound {
+                    id: document_id.to_string(),
+                });
+            }
+            let raw = self.raw_log(&keys::unit_key(&unit))?;
+            if let Some(p) = self.prepare(&unit, header.as_deref(), incoming, raw)? {
+                if *scope == document {
+                    header = decode_header(&p.head.state).map(Arc::new);
+                }
+                prepared.push(p);
+            }
+        }
+        let document_type = match (&header, incoming_type) {
+            (Some(h), _) => h.document_type.clone(),
+            (None, Some(t)) => t,
+            (None, None) => return Ok(ConsistencyToken(Ordinal(0))),
+        };
+        let mut last = Ordinal(0);
+        for p in prepared {
+            last = last.max(self.write_prepared(&document_type, p)?);
+        }
+        Ok(ConsistencyToken(last))
+    }
+
+    /// Checks every operation of a load before anything is planned: it
+    /// belongs to this document and branch, its scope agrees with its
+    /// action's, its id derives from its stream and action id, its skip
+    /// stays inside its stream, the document type is one, and a creation
+    /// names a registered model. Groups the operations by scope.
+    fn validate_load(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+        operations: &[OperationWithContext],
+    ) -> Result<(ByScope, Option<DocumentType>)> {
+        let mut by_scope = ByScope::new();
+        let mut incoming_type: Option<DocumentType> = None;
+        for item in operations {
+            let (op, context) = (&item.operation, &item.context);
+            let invalid = |reason: String| Error::InvalidLoad {
+                action_id: op.action.id.clone(),
+                reason,
+            };
+            if &context.document_id != document_id || &context.branch != branch {
+                return Err(invalid(format!(
+                    "it belongs to {} on {}",
+                    context.document_id, context.branch
+                )));
+            }
+            if context.scope != op.action.scope {
+                return Err(invalid(format!(
+                    "it is in scope {} but its action in {}",
+                    context.scope, op.action.scope
+                )));
+            }
+            if op.skip > op.index {
+                return Err(invalid(format!(
+                    "skip {} reaches before the stream (index {})",
+                    op.skip, op.index
+                )));
+            }
+            if op.id != OperationId::derive(&context.unit(), &op.action.id) {
+                return Err(invalid(
+                    "its id does not derive from its stream and action".into(),
+                ));
+            }
+            match &incoming_type {
+                Some(t) if *t != context.document_type => {
+                    return Err(invalid(format!(
+                        "document type {} where the load's is {t}",
+                        context.document_type
+                    )))
+                }
+                _ => incoming_type = Some(context.document_type.clone()),
+            }
+            if op.action.action_type.as_str() == ACTION_CREATE {
+                let created = self.creation_type(&op.action).map_err(|e| match e {
+                    Error::InvalidAction { reason, .. } => invalid(reason),
+                    other => other,
+                })?;
+                if created != context.document_type {
+                    return Err(invalid(format!(
+                        "it creates a {created} in a load of {}",
+                        context.document_type
+                    )));
+                }
+            }
+            by_scope
+                .entry(context.scope.clone())
+                .or_default()
+                .push(op.clone());
+        }
+        Ok((by_scope, incoming_type))
+    }
+}

@@ -1,0 +1,416 @@
+//! The merge through real reactors, one named test per way the earlier
+//! merge diverged (issue "Convergent merge", cases 1–6): each exchange must
+//! leave every replica with the same effective history, state and state
+//! hash, and a bad load must write nothing.
+
+mod common;
+
+use common::docs::{effective, stream_ops};
+use common::reactor::*;
+use reactordb::{
+    Action, ActionId, ActionType, ConsistencyToken, Digest, DocumentModel, DocumentType, Error,
+    OperationWithContext, Ordinal, Paging, Reactor, ReduceError, Scope, SystemAction, ViewFilter,
+};
+
+/// Every operation of a document (all scopes), as a peer would send it.
+fn everything(reactor: &Reactor, doc: &str) -> Vec<OperationWithContext> {
+    reactor
+        .store()
+        .get_since_ordinal(Ordinal(1), Paging::all())
+        .expect("feed")
+        .items
+        .into_iter()
+        .filter(|o| o.context.document_id == id(doc))
+        .collect()
+}
+
+fn load(reactor: &Reactor, doc: &str, ops: Vec<OperationWithContext>) {
+    written(&reactor.load(id(doc), main(), ops).expect("submit"));
+}
+
+fn history(reactor: &Reactor, doc: &str, scope: &Scope) -> Vec<String> {
+    effective(&stream_ops(reactor.store(), doc, scope))
+        .iter()
+        .map(|o| o.action.id.to_string())
+        .collect()
+}
+
+/// (state, state hash) of a scope as the view serves it, fully caught up.
+fn read(reactor: &Reactor, doc: &str, scope: &Scope) -> (Vec<u8>, Digest) {
+    let token = ConsistencyToken(reactor.store().last_ordinal());
+    let d = reactor
+        .view()
+        .get(&id(doc), &ViewFilter::default(), Some(token))
+        .expect("get");
+    let s = &d.scopes[scope];
+    (s.state.clone(), s.state_hash)
+}
+
+fn replicas(n: usize) -> (Vec<tempfile::TempDir>, Vec<Reactor>) {
+    let dirs: Vec<_> = (0..n)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let reactors = dirs.iter().map(|d| open(d.path(), 2)).collect();
+    (dirs, reactors)
+}
+
+/// Creates `doc` (a log document) on the first replica and loads its
+/// creation into the others.
+fn create_everywhere(reactors: &[Reactor], doc: &str) {
+    written(
+        &reactors[0]
+            .create(id(doc), create_input(LogModel::document_type()))
+            .expect("submit"),
+    );
+    for r in &reactors[1..] {
+        load(r, doc, everything(&reactors[0], doc));
+    }
+}
+
+fn append(reactor: &Reactor, doc: &str, aid: &str, ts: u64) {
+    written(
+        &reactor
+            .execute(id(doc), main(), vec![action(aid, "APPEND", aid, ts)])
+            .expect("submit"),
+    );
+}
+
+/// Exchanges everything between every pair, then checks that all agree.
+fn converge(reactors: &[Reactor], doc: &str, scopes: &[Scope]) -> Vec<Vec<String>> {
+    for r in reactors {
+        for q in reactors {
+            if !std::ptr::eq(r, q) {
+                load(q, doc, everything(r, doc));
+            }
+        }
+    }
+    let histories: Vec<Vec<String>> = scopes
+        .iter()
+        .map(|s| history(&reactors[0], doc, s))
+        .collect();
+    for (i, r) in reactors.iter().enumerate() {
+        for (scope, expected) in scopes.iter().zip(&histories) {
+            assert_eq!(&history(r, doc, scope), expected, "replica {i}, {scope}");
+            assert_eq!(
+                read(r, doc, scope),
+                read(&reactors[0], doc, scope),
+                "replica {i}, {scope}"
+            );
+        }
+        assert!(r.store().verify_all().expect("verify").is_clean());
+    }
+    histories
+}
+
+#[test]
+fn case1_an_undo_reaches_the_peer() {
+    let (_dirs, rs) = replicas(2);
+    create_everywhere(&rs, "doc");
+    append(&rs[0], "doc", "x1", 10);
+    written(
+        &rs[0]
+            .undo(id("doc"), main(), Scope::global())
+            .expect("submit"),
+    );
+    let undo_id = history(&rs[0], "doc", &Scope::global())[0].clone();
+    assert_eq!(
+        history(&rs[0], "doc", &Scope::global()),
+        std::slice::from_ref(&undo_id)
+    );
+    load(&rs[1], "doc", everything(&rs[0], "doc"));
+    assert_eq!(history(&rs[1], "doc", &Scope::global()), [undo_id]);
+    assert_eq!(read(&rs[1], "doc", &Scope::global()).0, b"[]");
+    // A redo on the peer brings x1 back on both.
+    written(
+        &rs[1]
+            .redo(id("doc"), main(), Scope::global())
+            .expect("submit"),
+    );
+    let h = converge(&rs, "doc", &[Scope::global()]);
+    assert_eq!(h[0][0], "x1");
+    assert_eq!(read(&rs[0], "doc", &Scope::global()).0, br#"["x1"]"#);
+}
+
+#[test]
+fn case2_a_moved_operation_keeps_what_it_hid() {
+    let (_dirs, rs) = replicas(3);
+    create_everywhere(&rs, "doc");
+    for (aid, ts) in [("a1", 1), ("a2", 3), ("a3", 5)] {
+        append(&rs[0], "doc", aid, ts);
+    }
+    for (aid, ts) in [("b1", 2), ("b2", 4), ("b3", 6)] {
+        append(&rs[1], "doc", aid, ts);
+    }
+    let (from_a, from_b) = (everything(&rs[0], "doc"), everything(&rs[1], "doc"));
+    load(&rs[0], "doc", from_b);
+    load(&rs[1], "doc", from_a);
+    append(&rs[2], "doc", "c1", 2);
+    for r in &rs[..2] {
+        load(r, "doc", everything(&rs[2], "doc"));
+    }
+    let h = converge(&rs, "doc", &[Scope::global()]);
+    assert_eq!(h[0], ["a1", "b1", "c1", "a2", "b2", "a3", "b3"]);
+    let state = read(&rs[0], "doc", &Scope::global()).0;
+    let items: Vec<String> = serde_json::from_slice(&state).expect("json");
+    assert_eq!(items.len(), 7, "no duplicated action: {items:?}");
+}
+
+#[test]
+fn case3_structural_ties_order_the_same_everywhere() {
+    let (_dirs, rs) = replicas(2);
+    create_everywhere(&rs, "doc");
+    let rel = |kind: SystemAction, aid: &str| {
+        reactordb::system_action(ActionId::new(aid).expect("valid"), 50, &kind)
+    };
+    let add = rel(
+        SystemAction::AddRelationship {
+            target: id("other"),
+            relationship_type: "child".into(),
+        },
+        "z-add",
+    );
+    let remove = rel(
+        SystemAction::RemoveRelationship {
+            target: id("other"),
+            relationship_type: "child".into(),
+        },
+        "a-remove",
+    );
+    // Both replicas stamp their operation one past the creation they share
+    // (the actions' 50 is older): a tie between two structural actions,
+    // broken by action id on both.
+    written(&rs[0].execute(id("doc"), main(), vec![add]).expect("submit"));
+    written(
+        &rs[1]
+            .execute(id("doc"), main(), vec![remove])
+            .expect("submit"),
+    );
+    let h = converge(&rs, "doc", &[Scope::document()]);
+    assert_eq!(h[0].len(), 3);
+    let header = |r: &Reactor| {
+        r.view()
+            .get(
+                &id("doc"),
+                &ViewFilter::default(),
+                Some(ConsistencyToken(r.store().last_ordinal())),
+            )
+            .expect("get")
+            .header
+    };
+    assert_eq!(header(&rs[0]), header(&rs[1]));
+}
+
+#[test]
+fn case4_local_order_is_the_order_peers_see() {
+    let (_dirs, rs) = replicas(2);
+    create_everywhere(&rs, "doc");
+    // b1 then a1 at one timestamp: a1 is stamped past b1, so peers that
+    // sort by the operations' own fields keep b1 first too.
+    append(&rs[0], "doc", "b1", 100);
+    append(&rs[0], "doc", "a1", 100);
+    // An action stamped earlier than an operation already held sorts after
+    // it, here and everywhere.
+    append(&rs[1], "doc", "late", 500);
+    load(&rs[0], "doc", everything(&rs[1], "doc"));
+    append(&rs[0], "doc", "early", 1);
+    assert_eq!(
+        history(&rs[0], "doc", &Scope::global()),
+        ["b1", "a1", "late", "early"]
+    );
+    let h = converge(&rs, "doc", &[Scope::global()]);
+    assert_eq!(h[0], ["b1", "a1", "late", "early"]);
+    let ops = stream_ops(rs[0].store(), "doc", &Scope::global());
+    let early = ops
+        .iter()
+        .find(|o| o.action.id.as_str() == "early")
+        .expect("there");
+    assert_eq!(
+        early.action.timestamp_utc_ms, 1,
+        "the action keeps its time"
+    );
+    assert!(
+        early.timestamp_utc_ms > 500,
+        "the operation is stamped past"
+    );
+}
+
+/// Version 2 of the log model: upgrading keeps the list.
+struct LogV2;
+
+impl DocumentModel for LogV2 {
+    fn document_type(&self) -> DocumentType {
+        LogModel::document_type()
+    }
+    fn version(&self) -> u32 {
+        2
+    }
+    fn initial_state(&self, scope: &Scope) -> Vec<u8> {
+        LogModel.initial_state(scope)
+    }
+    fn reduce(&self, scope: &Scope, state: &[u8], action: &Action) -> Result<Vec<u8>, ReduceError> {
+        LogModel.reduce(scope, state, action)
+    }
+    fn upgrade(&self, _from: u32, _scope: &Scope, state: &[u8]) -> Result<Vec<u8>, ReduceError> {
+        Ok(state.to_vec())
+    }
+}
+
+#[test]
+fn case5_an_upgrade_after_edits_stays_in_history_and_header() {
+    let dirs: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let rs: Vec<Reactor> = dirs
+        .iter()
+        .map(|d| {
+            Reactor::builder(d.path())
+                .durability(reactordb::Durability::Buffered)
+                .registry(registry())
+                .register(LogV2)
+                .clock(|| 1_000)
+                .open()
+                .expect("open")
+        })
+        .collect();
+    create_everywhere(&rs, "doc");
+    let system = |r: &Reactor, aid: &str, kind: SystemAction| {
+        let a = reactordb::system_action(ActionId::new(aid).expect("valid"), 0, &kind);
+        written(&r.execute(id("doc"), main(), vec![a]).expect("submit"));
+    };
+    system(
+        &rs[0],
+        "rename-a",
+        SystemAction::SetName { name: "a".into() },
+    );
+    system(
+        &rs[0],
+        "upgrade",
+        SystemAction::UpgradeDocument {
+            from_version: 1,
+            to_version: 2,
+        },
+    );
+    system(
+        &rs[1],
+        "rename-b",
+        SystemAction::SetName { name: "b".into() },
+    );
+    let h = converge(&rs, "doc", &[Scope::document()]);
+    assert!(h[0].contains(&"upgrade".to_owned()), "{h:?}");
+    let header = rs[1]
+        .view()
+        .get(
+            &id("doc"),
+            &ViewFilter::default(),
+            Some(ConsistencyToken(rs[1].store().last_ordinal())),
+        )
+        .expect("get")
+        .header;
+    assert_eq!(header.model_version, 2);
+}
+
+fn refused(reactor: &Reactor, doc: &str, ops: Vec<OperationWithContext>) -> std::sync::Arc<Error> {
+    let before = reactor.store().last_ordinal();
+    let job = reactor.load(id(doc), main(), ops).expect("submit");
+    let error = failure(&job);
+    assert_eq!(reactor.store().last_ordinal(), before, "nothing written");
+    error
+}
+
+#[test]
+fn case6_a_load_validates_everything_before_it_writes() {
+    let (_dirs, rs) = replicas(2);
+    create_everywhere(&rs, "doc");
+    append(&rs[0], "doc", "x1", 10);
+    written(
+        &rs[0]
+            .execute(
+                id("doc"),
+                main(),
+                vec![Action::new(
+                    ActionId::new("l1").expect("valid"),
+                    ActionType::new("APPEND").expect("valid"),
+                    Scope::local(),
+                    11,
+                    b"l1".to_vec(),
+                )],
+            )
+            .expect("submit"),
+    );
+    let good = everything(&rs[0], "doc");
+
+    // A skip past the start of its stream (the old code panicked).
+    let mut bad = good.clone();
+    let last = bad.last_mut().expect("ops");
+    last.operation.skip = last.operation.index + 5;
+    assert!(matches!(
+        *refused(&rs[1], "doc", bad),
+        Error::InvalidLoad { .. }
+    ));
+
+    // The second scope's operation claims another scope than its action:
+    // the first scope is not written either.
+    let mut bad = good.clone();
+    let local = bad
+        .iter_mut()
+        .find(|o| o.context.scope == Scope::local())
+        .expect("local op");
+    local.operation.action.scope = Scope::global();
+    assert!(matches!(
+        *refused(&rs[1], "doc", bad),
+        Error::InvalidLoad { .. }
+    ));
+
+    // A forged id.
+    let mut bad = good.clone();
+    bad[0].operation.id = bad[1].operation.id;
+    assert!(matches!(
+        *refused(&rs[1], "doc", bad),
+        Error::InvalidLoad { .. }
+    ));
+
+    // A creation of an unregistered type, through load and through execute.
+    let unknown = reactordb::system_action(
+        ActionId::new("c-unknown").expect("valid"),
+        1,
+        &SystemAction::CreateDocument(create_input(
+            DocumentType::new("test/unregistered").expect("valid"),
+        )),
+    );
+    let job = rs[1]
+        .execute(id("other"), main(), vec![unknown.clone()])
+        .expect("submit");
+    assert!(matches!(*failure(&job), Error::ModelNotFound { .. }));
+    let mut bad = good.clone();
+    bad.truncate(1);
+    bad[0].operation.action = unknown;
+    bad[0].operation.id =
+        reactordb::OperationId::derive(&bad[0].context.unit(), &bad[0].operation.action.id);
+    assert!(matches!(
+        *refused(&rs[1], "doc", bad),
+        Error::ModelNotFound { .. }
+    ));
+
+    // And the good load lands whole.
+    load(&rs[1], "doc", good);
+    assert_eq!(history(&rs[1], "doc", &Scope::global()), ["x1"]);
+    assert_eq!(history(&rs[1], "doc", &Scope::local()), ["l1"]);
+}
+
+#[test]
+fn structural_operations_are_not_undoable_and_empty_histories_say_so() {
+    let (_dirs, rs) = replicas(1);
+    create_everywhere(&rs, "doc");
+    let job = rs[0]
+        .undo(id("doc"), main(), Scope::global())
+        .expect("submit");
+    assert!(matches!(*failure(&job), Error::NothingToUndo { .. }));
+    let job = rs[0]
+        .undo(id("doc"), main(), Scope::document())
+        .expect("submit");
+    assert!(matches!(*failure(&job), Error::NotUndoable { .. }));
+    let job = rs[0]
+        .redo(id("doc"), main(), Scope::global())
+        .expect("submit");
+    assert!(matches!(*failure(&job), Error::NothingToUndo { .. }));
+}
