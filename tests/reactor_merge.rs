@@ -414,3 +414,83 @@ fn structural_operations_are_not_undoable_and_empty_histories_say_so() {
         .expect("submit");
     assert!(matches!(*failure(&job), Error::NothingToUndo { .. }));
 }
+
+/// Writes one operation of another document type straight into the local
+/// stream of `doc`, so any later write there fails in the store.
+fn poison_local_stream(reactor: &Reactor, doc: &str) {
+    let other = DocumentType::new("test/other").expect("valid");
+    let a = Action::new(
+        ActionId::new("foreign").expect("valid"),
+        ActionType::new("APPEND").expect("valid"),
+        Scope::local(),
+        1,
+        b"x".to_vec(),
+    );
+    reactor
+        .store()
+        .apply(
+            &id(doc),
+            &other,
+            &Scope::local(),
+            &main(),
+            reactordb::Revision(0),
+            |txn| {
+                txn.add_operation(reactordb::NewOperation::new(0, a, Digest::default()));
+            },
+        )
+        .expect("direct write");
+}
+
+#[test]
+fn a_job_over_two_scopes_writes_all_or_nothing() {
+    let (_dirs, rs) = replicas(1);
+    create_everywhere(&rs, "doc");
+    poison_local_stream(&rs[0], "doc");
+    let before = rs[0].store().last_ordinal();
+    let local = Action::new(
+        ActionId::new("l1").expect("valid"),
+        ActionType::new("APPEND").expect("valid"),
+        Scope::local(),
+        5,
+        b"l1".to_vec(),
+    );
+    let job = rs[0]
+        .execute(
+            id("doc"),
+            main(),
+            vec![action("g1", "APPEND", "g1", 5), local],
+        )
+        .expect("submit");
+    assert!(matches!(*failure(&job), Error::DocumentTypeMismatch { .. }));
+    assert_eq!(rs[0].store().last_ordinal(), before, "the global op too");
+    assert!(history(&rs[0], "doc", &Scope::global()).is_empty());
+}
+
+#[test]
+fn a_load_over_two_scopes_writes_all_or_nothing() {
+    let (_dirs, rs) = replicas(2);
+    create_everywhere(&rs, "doc");
+    append(&rs[0], "doc", "g1", 10);
+    written(
+        &rs[0]
+            .execute(
+                id("doc"),
+                main(),
+                vec![Action::new(
+                    ActionId::new("l1").expect("valid"),
+                    ActionType::new("APPEND").expect("valid"),
+                    Scope::local(),
+                    11,
+                    b"l1".to_vec(),
+                )],
+            )
+            .expect("submit"),
+    );
+    poison_local_stream(&rs[1], "doc");
+    let error = refused(&rs[1], "doc", everything(&rs[0], "doc"));
+    assert!(
+        matches!(*error, Error::DocumentTypeMismatch { .. }),
+        "{error:?}"
+    );
+    assert!(history(&rs[1], "doc", &Scope::global()).is_empty());
+}

@@ -11,6 +11,28 @@ use crate::model::{
 };
 
 use super::commit::{OrdinalSlots, PendingWrite};
+
+/// One stream's part of an atomic write to several streams.
+#[derive(Debug)]
+pub(crate) struct StreamAppend {
+    /// The stream.
+    pub(crate) unit: SyncUnit,
+    /// The document type it is written with.
+    pub(crate) document_type: DocumentType,
+    /// The index the part's first operation takes.
+    pub(crate) revision: Revision,
+    /// The operations, indexed from `revision`.
+    pub(crate) operations: Vec<NewOperation>,
+}
+
+/// Where a part's operations sit in the write being built.
+struct Span {
+    unit: SyncUnit,
+    unit_key: Vec<u8>,
+    document_type: DocumentType,
+    revision: Revision,
+    ops: std::ops::Range<usize>,
+}
 use super::heads::{lock_in_order, HeadSlot};
 use super::txn::{self, AtomicTxn};
 use super::{batch, chain, OperationStore};
@@ -50,119 +72,154 @@ impl OperationStore {
         let mut txn = AtomicTxn::new(unit.clone(), revision);
         build(&mut txn);
         let (operations, conditions) = txn.into_parts();
-        self.append(unit, document_type, revision, operations, conditions)
+        self.append_parts(
+            vec![StreamAppend {
+                unit,
+                document_type: document_type.clone(),
+                revision,
+                operations,
+            }],
+            conditions,
+        )
     }
 
-    fn append(
+    /// Appends to several streams in one atomic write: every part is
+    /// written or none is. Parts are appended in order (ordinals follow
+    /// it); one stream may appear in several parts, each continuing where
+    /// the one before left it. Streams are locked in key order, with the
+    /// read set. The stale-revision rules of [`apply`](Self::apply) hold
+    /// for a single part; with several, a stale part fails the whole write
+    /// unless every part is an idempotent replay.
+    pub(crate) fn append_parts(
         &self,
-        unit: SyncUnit,
-        document_type: &DocumentType,
-        revision: Revision,
-        operations: Vec<NewOperation>,
+        parts: Vec<StreamAppend>,
         conditions: Vec<(SyncUnit, Revision)>,
     ) -> Result<Vec<OperationWithContext>> {
         if self.inner.commit.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        txn::validate(&unit.scope, revision, &operations)?;
-        let unit_key = keys::unit_key(&unit);
+        for part in &parts {
+            txn::validate(&part.unit.scope, part.revision, &part.operations)?;
+        }
 
-        // Everything but the chain hashes, the head and the ordinals is
+        // Everything but the chain hashes, the heads and the ordinals is
         // encoded before any lock, so concurrent appends to different
         // streams encode in parallel: the operations, their ordinal-feed and
         // op-id entries, laid out as write-batch records in one buffer
         // (`batch`), and the result, built once in place.
         let families = self.inner.families;
-        let op_id_value = codec::encode_op_id(&unit_key);
-        let per_op = 3 * batch::PUT_OVERHEAD
-            + 2 * (unit_key.len() + 8)
-            + 8
-            + document_type.as_str().len()
-            + 8
-            + 32
-            + op_id_value.len();
-        let head_room = batch::PUT_OVERHEAD + unit_key.len() + 96 + document_type.as_str().len();
-        let mut records = batch::records(
-            operations
-                .iter()
-                .map(|op| codec::operation_size_hint(&op.action, &op.error) + per_op)
-                .sum::<usize>()
-                + head_room,
-        );
-        let mut stored: Vec<OperationWithContext> = Vec::with_capacity(operations.len());
-        let mut ordinals: Vec<OrdinalSlots> = Vec::with_capacity(operations.len());
+        let size: usize = parts
+            .iter()
+            .map(|part| {
+                let unit_len = keys::unit_key(&part.unit).len();
+                let type_len = part.document_type.as_str().len();
+                let per_op =
+                    3 * batch::PUT_OVERHEAD + 3 * (unit_len + 8) + 8 + type_len + 8 + 32 + 4;
+                part.operations
+                    .iter()
+                    .map(|op| codec::operation_size_hint(&op.action, &op.error) + per_op)
+                    .sum::<usize>()
+                    + batch::PUT_OVERHEAD
+                    + unit_len
+                    + 96
+                    + type_len
+            })
+            .sum();
+        let mut records = batch::records(size);
+        let total: usize = parts.iter().map(|p| p.operations.len()).sum();
+        let mut stored: Vec<OperationWithContext> = Vec::with_capacity(total);
+        let mut ordinals: Vec<OrdinalSlots> = Vec::with_capacity(total);
+        let mut spans = Vec::with_capacity(parts.len());
         let (mut value, mut key, mut ordinal_value) = (Vec::new(), Vec::new(), Vec::new());
-        for (position, operation) in operations.into_iter().enumerate() {
-            let id = OperationId::derive(&unit, &operation.action.id);
-            value.clear();
-            codec::encode_operation(
-                &mut value,
-                &id,
-                operation.index,
-                operation.skip,
-                operation.timestamp_utc_ms,
-                &operation.state_hash,
-                &operation.action,
-                &operation.error,
-            );
-            if value.len() > batch::MAX_FIELD {
-                return Err(Error::InvalidOperation {
-                    position,
-                    reason: InvalidOperationReason::TooLarge {
-                        bytes: value.len(),
-                        max: batch::MAX_FIELD,
+        for part in parts {
+            let StreamAppend {
+                unit,
+                document_type,
+                revision,
+                operations,
+            } = part;
+            let unit_key = keys::unit_key(&unit);
+            let op_id_value = codec::encode_op_id(&unit_key);
+            let first = stored.len();
+            for (position, operation) in operations.into_iter().enumerate() {
+                let id = OperationId::derive(&unit, &operation.action.id);
+                value.clear();
+                codec::encode_operation(
+                    &mut value,
+                    &id,
+                    operation.index,
+                    operation.skip,
+                    operation.timestamp_utc_ms,
+                    &operation.state_hash,
+                    &operation.action,
+                    &operation.error,
+                );
+                if value.len() > batch::MAX_FIELD {
+                    return Err(Error::InvalidOperation {
+                        position,
+                        reason: InvalidOperationReason::TooLarge {
+                            bytes: value.len(),
+                            max: batch::MAX_FIELD,
+                        },
+                    });
+                }
+                key.clear();
+                keys::push_op_key(&mut key, &unit_key, operation.index);
+                let (_, value_at) = batch::put(&mut records, families.operations, &key, &value);
+                ordinal_value.clear();
+                codec::encode_ordinal_into(
+                    &mut ordinal_value,
+                    &OrdinalValue {
+                        document_type: document_type.as_str(),
+                        op_key: &key,
                     },
+                );
+                // The ordinal key is a placeholder until the commit leader
+                // assigns ordinals.
+                let (ordinal_key, _) = batch::put(
+                    &mut records,
+                    families.ordinals,
+                    &keys::ordinal_key(Ordinal(0)),
+                    &ordinal_value,
+                );
+                batch::put(
+                    &mut records,
+                    families.op_ids,
+                    &keys::op_id_key(&id, operation.index, operation.skip),
+                    &op_id_value,
+                );
+                ordinals.push(OrdinalSlots {
+                    value: value_at,
+                    key: ordinal_key.start,
+                });
+                stored.push(OperationWithContext {
+                    operation: Operation {
+                        id,
+                        index: operation.index,
+                        skip: operation.skip,
+                        timestamp_utc_ms: operation.timestamp_utc_ms,
+                        hash: Digest::default(),
+                        state_hash: operation.state_hash,
+                        action: operation.action,
+                        error: operation.error,
+                    },
+                    context: context_of(&unit, &document_type, Ordinal(0)),
                 });
             }
-            key.clear();
-            keys::push_op_key(&mut key, &unit_key, operation.index);
-            let (_, value_at) = batch::put(&mut records, families.operations, &key, &value);
-            ordinal_value.clear();
-            codec::encode_ordinal_into(
-                &mut ordinal_value,
-                &OrdinalValue {
-                    document_type: document_type.as_str(),
-                    op_key: &key,
-                },
-            );
-            // The ordinal key is a placeholder until the commit leader
-            // assigns ordinals.
-            let (ordinal_key, _) = batch::put(
-                &mut records,
-                families.ordinals,
-                &keys::ordinal_key(Ordinal(0)),
-                &ordinal_value,
-            );
-            batch::put(
-                &mut records,
-                families.op_ids,
-                &keys::op_id_key(&id, operation.index, operation.skip),
-                &op_id_value,
-            );
-            ordinals.push(OrdinalSlots {
-                value: value_at,
-                key: ordinal_key.start,
-            });
-            stored.push(OperationWithContext {
-                operation: Operation {
-                    id,
-                    index: operation.index,
-                    skip: operation.skip,
-                    timestamp_utc_ms: operation.timestamp_utc_ms,
-                    hash: Digest::default(),
-                    state_hash: operation.state_hash,
-                    action: operation.action,
-                    error: operation.error,
-                },
-                context: context_of(&unit, document_type, Ordinal(0)),
+            spans.push(Span {
+                unit,
+                unit_key,
+                document_type,
+                revision,
+                ops: first..stored.len(),
             });
         }
 
-        // Lock the target stream and the read set, in key order.
+        // Lock every target stream and the read set, in key order.
         let mut slots: Vec<(Vec<u8>, Arc<parking_lot::Mutex<HeadSlot>>)> = conditions
             .iter()
             .map(|(u, _)| keys::unit_key(u))
-            .chain(std::iter::once(unit_key.clone()))
+            .chain(spans.iter().map(|s| s.unit_key.clone()))
             .map(|k| {
                 let slot = self.inner.heads.slot(&k);
                 (k, slot)
@@ -174,13 +231,17 @@ impl OperationStore {
         for guard_index in 0..guards.len() {
             self.load_head(&slots[guard_index].0, &mut guards[guard_index])?;
         }
-        let revision_of = |key: &[u8], guards: &[parking_lot::MutexGuard<'_, HeadSlot>]| {
-            let i = slots.iter().position(|(k, _)| k.as_slice() == key);
-            i.and_then(|i| guards[i].head.as_ref())
-                .map_or(0, |h| h.next_index)
+        let slot_of = |key: &[u8]| {
+            slots
+                .iter()
+                .position(|(k, _)| k.as_slice() == key)
+                .expect("every stream of the write is locked")
         };
         for (condition, expected) in &conditions {
-            let actual = revision_of(&keys::unit_key(condition), &guards);
+            let actual = guards[slot_of(&keys::unit_key(condition))]
+                .head
+                .as_ref()
+                .map_or(0, |h| h.next_index);
             if actual != expected.get() {
                 return Err(Error::AppendConditionFailed {
                     condition: condition.clone(),
@@ -189,73 +250,140 @@ impl OperationStore {
                 });
             }
         }
-        let target = slots
-            .iter()
-            .position(|(k, _)| *k == unit_key)
-            .expect("the target stream is among the locked slots");
-        let head = guards[target].head.clone();
-        let next_index = head.as_ref().map_or(0, |h| h.next_index);
 
-        if let Some(head) = &head {
-            if &head.document_type != document_type {
-                return Err(Error::DocumentTypeMismatch {
-                    unit,
-                    stored: head.document_type.to_string(),
-                    given: document_type.to_string(),
-                });
+        // Each part against its stream's head as the parts before it left
+        // it: the document type, then the revision.
+        let mut heads: Vec<Option<HeadValue>> = guards.iter().map(|g| g.head.clone()).collect();
+        let mut expect: Vec<(u64, Option<DocumentType>)> = heads
+            .iter()
+            .map(|h| {
+                h.as_ref()
+                    .map_or((0, None), |h| (h.next_index, Some(h.document_type.clone())))
+            })
+            .collect();
+        let mut stale = Vec::new();
+        for span in &spans {
+            let (next_index, document_type) = &mut expect[slot_of(&span.unit_key)];
+            if let Some(stored) = document_type {
+                if *stored != span.document_type {
+                    return Err(Error::DocumentTypeMismatch {
+                        unit: span.unit.clone(),
+                        stored: stored.to_string(),
+                        given: span.document_type.to_string(),
+                    });
+                }
             }
+            if span.revision.get() != *next_index {
+                stale.push((span, *next_index));
+            }
+            *next_index = span.revision.get() + span.ops.len() as u64;
+            *document_type = Some(span.document_type.clone());
         }
-        if revision.get() != next_index {
-            return self.stale_append(
-                &unit,
-                &unit_key,
-                document_type,
-                revision,
-                next_index,
-                &stored,
-            );
+        if !stale.is_empty() {
+            return self.stale_parts(&spans, &stale, &stored);
         }
         if stored.is_empty() {
             return Ok(Vec::new());
         }
 
-        // Chain, finish the records with the new head, commit.
-        let mut previous = head.as_ref().map_or(Digest::default(), |h| h.last_hash);
-        let mut latest = head.as_ref().map_or(0, |h| h.latest_timestamp_utc_ms);
-        for (op, slots) in stored.iter_mut().zip(&ordinals) {
-            let op = &mut op.operation;
-            let encoded = &mut records[slots.value.clone()];
-            op.hash = chain::link(&previous, &unit_key, codec::operation_content(encoded));
-            codec::set_operation_hash(encoded, &op.hash);
-            previous = op.hash;
-            latest = latest.max(op.timestamp_utc_ms);
+        // Chain, finish the records with the new heads, commit.
+        let mut touched = vec![false; heads.len()];
+        for span in &spans {
+            let slot = slot_of(&span.unit_key);
+            let head = heads[slot].as_ref();
+            let mut previous = head.map_or(Digest::default(), |h| h.last_hash);
+            let mut latest = head.map_or(0, |h| h.latest_timestamp_utc_ms);
+            let next_index = head.map_or(0, |h| h.next_index);
+            for (op, slots) in stored[span.ops.clone()]
+                .iter_mut()
+                .zip(&ordinals[span.ops.clone()])
+            {
+                let op = &mut op.operation;
+                let encoded = &mut records[slots.value.clone()];
+                op.hash = chain::link(&previous, &span.unit_key, codec::operation_content(encoded));
+                codec::set_operation_hash(encoded, &op.hash);
+                previous = op.hash;
+                latest = latest.max(op.timestamp_utc_ms);
+            }
+            heads[slot] = Some(HeadValue {
+                next_index: next_index + span.ops.len() as u64,
+                last_hash: previous,
+                latest_timestamp_utc_ms: latest,
+                document_type: span.document_type.clone(),
+            });
+            touched[slot] |= !span.ops.is_empty();
         }
-        let new_head = HeadValue {
-            next_index: next_index + stored.len() as u64,
-            last_hash: previous,
-            latest_timestamp_utc_ms: latest,
-            document_type: document_type.clone(),
-        };
-        batch::put(
-            &mut records,
-            families.heads,
-            &unit_key,
-            &codec::encode_head(&new_head),
-        );
+        let mut head_records = 0;
+        for (slot, head) in heads.iter().enumerate() {
+            if let (true, Some(head)) = (touched[slot], head) {
+                batch::put(
+                    &mut records,
+                    families.heads,
+                    &slots[slot].0,
+                    &codec::encode_head(head),
+                );
+                head_records += 1;
+            }
+        }
         let write = PendingWrite {
             records,
-            // Three records per operation and the head. (The count cannot
-            // overflow: that many operations would not fit in memory.)
-            count: (3 * stored.len() + 1) as u32,
+            // Three records per operation and one per head. (The count
+            // cannot overflow: that many operations would not fit in
+            // memory.)
+            count: (3 * stored.len() + head_records) as u32,
             ordinals,
         };
         let first = self.inner.commit.commit(&self.inner.db, write)?;
-        guards[target].head = Some(new_head);
+        for (slot, head) in heads.into_iter().enumerate() {
+            if touched[slot] {
+                guards[slot].head = head;
+            }
+        }
         drop(guards);
         for (i, op) in stored.iter_mut().enumerate() {
             op.context.ordinal = Ordinal(first.get() + i as u64);
         }
         Ok(stored)
+    }
+
+    /// Parts whose revision is not their stream's next index. One part
+    /// alone follows `apply`'s rules (replay, duplicate, mismatch); of
+    /// several, the write is a replay only when every part is one, and
+    /// otherwise fails with the first stale part's error.
+    fn stale_parts(
+        &self,
+        spans: &[Span],
+        stale: &[(&Span, u64)],
+        appended: &[OperationWithContext],
+    ) -> Result<Vec<OperationWithContext>> {
+        let mut replayed = Vec::with_capacity(appended.len());
+        for (span, next_index) in stale {
+            let ops = self.stale_append(
+                &span.unit,
+                &span.unit_key,
+                &span.document_type,
+                span.revision,
+                *next_index,
+                &appended[span.ops.clone()],
+            )?;
+            if stale.len() < spans.len() {
+                // This part is a replay, but another is new: a partial one.
+                return match ops.first() {
+                    Some(op) => Err(Error::DuplicateOperation {
+                        op_id: op.operation.id,
+                        index: op.operation.index,
+                        skip: op.operation.skip,
+                    }),
+                    None => Err(Error::RevisionMismatch {
+                        unit: span.unit.clone(),
+                        expected: *next_index,
+                        actual: span.revision.get(),
+                    }),
+                };
+            }
+            replayed.extend(ops);
+        }
+        Ok(replayed)
     }
 
     /// Fills a stream's cached head from disk on first use.

@@ -4,7 +4,8 @@
 //! their own checkpoints).
 //!
 //! - `apply`: validation, the revision guard (compare-and-swap on the head
-//!   under the stream's own lock) and the idempotent-replay rules;
+//!   under the stream's own lock), the idempotent-replay rules, and
+//!   atomic writes to several streams (`append_parts`);
 //! - `commit`: group commit and ordinal assignment;
 //! - `chain`: the hash chain; `verify`: re-checking it;
 //! - `query`: range-scan reads.
@@ -28,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::Ordinal;
 
+pub(crate) use apply::StreamAppend;
 pub use commit::CommitStats;
 pub use query::{
     Cursor, DocumentRevisions, OperationFilter, OperationLocation, Page, Paging, StreamInfo,

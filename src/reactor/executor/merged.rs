@@ -3,7 +3,7 @@
 //! ([`crate::merge`]) against the stream's whole raw log, reduces the
 //! suffix it re-appends on the state before it, and only then writes. A
 //! load validates every operation and plans every scope before it writes
-//! anything.
+//! anything, then writes every scope in one atomic store write.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,9 +15,10 @@ use crate::keys;
 use crate::merge::{self, ACTION_UNDO};
 use crate::model::{
     Action, Branch, Digest, DocumentId, DocumentType, NewOperation, Operation, OperationId,
-    OperationWithContext, Ordinal, Scope, SyncUnit,
+    OperationWithContext, Ordinal, Revision, Scope, SyncUnit,
 };
 use crate::models::{decode_header, DocumentHeader, SystemAction};
+use crate::store::StreamAppend;
 use crate::view::ConsistencyToken;
 
 const ACTION_CREATE: &str = "CREATE_DOCUMENT";
@@ -29,8 +30,7 @@ type ByScope = BTreeMap<Scope, Vec<Operation>>;
 struct Prepared {
     unit: SyncUnit,
     unit_key: Vec<u8>,
-    /// The stream's head index: where the first operation goes.
-    start: u64,
+    /// Indexed from the stream's head.
     ops: Vec<NewOperation>,
     /// The head after the write.
     head: Head,
@@ -133,7 +133,6 @@ impl Executor {
         Ok(Some(Prepared {
             unit: unit.clone(),
             unit_key,
-            start,
             ops,
             head: Head {
                 revision,
@@ -145,36 +144,50 @@ impl Executor {
         }))
     }
 
-    /// Writes a prepared merge, in chunks of at most `max_reshuffle`
-    /// operations (a bound on one write, never a refusal: an interrupted
-    /// chunked write is mended by the stream's next plan, which starts
-    /// from the set again). Returns the last ordinal written.
-    fn write_prepared(&self, document_type: &DocumentType, prepared: Prepared) -> Result<Ordinal> {
-        let Prepared {
-            unit,
-            unit_key,
-            mut start,
-            mut ops,
-            head,
-        } = prepared;
-        let chunk = self.limits.max_reshuffle.max(1);
-        let mut last = Ordinal(0);
-        while !ops.is_empty() {
-            let rest = ops.split_off(chunk.min(ops.len()));
-            let count = ops.len() as u64;
-            let stored = self.append(
-                &unit.document_id,
-                document_type,
-                &unit.scope,
-                &unit.branch,
-                start,
-                ops,
-            )?;
-            last = last.max(stored.last().map_or(Ordinal(0), |o| o.context.ordinal));
-            start += count;
-            ops = rest;
+    /// Writes prepared merges (one per stream) in one atomic write, or, when
+    /// they re-append more than `max_reshuffle` operations, in several
+    /// (a bound on one write, never a refusal; an interrupted chunked write
+    /// is mended by the stream's next merge, which starts from the set
+    /// again). Returns the last ordinal written.
+    fn write_prepared(
+        &self,
+        document_type: &DocumentType,
+        prepared: Vec<Prepared>,
+    ) -> Result<Ordinal> {
+        let mut heads = Vec::with_capacity(prepared.len());
+        let mut chunks: Vec<Vec<StreamAppend>> = vec![Vec::new()];
+        let mut room = self.limits.max_reshuffle.max(1);
+        for p in prepared {
+            heads.push((p.unit_key, p.head));
+            let mut ops = p.ops;
+            while !ops.is_empty() {
+                if room == 0 {
+                    chunks.push(Vec::new());
+                    room = self.limits.max_reshuffle.max(1);
+                }
+                let rest = ops.split_off(room.min(ops.len()));
+                room -= ops.len();
+                chunks
+                    .last_mut()
+                    .expect("one chunk at least")
+                    .push(StreamAppend {
+                        unit: p.unit.clone(),
+                        document_type: document_type.clone(),
+                        revision: Revision(ops[0].index),
+                        operations: ops,
+                    });
+                ops = rest;
+            }
         }
-        self.heads.lock().put(unit_key, head);
+        let mut last = Ordinal(0);
+        for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
+            let stored = self.append(chunk)?;
+            last = last.max(stored.last().map_or(Ordinal(0), |o| o.context.ordinal));
+        }
+        let mut cache = self.heads.lock();
+        for (unit_key, head) in heads {
+            cache.put(unit_key, head);
+        }
         Ok(last)
     }
 
@@ -248,7 +261,7 @@ impl Executor {
                 reason: refused,
             });
         }
-        let last = self.write_prepared(&document_type, prepared);
+        let last = self.write_prepared(&document_type, vec![prepared]);
         if last.is_err() {
             self.forget_document(document_id);
         }
@@ -364,11 +377,9 @@ impl Executor {
             (None, Some(t)) => t,
             (None, None) => return Ok(ConsistencyToken(Ordinal(0))),
         };
-        let mut last = Ordinal(0);
-        for p in prepared {
-            last = last.max(self.write_prepared(&document_type, p)?);
-        }
-        Ok(ConsistencyToken(last))
+        Ok(ConsistencyToken(
+            self.write_prepared(&document_type, prepared)?,
+        ))
     }
 
     /// Checks every operation of a load before anything is planned: it

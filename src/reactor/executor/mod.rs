@@ -22,11 +22,11 @@ use crate::error::{Error, Result};
 use crate::fold::{self, Reducer};
 use crate::keys;
 use crate::model::{
-    Action, Branch, Digest, DocumentId, DocumentType, NewOperation, Operation, OperationId,
-    OperationWithContext, Ordinal, Revision, Scope, SyncUnit,
+    Action, Branch, Digest, DocumentId, NewOperation, Operation, OperationId, OperationWithContext,
+    Ordinal, Revision, Scope, SyncUnit,
 };
 use crate::models::{decode_header, DocumentHeader, ModelRegistry};
-use crate::store::OperationStore;
+use crate::store::{OperationStore, StreamAppend};
 use crate::view::ConsistencyToken;
 
 /// A stream's head as the executor knows it.
@@ -247,8 +247,8 @@ impl Executor {
 
     /// Executes a run of one document's jobs, in queue order. Each job's
     /// outcome is what executing the jobs one after another would give; the
-    /// difference is that their operations are written together, one
-    /// `apply` per stretch of one scope, instead of one per job.
+    /// difference is that their operations are written together, in one
+    /// atomic write across the scopes they touch, instead of one per job.
     pub(crate) fn execute_run(
         &self,
         document_id: &DocumentId,
@@ -288,8 +288,8 @@ impl Executor {
                 }
                 Err(RunError::Run(error)) => {
                     if let Err(error) = self.retry(document_id, Arc::from(error), &mut history) {
-                        // Earlier segments may be written: the cached
-                        // heads are unknown.
+                        // The cached heads may be ahead of the store
+                        // (nothing of the run was written) or stale.
                         self.forget_document(document_id);
                         for i in live {
                             outcomes[i] = Some(Err(Failure {
@@ -507,18 +507,23 @@ impl Executor {
                 .ok_or_else(|| Error::DocumentNotFound {
                     id: document_id.to_string(),
                 })?;
-            for (scope, ops) in plan.segments {
-                let start = ops.first().map_or(0, |op| op.index);
-                // A failed segment leaves the cached heads unknown (earlier
-                // segments may be written): the caller forgets them.
-                let stored =
-                    self.append(document_id, &document_type, &scope, branch, start, ops)?;
-                written.extend(
-                    stored
-                        .iter()
-                        .map(|op| (op.operation.id, op.context.ordinal)),
-                );
-            }
+            // Every scope of the run in one atomic write: all or nothing.
+            let parts = plan
+                .segments
+                .into_iter()
+                .map(|(scope, ops)| StreamAppend {
+                    unit: SyncUnit::new(document_id.clone(), scope, branch.clone()),
+                    document_type: document_type.clone(),
+                    revision: Revision(ops.first().map_or(0, |op| op.index)),
+                    operations: ops,
+                })
+                .collect();
+            let stored = self.append(parts)?;
+            written.extend(
+                stored
+                    .iter()
+                    .map(|op| (op.operation.id, op.context.ordinal)),
+            );
         }
         let mut cache = self.heads.lock();
         for planned in plan.heads.into_values() {
@@ -527,29 +532,11 @@ impl Executor {
         Ok(written)
     }
 
-    /// Appends and announces; returns what was stored.
-    fn append(
-        &self,
-        document_id: &DocumentId,
-        document_type: &DocumentType,
-        scope: &Scope,
-        branch: &Branch,
-        revision: u64,
-        ops: Vec<NewOperation>,
-    ) -> Result<Arc<[OperationWithContext]>> {
-        let stored: Arc<[OperationWithContext]> = self
-            .store
-            .apply(
-                document_id,
-                document_type,
-                scope,
-                branch,
-                Revision(revision),
-                |txn| {
-                    txn.add_operations(ops);
-                },
-            )?
-            .into();
+    /// Appends to one or more streams in one atomic write and announces
+    /// it; returns what was stored.
+    fn append(&self, parts: Vec<StreamAppend>) -> Result<Arc<[OperationWithContext]>> {
+        let stored: Arc<[OperationWithContext]> =
+            self.store.append_parts(parts, Vec::new())?.into();
         self.bus.emit(Event::OperationsWritten {
             operations: Arc::clone(&stored),
         });
