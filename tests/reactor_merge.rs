@@ -144,60 +144,112 @@ fn case2_a_moved_operation_keeps_what_it_hid() {
     let (from_a, from_b) = (everything(&rs[0], "doc"), everything(&rs[1], "doc"));
     load(&rs[0], "doc", from_b);
     load(&rs[1], "doc", from_a);
-    append(&rs[2], "doc", "c1", 2);
+    // c1 sorts between a1 and b1: the first operation A must move is b1,
+    // which carries the skip of A's earlier merge.
+    append(&rs[2], "doc", "c1", 1);
     for r in &rs[..2] {
         load(r, "doc", everything(&rs[2], "doc"));
     }
+    // Right after that load (later merges would mend a wrong log: each
+    // starts from the set again), A and B agree, with no duplicate.
+    let expected = ["a1", "c1", "b1", "a2", "b2", "a3", "b3"];
+    assert_eq!(history(&rs[0], "doc", &Scope::global()), expected);
+    assert_eq!(history(&rs[1], "doc", &Scope::global()), expected);
     let h = converge(&rs, "doc", &[Scope::global()]);
-    assert_eq!(h[0], ["a1", "b1", "c1", "a2", "b2", "a3", "b3"]);
+    assert_eq!(h[0], ["a1", "c1", "b1", "a2", "b2", "a3", "b3"]);
     let state = read(&rs[0], "doc", &Scope::global()).0;
     let items: Vec<String> = serde_json::from_slice(&state).expect("json");
     assert_eq!(items.len(), 7, "no duplicated action: {items:?}");
 }
 
+/// The operations of `doc` in `scope` on `from` whose action id is in
+/// `ids`, the last copy of each (a re-appended copy, where there is one).
+fn latest_copies(from: &Reactor, doc: &str, ids: &[&str]) -> Vec<OperationWithContext> {
+    let mut picked: Vec<OperationWithContext> = Vec::new();
+    for op in everything(from, doc) {
+        if ids.contains(&op.operation.action.id.as_str()) {
+            picked.retain(|p| p.operation.id != op.operation.id);
+            picked.push(op);
+        }
+    }
+    picked
+}
+
+fn header(r: &Reactor) -> reactordb::DocumentHeader {
+    r.view()
+        .get(
+            &id("doc"),
+            &ViewFilter::default(),
+            Some(ConsistencyToken(r.store().last_ordinal())),
+        )
+        .expect("get")
+        .header
+}
+
 #[test]
 fn case3_structural_ties_order_the_same_everywhere() {
-    let (_dirs, rs) = replicas(2);
+    let (_dirs, rs) = replicas(3);
     create_everywhere(&rs, "doc");
-    let rel = |kind: SystemAction, aid: &str| {
-        reactordb::system_action(ActionId::new(aid).expect("valid"), 50, &kind)
+    // Far past the creation, so each operation is stamped with its
+    // action's time: ADD and REMOVE tie.
+    const T: u64 = 4_000_000_000_000;
+    let system = |r: &Reactor, aid: &str, ts: u64, kind: SystemAction| {
+        let a = reactordb::system_action(ActionId::new(aid).expect("valid"), ts, &kind);
+        written(&r.execute(id("doc"), main(), vec![a]).expect("submit"));
     };
-    let add = rel(
-        SystemAction::AddRelationship {
-            target: id("other"),
-            relationship_type: "child".into(),
-        },
-        "z-add",
+    let relation = || (id("other"), "child".to_owned());
+    system(
+        &rs[1],
+        "rename",
+        T - 1,
+        SystemAction::SetName { name: "n".into() },
     );
-    let remove = rel(
-        SystemAction::RemoveRelationship {
-            target: id("other"),
-            relationship_type: "child".into(),
-        },
+    let (target, relationship_type) = relation();
+    system(
+        &rs[1],
         "a-remove",
+        T,
+        SystemAction::RemoveRelationship {
+            target,
+            relationship_type,
+        },
     );
-    // Both replicas stamp their operation one past the creation they share
-    // (the actions' 50 is older): a tie between two structural actions,
-    // broken by action id on both.
-    written(&rs[0].execute(id("doc"), main(), vec![add]).expect("submit"));
-    written(
-        &rs[1]
-            .execute(id("doc"), main(), vec![remove])
-            .expect("submit"),
+    let (target, relationship_type) = relation();
+    system(
+        &rs[0],
+        "z-add",
+        T,
+        SystemAction::AddRelationship {
+            target,
+            relationship_type,
+        },
     );
-    let h = converge(&rs, "doc", &[Scope::document()]);
-    assert_eq!(h[0].len(), 3);
-    let header = |r: &Reactor| {
-        r.view()
-            .get(
-                &id("doc"),
-                &ViewFilter::default(),
-                Some(ConsistencyToken(r.store().last_ordinal())),
-            )
-            .expect("get")
-            .header
-    };
-    assert_eq!(header(&rs[0]), header(&rs[1]));
+    // A receives the rename first (its ADD is re-appended further down its
+    // log), then the REMOVE; C gets only the latest copies. The same
+    // operations sit at different positions on each replica, so a
+    // tie-break on position would order them differently.
+    load(&rs[0], "doc", latest_copies(&rs[1], "doc", &["rename"]));
+    load(&rs[0], "doc", latest_copies(&rs[1], "doc", &["a-remove"]));
+    load(&rs[1], "doc", everything(&rs[0], "doc"));
+    load(
+        &rs[2],
+        "doc",
+        latest_copies(&rs[0], "doc", &["z-add", "rename"]),
+    );
+    load(&rs[2], "doc", latest_copies(&rs[1], "doc", &["a-remove"]));
+    let expected = history(&rs[0], "doc", &Scope::document());
+    assert_eq!(expected.len(), 4, "{expected:?}");
+    assert_eq!(
+        &expected[2..],
+        ["a-remove", "z-add"],
+        "action id breaks the tie"
+    );
+    for r in &rs[1..] {
+        assert_eq!(history(r, "doc", &Scope::document()), expected);
+        assert_eq!(header(r), header(&rs[0]));
+    }
+    assert!(header(&rs[0]).relationships.iter().next().is_some());
+    converge(&rs, "doc", &[Scope::document()]);
 }
 
 #[test]
@@ -297,16 +349,7 @@ fn case5_an_upgrade_after_edits_stays_in_history_and_header() {
     );
     let h = converge(&rs, "doc", &[Scope::document()]);
     assert!(h[0].contains(&"upgrade".to_owned()), "{h:?}");
-    let header = rs[1]
-        .view()
-        .get(
-            &id("doc"),
-            &ViewFilter::default(),
-            Some(ConsistencyToken(rs[1].store().last_ordinal())),
-        )
-        .expect("get")
-        .header;
-    assert_eq!(header.model_version, 2);
+    assert_eq!(header(&rs[1]).model_version, 2);
 }
 
 fn refused(reactor: &Reactor, doc: &str, ops: Vec<OperationWithContext>) -> std::sync::Arc<Error> {
@@ -493,4 +536,38 @@ fn a_load_over_two_scopes_writes_all_or_nothing() {
         "{error:?}"
     );
     assert!(history(&rs[1], "doc", &Scope::global()).is_empty());
+}
+
+#[test]
+fn an_undo_that_arrives_first_holds_its_target_for_a_later_redo() {
+    let (_dirs, rs) = replicas(2);
+    create_everywhere(&rs, "doc");
+    append(&rs[0], "doc", "x1", 10);
+    written(
+        &rs[0]
+            .undo(id("doc"), main(), Scope::global())
+            .expect("submit"),
+    );
+    let undo = history(&rs[0], "doc", &Scope::global())[0].clone();
+    // B gets the undo before its target, then the target: cancelled on
+    // arrival, yet stored.
+    load(&rs[1], "doc", latest_copies(&rs[0], "doc", &[&undo]));
+    load(&rs[1], "doc", latest_copies(&rs[0], "doc", &["x1"]));
+    assert_eq!(history(&rs[1], "doc", &Scope::global()), [undo.clone()]);
+    // A redo from A: B must bring x1 back from its own log.
+    written(
+        &rs[0]
+            .redo(id("doc"), main(), Scope::global())
+            .expect("submit"),
+    );
+    let redo: Vec<String> = history(&rs[0], "doc", &Scope::global())
+        .into_iter()
+        .filter(|a| a != "x1")
+        .collect();
+    load(&rs[1], "doc", latest_copies(&rs[0], "doc", &[&redo[0]]));
+    assert_eq!(
+        history(&rs[1], "doc", &Scope::global()),
+        history(&rs[0], "doc", &Scope::global())
+    );
+    assert_eq!(read(&rs[1], "doc", &Scope::global()).0, br#"["x1"]"#);
 }
