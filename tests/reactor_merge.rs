@@ -553,7 +553,7 @@ fn an_undo_that_arrives_first_holds_its_target_for_a_later_redo() {
     // arrival, yet stored.
     load(&rs[1], "doc", latest_copies(&rs[0], "doc", &[&undo]));
     load(&rs[1], "doc", latest_copies(&rs[0], "doc", &["x1"]));
-    assert_eq!(history(&rs[1], "doc", &Scope::global()), [undo.clone()]);
+    assert_eq!(history(&rs[1], "doc", &Scope::global()), std::slice::from_ref(&undo));
     // A redo from A: B must bring x1 back from its own log.
     written(
         &rs[0]
