@@ -218,19 +218,6 @@ pub enum Error {
         /// The reducer's reason.
         reason: String,
     },
-    /// Kept for compatibility; no longer produced: a load that moves many
-    /// operations re-appends them in chunks of the configured size instead
-    /// of refusing (a replica that refuses what another accepted would
-    /// diverge for good).
-    #[error("loading into {unit} would move {moved} operations (limit {limit})")]
-    ExcessiveReshuffle {
-        /// The stream.
-        unit: SyncUnit,
-        /// Operations it would move.
-        moved: usize,
-        /// The configured limit.
-        limit: usize,
-    },
     /// An undo or redo found nothing to cancel in its stream.
     #[error("nothing to {kind} in {unit}")]
     NothingToUndo {

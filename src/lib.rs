@@ -107,7 +107,7 @@ pub use error::{Error, IdError, InvalidOperationReason, Result};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use merge::fuzz_merge;
-pub use merge::{verify_histories, HistoryReport, ACTION_REDO, ACTION_UNDO};
+pub use merge::{verify_histories, HistoryReport, ACTION_REDO, ACTION_UNDO, MAX_TIMESTAMP_MS};
 pub use model::{
     Action, ActionId, ActionType, Branch, Digest, DocumentId, DocumentType, NewOperation,
     Operation, OperationContext, OperationId, OperationWithContext, Ordinal, Revision, Scope,

@@ -91,7 +91,7 @@ fn naive_history(set: &[Operation]) -> Vec<String> {
     ops.sort_by_key(|o| {
         let t = o.action.action_type.as_str();
         (
-            t != "CREATE_DOCUMENT",
+            !(t == "CREATE_DOCUMENT" && o.action.scope.as_str() == "document"),
             o.timestamp_utc_ms,
             !structural(t),
             o.action.id.as_str().as_bytes().to_vec(),

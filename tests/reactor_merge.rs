@@ -98,6 +98,9 @@ fn converge(reactors: &[Reactor], doc: &str, scopes: &[Scope]) -> Vec<Vec<String
             );
         }
         assert!(r.store().verify_all().expect("verify").is_clean());
+        assert!(reactordb::verify_histories(r.store())
+            .expect("verify")
+            .is_clean());
     }
     histories
 }
@@ -404,6 +407,23 @@ fn case6_a_load_validates_everything_before_it_writes() {
         Error::InvalidLoad { .. }
     ));
 
+    // A timestamp past the bound (it would make the stream's clock
+    // saturate), through load and through execute.
+    let mut bad = good.clone();
+    bad.last_mut().expect("ops").operation.timestamp_utc_ms = reactordb::MAX_TIMESTAMP_MS + 1;
+    assert!(matches!(
+        *refused(&rs[1], "doc", bad),
+        Error::InvalidLoad { .. }
+    ));
+    let job = rs[0]
+        .execute(
+            id("doc"),
+            main(),
+            vec![action("late", "APPEND", "x", u64::MAX)],
+        )
+        .expect("submit");
+    assert!(matches!(*failure(&job), Error::InvalidAction { .. }));
+
     // A forged id.
     let mut bad = good.clone();
     bad[0].operation.id = bad[1].operation.id;
@@ -458,84 +478,63 @@ fn structural_operations_are_not_undoable_and_empty_histories_say_so() {
     assert!(matches!(*failure(&job), Error::NothingToUndo { .. }));
 }
 
-/// Writes one operation of another document type straight into the local
-/// stream of `doc`, so any later write there fails in the store.
-fn poison_local_stream(reactor: &Reactor, doc: &str) {
-    let other = DocumentType::new("test/other").expect("valid");
-    let a = Action::new(
-        ActionId::new("foreign").expect("valid"),
-        ActionType::new("APPEND").expect("valid"),
-        Scope::local(),
-        1,
-        b"x".to_vec(),
+#[test]
+fn a_job_over_two_scopes_writes_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = Reactor::builder(dir.path())
+        .durability(reactordb::Durability::Buffered)
+        .registry(registry())
+        .workers(1)
+        .max_retries(0)
+        .open()
+        .expect("open");
+    let rs = [reactor];
+    create_everywhere(&rs, "doc");
+    let local = |aid: &str| {
+        Action::new(
+            ActionId::new(aid).expect("valid"),
+            ActionType::new("APPEND").expect("valid"),
+            Scope::local(),
+            5,
+            aid.as_bytes().to_vec(),
+        )
+    };
+    written(
+        &rs[0]
+            .execute(id("doc"), main(), vec![local("l0")])
+            .expect("submit"),
     );
-    reactor
+    // A write around the reactor: its cached head of the local stream is
+    // stale now, so the job's local part meets a revision conflict, and
+    // with no retries the job fails. Its global part must not be written.
+    rs[0]
         .store()
         .apply(
-            &id(doc),
-            &other,
+            &id("doc"),
+            &LogModel::document_type(),
             &Scope::local(),
             &main(),
-            reactordb::Revision(0),
+            reactordb::Revision(1),
             |txn| {
-                txn.add_operation(reactordb::NewOperation::new(0, a, Digest::default()));
+                txn.add_operation(reactordb::NewOperation::new(
+                    1,
+                    local("direct"),
+                    Digest::default(),
+                ));
             },
         )
         .expect("direct write");
-}
-
-#[test]
-fn a_job_over_two_scopes_writes_all_or_nothing() {
-    let (_dirs, rs) = replicas(1);
-    create_everywhere(&rs, "doc");
-    poison_local_stream(&rs[0], "doc");
     let before = rs[0].store().last_ordinal();
-    let local = Action::new(
-        ActionId::new("l1").expect("valid"),
-        ActionType::new("APPEND").expect("valid"),
-        Scope::local(),
-        5,
-        b"l1".to_vec(),
-    );
     let job = rs[0]
         .execute(
             id("doc"),
             main(),
-            vec![action("g1", "APPEND", "g1", 5), local],
+            vec![action("g1", "APPEND", "g1", 5), local("l1")],
         )
         .expect("submit");
-    assert!(matches!(*failure(&job), Error::DocumentTypeMismatch { .. }));
-    assert_eq!(rs[0].store().last_ordinal(), before, "the global op too");
+    assert!(matches!(*failure(&job), Error::RevisionMismatch { .. }));
+    assert_eq!(rs[0].store().last_ordinal(), before, "nothing written");
     assert!(history(&rs[0], "doc", &Scope::global()).is_empty());
-}
-
-#[test]
-fn a_load_over_two_scopes_writes_all_or_nothing() {
-    let (_dirs, rs) = replicas(2);
-    create_everywhere(&rs, "doc");
-    append(&rs[0], "doc", "g1", 10);
-    written(
-        &rs[0]
-            .execute(
-                id("doc"),
-                main(),
-                vec![Action::new(
-                    ActionId::new("l1").expect("valid"),
-                    ActionType::new("APPEND").expect("valid"),
-                    Scope::local(),
-                    11,
-                    b"l1".to_vec(),
-                )],
-            )
-            .expect("submit"),
-    );
-    poison_local_stream(&rs[1], "doc");
-    let error = refused(&rs[1], "doc", everything(&rs[0], "doc"));
-    assert!(
-        matches!(*error, Error::DocumentTypeMismatch { .. }),
-        "{error:?}"
-    );
-    assert!(history(&rs[1], "doc", &Scope::global()).is_empty());
 }
 
 #[test]
@@ -553,7 +552,10 @@ fn an_undo_that_arrives_first_holds_its_target_for_a_later_redo() {
     // arrival, yet stored.
     load(&rs[1], "doc", latest_copies(&rs[0], "doc", &[&undo]));
     load(&rs[1], "doc", latest_copies(&rs[0], "doc", &["x1"]));
-    assert_eq!(history(&rs[1], "doc", &Scope::global()), std::slice::from_ref(&undo));
+    assert_eq!(
+        history(&rs[1], "doc", &Scope::global()),
+        std::slice::from_ref(&undo)
+    );
     // A redo from A: B must bring x1 back from its own log.
     written(
         &rs[0]
@@ -570,4 +572,139 @@ fn an_undo_that_arrives_first_holds_its_target_for_a_later_redo() {
         history(&rs[0], "doc", &Scope::global())
     );
     assert_eq!(read(&rs[1], "doc", &Scope::global()).0, br#"["x1"]"#);
+}
+
+fn open_with_clock(dir: &std::path::Path, now: u64) -> Reactor {
+    Reactor::builder(dir)
+        .durability(reactordb::Durability::Buffered)
+        .registry(registry())
+        .workers(1)
+        .clock(move || now)
+        .open()
+        .expect("open")
+}
+
+#[test]
+fn two_creations_of_one_document_with_different_types_converge() {
+    let dirs: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let rs = [
+        open_with_clock(dirs[0].path(), 200),
+        open_with_clock(dirs[1].path(), 100),
+    ];
+    written(
+        &rs[0]
+            .create(id("doc"), create_input(LogModel::document_type()))
+            .expect("submit"),
+    );
+    append(&rs[0], "doc", "x1", 300);
+    written(
+        &rs[1]
+            .create(
+                id("doc"),
+                create_input(reactordb::CounterModel::document_type()),
+            )
+            .expect("submit"),
+    );
+    // B's creation sorts first (t=100): both end with its type, and A's
+    // streams, stored with A's type, still take B's operations.
+    converge(&rs, "doc", &[Scope::document(), Scope::global()]);
+    for r in &rs {
+        assert_eq!(
+            header(r).document_type,
+            reactordb::CounterModel::document_type()
+        );
+    }
+    // Both keep writing afterwards.
+    written(
+        &rs[0]
+            .execute(id("doc"), main(), vec![increment("i1")])
+            .expect("submit"),
+    );
+    converge(&rs, "doc", &[Scope::document(), Scope::global()]);
+}
+
+#[test]
+fn a_creation_behind_early_operations_lands_even_in_a_run() {
+    let (_dirs, rs) = replicas(2);
+    written(
+        &rs[0]
+            .create(id("doc"), create_input(LogModel::document_type()))
+            .expect("submit"),
+    );
+    let rename = reactordb::system_action(
+        ActionId::new("rename").expect("valid"),
+        1,
+        &SystemAction::SetName { name: "n".into() },
+    );
+    written(
+        &rs[0]
+            .execute(id("doc"), main(), vec![rename])
+            .expect("submit"),
+    );
+    // B holds the rename but not the creation.
+    load(&rs[1], "doc", latest_copies(&rs[0], "doc", &["rename"]));
+    let create = reactordb::system_action(
+        ActionId::new("b-create").expect("valid"),
+        1,
+        &SystemAction::CreateDocument(create_input(LogModel::document_type())),
+    );
+    let jobs = rs[1]
+        .submit_batch(vec![
+            reactordb::BatchJob {
+                document_id: id("doc"),
+                branch: main(),
+                actions: vec![action("early", "APPEND", "e", 1)],
+                depends_on: vec![],
+            },
+            reactordb::BatchJob {
+                document_id: id("doc"),
+                branch: main(),
+                actions: vec![create],
+                depends_on: vec![],
+            },
+        ])
+        .expect("submit");
+    assert!(matches!(*failure(&jobs[0]), Error::DocumentNotFound { .. }));
+    written(&jobs[1]);
+    assert_eq!(
+        history(&rs[1], "doc", &Scope::document()),
+        ["b-create", "rename"]
+    );
+    converge(&rs, "doc", &[Scope::document()]);
+}
+
+#[test]
+fn an_action_named_create_outside_the_document_scope_is_an_ordinary_one() {
+    let (_dirs, rs) = replicas(2);
+    create_everywhere(&rs, "doc");
+    append(&rs[0], "doc", "x1", 10);
+    // The log model takes any action type: in the global scope this one is
+    // plain data, sorted by its time like any other.
+    written(
+        &rs[0]
+            .execute(
+                id("doc"),
+                main(),
+                vec![action("c-global", "CREATE_DOCUMENT", "c", 1)],
+            )
+            .expect("submit"),
+    );
+    let h = converge(&rs, "doc", &[Scope::global()]);
+    assert_eq!(h[0].last().map(String::as_str), Some("c-global"));
+}
+
+#[test]
+fn a_stream_clock_at_the_bound_refuses_local_writes_rather_than_tie() {
+    let (_dirs, rs) = replicas(2);
+    create_everywhere(&rs, "doc");
+    append(&rs[0], "doc", "edge", reactordb::MAX_TIMESTAMP_MS);
+    load(&rs[1], "doc", everything(&rs[0], "doc"));
+    let before = rs[1].store().last_ordinal();
+    let job = rs[1]
+        .execute(id("doc"), main(), vec![action("next", "APPEND", "n", 5)])
+        .expect("submit");
+    assert!(matches!(*failure(&job), Error::InvalidAction { .. }));
+    assert_eq!(rs[1].store().last_ordinal(), before);
 }

@@ -70,10 +70,11 @@ impl Choices for Bytes<'_> {
     }
 }
 
+/// The document scope: the one where creations sort first.
 fn unit() -> SyncUnit {
     SyncUnit::new(
         DocumentId::new("doc").expect("valid"),
-        Scope::global(),
+        Scope::document(),
         Branch::main(),
     )
 }
@@ -90,7 +91,7 @@ pub(crate) fn op(action_id: &str, action_type: &str, ts: u64, input: &[u8]) -> O
         action: Action::new(
             action_id,
             ActionType::new(action_type).expect("valid"),
-            Scope::global(),
+            Scope::document(),
             ts,
             input.to_vec(),
         ),
@@ -159,7 +160,11 @@ type NaiveKey = (u8, u64, u8, Vec<u8>, [u8; 32]);
 fn naive_key(op: &Operation) -> NaiveKey {
     let t = op.action.action_type.as_str();
     (
-        if t == "CREATE_DOCUMENT" { 0 } else { 1 },
+        if t == "CREATE_DOCUMENT" && op.action.scope.as_str() == "document" {
+            0
+        } else {
+            1
+        },
         op.timestamp_utc_ms,
         if NAIVE_STRUCTURAL.contains(&t) { 0 } else { 1 },
         op.action.id.as_str().as_bytes().to_vec(),

@@ -70,6 +70,13 @@ pub const ACTION_UNDO: &str = "UNDO";
 /// Action type of a redo marker: its input names the cancelled undo.
 pub const ACTION_REDO: &str = "REDO";
 
+/// The largest operation timestamp accepted (milliseconds; the end of the
+/// year 9999). Local writes are stamped one past the highest timestamp
+/// their stream holds; a bound far below `u64::MAX` keeps that stamp from
+/// saturating, which would let a new operation tie with, and sort before,
+/// one already held.
+pub const MAX_TIMESTAMP_MS: u64 = 253_402_300_799_999;
+
 /// Action types that sort before others at one timestamp and cannot be
 /// undone.
 const STRUCTURAL: [&str; 6] = [
@@ -84,6 +91,12 @@ const STRUCTURAL: [&str; 6] = [
 /// Whether an action type is structural (not undoable, sorts first at a tie).
 pub(crate) fn is_structural(action_type: &str) -> bool {
     STRUCTURAL.contains(&action_type)
+}
+
+/// Whether an operation creates its document: `CREATE_DOCUMENT` in the
+/// `document` scope (elsewhere the name means nothing to the engine).
+pub(crate) fn is_creation(op: &Operation) -> bool {
+    op.action.action_type.as_str() == "CREATE_DOCUMENT" && op.action.scope.as_str() == "document"
 }
 
 /// Whether an action type is an undo or redo marker.
@@ -139,7 +152,8 @@ pub(crate) fn content_digest(op: &Operation) -> [u8; 32] {
 /// The canonical position of an operation: built from its own fields only.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) struct SortKey {
-    /// `false` for `CREATE_DOCUMENT`: genesis comes first whatever its time.
+    /// `false` for a creation ([`is_creation`]): genesis comes first
+    /// whatever its time.
     not_create: bool,
     timestamp: u64,
     /// 0 for structural actions, 1 for the rest (the reference's rank).
@@ -153,7 +167,7 @@ pub(crate) struct SortKey {
 pub(crate) fn sort_key(op: &Operation) -> SortKey {
     let action_type = op.action.action_type.as_str();
     SortKey {
-        not_create: action_type != "CREATE_DOCUMENT",
+        not_create: !is_creation(op),
         timestamp: op.timestamp_utc_ms,
         rank: u8::from(!is_structural(action_type)),
         action_id: op.action.id.as_str().as_bytes().to_vec(),

@@ -47,7 +47,6 @@ pub struct ReactorBuilder {
     queue_capacity: usize,
     block_when_full: bool,
     max_retries: usize,
-    max_reshuffle: usize,
     clock: Clock,
 }
 
@@ -62,7 +61,6 @@ impl std::fmt::Debug for ReactorBuilder {
             .field("queue_capacity", &self.queue_capacity)
             .field("block_when_full", &self.block_when_full)
             .field("max_retries", &self.max_retries)
-            .field("max_reshuffle", &self.max_reshuffle)
             .finish_non_exhaustive()
     }
 }
@@ -141,14 +139,6 @@ impl ReactorBuilder {
         self
     }
 
-    /// Operations one write of a merge (a load, an undo) appends at most;
-    /// a merge that re-appends more is written in several writes. Default
-    /// 10,000; at least 1.
-    pub fn max_reshuffle(mut self, limit: usize) -> Self {
-        self.max_reshuffle = limit;
-        self
-    }
-
     /// Opens the database (one RocksDB holding every column family), the
     /// view (catching up) and starts the workers.
     pub fn open(self) -> Result<Reactor> {
@@ -156,12 +146,6 @@ impl ReactorBuilder {
             return Err(Error::InvalidOptions {
                 option: "workers",
                 reason: "must be between 1 and 1024",
-            });
-        }
-        if self.max_reshuffle == 0 {
-            return Err(Error::InvalidOptions {
-                option: "max_reshuffle",
-                reason: "must be at least 1",
             });
         }
         if self.queue_capacity == 0 {
@@ -179,7 +163,6 @@ impl ReactorBuilder {
             self.registry.clone(),
             ExecutorLimits {
                 max_retries: self.max_retries,
-                max_reshuffle: self.max_reshuffle,
                 cache_streams: NonZeroUsize::new(100_000).expect("nonzero"),
             },
         );
@@ -310,7 +293,6 @@ impl Reactor {
             queue_capacity: 100_000,
             block_when_full: false,
             max_retries: 8,
-            max_reshuffle: 10_000,
             clock: Arc::new(now_ms),
         }
     }

@@ -280,7 +280,7 @@ impl OperationStore {
             *document_type = Some(span.document_type.clone());
         }
         if !stale.is_empty() {
-            return self.stale_parts(&spans, &stale, &stored);
+            return self.stale_parts(&spans, &stale, &heads, slot_of, &stored);
         }
         if stored.is_empty() {
             return Ok(Vec::new());
@@ -346,44 +346,62 @@ impl OperationStore {
         Ok(stored)
     }
 
-    /// Parts whose revision is not their stream's next index. One part
-    /// alone follows `apply`'s rules (replay, duplicate, mismatch); of
-    /// several, the write is a replay only when every part is one, and
-    /// otherwise fails with the first stale part's error.
+    /// A write with a stale part. One part alone follows `apply`'s rules
+    /// (replay, duplicate, mismatch). Of several, the write is a replay
+    /// when every part is stored at exactly its positions (checked against
+    /// the stream's real head, so one stream in two parts replays too);
+    /// otherwise it fails with the first stale part's error, or, when that
+    /// part alone is a replay, as a partial duplicate.
     fn stale_parts(
         &self,
         spans: &[Span],
         stale: &[(&Span, u64)],
+        heads: &[Option<HeadValue>],
+        slot_of: impl Fn(&[u8]) -> usize,
         appended: &[OperationWithContext],
     ) -> Result<Vec<OperationWithContext>> {
         let mut replayed = Vec::with_capacity(appended.len());
-        for (span, next_index) in stale {
-            let ops = self.stale_append(
+        let mut whole = true;
+        for span in spans {
+            let next_index = heads[slot_of(&span.unit_key)]
+                .as_ref()
+                .map_or(0, |h| h.next_index);
+            match self.stale_append(
                 &span.unit,
                 &span.unit_key,
                 &span.document_type,
                 span.revision,
-                *next_index,
+                next_index,
                 &appended[span.ops.clone()],
-            )?;
-            if stale.len() < spans.len() {
-                // This part is a replay, but another is new: a partial one.
-                return match ops.first() {
-                    Some(op) => Err(Error::DuplicateOperation {
-                        op_id: op.operation.id,
-                        index: op.operation.index,
-                        skip: op.operation.skip,
-                    }),
-                    None => Err(Error::RevisionMismatch {
-                        unit: span.unit.clone(),
-                        expected: *next_index,
-                        actual: span.revision.get(),
-                    }),
-                };
+            ) {
+                Ok(ops) => replayed.extend(ops),
+                Err(_) => whole = false,
             }
-            replayed.extend(ops);
         }
-        Ok(replayed)
+        if whole {
+            return Ok(replayed);
+        }
+        let (span, next_index) = stale[0];
+        let ops = self.stale_append(
+            &span.unit,
+            &span.unit_key,
+            &span.document_type,
+            span.revision,
+            next_index,
+            &appended[span.ops.clone()],
+        )?;
+        Err(match ops.first() {
+            Some(op) => Error::DuplicateOperation {
+                op_id: op.operation.id,
+                index: op.operation.index,
+                skip: op.operation.skip,
+            },
+            None => Error::RevisionMismatch {
+                unit: span.unit.clone(),
+                expected: next_index,
+                actual: span.revision.get(),
+            },
+        })
     }
 
     /// Fills a stream's cached head from disk on first use.

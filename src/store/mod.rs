@@ -283,6 +283,9 @@ fn last_ordinal(db: &DB) -> Result<Ordinal> {
 }
 
 #[cfg(test)]
+mod parts_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{

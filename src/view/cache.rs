@@ -19,6 +19,9 @@ pub(crate) struct CachedScope {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct CachedDoc {
     pub(crate) scopes: BTreeMap<Scope, CachedScope>,
+    /// The header's document type: the model every other scope reduces
+    /// by (a stream's stored type may differ, after two creations).
+    pub(crate) document_type: Option<crate::model::DocumentType>,
 }
 
 impl CachedDoc {

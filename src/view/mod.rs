@@ -343,6 +343,7 @@ impl ViewInner {
         let index = op.operation.index;
 
         // 1. The header, and the indexes derived from it.
+        let mut reset = false;
         if ctx.scope == Scope::document() {
             let old = self.header_record(&header_key, headers)?;
             let reducer = Reducer::System {
@@ -358,17 +359,24 @@ impl ViewInner {
                 revision: index + 1,
                 state,
             };
-            index::update_indexes(
-                self.store.db(),
-                batch,
-                old.header().as_ref(),
-                new.header().as_ref(),
-            );
+            let (before, after) = (old.header(), new.header());
+            index::update_indexes(self.store.db(), batch, before.as_ref(), after.as_ref());
+            let reduced_by = |h: &Option<crate::models::DocumentHeader>| {
+                h.as_ref()
+                    .map(|h| (h.document_type.clone(), h.created_model_version))
+            };
+            if before.is_some() && reduced_by(&before) != reduced_by(&after) {
+                // Another creation won the merge: every scope now reduces
+                // by another model, so what was folded by the old one (the
+                // cached document, its snapshots) is dropped.
+                reset = true;
+                drop_snapshots(self.store.db(), batch, &ctx.document_id, &ctx.branch);
+            }
             headers.insert(header_key.clone(), new);
         }
 
         // 2. The cached document, if any: advance it or drop it.
-        let cached = self.cache.lock().take(&doc_key);
+        let cached = self.cache.lock().take(&doc_key).filter(|_| !reset);
         let mut snapshot_source = None;
         if let Some(mut doc) = cached {
             let keep = self.advance_cached(&mut doc, op, &header_key, headers);
@@ -461,6 +469,7 @@ impl ViewInner {
             let Ok(record) = self.header_record(header_key, headers) else {
                 return false;
             };
+            doc.document_type = record.header().map(|h| h.document_type);
             doc.scopes.insert(
                 ctx.scope.clone(),
                 CachedScope {
@@ -499,9 +508,12 @@ impl ViewInner {
             }
             None => return false,
         };
+        let Some(document_type) = &doc.document_type else {
+            return false;
+        };
         let reducer = Reducer::Model {
             registry: &self.registry,
-            document_type: &ctx.document_type,
+            document_type,
             scope: &ctx.scope,
         };
         let state = std::mem::take(&mut scope.state);
@@ -514,4 +526,24 @@ impl ViewInner {
             Err(_) => false,
         }
     }
+}
+
+/// Deletes every snapshot of a document on a branch (all scopes).
+fn drop_snapshots(
+    db: &rocksdb::DB,
+    batch: &mut WriteBatch,
+    document_id: &crate::model::DocumentId,
+    branch: &crate::model::Branch,
+) {
+    let Some(cf) = db.cf_handle(keys::CF_SNAPSHOTS) else {
+        return;
+    };
+    let from = keys::document_branch_prefix(document_id, branch);
+    // The prefix ends with the branch's NUL terminator: raising it to 1
+    // bounds exactly the keys that start with the prefix.
+    let mut to = from.clone();
+    if let Some(last) = to.last_mut() {
+        *last = 1;
+    }
+    batch.delete_range_cf(cf, from, to);
 }

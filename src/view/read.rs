@@ -240,7 +240,10 @@ impl ViewInner {
         let Some(header) = record.as_ref().and_then(|r| r.header()) else {
             return Err(Error::DocumentNotFound { id: id.to_string() });
         };
-        let mut doc = CachedDoc::default();
+        let mut doc = CachedDoc {
+            document_type: Some(header.document_type.clone()),
+            ..CachedDoc::default()
+        };
         let mut repairs = WriteBatch::default();
         let mut pending = fold::PendingSnapshots::new();
         for stream in self.store.streams(id)? {

@@ -30,6 +30,10 @@ type ByScope = BTreeMap<Scope, Vec<Operation>>;
 struct Prepared {
     unit: SyncUnit,
     unit_key: Vec<u8>,
+    /// The type the stream is stored with (its first writer's; two
+    /// creations of one document may name different types, and the
+    /// history's header follows the one that sorts first).
+    document_type: DocumentType,
     /// Indexed from the stream's head.
     ops: Vec<NewOperation>,
     /// The head after the write.
@@ -72,6 +76,7 @@ impl Executor {
         &self,
         unit: &SyncUnit,
         header: Option<&DocumentHeader>,
+        document_type: &DocumentType,
         incoming: &[Operation],
         raw: Vec<Operation>,
     ) -> Result<Option<Prepared>> {
@@ -130,65 +135,46 @@ impl Executor {
             });
         }
         let revision = start + ops.len() as u64;
+        let document_type = match self.store.head(unit)? {
+            Some(info) => info.document_type,
+            None => document_type.clone(),
+        };
         Ok(Some(Prepared {
             unit: unit.clone(),
             unit_key,
+            document_type: document_type.clone(),
             ops,
             head: Head {
                 revision,
                 state,
                 model_version: version,
                 latest,
+                stored_type: Some(document_type.clone()),
                 header: None,
             },
         }))
     }
 
-    /// Writes prepared merges (one per stream) in one atomic write, or, when
-    /// they re-append more than `max_reshuffle` operations, in several
-    /// (a bound on one write, never a refusal; an interrupted chunked write
-    /// is mended by the stream's next merge, which starts from the set
-    /// again). Returns the last ordinal written.
-    fn write_prepared(
-        &self,
-        document_type: &DocumentType,
-        prepared: Vec<Prepared>,
-    ) -> Result<Ordinal> {
+    /// Writes prepared merges (one per stream) in one atomic write: every
+    /// scope or none. Returns the last ordinal written.
+    fn write_prepared(&self, prepared: Vec<Prepared>) -> Result<Ordinal> {
         let mut heads = Vec::with_capacity(prepared.len());
-        let mut chunks: Vec<Vec<StreamAppend>> = vec![Vec::new()];
-        let mut room = self.limits.max_reshuffle.max(1);
+        let mut parts = Vec::with_capacity(prepared.len());
         for p in prepared {
             heads.push((p.unit_key, p.head));
-            let mut ops = p.ops;
-            while !ops.is_empty() {
-                if room == 0 {
-                    chunks.push(Vec::new());
-                    room = self.limits.max_reshuffle.max(1);
-                }
-                let rest = ops.split_off(room.min(ops.len()));
-                room -= ops.len();
-                chunks
-                    .last_mut()
-                    .expect("one chunk at least")
-                    .push(StreamAppend {
-                        unit: p.unit.clone(),
-                        document_type: document_type.clone(),
-                        revision: Revision(ops[0].index),
-                        operations: ops,
-                    });
-                ops = rest;
-            }
+            parts.push(StreamAppend {
+                revision: Revision(p.ops.first().map_or(0, |op| op.index)),
+                unit: p.unit,
+                document_type: p.document_type,
+                operations: p.ops,
+            });
         }
-        let mut last = Ordinal(0);
-        for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
-            let stored = self.append(chunk)?;
-            last = last.max(stored.last().map_or(Ordinal(0), |o| o.context.ordinal));
-        }
+        let stored = self.append(parts)?;
         let mut cache = self.heads.lock();
         for (unit_key, head) in heads {
             cache.put(unit_key, head);
         }
-        Ok(last)
+        Ok(stored.last().map_or(Ordinal(0), |o| o.context.ordinal))
     }
 
     /// Executes an undo, a redo or a creation (a job of its own).
@@ -239,13 +225,14 @@ impl Executor {
             id: op_id,
             index: 0,
             skip: 0,
-            timestamp_utc_ms: stamp(raw.len() as u64, latest, &action),
+            timestamp_utc_ms: stamp(raw.len() as u64, latest, &action)?,
             hash: Digest::default(),
             state_hash: Digest::default(),
             action,
             error: None,
         };
-        let Some(prepared) = self.prepare(&unit, header.as_deref(), &[op], raw)? else {
+        let Some(prepared) = self.prepare(&unit, header.as_deref(), &document_type, &[op], raw)?
+        else {
             return Ok(ConsistencyToken(Ordinal(0)));
         };
         // A local action the reducer refuses fails its job and writes
@@ -261,7 +248,7 @@ impl Executor {
                 reason: refused,
             });
         }
-        let last = self.write_prepared(&document_type, vec![prepared]);
+        let last = self.write_prepared(vec![prepared]);
         if last.is_err() {
             self.forget_document(document_id);
         }
@@ -351,12 +338,20 @@ impl Executor {
     ) -> Result<ConsistencyToken> {
         let (by_scope, incoming_type) = self.validate_load(document_id, branch, operations)?;
         let (_, mut header) = self.header(document_id, branch)?;
+        let Some(mut document_type) = header
+            .as_ref()
+            .map(|h| h.document_type.clone())
+            .or(incoming_type)
+        else {
+            return Ok(ConsistencyToken(Ordinal(0))); // nothing to load
+        };
         let mut prepared = Vec::new();
         // The document scope first: it may create the document, and its
         // header says how the other scopes reduce.
         let document = Scope::document();
         let mut scopes: Vec<(&Scope, &Vec<Operation>)> = by_scope.iter().collect();
         scopes.sort_by_key(|(scope, _)| **scope != document);
+        let mut header_changed = false;
         for (scope, incoming) in scopes {
             let unit = SyncUnit::new(document_id.clone(), scope.clone(), branch.clone());
             if *scope != document && header.is_none() {
@@ -365,28 +360,39 @@ impl Executor {
                 });
             }
             let raw = self.raw_log(&keys::unit_key(&unit))?;
-            if let Some(p) = self.prepare(&unit, header.as_deref(), incoming, raw)? {
+            if let Some(p) =
+                self.prepare(&unit, header.as_deref(), &document_type, incoming, raw)?
+            {
                 if *scope == document {
-                    header = decode_header(&p.head.state).map(Arc::new);
+                    let merged = decode_header(&p.head.state).map(Arc::new);
+                    header_changed = merged
+                        .as_ref()
+                        .map(|h| (&h.document_type, h.created_model_version))
+                        != header
+                            .as_ref()
+                            .map(|h| (&h.document_type, h.created_model_version));
+                    header = merged;
+                    if let Some(h) = &header {
+                        document_type = h.document_type.clone();
+                    }
                 }
                 prepared.push(p);
             }
         }
-        let document_type = match (&header, incoming_type) {
-            (Some(h), _) => h.document_type.clone(),
-            (None, Some(t)) => t,
-            (None, None) => return Ok(ConsistencyToken(Ordinal(0))),
-        };
-        Ok(ConsistencyToken(
-            self.write_prepared(&document_type, prepared)?,
-        ))
+        let last = self.write_prepared(prepared)?;
+        if header_changed {
+            // Another creation won: every scope reduces by its model now,
+            // so the cached heads of the other scopes are stale.
+            self.forget_document(document_id);
+        }
+        Ok(ConsistencyToken(last))
     }
 
     /// Checks every operation of a load before anything is planned: it
     /// belongs to this document and branch, its scope agrees with its
     /// action's, its id derives from its stream and action id, its skip
-    /// stays inside its stream, the document type is one, and a creation
-    /// names a registered model. Groups the operations by scope.
+    /// stays inside its stream, its timestamp is within bounds, and a
+    /// creation names a registered model. Groups the operations by scope.
     fn validate_load(
         &self,
         document_id: &DocumentId,
@@ -413,6 +419,13 @@ impl Executor {
                     context.scope, op.action.scope
                 )));
             }
+            if op.timestamp_utc_ms > merge::MAX_TIMESTAMP_MS {
+                return Err(invalid(format!(
+                    "timestamp {} is past {}",
+                    op.timestamp_utc_ms,
+                    merge::MAX_TIMESTAMP_MS
+                )));
+            }
             if op.skip > op.index {
                 return Err(invalid(format!(
                     "skip {} reaches before the stream (index {})",
@@ -424,26 +437,15 @@ impl Executor {
                     "its id does not derive from its stream and action".into(),
                 ));
             }
-            match &incoming_type {
-                Some(t) if *t != context.document_type => {
-                    return Err(invalid(format!(
-                        "document type {} where the load's is {t}",
-                        context.document_type
-                    )))
-                }
-                _ => incoming_type = Some(context.document_type.clone()),
-            }
-            if op.action.action_type.as_str() == ACTION_CREATE {
-                let created = self.creation_type(&op.action).map_err(|e| match e {
+            // The context's type is where the sender stored the operation
+            // (two creations may name different types): the header decides.
+            incoming_type.get_or_insert_with(|| context.document_type.clone());
+            if op.action.action_type.as_str() == ACTION_CREATE && context.scope == Scope::document()
+            {
+                self.creation_type(&op.action).map_err(|e| match e {
                     Error::InvalidAction { reason, .. } => invalid(reason),
                     other => other,
                 })?;
-                if created != context.document_type {
-                    return Err(invalid(format!(
-                        "it creates a {created} in a load of {}",
-                        context.document_type
-                    )));
-                }
             }
             by_scope
                 .entry(context.scope.clone())

@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::fold::{self, Reducer};
 use crate::keys;
 use crate::model::{
-    Action, Branch, Digest, DocumentId, NewOperation, Operation, OperationId, OperationWithContext,
-    Ordinal, Revision, Scope, SyncUnit,
+    Action, Branch, Digest, DocumentId, DocumentType, NewOperation, Operation, OperationId,
+    OperationWithContext, Ordinal, Revision, Scope, SyncUnit,
 };
 use crate::models::{decode_header, DocumentHeader, ModelRegistry};
 use crate::store::{OperationStore, StreamAppend};
@@ -38,6 +38,10 @@ struct Head {
     /// The highest operation timestamp the stream holds: the next local
     /// operation is stamped past it.
     latest: u64,
+    /// The type the stream is stored with (`None`: empty). It may differ
+    /// from the header's when two creations of the document named
+    /// different types; the store keeps each stream's first.
+    stored_type: Option<DocumentType>,
     /// For the `document` scope: the decoded header, once decoded (the
     /// outer `None`: not yet). Decoding JSON per job was a measurable cost.
     header: Option<Option<Arc<DocumentHeader>>>,
@@ -55,7 +59,6 @@ impl Head {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ExecutorLimits {
     pub(crate) max_retries: usize,
-    pub(crate) max_reshuffle: usize,
     pub(crate) cache_streams: NonZeroUsize,
 }
 
@@ -179,10 +182,9 @@ impl Executor {
         if let Some(head) = self.heads.lock().get(unit_key) {
             return Ok(head.clone());
         }
-        let latest = self
-            .store
-            .head(unit)?
-            .map_or(0, |info| info.latest_timestamp_utc_ms);
+        let info = self.store.head(unit)?;
+        let latest = info.as_ref().map_or(0, |i| i.latest_timestamp_utc_ms);
+        let stored_type = info.map(|i| i.document_type);
         let folded = fold::fold(
             &self.store,
             unit_key,
@@ -196,6 +198,7 @@ impl Executor {
             state: folded.state,
             model_version: folded.model_version,
             latest,
+            stored_type,
             header: None,
         })
     }
@@ -255,13 +258,32 @@ impl Executor {
         branch: &Branch,
         jobs: &[&[Action]],
     ) -> Vec<Outcome> {
-        if let [[action]] = jobs {
-            if self.needs_merge(document_id, branch, action) {
-                return vec![self.with_retries(document_id, || {
-                    self.execute_merged(document_id, branch, action)
-                })];
+        // A job that must take the merge path (an undo, a redo, a creation
+        // behind operations that arrived first) runs alone, in its place.
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        let mut start = 0;
+        for (k, job) in jobs.iter().enumerate() {
+            if let [action] = job {
+                if self.needs_merge(document_id, branch, action) {
+                    outcomes.extend(self.execute_batched(document_id, branch, &jobs[start..k]));
+                    outcomes.push(self.with_retries(document_id, || {
+                        self.execute_merged(document_id, branch, action)
+                    }));
+                    start = k + 1;
+                }
             }
         }
+        outcomes.extend(self.execute_batched(document_id, branch, &jobs[start..]));
+        outcomes
+    }
+
+    /// Executes jobs that all take the plain path, planned together.
+    fn execute_batched(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+        jobs: &[&[Action]],
+    ) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
         let mut history: Vec<Arc<Error>> = Vec::new();
         loop {
@@ -452,7 +474,7 @@ impl Executor {
             }
             let mut operation =
                 NewOperation::new(planned.revision, action.clone(), Digest::default());
-            operation.timestamp_utc_ms = stamp(planned.revision, planned.latest, action);
+            operation.timestamp_utc_ms = stamp(planned.revision, planned.latest, action)?;
             let probe = Operation {
                 id: op_id,
                 index: operation.index,
@@ -508,12 +530,16 @@ impl Executor {
                     id: document_id.to_string(),
                 })?;
             // Every scope of the run in one atomic write: all or nothing.
-            let parts = plan
+            let parts: Vec<StreamAppend> = plan
                 .segments
                 .into_iter()
                 .map(|(scope, ops)| StreamAppend {
+                    document_type: plan
+                        .heads
+                        .get(&scope)
+                        .and_then(|p| p.head.stored_type.clone())
+                        .unwrap_or_else(|| document_type.clone()),
                     unit: SyncUnit::new(document_id.clone(), scope, branch.clone()),
-                    document_type: document_type.clone(),
                     revision: Revision(ops.first().map_or(0, |op| op.index)),
                     operations: ops,
                 })
@@ -546,11 +572,23 @@ impl Executor {
 
 /// The timestamp of a local operation: the caller's action timestamp (the
 /// hybrid clock's physical reading), raised past the highest timestamp the
-/// stream holds, so it sorts after everything already there.
-fn stamp(revision: u64, latest: u64, action: &Action) -> u64 {
-    if revision == 0 {
+/// stream holds, so it sorts after everything already there. Refused past
+/// [`MAX_TIMESTAMP_MS`](crate::merge::MAX_TIMESTAMP_MS), which peers refuse
+/// too (and which keeps the stamp from saturating into a tie).
+fn stamp(revision: u64, latest: u64, action: &Action) -> Result<u64> {
+    let stamped = if revision == 0 {
         action.timestamp_utc_ms
     } else {
         action.timestamp_utc_ms.max(latest.saturating_add(1))
+    };
+    if stamped > crate::merge::MAX_TIMESTAMP_MS {
+        return Err(Error::InvalidAction {
+            action_id: action.id.clone(),
+            reason: format!(
+                "its timestamp {stamped} (the action's, or one past its stream's latest) is past {}",
+                crate::merge::MAX_TIMESTAMP_MS
+            ),
+        });
     }
+    Ok(stamped)
 }
