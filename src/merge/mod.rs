@@ -17,8 +17,8 @@
 //!    the one with the smaller [`SortKey`]: a choice made from the two
 //!    operations alone.
 //! 2. **The order.** The set sorted by [`SortKey`]:
-//!    `(not CREATE_DOCUMENT, timestamp, structural rank, action id, content
-//!    digest)`. Every field belongs to the operation, none to where it
+//!    `(not a creation, timestamp, structural rank, action id, content
+//!    digest)` ([`is_creation`]: genesis first, whatever its timestamp). Every field belongs to the operation, none to where it
 //!    landed in some replica's log, and the last one separates any two
 //!    distinct operations, so the order is total and the same everywhere.
 //! 3. **Cancellation.** `UNDO` and `REDO` are markers naming a target by
@@ -51,9 +51,8 @@
 //! the new raw log then yields exactly the effective history: the
 //! invariant `collect(raw) == effective(set(raw))` that the view relies on
 //! and `verify` checks. The set is recomputed from the whole raw log every
-//! time, so a log that broke the invariant (an interrupted chunked
-//! re-append, a write that went around the reactor) is mended by the next
-//! plan.
+//! time, so a log that broke the invariant (a write that went around the
+//! reactor) is mended by the next plan.
 
 mod plan;
 mod verify;
