@@ -41,19 +41,6 @@ pub(crate) trait Choices {
     }
 }
 
-/// splitmix64: a seeded generator with no dependency.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Choices for Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    }
-}
-
 /// Choices read from bytes (a fuzzer's input): one byte each, 0 once the
 /// input is spent.
 pub(crate) struct Bytes<'a>(pub(crate) &'a [u8]);

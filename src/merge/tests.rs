@@ -4,8 +4,21 @@
 //! `REACTORDB_MERGE_SCENARIOS=100000 cargo test --lib merge::tests -- --nocapture`
 //! runs the long mode.
 
-use super::check::{collected, op, scenario, write, Bytes, Rng, Stats};
+use super::check::{collected, op, scenario, write, Bytes, Choices, Stats};
 use super::*;
+
+/// splitmix64: a seeded generator with no dependency.
+struct Rng(u64);
+
+impl Choices for Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    }
+}
 
 fn scenario_count() -> u64 {
     std::env::var("REACTORDB_MERGE_SCENARIOS")
