@@ -142,7 +142,9 @@ fn check_against_model(reactor: &Reactor, seed: u64, replica: usize) {
     }
 }
 
-fn read(reactor: &Reactor) -> Vec<(Vec<u8>, reactordb::Digest)> {
+/// (state, state hash) of each synced scope, `None` for a scope with no
+/// operations yet.
+fn read(reactor: &Reactor) -> Vec<Option<(Vec<u8>, reactordb::Digest)>> {
     let token = ConsistencyToken(reactor.store().last_ordinal());
     let doc = reactor
         .view()
@@ -151,8 +153,9 @@ fn read(reactor: &Reactor) -> Vec<(Vec<u8>, reactordb::Digest)> {
     scopes()
         .iter()
         .map(|s| {
-            let st = &doc.scopes[s];
-            (st.state.clone(), st.state_hash)
+            doc.scopes
+                .get(s)
+                .map(|st| (st.state.clone(), st.state_hash))
         })
         .collect()
 }

@@ -8,7 +8,7 @@
 use rocksdb::{WriteBatch, DB};
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::keys;
 use crate::model::{Branch, Digest, DocumentId, DocumentType, Operation, Ordinal, Scope};
 use crate::models::{reduce_system, ModelRegistry, ReduceError, ACTION_NOOP};
@@ -43,19 +43,6 @@ struct UpgradeInput {
     to_version: u32,
 }
 
-fn model_of<'r>(
-    registry: &'r ModelRegistry,
-    document_type: &DocumentType,
-    version: u32,
-) -> Result<&'r dyn crate::models::DocumentModel> {
-    registry
-        .get_ref(document_type, version)
-        .ok_or_else(|| Error::ModelNotFound {
-            document_type: document_type.clone(),
-            version,
-        })
-}
-
 impl Reducer<'_> {
     /// The state before the first operation.
     pub(crate) fn initial(&self, version: u32) -> Result<Vec<u8>> {
@@ -65,7 +52,9 @@ impl Reducer<'_> {
                 registry,
                 document_type,
                 scope,
-            } => Ok(model_of(registry, document_type, version)?.initial_state(scope)),
+            } => Ok(registry
+                .require(document_type, version)?
+                .initial_state(scope)),
         }
     }
 
@@ -124,7 +113,7 @@ impl Reducer<'_> {
                             input.from_version, *version
                         ))));
                     }
-                    let upgraded = model_of(registry, document_type, input.to_version)?.upgrade(
+                    let upgraded = registry.require(document_type, input.to_version)?.upgrade(
                         input.from_version,
                         scope,
                         state,
@@ -134,7 +123,9 @@ impl Reducer<'_> {
                     }
                     return Ok(upgraded);
                 }
-                Ok(model_of(registry, document_type, *version)?.reduce(scope, state, &op.action))
+                Ok(registry
+                    .require(document_type, *version)?
+                    .reduce(scope, state, &op.action))
             }
         }
     }

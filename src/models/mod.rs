@@ -212,6 +212,20 @@ impl ModelRegistry {
             .map(|m| m.as_ref())
     }
 
+    /// The model of a type at a version, or [`Error::ModelNotFound`]: the
+    /// one rule every path (submission, execution, loads, folds) checks.
+    pub(crate) fn require(
+        &self,
+        document_type: &DocumentType,
+        version: u32,
+    ) -> crate::error::Result<&dyn DocumentModel> {
+        self.get_ref(document_type, version)
+            .ok_or_else(|| crate::error::Error::ModelNotFound {
+                document_type: document_type.clone(),
+                version,
+            })
+    }
+
     /// The newest version of a type.
     pub fn latest(&self, document_type: &DocumentType) -> Option<Arc<dyn DocumentModel>> {
         self.models

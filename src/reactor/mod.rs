@@ -325,17 +325,9 @@ impl Reactor {
     /// Creates a document on `main`. Fails with [`Error::ModelNotFound`]
     /// (at submission) when no model of its type and version is registered.
     pub fn create(&self, document_id: DocumentId, input: CreateDocumentInput) -> Result<JobHandle> {
-        if self
-            .inner
+        self.inner
             .registry
-            .get(&input.document_type, input.model_version)
-            .is_none()
-        {
-            return Err(Error::ModelNotFound {
-                document_type: input.document_type,
-                version: input.model_version,
-            });
-        }
+            .require(&input.document_type, input.model_version)?;
         let action = system_action(
             self.new_action_id(),
             (self.inner.clock)(),

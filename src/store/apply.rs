@@ -261,8 +261,8 @@ impl OperationStore {
                     .map_or((0, None), |h| (h.next_index, Some(h.document_type.clone())))
             })
             .collect();
-        let mut stale = Vec::new();
-        for span in &spans {
+        let mut first_stale = None;
+        for (k, span) in spans.iter().enumerate() {
             let (next_index, document_type) = &mut expect[slot_of(&span.unit_key)];
             if let Some(stored) = document_type {
                 if *stored != span.document_type {
@@ -274,13 +274,13 @@ impl OperationStore {
                 }
             }
             if span.revision.get() != *next_index {
-                stale.push((span, *next_index));
+                first_stale.get_or_insert(k);
             }
             *next_index = span.revision.get() + span.ops.len() as u64;
             *document_type = Some(span.document_type.clone());
         }
-        if !stale.is_empty() {
-            return self.stale_parts(&spans, &stale, &heads, slot_of, &stored);
+        if let Some(first_stale) = first_stale {
+            return self.stale_parts(&spans, first_stale, &heads, slot_of, &stored);
         }
         if stored.is_empty() {
             return Ok(Vec::new());
@@ -355,53 +355,46 @@ impl OperationStore {
     fn stale_parts(
         &self,
         spans: &[Span],
-        stale: &[(&Span, u64)],
+        first_stale: usize,
         heads: &[Option<HeadValue>],
         slot_of: impl Fn(&[u8]) -> usize,
         appended: &[OperationWithContext],
     ) -> Result<Vec<OperationWithContext>> {
-        let mut replayed = Vec::with_capacity(appended.len());
-        let mut whole = true;
-        for span in spans {
-            let next_index = heads[slot_of(&span.unit_key)]
-                .as_ref()
-                .map_or(0, |h| h.next_index);
-            match self.stale_append(
-                &span.unit,
-                &span.unit_key,
-                &span.document_type,
-                span.revision,
-                next_index,
-                &appended[span.ops.clone()],
-            ) {
-                Ok(ops) => replayed.extend(ops),
-                Err(_) => whole = false,
-            }
+        let mut results: Vec<Result<Vec<OperationWithContext>>> = spans
+            .iter()
+            .map(|span| {
+                let next_index = heads[slot_of(&span.unit_key)]
+                    .as_ref()
+                    .map_or(0, |h| h.next_index);
+                self.stale_append(
+                    &span.unit,
+                    &span.unit_key,
+                    &span.document_type,
+                    span.revision,
+                    next_index,
+                    &appended[span.ops.clone()],
+                )
+            })
+            .collect();
+        if results.iter().all(Result::is_ok) {
+            let parts = results.into_iter().collect::<Result<Vec<_>>>()?;
+            return Ok(parts.into_iter().flatten().collect());
         }
-        if whole {
-            return Ok(replayed);
-        }
-        let (span, next_index) = stale[0];
-        let ops = self.stale_append(
-            &span.unit,
-            &span.unit_key,
-            &span.document_type,
-            span.revision,
-            next_index,
-            &appended[span.ops.clone()],
-        )?;
-        Err(match ops.first() {
-            Some(op) => Error::DuplicateOperation {
+        let span = &spans[first_stale];
+        match results.swap_remove(first_stale)?.first() {
+            Some(op) => Err(Error::DuplicateOperation {
                 op_id: op.operation.id,
                 index: op.operation.index,
                 skip: op.operation.skip,
-            },
-            None => Error::RevisionMismatch {
+            }),
+            None => Err(Error::RevisionMismatch {
                 unit: span.unit.clone(),
-                expected: next_index,
+                expected: heads[slot_of(&span.unit_key)]
+                    .as_ref()
+                    .map_or(0, |h| h.next_index),
                 actual: span.revision.get(),
-            },
-        })
+            }),
+        }
     }
 
     /// Fills a stream's cached head from disk on first use.

@@ -269,16 +269,8 @@ impl Executor {
         }
         match SystemAction::decode(action).map_err(|e| invalid(e.reason))? {
             SystemAction::CreateDocument(input) => {
-                if self
-                    .registry
-                    .get(&input.document_type, input.model_version)
-                    .is_none()
-                {
-                    return Err(Error::ModelNotFound {
-                        document_type: input.document_type,
-                        version: input.model_version,
-                    });
-                }
+                self.registry
+                    .require(&input.document_type, input.model_version)?;
                 Ok(input.document_type)
             }
             _ => Err(invalid("not a CREATE_DOCUMENT input".into())),

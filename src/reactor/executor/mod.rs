@@ -437,12 +437,7 @@ impl Executor {
                 }
                 Some(h) if action.scope != Scope::document() => {
                     // Fails early with ModelNotFound when the type is unknown.
-                    self.registry.get(&h.document_type, h.model_version).ok_or(
-                        Error::ModelNotFound {
-                            document_type: h.document_type.clone(),
-                            version: h.model_version,
-                        },
-                    )?;
+                    self.registry.require(&h.document_type, h.model_version)?;
                 }
                 _ => {}
             }
