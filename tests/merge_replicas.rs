@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use common::docs::{effective, stream_ops};
 use common::reactor::*;
 use reactordb::{
-    ActionId, ConsistencyToken, Operation, OperationWithContext, Ordinal, Paging, Reactor, Scope,
-    SystemAction, ViewFilter,
+    ActionId, ConsistencyToken, Operation, OperationWithContext, Reactor, Scope, SystemAction,
+    ViewFilter,
 };
 
 struct Rng(u64);
@@ -47,14 +47,7 @@ fn scopes() -> Vec<Scope> {
 }
 
 fn feed(reactor: &Reactor) -> Vec<OperationWithContext> {
-    reactor
-        .store()
-        .get_since_ordinal(Ordinal(1), Paging::all())
-        .expect("feed")
-        .items
-        .into_iter()
-        .filter(|o| SYNCED.contains(&o.context.scope.as_str()))
-        .collect()
+    operations_of(reactor, "doc", |s| SYNCED.contains(&s.as_str()))
 }
 
 // ---- the naive model -------------------------------------------------

@@ -9,19 +9,12 @@ use common::docs::{effective, stream_ops};
 use common::reactor::*;
 use reactordb::{
     Action, ActionId, ActionType, ConsistencyToken, Digest, DocumentModel, DocumentType, Error,
-    OperationWithContext, Ordinal, Paging, Reactor, ReduceError, Scope, SystemAction, ViewFilter,
+    OperationWithContext, Reactor, ReduceError, Scope, SystemAction, ViewFilter,
 };
 
 /// Every operation of a document (all scopes), as a peer would send it.
 fn everything(reactor: &Reactor, doc: &str) -> Vec<OperationWithContext> {
-    reactor
-        .store()
-        .get_since_ordinal(Ordinal(1), Paging::all())
-        .expect("feed")
-        .items
-        .into_iter()
-        .filter(|o| o.context.document_id == id(doc))
-        .collect()
+    operations_of(reactor, doc, |_| true)
 }
 
 fn load(reactor: &Reactor, doc: &str, ops: Vec<OperationWithContext>) {

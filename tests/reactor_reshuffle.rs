@@ -7,9 +7,7 @@ mod common;
 
 use common::docs::{effective, stream_ops};
 use common::reactor::*;
-use reactordb::{
-    Digest, Operation, OperationWithContext, Ordinal, Paging, Reactor, Scope, ViewFilter,
-};
+use reactordb::{Digest, Operation, OperationWithContext, Reactor, Scope, ViewFilter};
 
 fn stream(reactor: &Reactor, doc: &str, scope: Scope) -> Vec<Operation> {
     stream_ops(reactor.store(), doc, &scope)
@@ -32,14 +30,7 @@ fn effective_ids(reactor: &Reactor, doc: &str) -> Vec<String> {
 
 /// What a peer sends: a document's operations of one scope, with context.
 fn feed(reactor: &Reactor, doc: &str, scope: &Scope) -> Vec<OperationWithContext> {
-    reactor
-        .store()
-        .get_since_ordinal(Ordinal(1), Paging::all())
-        .expect("feed")
-        .items
-        .into_iter()
-        .filter(|o| o.context.document_id == id(doc) && &o.context.scope == scope)
-        .collect()
+    operations_of(reactor, doc, |s| s == scope)
 }
 
 fn state(

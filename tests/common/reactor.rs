@@ -108,3 +108,20 @@ pub fn failure(job: &JobHandle) -> std::sync::Arc<reactordb::Error> {
 pub fn main() -> Branch {
     Branch::main()
 }
+
+/// What a peer sends: every operation of `doc` whose scope `keep` accepts,
+/// in ordinal order, with context.
+pub fn operations_of(
+    reactor: &Reactor,
+    doc: &str,
+    keep: impl Fn(&Scope) -> bool,
+) -> Vec<reactordb::OperationWithContext> {
+    reactor
+        .store()
+        .get_since_ordinal(reactordb::Ordinal(1), reactordb::Paging::all())
+        .expect("feed")
+        .items
+        .into_iter()
+        .filter(|o| o.context.document_id == id(doc) && keep(&o.context.scope))
+        .collect()
+}
