@@ -701,3 +701,73 @@ fn a_stream_clock_at_the_bound_refuses_local_writes_rather_than_tie() {
     assert!(matches!(*failure(&job), Error::InvalidAction { .. }));
     assert_eq!(rs[1].store().last_ordinal(), before);
 }
+
+#[test]
+fn a_scope_whose_model_version_is_missing_is_parked_until_registered() {
+    let dirs: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let with_v2 = |dir: &std::path::Path| {
+        Reactor::builder(dir)
+            .durability(reactordb::Durability::Buffered)
+            .registry(registry())
+            .register(LogV2)
+            .workers(1)
+            .open()
+            .expect("open")
+    };
+    let a = with_v2(dirs[0].path());
+    let b = open(dirs[1].path(), 1); // knows the log model at version 1 only
+    let rs = [a, b];
+    create_everywhere(&rs, "doc");
+    append(&rs[0], "doc", "x1", 10);
+    let upgrade = SystemAction::UpgradeDocument {
+        from_version: 1,
+        to_version: 2,
+    };
+    let a_up = reactordb::system_action(ActionId::new("up-doc").expect("valid"), 11, &upgrade);
+    written(
+        &rs[0]
+            .execute(id("doc"), main(), vec![a_up])
+            .expect("submit"),
+    );
+    let global_up = Action::new(
+        ActionId::new("up-global").expect("valid"),
+        ActionType::new("UPGRADE_DOCUMENT").expect("valid"),
+        Scope::global(),
+        12,
+        br#"{"from_version":1,"to_version":2}"#.to_vec(),
+    );
+    written(
+        &rs[0]
+            .execute(id("doc"), main(), vec![global_up])
+            .expect("submit"),
+    );
+    append(&rs[0], "doc", "x2", 13);
+
+    // B cannot reduce version 2: the load still lands, the scope parked.
+    load(&rs[1], "doc", everything(&rs[0], "doc"));
+    assert_eq!(
+        history(&rs[1], "doc", &Scope::global()),
+        history(&rs[0], "doc", &Scope::global())
+    );
+    let token = ConsistencyToken(rs[1].store().last_ordinal());
+    let parked = rs[1]
+        .view()
+        .get(&id("doc"), &ViewFilter::default(), Some(token));
+    assert!(
+        matches!(parked, Err(Error::ModelNotFound { version: 2, .. })),
+        "{parked:?}"
+    );
+    // Registered (here: reopened with version 2), the scope reads as A's.
+    let [a, b] = rs;
+    drop(b);
+    let b = with_v2(dirs[1].path());
+    assert_eq!(
+        read(&b, "doc", &Scope::global()),
+        read(&a, "doc", &Scope::global())
+    );
+    assert!(reactordb::verify_histories(b.store())
+        .expect("verify")
+        .is_clean());
+}

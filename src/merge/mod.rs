@@ -57,7 +57,7 @@
 mod plan;
 mod verify;
 
-pub(crate) use plan::plan;
+pub(crate) use plan::{plan, Plan};
 pub use verify::{verify_histories, HistoryReport};
 
 use std::collections::HashMap;

@@ -36,8 +36,12 @@ struct Prepared {
     document_type: DocumentType,
     /// Indexed from the stream's head.
     ops: Vec<NewOperation>,
-    /// The head after the write.
-    head: Head,
+    /// The head after the write; `None` for a parked scope: its model
+    /// version is not registered here, so its operations are stored
+    /// unreduced (no state hash) and reads of it answer `ModelNotFound`
+    /// until the model is registered (reopen with it): then the fold
+    /// reduces them like any others.
+    head: Option<Head>,
 }
 
 impl Executor {
@@ -71,7 +75,9 @@ impl Executor {
     }
 
     /// Plans adding `incoming` to the stream `unit` (whose raw log is
-    /// `raw`) and reduces what it appends. `None`: nothing changes.
+    /// `raw`) and reduces what it appends. `None`: nothing changes. With
+    /// `park`, a scope whose model version is not registered here is not
+    /// an error: its operations are stored unreduced (see [`Prepared`]).
     fn prepare(
         &self,
         unit: &SyncUnit,
@@ -79,6 +85,7 @@ impl Executor {
         document_type: &DocumentType,
         incoming: &[Operation],
         raw: Vec<Operation>,
+        park: bool,
     ) -> Result<Option<Prepared>> {
         let Some(plan) = merge::plan(&raw, incoming) else {
             return Ok(None);
@@ -91,50 +98,40 @@ impl Executor {
             .map(|op| op.timestamp_utc_ms)
             .max()
             .unwrap_or(0);
-        let (reducer, start_version) =
-            self.reducer_for(&unit.document_id, &unit.branch, &unit.scope, header)?;
-        let base = fold::fold(
-            &self.store,
-            &unit_key,
-            &reducer,
-            start_version,
-            Ordinal(u64::MAX),
-            Some(plan.keep),
-        )?;
-        let (mut state, mut version) = (base.state, base.model_version);
-        let mut ops = Vec::with_capacity(plan.hidden.len() + plan.ops.len());
         // Operations the history leaves out are stored first (the set must
         // stay recoverable from the log) and hidden by the next one's skip.
-        for op in plan.hidden {
-            ops.push(NewOperation {
-                index: start + ops.len() as u64,
-                skip: 0,
+        let mut ops: Vec<NewOperation> = plan
+            .hidden
+            .iter()
+            .chain(&plan.ops)
+            .enumerate()
+            .map(|(k, op)| NewOperation {
+                index: start + k as u64,
+                skip: if k == plan.hidden.len() { plan.skip } else { 0 },
                 timestamp_utc_ms: op.timestamp_utc_ms,
-                state_hash: Digest::of(&state),
-                action: op.action,
+                state_hash: Digest::default(),
+                action: op.action.clone(),
                 error: None,
-            });
-        }
-        for (i, op) in plan.ops.into_iter().enumerate() {
-            // A refusal is recorded, not fatal: the operation stays in the
-            // history (every replica refuses it at the same place).
-            let error = match reducer.try_apply(&mut version, &state, &op)? {
-                Ok(next) => {
-                    state = next;
-                    None
+            })
+            .collect();
+        let head = match self.reduce_plan(unit, header, &unit_key, &plan, &mut ops) {
+            Ok((state, model_version)) => Some(Head {
+                revision: start + ops.len() as u64,
+                state,
+                model_version,
+                latest,
+                stored_type: None,
+                header: None,
+            }),
+            Err(Error::ModelNotFound { .. }) if park && unit.scope != Scope::document() => {
+                for op in &mut ops {
+                    op.state_hash = Digest::default();
+                    op.error = None;
                 }
-                Err(refused) => Some(refused.reason),
-            };
-            ops.push(NewOperation {
-                index: start + ops.len() as u64,
-                skip: if i == 0 { plan.skip } else { 0 },
-                timestamp_utc_ms: op.timestamp_utc_ms,
-                state_hash: Digest::of(&state),
-                action: op.action,
-                error,
-            });
-        }
-        let revision = start + ops.len() as u64;
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let document_type = match self.store.head(unit)? {
             Some(info) => info.document_type,
             None => document_type.clone(),
@@ -142,17 +139,51 @@ impl Executor {
         Ok(Some(Prepared {
             unit: unit.clone(),
             unit_key,
-            document_type: document_type.clone(),
             ops,
-            head: Head {
-                revision,
-                state,
-                model_version: version,
-                latest,
+            head: head.map(|head| Head {
                 stored_type: Some(document_type.clone()),
-                header: None,
-            },
+                ..head
+            }),
+            document_type,
         }))
+    }
+
+    /// Reduces a plan's operations on the state before them, filling each
+    /// one's state hash and (for a refusal) error; returns the final state
+    /// and model version.
+    fn reduce_plan(
+        &self,
+        unit: &SyncUnit,
+        header: Option<&DocumentHeader>,
+        unit_key: &[u8],
+        plan: &merge::Plan,
+        ops: &mut [NewOperation],
+    ) -> Result<(Vec<u8>, u32)> {
+        let (reducer, start_version) =
+            self.reducer_for(&unit.document_id, &unit.branch, &unit.scope, header)?;
+        let base = fold::fold(
+            &self.store,
+            unit_key,
+            &reducer,
+            start_version,
+            Ordinal(u64::MAX),
+            Some(plan.keep),
+        )?;
+        let (mut state, mut version) = (base.state, base.model_version);
+        let (hidden, effective) = ops.split_at_mut(plan.hidden.len());
+        for op in hidden {
+            op.state_hash = Digest::of(&state);
+        }
+        for (op, planned) in effective.iter_mut().zip(&plan.ops) {
+            // A refusal is recorded, not fatal: the operation stays in the
+            // history (every replica refuses it at the same place).
+            match reducer.try_apply(&mut version, &state, planned)? {
+                Ok(next) => state = next,
+                Err(refused) => op.error = Some(refused.reason),
+            }
+            op.state_hash = Digest::of(&state);
+        }
+        Ok((state, version))
     }
 
     /// Writes prepared merges (one per stream) in one atomic write: every
@@ -172,7 +203,10 @@ impl Executor {
         let stored = self.append(parts)?;
         let mut cache = self.heads.lock();
         for (unit_key, head) in heads {
-            cache.put(unit_key, head);
+            match head {
+                Some(head) => cache.put(unit_key, head),
+                None => cache.pop(&unit_key),
+            };
         }
         Ok(stored.last().map_or(Ordinal(0), |o| o.context.ordinal))
     }
@@ -231,7 +265,8 @@ impl Executor {
             action,
             error: None,
         };
-        let Some(prepared) = self.prepare(&unit, header.as_deref(), &document_type, &[op], raw)?
+        let Some(prepared) =
+            self.prepare(&unit, header.as_deref(), &document_type, &[op], raw, false)?
         else {
             return Ok(ConsistencyToken(Ordinal(0)));
         };
@@ -352,11 +387,17 @@ impl Executor {
                 });
             }
             let raw = self.raw_log(&keys::unit_key(&unit))?;
-            if let Some(p) =
-                self.prepare(&unit, header.as_deref(), &document_type, incoming, raw)?
-            {
+            if let Some(p) = self.prepare(
+                &unit,
+                header.as_deref(),
+                &document_type,
+                incoming,
+                raw,
+                true,
+            )? {
                 if *scope == document {
-                    let merged = decode_header(&p.head.state).map(Arc::new);
+                    let state = p.head.as_ref().map_or(&[][..], |h| h.state.as_slice());
+                    let merged = decode_header(state).map(Arc::new);
                     header_changed = merged
                         .as_ref()
                         .map(|h| (&h.document_type, h.created_model_version))
