@@ -60,6 +60,35 @@ fn create_everywhere(reactors: &[Reactor], doc: &str) {
     }
 }
 
+/// An `APPEND` of its own id in the `local` scope (never synced).
+fn local_append(aid: &str, ts: u64) -> Action {
+    Action::new(
+        ActionId::new(aid).expect("valid"),
+        ActionType::new("APPEND").expect("valid"),
+        Scope::local(),
+        ts,
+        aid.as_bytes().to_vec(),
+    )
+}
+
+/// Undoes the latest operation of the global scope; panics if it fails.
+fn undo_global(reactor: &Reactor) {
+    written(
+        &reactor
+            .undo(id("doc"), main(), Scope::global())
+            .expect("submit"),
+    );
+}
+
+/// Redoes the latest undo of the global scope; panics if it fails.
+fn redo_global(reactor: &Reactor) {
+    written(
+        &reactor
+            .redo(id("doc"), main(), Scope::global())
+            .expect("submit"),
+    );
+}
+
 fn append(reactor: &Reactor, doc: &str, aid: &str, ts: u64) {
     written(
         &reactor
@@ -103,11 +132,7 @@ fn case1_an_undo_reaches_the_peer() {
     let (_dirs, rs) = replicas(2);
     create_everywhere(&rs, "doc");
     append(&rs[0], "doc", "x1", 10);
-    written(
-        &rs[0]
-            .undo(id("doc"), main(), Scope::global())
-            .expect("submit"),
-    );
+    undo_global(&rs[0]);
     let undo_id = history(&rs[0], "doc", &Scope::global())[0].clone();
     assert_eq!(
         history(&rs[0], "doc", &Scope::global()),
@@ -117,11 +142,7 @@ fn case1_an_undo_reaches_the_peer() {
     assert_eq!(history(&rs[1], "doc", &Scope::global()), [undo_id]);
     assert_eq!(read(&rs[1], "doc", &Scope::global()).0, b"[]");
     // A redo on the peer brings x1 back on both.
-    written(
-        &rs[1]
-            .redo(id("doc"), main(), Scope::global())
-            .expect("submit"),
-    );
+    redo_global(&rs[1]);
     let h = converge(&rs, "doc", &[Scope::global()]);
     assert_eq!(h[0][0], "x1");
     assert_eq!(read(&rs[0], "doc", &Scope::global()).0, br#"["x1"]"#);
@@ -363,17 +384,7 @@ fn case6_a_load_validates_everything_before_it_writes() {
     append(&rs[0], "doc", "x1", 10);
     written(
         &rs[0]
-            .execute(
-                id("doc"),
-                main(),
-                vec![Action::new(
-                    ActionId::new("l1").expect("valid"),
-                    ActionType::new("APPEND").expect("valid"),
-                    Scope::local(),
-                    11,
-                    b"l1".to_vec(),
-                )],
-            )
+            .execute(id("doc"), main(), vec![local_append("l1", 11)])
             .expect("submit"),
     );
     let good = everything(&rs[0], "doc");
@@ -483,15 +494,7 @@ fn a_job_over_two_scopes_writes_all_or_nothing() {
         .expect("open");
     let rs = [reactor];
     create_everywhere(&rs, "doc");
-    let local = |aid: &str| {
-        Action::new(
-            ActionId::new(aid).expect("valid"),
-            ActionType::new("APPEND").expect("valid"),
-            Scope::local(),
-            5,
-            aid.as_bytes().to_vec(),
-        )
-    };
+    let local = |aid: &str| local_append(aid, 5);
     written(
         &rs[0]
             .execute(id("doc"), main(), vec![local("l0")])
@@ -535,11 +538,7 @@ fn an_undo_that_arrives_first_holds_its_target_for_a_later_redo() {
     let (_dirs, rs) = replicas(2);
     create_everywhere(&rs, "doc");
     append(&rs[0], "doc", "x1", 10);
-    written(
-        &rs[0]
-            .undo(id("doc"), main(), Scope::global())
-            .expect("submit"),
-    );
+    undo_global(&rs[0]);
     let undo = history(&rs[0], "doc", &Scope::global())[0].clone();
     // B gets the undo before its target, then the target: cancelled on
     // arrival, yet stored.
@@ -550,11 +549,7 @@ fn an_undo_that_arrives_first_holds_its_target_for_a_later_redo() {
         std::slice::from_ref(&undo)
     );
     // A redo from A: B must bring x1 back from its own log.
-    written(
-        &rs[0]
-            .redo(id("doc"), main(), Scope::global())
-            .expect("submit"),
-    );
+    redo_global(&rs[0]);
     let redo: Vec<String> = history(&rs[0], "doc", &Scope::global())
         .into_iter()
         .filter(|a| a != "x1")

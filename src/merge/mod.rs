@@ -174,28 +174,13 @@ pub(crate) fn sort_key(op: &Operation) -> SortKey {
     }
 }
 
-/// Whether two operations are the same operation (same id and content).
-pub(crate) fn same(a: &Operation, b: &Operation) -> bool {
-    a.id == b.id && content_digest(a) == content_digest(b)
-}
-
 /// A set in merge order: one version per id (the smallest key), sorted,
 /// with whether each is cancelled.
 pub(crate) struct Ordered<'a> {
     pub(crate) ops: Vec<&'a Operation>,
+    /// Each operation's content digest (computed once, for its sort key).
+    pub(crate) digests: Vec<[u8; 32]>,
     pub(crate) cancelled: Vec<bool>,
-}
-
-impl<'a> Ordered<'a> {
-    /// The effective history: the order minus what is cancelled.
-    pub(crate) fn effective(&self) -> Vec<&'a Operation> {
-        self.ops
-            .iter()
-            .zip(&self.cancelled)
-            .filter(|(_, c)| !**c)
-            .map(|(op, _)| *op)
-            .collect()
-    }
 }
 
 /// Orders a set of operations (any order, repeats allowed) and settles
@@ -213,7 +198,10 @@ pub(crate) fn order<'a>(ops: impl IntoIterator<Item = &'a Operation>) -> Ordered
     }
     let mut sorted: Vec<(SortKey, &Operation)> = chosen.into_values().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let ops: Vec<&Operation> = sorted.into_iter().map(|(_, op)| op).collect();
+    let (digests, ops): (Vec<[u8; 32]>, Vec<&Operation>) = sorted
+        .into_iter()
+        .map(|(key, op)| (key.content, op))
+        .unzip();
     let position: HashMap<OperationId, usize> =
         ops.iter().enumerate().map(|(i, op)| (op.id, i)).collect();
     let mut cancelled = vec![false; ops.len()];
@@ -231,7 +219,11 @@ pub(crate) fn order<'a>(ops: impl IntoIterator<Item = &'a Operation>) -> Ordered
             cancelled[t] = true;
         }
     }
-    Ordered { ops, cancelled }
+    Ordered {
+        ops,
+        digests,
+        cancelled,
+    }
 }
 
 /// Whether `marker` may cancel `target` (types only; order is checked by

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{collect, content_digest, order, same};
+use super::{collect, content_digest, order};
 use crate::model::Operation;
 
 /// What to append to one stream so that its raw log holds every operation
@@ -33,21 +33,35 @@ pub(crate) fn plan(raw: &[Operation], incoming: &[Operation]) -> Option<Plan> {
     let head = raw.len() as u64;
     let kept = collect(raw.len(), |k| (raw[k].index, raw[k].skip));
     let ordered = order(raw.iter().chain(incoming));
-    let target = ordered.effective();
-    let held: HashSet<_> = raw.iter().map(|op| (op.id, content_digest(op))).collect();
+    // Each digest once: the raw log's here, the set's in its sort keys.
+    let raw_digests: Vec<[u8; 32]> = raw.iter().map(content_digest).collect();
+    let held: HashSet<_> = raw
+        .iter()
+        .zip(&raw_digests)
+        .map(|(op, d)| (op.id, *d))
+        .collect();
+    let target: Vec<(&Operation, &[u8; 32])> = ordered
+        .ops
+        .iter()
+        .zip(&ordered.digests)
+        .zip(&ordered.cancelled)
+        .filter(|(_, cancelled)| !**cancelled)
+        .map(|((op, digest), _)| (*op, digest))
+        .collect();
     // Cancelled operations this log does not hold yet. (A version that
     // lost to another of its id is not stored: it can never win again.)
     let hidden: Vec<Operation> = ordered
         .ops
         .iter()
+        .zip(&ordered.digests)
         .zip(&ordered.cancelled)
-        .filter(|(op, cancelled)| **cancelled && !held.contains(&(op.id, content_digest(op))))
-        .map(|(op, _)| (*op).clone())
+        .filter(|((op, digest), cancelled)| **cancelled && !held.contains(&(op.id, **digest)))
+        .map(|((op, _), _)| (*op).clone())
         .collect();
     let mut p = kept
         .iter()
         .zip(&target)
-        .take_while(|(k, t)| same(&raw[**k], t))
+        .take_while(|(k, (t, digest))| raw[**k].id == t.id && raw_digests[**k] == **digest)
         .count();
     if p == kept.len() && p == target.len() && hidden.is_empty() {
         return None;
@@ -69,6 +83,6 @@ pub(crate) fn plan(raw: &[Operation], incoming: &[Operation]) -> Option<Plan> {
         keep,
         skip: head + hidden.len() as u64 - keep,
         hidden,
-        ops: target[p..].iter().map(|op| (*op).clone()).collect(),
+        ops: target[p..].iter().map(|(op, _)| (*op).clone()).collect(),
     })
 }
