@@ -9,12 +9,21 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::{Action, Digest, DocumentType, Operation, OperationId, Ordinal};
 
-/// Version byte written at the start of every value of this build.
+/// Version byte of every value but the operation's.
 const V1: u8 = 1;
+/// Version byte of the operation values this build writes: v1 plus the
+/// operation's content hash (v1 values still decode; their content hash is
+/// computed as they are read).
+const OPERATION_V2: u8 = 2;
 
 /// On-disk format version of the whole database, stored once in the default
-/// column family and checked at open.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// column family and checked at open. Version 2 databases hold
+/// operations with content hashes and undo markers; a version 1 database
+/// opens (its values decode) and the reactor migrates its positional undos
+/// (see `reactor::migrate`) before it records version 2.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The oldest database format this build opens.
+pub(crate) const OLDEST_FORMAT_VERSION: u32 = 1;
 
 mod content;
 
@@ -57,12 +66,27 @@ pub(crate) struct ContentRef<'a> {
     skip: u64,
     timestamp_utc_ms: u64,
     state_hash: &'a Digest,
+    content_hash: &'a Digest,
     action: &'a Action,
     error: &'a Option<String>,
 }
 
+/// The content of an operation value v2.
 #[derive(Deserialize)]
 struct Content {
+    id: OperationId,
+    index: u64,
+    skip: u64,
+    timestamp_utc_ms: u64,
+    state_hash: Digest,
+    content_hash: Digest,
+    action: Action,
+    error: Option<String>,
+}
+
+/// The content of an operation value v1: no content hash.
+#[derive(Deserialize)]
+struct ContentV1 {
     id: OperationId,
     index: u64,
     skip: u64,
@@ -77,7 +101,9 @@ const OP_ORDINAL: std::ops::Range<usize> = 1..9;
 const OP_HASH: std::ops::Range<usize> = 9..41;
 const OP_CONTENT: usize = 41;
 
-// Format (v1): {version: u8 = 1}{ordinal: u64 BE}{hash: 32 bytes}{content: bincode}
+// Format (v2): {version: u8 = 2}{ordinal: u64 BE}{hash: 32 bytes}{content: bincode}
+//   content = (id, index, skip, timestamp, state hash, content hash, action, error)
+// Format (v1): the same with version 1 and no content hash in the content.
 /// Appends an operation value to `out` (one buffer holds a whole append, so
 /// an append allocates once, not per operation) and returns where it is.
 /// The content is encoded once, before the commit; the hash is filled in
@@ -92,12 +118,13 @@ pub(crate) fn encode_operation(
     skip: u64,
     timestamp_utc_ms: u64,
     state_hash: &Digest,
+    content_hash: &Digest,
     action: &Action,
     error: &Option<String>,
 ) -> Range<usize> {
     let start = out.len();
     out.reserve(operation_size_hint(action, error));
-    out.push(V1);
+    out.push(OPERATION_V2);
     out.resize(start + OP_CONTENT, 0);
     content::write(
         out,
@@ -107,6 +134,7 @@ pub(crate) fn encode_operation(
             skip,
             timestamp_utc_ms,
             state_hash,
+            content_hash,
             action,
             error,
         },
@@ -115,10 +143,10 @@ pub(crate) fn encode_operation(
 }
 
 /// About how many bytes [`encode_operation`] appends (at least that many
-/// for typical ids: the fixed fields take at most 128 bytes).
+/// for typical ids: the fixed fields take at most 160 bytes).
 pub(crate) fn operation_size_hint(action: &Action, error: &Option<String>) -> usize {
     OP_CONTENT
-        + 128
+        + 160
         + action.id.as_str().len()
         + action.action_type.as_str().len()
         + action.scope.as_str().len()
@@ -145,6 +173,7 @@ pub(crate) fn set_operation_ordinal(value: &mut [u8], ordinal: Ordinal) {
 /// A stored operation value, split into its parts without decoding the
 /// content (what `verify` needs).
 pub(crate) struct OperationParts<'a> {
+    version: u8,
     pub(crate) ordinal: Ordinal,
     pub(crate) hash: Digest,
     pub(crate) content: &'a [u8],
@@ -153,8 +182,15 @@ pub(crate) struct OperationParts<'a> {
 /// Splits a stored operation value.
 pub(crate) fn split_operation(bytes: &[u8]) -> Result<OperationParts<'_>> {
     const WHAT: &str = "operation value";
-    let body = split_version(bytes, crate::keys::CF_OPERATIONS, WHAT)?;
-    if body.len() < OP_CONTENT - 1 {
+    let corrupt = || Error::Corrupt {
+        cf: crate::keys::CF_OPERATIONS,
+        what: WHAT,
+    };
+    let version = match bytes.first() {
+        Some(&v @ (V1 | OPERATION_V2)) => v,
+        _ => return Err(corrupt()),
+    };
+    if bytes.len() < OP_CONTENT {
         return Err(Error::Corrupt {
             cf: crate::keys::CF_OPERATIONS,
             what: WHAT,
@@ -169,6 +205,7 @@ pub(crate) fn split_operation(bytes: &[u8]) -> Result<OperationParts<'_>> {
     let mut hash = Digest::default();
     hash.0.copy_from_slice(&bytes[OP_HASH]);
     Ok(OperationParts {
+        version,
         ordinal,
         hash,
         content: &bytes[OP_CONTENT..],
@@ -177,12 +214,24 @@ pub(crate) fn split_operation(bytes: &[u8]) -> Result<OperationParts<'_>> {
 
 /// Decodes a stored operation value into the operation and its ordinal.
 pub(crate) fn decode_operation(bytes: &[u8]) -> Result<(Operation, Ordinal)> {
+    const CF: &str = crate::keys::CF_OPERATIONS;
+    const WHAT: &str = "operation content";
     let parts = split_operation(bytes)?;
-    let c: Content = decode_body(
-        parts.content,
-        crate::keys::CF_OPERATIONS,
-        "operation content",
-    )?;
+    let c: Content = if parts.version == V1 {
+        let c: ContentV1 = decode_body(parts.content, CF, WHAT)?;
+        Content {
+            content_hash: Operation::content_hash_of(&c.id, c.timestamp_utc_ms, &c.action),
+            id: c.id,
+            index: c.index,
+            skip: c.skip,
+            timestamp_utc_ms: c.timestamp_utc_ms,
+            state_hash: c.state_hash,
+            action: c.action,
+            error: c.error,
+        }
+    } else {
+        decode_body(parts.content, CF, WHAT)?
+    };
     let op = Operation {
         id: c.id,
         index: c.index,
@@ -190,6 +239,7 @@ pub(crate) fn decode_operation(bytes: &[u8]) -> Result<(Operation, Ordinal)> {
         timestamp_utc_ms: c.timestamp_utc_ms,
         hash: parts.hash,
         state_hash: c.state_hash,
+        content_hash: c.content_hash,
         action: c.action,
         error: c.error,
     };

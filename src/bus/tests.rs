@@ -22,6 +22,7 @@ fn event(ordinal: u64) -> Event {
             timestamp_utc_ms: ordinal,
             hash: Digest::default(),
             state_hash: Digest::default(),
+            content_hash: Digest::default(),
             action,
             error: None,
         },

@@ -39,6 +39,7 @@ pub(super) fn write(out: &mut Vec<u8>, content: &ContentRef<'_>) {
     varint(out, content.skip);
     varint(out, content.timestamp_utc_ms);
     bytes(out, &content.state_hash.0);
+    bytes(out, &content.content_hash.0);
     let action = content.action;
     bytes(out, action.id.as_str().as_bytes());
     bytes(out, action.action_type.as_str().as_bytes());
@@ -86,6 +87,7 @@ mod tests {
                 5,
             ),
             state in any::<[u8; 32]>(),
+            content_hash in any::<[u8; 32]>(),
             names in proptest::collection::vec(text(), 3),
             input in proptest::collection::vec(any::<u8>(), 0..400),
             context in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
@@ -105,6 +107,7 @@ mod tests {
                 skip: numbers[1],
                 timestamp_utc_ms: numbers[2],
                 state_hash: &Digest(state),
+                content_hash: &Digest(content_hash),
                 action: &action,
                 error: &error,
             };

@@ -16,31 +16,46 @@ fn unhex(text: &str) -> Vec<u8> {
 }
 
 fn sample_operation() -> Operation {
+    let id = OperationId([7; 16]);
+    let action = Action {
+        id: ActionId::new("act-1").expect("valid"),
+        action_type: ActionType::new("SET").expect("valid"),
+        scope: Scope::global(),
+        timestamp_utc_ms: 1_700_000_000_100,
+        input: b"{\"v\":1}".to_vec(),
+        context: Some(serde_bytes::ByteBuf::from(vec![1, 2])),
+    };
     Operation {
-        id: OperationId([7; 16]),
+        id,
         index: 3,
         skip: 1,
         timestamp_utc_ms: 1_700_000_000_123,
         hash: Digest([0xAB; 32]),
         state_hash: Digest([0xCD; 32]),
-        action: Action {
-            id: ActionId::new("act-1").expect("valid"),
-            action_type: ActionType::new("SET").expect("valid"),
-            scope: Scope::global(),
-            timestamp_utc_ms: 1_700_000_000_100,
-            input: b"{\"v\":1}".to_vec(),
-            context: Some(serde_bytes::ByteBuf::from(vec![1, 2])),
-        },
+        content_hash: Operation::content_hash_of(&id, 1_700_000_000_123, &action),
+        action,
         error: Some("boom".to_owned()),
     }
 }
 
-/// Operation value v1, as written by the first release.
+/// Operation value v1, as written by the first release (no content hash).
 const OPERATION_V1: &str =
     "01000000000000002aabababababababababababababababababababababababababababababababab10070707070707070707070707070707070301fd7b68e5cf8b01000020cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd056163742d310353455406676c6f62616cfd6468e5cf8b010000077b2276223a317d010201020104626f6f6d";
 
+/// Operation value v2: v1 plus the content hash after the state hash.
+const OPERATION_V2: &str =
+    "02000000000000002aabababababababababababababababababababababababababababababababab10070707070707070707070707070707070301fd7b68e5cf8b01000020cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd20716678ade20cf229a214558bd398b5d48f9e42d64cb32af7df605663458592a2056163742d310353455406676c6f62616cfd6468e5cf8b010000077b2276223a317d010201020104626f6f6d";
+
 #[test]
-fn operation_v1_fixture_decodes() {
+fn operation_v1_fixture_decodes_with_its_content_hash_computed() {
+    let (decoded, ordinal) = decode_operation(&unhex(OPERATION_V1)).expect("v1 decodes");
+    assert_eq!(decoded, sample_operation());
+    assert!(decoded.content_hash_matches());
+    assert_eq!(ordinal, Ordinal(42));
+}
+
+#[test]
+fn operation_v2_fixture_decodes() {
     let op = sample_operation();
     // Appended after other bytes, as an append's shared buffer does.
     let mut buffer = b"before".to_vec();
@@ -51,6 +66,7 @@ fn operation_v1_fixture_decodes() {
         op.skip,
         op.timestamp_utc_ms,
         &op.state_hash,
+        &op.content_hash,
         &op.action,
         &op.error,
     );
@@ -59,10 +75,29 @@ fn operation_v1_fixture_decodes() {
     let encoded = &mut buffer[at];
     set_operation_hash(encoded, &op.hash);
     set_operation_ordinal(encoded, Ordinal(42));
-    assert_eq!(hex(encoded), OPERATION_V1, "the v1 encoding changed");
-    let (decoded, ordinal) = decode_operation(&unhex(OPERATION_V1)).expect("v1 decodes");
+    assert_eq!(hex(encoded), OPERATION_V2, "the v2 encoding changed");
+    let (decoded, ordinal) = decode_operation(&unhex(OPERATION_V2)).expect("v2 decodes");
     assert_eq!(decoded, op);
     assert_eq!(ordinal, Ordinal(42));
+    // The stored content hash is read, not recomputed: a v2 value carries
+    // whatever was written (the chain commits to it).
+    let mut other = op.clone();
+    other.content_hash = Digest([0x11; 32]);
+    let mut bytes = Vec::new();
+    encode_operation(
+        &mut bytes,
+        &other.id,
+        other.index,
+        other.skip,
+        other.timestamp_utc_ms,
+        &other.state_hash,
+        &other.content_hash,
+        &other.action,
+        &other.error,
+    );
+    let (read, _) = decode_operation(&bytes).expect("v2 decodes");
+    assert_eq!(read.content_hash, Digest([0x11; 32]));
+    assert!(!read.content_hash_matches());
 }
 
 /// Head value v1.
@@ -105,6 +140,9 @@ fn ordinal_v1_fixture_decodes() {
 #[test]
 fn unknown_versions_and_garbage_are_corrupt_not_panics() {
     let mut op = unhex(OPERATION_V1);
+    op[0] = 3;
+    assert!(matches!(decode_operation(&op), Err(Error::Corrupt { .. })));
+    // A v1 value relabelled v2 lacks the content hash: corrupt, no panic.
     op[0] = 2;
     assert!(matches!(decode_operation(&op), Err(Error::Corrupt { .. })));
     for len in 0..60 {

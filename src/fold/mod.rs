@@ -373,6 +373,7 @@ mod tests {
             timestamp_utc_ms: index,
             hash: Digest::default(),
             state_hash: Digest::default(),
+            content_hash: Digest::default(),
             action,
             error: None,
         };

@@ -13,7 +13,7 @@
 //! with the scenario's seed.
 //!
 //! The naive model shares only the definition of an operation's content
-//! digest with the code under test (it is part of the spec: it picks the
+//! hash with the code under test (it is part of the spec: it picks the
 //! winner between two versions of one id); it sorts with its own
 //! comparator and settles cancellation by iterating to a fixpoint instead
 //! of one backward pass.
@@ -68,20 +68,23 @@ fn unit() -> SyncUnit {
 
 pub(crate) fn op(action_id: &str, action_type: &str, ts: u64, input: &[u8]) -> Operation {
     let action_id = ActionId::new(action_id).expect("valid");
+    let id = OperationId::derive(&unit(), &action_id);
+    let action = Action::new(
+        action_id,
+        ActionType::new(action_type).expect("valid"),
+        Scope::document(),
+        ts,
+        input.to_vec(),
+    );
     Operation {
-        id: OperationId::derive(&unit(), &action_id),
+        id,
         index: 0,
         skip: 0,
         timestamp_utc_ms: ts,
         hash: Digest::default(),
         state_hash: Digest::default(),
-        action: Action::new(
-            action_id,
-            ActionType::new(action_type).expect("valid"),
-            Scope::document(),
-            ts,
-            input.to_vec(),
-        ),
+        content_hash: Operation::content_hash_of(&id, ts, &action),
+        action,
         error: None,
     }
 }
@@ -90,7 +93,17 @@ pub(crate) fn op(action_id: &str, action_type: &str, ts: u64, input: &[u8]) -> O
 /// then the effective suffix whose first carries the plan's skip, indexed
 /// from the head.
 pub(crate) fn write(raw: &mut Vec<Operation>, incoming: &[Operation]) -> Option<Plan> {
-    let plan = plan(raw, incoming)?;
+    let plan = plan(raw.as_slice(), incoming).expect("an in-memory log reads")?;
+    Some(append(raw, plan))
+}
+
+/// Rewrites a log that may break the invariant, as the migration does.
+pub(crate) fn mend(raw: &mut Vec<Operation>) -> Option<Plan> {
+    let plan = plan_whole(raw).expect("an in-memory log reads")?;
+    Some(append(raw, plan))
+}
+
+fn append(raw: &mut Vec<Operation>, plan: Plan) -> Plan {
     for op in &plan.hidden {
         let mut op = op.clone();
         op.index = raw.len() as u64;
@@ -103,14 +116,14 @@ pub(crate) fn write(raw: &mut Vec<Operation>, incoming: &[Operation]) -> Option<
         op.skip = if i == 0 { plan.skip } else { 0 };
         raw.push(op);
     }
-    Some(plan)
+    plan
 }
 
 /// The collected raw log, as (action id, content digest).
 pub(crate) fn collected(raw: &[Operation]) -> Vec<(String, [u8; 32])> {
     collect(raw.len(), |k| (raw[k].index, raw[k].skip))
         .into_iter()
-        .map(|k| (raw[k].action.id.to_string(), content_digest(&raw[k])))
+        .map(|k| (raw[k].action.id.to_string(), raw[k].content_hash.0))
         .collect()
 }
 
@@ -144,6 +157,12 @@ fn naive_target(op: &Operation) -> Option<[u8; 16]> {
 
 type NaiveKey = (u8, u64, u8, Vec<u8>, [u8; 32]);
 
+/// The content hash by its definition (the model recomputes it rather than
+/// trusting the carried one).
+fn naive_content(op: &Operation) -> [u8; 32] {
+    Operation::content_hash_of(&op.id, op.timestamp_utc_ms, &op.action).0
+}
+
 fn naive_key(op: &Operation) -> NaiveKey {
     let t = op.action.action_type.as_str();
     (
@@ -155,7 +174,7 @@ fn naive_key(op: &Operation) -> NaiveKey {
         op.timestamp_utc_ms,
         if NAIVE_STRUCTURAL.contains(&t) { 0 } else { 1 },
         op.action.id.as_str().as_bytes().to_vec(),
-        content_digest(op),
+        naive_content(op),
     )
 }
 
@@ -212,7 +231,7 @@ fn naive_history(set: &[Operation]) -> Vec<&Operation> {
 fn naive_ids(set: &[Operation]) -> Vec<(String, [u8; 32])> {
     naive_history(set)
         .into_iter()
-        .map(|op| (op.action.id.to_string(), content_digest(op)))
+        .map(|op| (op.action.id.to_string(), naive_content(op)))
         .collect()
 }
 
@@ -233,7 +252,7 @@ fn dump(ops: &[Operation]) -> String {
                 o.action.action_type,
                 o.timestamp_utc_ms,
                 target,
-                &content_digest(o)[..3]
+                &o.content_hash.0[..3]
             )
         })
         .collect::<Vec<_>>()
@@ -329,16 +348,20 @@ pub(crate) fn scenario(rng: &mut impl Choices, seed: u64, stats: &mut Stats) {
                 let t = TYPES[rng.below(TYPES.len() as u64) as usize];
                 (format!("a{next_id}"), t.to_owned())
             };
-            let new = op(
-                &action_id,
-                &action_type,
-                ts,
-                format!("{r}:{next_id}").as_bytes(),
-            );
+            let input = if is_marker(&action_type) && !replicas[r].set.is_empty() {
+                // A marker's id reused: another version naming another
+                // target (any operation held; the rule decides if it counts).
+                let set = &replicas[r].set;
+                marker_input(&set[rng.below(set.len() as u64) as usize].id)
+            } else {
+                format!("{r}:{next_id}").into_bytes()
+            };
+            let new = op(&action_id, &action_type, ts, &input);
             written.push((action_id, action_type.clone()));
             let replica = &mut replicas[r];
-            let plain =
-                action_type != "CREATE_DOCUMENT" && !replica.set.iter().any(|o| o.id == new.id);
+            let plain = action_type != "CREATE_DOCUMENT"
+                && !is_marker(&action_type)
+                && !replica.set.iter().any(|o| o.id == new.id);
             replica.set.push(new.clone());
             let head = replica.raw.len();
             let plan = write(&mut replica.raw, std::slice::from_ref(&new));
@@ -377,6 +400,10 @@ pub(crate) fn scenario(rng: &mut impl Choices, seed: u64, stats: &mut Stats) {
                 ts,
                 &input,
             );
+            written.push((
+                marker.action.id.to_string(),
+                marker.action.action_type.to_string(),
+            ));
             replicas[r].receive(&[marker]);
         } else {
             // An exchange: part of one raw log, shuffled, with repeats, in
@@ -437,11 +464,7 @@ pub(crate) fn scenario(rng: &mut impl Choices, seed: u64, stats: &mut Stats) {
             first,
             "seed {seed}: replica {i} differs after a full exchange"
         );
-        let distinct: HashSet<_> = replica
-            .raw
-            .iter()
-            .map(|o| (o.id, content_digest(o)))
-            .collect();
+        let distinct: HashSet<_> = replica.raw.iter().map(|o| (o.id, o.content_hash)).collect();
         stats.raw_ops += replica.raw.len() as u64;
         stats.distinct_ops += distinct.len() as u64;
     }

@@ -18,9 +18,12 @@
 //!    operations alone.
 //! 2. **The order.** The set sorted by [`SortKey`]:
 //!    `(not a creation, timestamp, structural rank, action id, content
-//!    digest)` ([`is_creation`]: genesis first, whatever its timestamp). Every field belongs to the operation, none to where it
-//!    landed in some replica's log, and the last one separates any two
-//!    distinct operations, so the order is total and the same everywhere.
+//!    hash)` ([`is_creation`]: genesis first, whatever its timestamp).
+//!    Every field belongs to the operation, none to where it landed in
+//!    some replica's log, and the last one separates any two distinct
+//!    operations, so the order is total and the same everywhere. (The
+//!    content hash is carried with the operation and checked against its
+//!    content when a peer's operation is loaded.)
 //! 3. **Cancellation.** `UNDO` and `REDO` are markers naming a target by
 //!    operation id ([`marker_target`]). A marker counts only when its
 //!    target is in the set and sorts before it (so cancellation cannot form
@@ -50,14 +53,15 @@
 //! set (a redo that arrives later brings them back). Collecting
 //! the new raw log then yields exactly the effective history: the
 //! invariant `collect(raw) == effective(set(raw))` that the view relies on
-//! and `verify` checks. The set is recomputed from the whole raw log every
-//! time, so a log that broke the invariant (a write that went around the
-//! reactor) is mended by the next plan.
+//! and `verify` checks. A plan reads only what its write changes (the
+//! argument is on [`plan`]); a log that broke the invariant (one written
+//! by an older format, or around the reactor) is found by `verify` and
+//! rewritten whole by [`plan_whole`].
 
 mod plan;
 mod verify;
 
-pub(crate) use plan::{plan, Plan};
+pub(crate) use plan::{plan, plan_whole, Plan, RawLog};
 pub use verify::{verify_histories, HistoryReport};
 
 use std::collections::HashMap;
@@ -121,33 +125,6 @@ pub(crate) fn marker_target(op: &Operation) -> Option<OperationId> {
     OperationId::from_hex(&input.target).ok()
 }
 
-/// A digest of what an operation *is*: its id, timestamp and action. The
-/// index, skip, chain hash, state hash and error are where and how one
-/// replica stored it, so they are left out.
-pub(crate) fn content_digest(op: &Operation) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_derive_key("reactordb operation content v1");
-    let field = |h: &mut blake3::Hasher, bytes: &[u8]| {
-        h.update(&(bytes.len() as u64).to_be_bytes());
-        h.update(bytes);
-    };
-    h.update(op.id.as_bytes());
-    h.update(&op.timestamp_utc_ms.to_be_bytes());
-    field(&mut h, op.action.id.as_str().as_bytes());
-    field(&mut h, op.action.action_type.as_str().as_bytes());
-    field(&mut h, op.action.scope.as_str().as_bytes());
-    h.update(&op.action.timestamp_utc_ms.to_be_bytes());
-    field(&mut h, &op.action.input);
-    match &op.action.context {
-        None => h.update(&[0]),
-        Some(context) => {
-            h.update(&[1]);
-            field(&mut h, context);
-            &mut h
-        }
-    };
-    *h.finalize().as_bytes()
-}
-
 /// The canonical position of an operation: built from its own fields only.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) struct SortKey {
@@ -159,6 +136,7 @@ pub(crate) struct SortKey {
     rank: u8,
     /// Compared as bytes.
     action_id: Vec<u8>,
+    /// The operation's content hash (checked on load, derived by the store).
     content: [u8; 32],
 }
 
@@ -170,7 +148,7 @@ pub(crate) fn sort_key(op: &Operation) -> SortKey {
         timestamp: op.timestamp_utc_ms,
         rank: u8::from(!is_structural(action_type)),
         action_id: op.action.id.as_str().as_bytes().to_vec(),
-        content: content_digest(op),
+        content: op.content_hash.0,
     }
 }
 
@@ -178,8 +156,6 @@ pub(crate) fn sort_key(op: &Operation) -> SortKey {
 /// with whether each is cancelled.
 pub(crate) struct Ordered<'a> {
     pub(crate) ops: Vec<&'a Operation>,
-    /// Each operation's content digest (computed once, for its sort key).
-    pub(crate) digests: Vec<[u8; 32]>,
     pub(crate) cancelled: Vec<bool>,
 }
 
@@ -198,10 +174,7 @@ pub(crate) fn order<'a>(ops: impl IntoIterator<Item = &'a Operation>) -> Ordered
     }
     let mut sorted: Vec<(SortKey, &Operation)> = chosen.into_values().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let (digests, ops): (Vec<[u8; 32]>, Vec<&Operation>) = sorted
-        .into_iter()
-        .map(|(key, op)| (key.content, op))
-        .unzip();
+    let ops: Vec<&Operation> = sorted.into_iter().map(|(_, op)| op).collect();
     let position: HashMap<OperationId, usize> =
         ops.iter().enumerate().map(|(i, op)| (op.id, i)).collect();
     let mut cancelled = vec![false; ops.len()];
@@ -219,11 +192,7 @@ pub(crate) fn order<'a>(ops: impl IntoIterator<Item = &'a Operation>) -> Ordered
             cancelled[t] = true;
         }
     }
-    Ordered {
-        ops,
-        digests,
-        cancelled,
-    }
+    Ordered { ops, cancelled }
 }
 
 /// Whether `marker` may cancel `target` (types only; order is checked by

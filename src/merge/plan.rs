@@ -1,10 +1,42 @@
 //! Planning a write that keeps the raw log's encoding true: which
-//! operations to append, and with what skip.
+//! operations to append, and with what skip. Reads the log only through
+//! [`RawLog`], and only what the write changes (see [`plan`]).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
-use super::{collect, content_digest, order};
-use crate::model::Operation;
+use super::{marker_target, order, sort_key, SortKey};
+use crate::error::Result;
+use crate::model::{Operation, OperationId};
+
+/// A stream's raw log as the planner reads it: one operation by index, and
+/// where the copies of an operation id are (the store's op-id index).
+pub(crate) trait RawLog {
+    /// How many operations the log holds (the next index).
+    fn head(&self) -> u64;
+    /// The operation at `index` (below [`head`](Self::head)).
+    fn get(&self, index: u64) -> Result<Operation>;
+    /// The indexes of every stored copy of `id` in this log.
+    fn copies(&self, id: &OperationId) -> Result<Vec<u64>>;
+}
+
+/// A log held in memory (tests, the model, `verify`): copies are found by a
+/// linear search.
+impl RawLog for [Operation] {
+    fn head(&self) -> u64 {
+        self.len() as u64
+    }
+    fn get(&self, index: u64) -> Result<Operation> {
+        Ok(self[index as usize].clone())
+    }
+    fn copies(&self, id: &OperationId) -> Result<Vec<u64>> {
+        Ok(self
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| op.id == *id)
+            .map(|(k, _)| k as u64)
+            .collect())
+    }
+}
 
 /// What to append to one stream so that its raw log holds every operation
 /// of its new set and collects to the set's effective history.
@@ -26,63 +58,188 @@ pub(crate) struct Plan {
     pub(crate) ops: Vec<Operation>,
 }
 
-/// Plans adding `incoming` to the stream whose raw log is `raw` (every
-/// operation, index order). `None` when nothing changes: every incoming
-/// operation is already held and the log already collects to its history.
-pub(crate) fn plan(raw: &[Operation], incoming: &[Operation]) -> Option<Plan> {
-    let head = raw.len() as u64;
-    let kept = collect(raw.len(), |k| (raw[k].index, raw[k].skip));
-    let ordered = order(raw.iter().chain(incoming));
-    // Each digest once: the raw log's here, the set's in its sort keys.
-    let raw_digests: Vec<[u8; 32]> = raw.iter().map(content_digest).collect();
-    let held: HashSet<_> = raw
-        .iter()
-        .zip(&raw_digests)
-        .map(|(op, d)| (op.id, *d))
-        .collect();
-    let target: Vec<(&Operation, &[u8; 32])> = ordered
-        .ops
-        .iter()
-        .zip(&ordered.digests)
-        .zip(&ordered.cancelled)
-        .filter(|(_, cancelled)| !**cancelled)
-        .map(|((op, digest), _)| (*op, digest))
-        .collect();
-    // Cancelled operations this log does not hold yet. (A version that
-    // lost to another of its id is not stored: it can never win again.)
-    let hidden: Vec<Operation> = ordered
-        .ops
-        .iter()
-        .zip(&ordered.digests)
-        .zip(&ordered.cancelled)
-        .filter(|((op, digest), cancelled)| **cancelled && !held.contains(&(op.id, **digest)))
-        .map(|((op, _), _)| (*op).clone())
-        .collect();
-    let mut p = kept
+/// The best version the log holds of each id asked about (the smallest sort
+/// key among its copies), read once per id.
+struct Held<'a, L: RawLog + ?Sized> {
+    log: &'a L,
+    best: HashMap<OperationId, Option<Operation>>,
+}
+
+impl<L: RawLog + ?Sized> Held<'_, L> {
+    fn best(&mut self, id: &OperationId) -> Result<Option<Operation>> {
+        if let Some(found) = self.best.get(id) {
+            return Ok(found.clone());
+        }
+        let mut best: Option<(SortKey, Operation)> = None;
+        for index in self.log.copies(id)? {
+            let op = self.log.get(index)?;
+            let key = sort_key(&op);
+            if best.as_ref().is_none_or(|(b, _)| key < *b) {
+                best = Some((key, op));
+            }
+        }
+        let best = best.map(|(_, op)| op);
+        self.best.insert(*id, best.clone());
+        Ok(best)
+    }
+}
+
+/// Plans adding `incoming` to the stream whose raw log is `log`, which
+/// holds the encoding's invariant. `None` when nothing changes: every
+/// incoming operation is held already (or loses to a held version of its
+/// id).
+///
+/// Reads only what the write changes. A new operation can change the
+/// history only at or after the earliest of: its own sort key, the key of
+/// the version it replaces, and the keys of what it cancels or un-cancels
+/// (a marker's target; a redo's undo's target: cancellation is at most two
+/// deep). Call the earliest `p`. Below `p` the set and every operation's
+/// cancellation are unchanged, so the history below `p` stays; from `p` on
+/// it is the effective history of the operations at or after `p` — the
+/// log's effective suffix (read backwards from the head along the skips,
+/// which the invariant keeps in order), the new operations, and the targets
+/// just named (held but perhaps cancelled). A held cancelled operation
+/// outside those keeps its canceller, so it stays cancelled and is left
+/// where it is. So a load costs the operations it brings, their op-id
+/// lookups, and the suffix it re-appends anyway; never the whole stream.
+pub(crate) fn plan<L: RawLog + ?Sized>(log: &L, incoming: &[Operation]) -> Result<Option<Plan>> {
+    let mut held = Held {
+        log,
+        best: HashMap::new(),
+    };
+    // One version per id: the smallest key among those arriving.
+    let mut arriving: HashMap<OperationId, (SortKey, &Operation)> = HashMap::new();
+    for op in incoming {
+        let key = sort_key(op);
+        match arriving.get(&op.id) {
+            Some((kept, _)) if *kept <= key => {}
+            _ => {
+                arriving.insert(op.id, (key, op));
+            }
+        }
+    }
+    let mut new: Vec<Operation> = Vec::new();
+    // New versions, and the held versions they replace: whatever they
+    // cancel may change.
+    let mut changed: Vec<Operation> = Vec::new();
+    let mut arriving: Vec<(SortKey, &Operation)> = arriving.into_values().collect();
+    arriving.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, op) in arriving {
+        if let Some(kept) = held.best(&op.id)? {
+            if sort_key(&kept) <= key {
+                continue; // held already, or loses to the held version
+            }
+            changed.push(kept);
+        }
+        new.push(op.clone());
+        changed.push(op.clone());
+    }
+    if new.is_empty() {
+        return Ok(None);
+    }
+    let mut touched: Vec<Operation> = Vec::new();
+    for op in &changed {
+        let mut current = op.clone();
+        // A marker's target; for a redo, also its undo's target.
+        for _ in 0..2 {
+            let Some(target) = marker_target(&current) else {
+                break;
+            };
+            let found = match new.iter().find(|n| n.id == target) {
+                Some(n) => Some(n.clone()),
+                None => held.best(&target)?,
+            };
+            let Some(found) = found else { break };
+            touched.push(found.clone());
+            current = found;
+        }
+    }
+    let Some(from) = changed.iter().chain(&touched).map(sort_key).min() else {
+        return Ok(None);
+    };
+    plan_from(log, new, touched, from)
+}
+
+/// Plans the rewrite of a whole log that may not hold the invariant (one
+/// written by an older format, or around the reactor): the effective history
+/// of everything it holds. `None` when it already collects to it.
+pub(crate) fn plan_whole(raw: &[Operation]) -> Result<Option<Plan>> {
+    let Some(from) = raw.iter().map(sort_key).min() else {
+        return Ok(None);
+    };
+    plan_from(raw, Vec::new(), raw.to_vec(), from)
+}
+
+/// The plan once the earliest changed key `from` is known: `new` are the
+/// operations the log does not hold, `touched` held ones at or after `from`
+/// that must be reconsidered even if the log's history leaves them out.
+fn plan_from<L: RawLog + ?Sized>(
+    log: &L,
+    new: Vec<Operation>,
+    touched: Vec<Operation>,
+    from: SortKey,
+) -> Result<Option<Plan>> {
+    let head = log.head();
+    // The log's history at or after `from`, newest first, read backwards:
+    // the operation at raw index `i` with skip `s` hides `i - s .. i`.
+    let mut suffix: Vec<(u64, Operation)> = Vec::new();
+    let mut below: Option<u64> = None;
+    let mut at = head;
+    while at > 0 {
+        let op = log.get(at - 1)?;
+        if sort_key(&op) < from {
+            below = Some(at - 1);
+            break;
+        }
+        let next = (at - 1).saturating_sub(op.skip);
+        suffix.push((at - 1, op));
+        at = next;
+    }
+    suffix.reverse();
+    let ordered = order(suffix.iter().map(|(_, op)| op).chain(&touched).chain(&new));
+    let is_new = |op: &Operation| {
+        new.iter()
+            .any(|n| n.id == op.id && n.content_hash == op.content_hash)
+    };
+    let mut target: Vec<&Operation> = Vec::new();
+    let mut hidden: Vec<Operation> = Vec::new();
+    for (op, cancelled) in ordered.ops.iter().zip(&ordered.cancelled) {
+        if !cancelled {
+            target.push(op);
+        } else if is_new(op) {
+            // Cancelled and not held: stored hidden, so the log keeps the
+            // whole set. (A version that lost to another of its id is not
+            // stored: it can never win again.)
+            hidden.push((*op).clone());
+        }
+    }
+    let mut common = suffix
         .iter()
         .zip(&target)
-        .take_while(|(k, (t, digest))| raw[**k].id == t.id && raw_digests[**k] == **digest)
+        .take_while(|((_, s), t)| s.id == t.id && s.content_hash == t.content_hash)
         .count();
-    if p == kept.len() && p == target.len() && hidden.is_empty() {
-        return None;
+    if common == suffix.len() && common == target.len() && hidden.is_empty() {
+        return Ok(None);
     }
-    if p == target.len() {
+    if common == target.len() {
         // Nothing new takes effect, yet something must be appended after
-        // the hidden operations (or after a raw history that runs past
-        // the target, in a log that broke the invariant) to hide them: the
-        // last common operation is appended again. A non-empty set has a
-        // non-empty history (the last operation in order is never
-        // cancelled), so `p > 0` here.
-        p = p.checked_sub(1)?;
+        // the hidden operations (or after a raw history that runs past the
+        // target, in a log that broke the invariant) to hide them: the
+        // last common operation is appended again. The last operation in
+        // order is never cancelled, so `target` is not empty here.
+        let Some(last_common) = common.checked_sub(1) else {
+            return Ok(None);
+        };
+        common = last_common;
     }
-    let keep = match p {
-        0 => 0,
-        _ => raw[kept[p - 1]].index + 1,
+    let keep = match common {
+        0 => below.map_or(0, |b| b + 1),
+        _ => suffix[common - 1].0 + 1,
     };
-    Some(Plan {
+    Ok(Some(Plan {
         keep,
         skip: head + hidden.len() as u64 - keep,
         hidden,
-        ops: target[p..].iter().map(|(op, _)| (*op).clone()).collect(),
-    })
+        ops: target[common..].iter().map(|op| (*op).clone()).collect(),
+    }))
 }

@@ -4,7 +4,7 @@
 //! `REACTORDB_MERGE_SCENARIOS=100000 cargo test --lib merge::tests -- --nocapture`
 //! runs the long mode.
 
-use super::check::{collected, op, scenario, write, Bytes, Choices, Stats};
+use super::check::{collected, mend, op, scenario, write, Bytes, Choices, Stats};
 use super::*;
 
 /// splitmix64: a seeded generator with no dependency.
@@ -180,13 +180,95 @@ fn a_log_whose_history_runs_past_its_set_is_mended() {
     for (i, o) in raw.iter_mut().enumerate() {
         o.index = i as u64;
     }
-    write(&mut raw, &[]);
+    // An incremental plan trusts the invariant; the whole-log one mends.
+    assert_eq!(write(&mut raw, &[]), None);
+    assert!(mend(&mut raw).is_some());
     assert_eq!(
         collected(&raw),
         vec![
-            ("x".to_owned(), content_digest(&winner)),
-            ("a".to_owned(), content_digest(&op("a", "SET", 2, b""))),
+            ("x".to_owned(), winner.content_hash.0),
+            ("a".to_owned(), op("a", "SET", 2, b"").content_hash.0),
         ]
     );
-    assert_eq!(write(&mut raw, &[]), None, "mended: nothing left to do");
+    assert_eq!(mend(&mut raw), None, "mended: nothing left to do");
+}
+
+// ---- cost: a plan reads what it changes ------------------------------
+
+/// A log that counts the operations a plan reads from it.
+struct Counting<'a> {
+    raw: &'a [Operation],
+    reads: std::cell::Cell<u64>,
+}
+
+impl RawLog for Counting<'_> {
+    fn head(&self) -> u64 {
+        self.raw.len() as u64
+    }
+    fn get(&self, index: u64) -> crate::error::Result<Operation> {
+        self.reads.set(self.reads.get() + 1);
+        RawLog::get(self.raw, index)
+    }
+    fn copies(&self, id: &OperationId) -> crate::error::Result<Vec<u64>> {
+        // The store answers this from its op-id index: not a read of the log.
+        self.raw.copies(id)
+    }
+}
+
+fn reads_of(raw: &[Operation], incoming: &[Operation]) -> (u64, Plan) {
+    let log = Counting {
+        raw,
+        reads: std::cell::Cell::new(0),
+    };
+    let plan = plan(&log, incoming).expect("reads").expect("a change");
+    (log.reads.get(), plan)
+}
+
+#[test]
+fn a_plan_reads_what_it_changes_not_the_stream() {
+    const N: u64 = 5_000;
+    let mut raw = Vec::new();
+    for i in 0..N {
+        write(&mut raw, &[op(&format!("x{i}"), "SET", 10 * (i + 1), b"")]);
+    }
+    assert_eq!(raw.len() as u64, N);
+    // An operation after everything: one read (the head, to place it).
+    let (reads, plan) = reads_of(&raw, &[op("late", "SET", 10 * N + 5, b"")]);
+    assert_eq!((reads, plan.skip, plan.ops.len()), (1, 0, 1));
+    // One that lands 3 operations before the head: those 3 are re-appended
+    // and read, plus the one it lands after.
+    let (reads, plan) = reads_of(&raw, &[op("mid", "SET", 10 * (N - 3) + 5, b"")]);
+    assert_eq!((reads, plan.ops.len()), (4, 4));
+    // An undo of the operation 10 before the head: reads from its target on.
+    let target = raw[(N - 10) as usize].clone();
+    let undo = op("u", ACTION_UNDO, 10 * N + 1, &marker_input(&target.id));
+    let (reads, plan) = reads_of(&raw, &[undo.clone()]);
+    assert!(reads <= 12, "{reads} reads");
+    assert_eq!(plan.ops.len(), 10, "9 after the target, then the undo");
+    write(&mut raw, &[undo.clone()]);
+    // A redo of that undo: the target comes back; still local to the tail.
+    let redo_marker = op("r", ACTION_REDO, 10 * N + 2, &marker_input(&undo.id));
+    let (reads, plan) = reads_of(&raw, &[redo_marker]);
+    assert!(reads <= 16, "{reads} reads");
+    assert_eq!(
+        plan.ops.len(),
+        11,
+        "the target, 9 after it, the redo (the undo leaves)"
+    );
+    // Operations already held: nothing read beyond their copies.
+    let log = Counting {
+        raw: &raw,
+        reads: std::cell::Cell::new(0),
+    };
+    let held: Vec<Operation> = raw[..100].to_vec();
+    assert!(plan_of(&log, &held).is_none());
+    assert_eq!(
+        log.reads.get(),
+        100,
+        "one read per copy, to compare versions"
+    );
+}
+
+fn plan_of(log: &Counting<'_>, incoming: &[Operation]) -> Option<Plan> {
+    plan(log, incoming).expect("reads")
 }

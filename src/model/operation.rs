@@ -213,14 +213,58 @@ pub struct Operation {
     /// Hash of the scope state after this operation, computed by the
     /// executor; replicas compare it to detect divergence.
     pub state_hash: Digest,
+    /// What the operation *is*: [`Operation::content_hash_of`] its id,
+    /// timestamp and action (not where some replica stored it). Derived by
+    /// the store, carried to peers, checked when a peer's operation is
+    /// loaded, and the last field of the merge order.
+    pub content_hash: Digest,
     /// The action this operation carries.
     pub action: Action,
     /// The reducer's error, if the action failed but was still recorded.
     pub error: Option<String>,
 }
 
+impl Operation {
+    /// The content hash of an operation with this id, timestamp and action:
+    /// keyed blake3 over the id, the timestamp and every field of the
+    /// action, each variable-length field length-prefixed. The index,
+    /// skip, chain hash, state hash and error are where and how one replica
+    /// stored the operation, so they are left out.
+    pub fn content_hash_of(id: &OperationId, timestamp_utc_ms: u64, action: &Action) -> Digest {
+        static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        let mut h = blake3::Hasher::new_keyed(domain_key(&KEY, "reactordb operation content v1"));
+        let field = |h: &mut blake3::Hasher, bytes: &[u8]| {
+            h.update(&(bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        h.update(id.as_bytes());
+        h.update(&timestamp_utc_ms.to_be_bytes());
+        field(&mut h, action.id.as_str().as_bytes());
+        field(&mut h, action.action_type.as_str().as_bytes());
+        field(&mut h, action.scope.as_str().as_bytes());
+        h.update(&action.timestamp_utc_ms.to_be_bytes());
+        field(&mut h, &action.input);
+        match &action.context {
+            None => h.update(&[0]),
+            Some(context) => {
+                h.update(&[1]);
+                field(&mut h, context);
+                &mut h
+            }
+        };
+        Digest(*h.finalize().as_bytes())
+    }
+
+    /// Whether `content_hash` is the hash of this operation's content (an
+    /// operation edited after it was hashed fails this).
+    pub fn content_hash_matches(&self) -> bool {
+        self.content_hash == Self::content_hash_of(&self.id, self.timestamp_utc_ms, &self.action)
+    }
+}
+
 /// An operation handed to [`AtomicTxn::add_operation`](crate::AtomicTxn):
-/// everything but the fields the store derives (`id` and `hash`).
+/// everything but the fields the store derives (`id`, `content_hash` and
+/// `hash`).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct NewOperation {
     /// Must equal the transaction's revision plus this operation's position.

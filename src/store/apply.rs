@@ -42,7 +42,7 @@ impl OperationStore {
     /// `revision` (the index the first new operation takes), atomically.
     ///
     /// The closure adds the operations (and optionally a read set) to the
-    /// transaction. The store derives each operation's id and chain hash,
+    /// transaction. The store derives each operation's id, content hash and chain hash,
     /// assigns ordinals, and writes operations, head, ordinal feed and
     /// op-id index in one `WriteBatch`. It returns the stored operations
     /// with their context and ordinals.
@@ -143,6 +143,8 @@ impl OperationStore {
             let first = stored.len();
             for (position, operation) in operations.into_iter().enumerate() {
                 let id = OperationId::derive(&unit, &operation.action.id);
+                let content_hash =
+                    Operation::content_hash_of(&id, operation.timestamp_utc_ms, &operation.action);
                 value.clear();
                 codec::encode_operation(
                     &mut value,
@@ -151,6 +153,7 @@ impl OperationStore {
                     operation.skip,
                     operation.timestamp_utc_ms,
                     &operation.state_hash,
+                    &content_hash,
                     &operation.action,
                     &operation.error,
                 );
@@ -200,6 +203,7 @@ impl OperationStore {
                         timestamp_utc_ms: operation.timestamp_utc_ms,
                         hash: Digest::default(),
                         state_hash: operation.state_hash,
+                        content_hash,
                         action: operation.action,
                         error: operation.error,
                     },

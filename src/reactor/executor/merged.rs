@@ -1,13 +1,15 @@
 //! Writes that may re-order a stream's history: loads from peers, undo,
 //! redo, and a creation. Each plans with the merge rule
-//! ([`crate::merge`]) against the stream's whole raw log, reduces the
-//! suffix it re-appends on the state before it, and only then writes. A
+//! ([`crate::merge`]) reading only what it changes from the stream's raw
+//! log ([`StoredLog`]), reduces the suffix it re-appends on the state
+//! before it, and only then writes. A
 //! load validates every operation and plans every scope before it writes
 //! anything, then writes every scope in one atomic store write.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::stored_log::StoredLog;
 use super::{stamp, Executor, Head};
 use crate::error::{Error, Result};
 use crate::fold;
@@ -64,18 +66,8 @@ impl Executor {
                     .map_or(true, |(head, _)| head.revision > 0))
     }
 
-    /// Every operation of a stream, in index order.
-    fn raw_log(&self, unit_key: &[u8]) -> Result<Vec<Operation>> {
-        Ok(self
-            .store
-            .scan_until(unit_key, 0, None, Ordinal(u64::MAX))?
-            .into_iter()
-            .map(|(op, _)| op)
-            .collect())
-    }
-
     /// Plans adding `incoming` to the stream `unit` (whose raw log is
-    /// `raw`) and reduces what it appends. `None`: nothing changes. With
+    /// `log`) and reduces what it appends. `None`: nothing changes. With
     /// `park`, a scope whose model version is not registered here is not
     /// an error: its operations are stored unreduced (see [`Prepared`]).
     fn prepare(
@@ -84,20 +76,18 @@ impl Executor {
         header: Option<&DocumentHeader>,
         document_type: &DocumentType,
         incoming: &[Operation],
-        raw: Vec<Operation>,
+        log: &StoredLog<'_>,
         park: bool,
     ) -> Result<Option<Prepared>> {
-        let Some(plan) = merge::plan(&raw, incoming) else {
+        let Some(plan) = merge::plan(log, incoming)? else {
             return Ok(None);
         };
-        let unit_key = keys::unit_key(unit);
-        let start = raw.len() as u64;
-        let latest = raw
+        let unit_key = log.unit_key.clone();
+        let start = merge::RawLog::head(log);
+        let latest = incoming
             .iter()
-            .chain(incoming)
             .map(|op| op.timestamp_utc_ms)
-            .max()
-            .unwrap_or(0);
+            .fold(log.latest, u64::max);
         // Operations the history leaves out are stored first (the set must
         // stay recoverable from the log) and hidden by the next one's skip.
         let mut ops: Vec<NewOperation> = plan
@@ -132,10 +122,10 @@ impl Executor {
             }
             Err(e) => return Err(e),
         };
-        let document_type = match self.store.head(unit)? {
-            Some(info) => info.document_type,
-            None => document_type.clone(),
-        };
+        let document_type = log
+            .stored_type
+            .clone()
+            .unwrap_or_else(|| document_type.clone());
         Ok(Some(Prepared {
             unit: unit.clone(),
             unit_key,
@@ -246,27 +236,27 @@ impl Executor {
                 Some(h) => h.document_type.clone(),
             }
         };
-        let unit_key = keys::unit_key(&unit);
-        let raw = self.raw_log(&unit_key)?;
+        let log = StoredLog::open(&self.store, &unit)?;
         let action_id = action.id.clone();
         let mut action = action.clone();
         if merge::is_marker(action_type) {
-            let target = self.marker_target(&unit, &raw, action_type == ACTION_UNDO)?;
+            let target = self.marker_target(&unit, &log, action_type == ACTION_UNDO)?;
             action.input = merge::marker_input(&target);
         }
-        let latest = raw.iter().map(|o| o.timestamp_utc_ms).max().unwrap_or(0);
+        let timestamp_utc_ms = stamp(merge::RawLog::head(&log), log.latest, &action)?;
         let op = Operation {
             id: op_id,
             index: 0,
             skip: 0,
-            timestamp_utc_ms: stamp(raw.len() as u64, latest, &action)?,
+            timestamp_utc_ms,
             hash: Digest::default(),
             state_hash: Digest::default(),
+            content_hash: Operation::content_hash_of(&op_id, timestamp_utc_ms, &action),
             action,
             error: None,
         };
         let Some(prepared) =
-            self.prepare(&unit, header.as_deref(), &document_type, &[op], raw, false)?
+            self.prepare(&unit, header.as_deref(), &document_type, &[op], &log, false)?
         else {
             return Ok(ConsistencyToken(Ordinal(0)));
         };
@@ -315,16 +305,20 @@ impl Executor {
     /// What an undo (`undo`) or a redo cancels: the latest effective
     /// operation of the stream that is not a marker, or the latest
     /// effective undo.
-    fn marker_target(&self, unit: &SyncUnit, raw: &[Operation], undo: bool) -> Result<OperationId> {
-        let history = merge::collect(raw.len(), |k| (raw[k].index, raw[k].skip));
-        let found = history.iter().rev().map(|&k| &raw[k]).find(|op| {
+    fn marker_target(
+        &self,
+        unit: &SyncUnit,
+        log: &StoredLog<'_>,
+        undo: bool,
+    ) -> Result<OperationId> {
+        let found = log.latest_effective(|op| {
             let t = op.action.action_type.as_str();
             if undo {
                 !merge::is_marker(t)
             } else {
                 t == ACTION_UNDO
             }
-        });
+        })?;
         let Some(target) = found else {
             return Err(Error::NothingToUndo {
                 unit: unit.clone(),
@@ -386,13 +380,13 @@ impl Executor {
                     id: document_id.to_string(),
                 });
             }
-            let raw = self.raw_log(&keys::unit_key(&unit))?;
+            let log = StoredLog::open(&self.store, &unit)?;
             if let Some(p) = self.prepare(
                 &unit,
                 header.as_deref(),
                 &document_type,
                 incoming,
-                raw,
+                &log,
                 true,
             )? {
                 if *scope == document {
@@ -423,7 +417,8 @@ impl Executor {
 
     /// Checks every operation of a load before anything is planned: it
     /// belongs to this document and branch, its scope agrees with its
-    /// action's, its id derives from its stream and action id, its skip
+    /// action's, its id derives from its stream and action id, its content
+    /// matches the content hash it carries, its skip
     /// stays inside its stream, its timestamp is within bounds, and a
     /// creation names a registered model. Groups the operations by scope.
     fn validate_load(
@@ -468,6 +463,12 @@ impl Executor {
             if op.id != OperationId::derive(&context.unit(), &op.action.id) {
                 return Err(invalid(
                     "its id does not derive from its stream and action".into(),
+                ));
+            }
+            if !op.content_hash_matches() {
+                return Err(invalid(
+                    "its content does not match its content hash (edited after it was hashed)"
+                        .into(),
                 ));
             }
             // The context's type is where the sender stored the operation

@@ -9,6 +9,7 @@
 //! creation arriving after other operations) go through `merged`.
 
 mod merged;
+mod stored_log;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -477,6 +478,9 @@ impl Executor {
                 timestamp_utc_ms: operation.timestamp_utc_ms,
                 hash: Digest::default(),
                 state_hash: Digest::default(),
+                // Reducers read only the action; the store derives the
+                // content hash when it writes.
+                content_hash: Digest::default(),
                 action: action.clone(),
                 error: None,
             };

@@ -1,0 +1,79 @@
+//! A stream's raw log as the merge planner reads it from the store: one
+//! operation by index, and the copies of an operation id through the
+//! op-id index. Reads nothing up front, so a merge costs what it reads.
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::merge::RawLog;
+use crate::model::{DocumentType, Operation, OperationId, SyncUnit};
+use crate::store::OperationStore;
+
+/// One stream's raw log in the store, as of one read of its head.
+pub(super) struct StoredLog<'a> {
+    store: &'a OperationStore,
+    unit: &'a SyncUnit,
+    pub(super) unit_key: Vec<u8>,
+    head: u64,
+    /// The highest operation timestamp the stream holds (0: empty).
+    pub(super) latest: u64,
+    /// The type the stream is stored with (`None`: empty).
+    pub(super) stored_type: Option<DocumentType>,
+}
+
+impl<'a> StoredLog<'a> {
+    /// The stream `unit` as its head now stands.
+    pub(super) fn open(store: &'a OperationStore, unit: &'a SyncUnit) -> Result<Self> {
+        let info = store.head(unit)?;
+        Ok(Self {
+            store,
+            unit,
+            unit_key: keys::unit_key(unit),
+            head: info.as_ref().map_or(0, |i| i.revision.0),
+            latest: info.as_ref().map_or(0, |i| i.latest_timestamp_utc_ms),
+            stored_type: info.map(|i| i.document_type),
+        })
+    }
+
+    /// The latest operation of the history (newest first, following the
+    /// skips) that `wanted` accepts, read backwards from the head.
+    pub(super) fn latest_effective(
+        &self,
+        wanted: impl Fn(&Operation) -> bool,
+    ) -> Result<Option<Operation>> {
+        let mut at = self.head;
+        while at > 0 {
+            let op = self.get(at - 1)?;
+            if wanted(&op) {
+                return Ok(Some(op));
+            }
+            at = (at - 1).saturating_sub(op.skip);
+        }
+        Ok(None)
+    }
+}
+
+impl RawLog for StoredLog<'_> {
+    fn head(&self) -> u64 {
+        self.head
+    }
+
+    fn get(&self, index: u64) -> Result<Operation> {
+        match self.store.get_with_ordinal(&self.unit_key, index)? {
+            Some((op, _)) => Ok(op),
+            None => Err(Error::Corrupt {
+                cf: keys::CF_OPERATIONS,
+                what: "operation below its stream's head",
+            }),
+        }
+    }
+
+    fn copies(&self, id: &OperationId) -> Result<Vec<u64>> {
+        Ok(self
+            .store
+            .locate(id)?
+            .into_iter()
+            .filter(|at| at.unit == *self.unit && at.index < self.head)
+            .map(|at| at.index)
+            .collect())
+    }
+}
