@@ -119,7 +119,8 @@ pub use models::{
     TypedModel, ACTION_NOOP,
 };
 pub use reactor::{
-    default_workers, BatchJob, Clock, JobHandle, JobId, JobStatus, Reactor, ReactorBuilder,
+    default_workers, BatchJob, Clock, JobHandle, JobId, JobStatus, MigrationReport, Reactor,
+    ReactorBuilder,
 };
 pub use store::{
     AtomicTxn, BrokenLink, ChainFault, CommitStats, Cursor, DocumentRevisions, Durability,

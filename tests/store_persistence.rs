@@ -105,7 +105,7 @@ fn a_newer_format_version_is_refused() {
             err,
             Error::IncompatibleFormat {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"

@@ -99,7 +99,7 @@ pub(crate) fn write(raw: &mut Vec<Operation>, incoming: &[Operation]) -> Option<
 
 /// Rewrites a log that may break the invariant, as the migration does.
 pub(crate) fn mend(raw: &mut Vec<Operation>) -> Option<Plan> {
-    let plan = plan_whole(raw).expect("an in-memory log reads")?;
+    let plan = plan_whole(raw, Vec::new()).expect("an in-memory log reads")?;
     Some(append(raw, plan))
 }
 

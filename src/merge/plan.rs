@@ -161,13 +161,14 @@ pub(crate) fn plan<L: RawLog + ?Sized>(log: &L, incoming: &[Operation]) -> Resul
 }
 
 /// Plans the rewrite of a whole log that may not hold the invariant (one
-/// written by an older format, or around the reactor): the effective history
-/// of everything it holds. `None` when it already collects to it.
-pub(crate) fn plan_whole(raw: &[Operation]) -> Result<Option<Plan>> {
-    let Some(from) = raw.iter().map(sort_key).min() else {
+/// written by an older format, or around the reactor) with `new` added
+/// (operations it does not hold): the effective history of everything.
+/// `None` when the log already collects to it.
+pub(crate) fn plan_whole(raw: &[Operation], new: Vec<Operation>) -> Result<Option<Plan>> {
+    let Some(from) = raw.iter().chain(&new).map(sort_key).min() else {
         return Ok(None);
     };
-    plan_from(raw, Vec::new(), raw.to_vec(), from)
+    plan_from(raw, new, raw.to_vec(), from)
 }
 
 /// The plan once the earliest changed key `from` is known: `new` are the

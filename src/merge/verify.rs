@@ -37,7 +37,7 @@ pub fn verify_histories(store: &OperationStore) -> Result<HistoryReport> {
             .into_iter()
             .map(|(op, _)| op)
             .collect();
-        if super::plan_whole(&raw)?.is_some() {
+        if super::plan_whole(&raw, Vec::new())?.is_some() {
             report.first_diverged = Some(stream.unit);
             break;
         }

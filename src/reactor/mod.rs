@@ -31,6 +31,7 @@ use crate::models::{
 use crate::store::{Durability, OperationStore, StoreOptions};
 use crate::view::{DocumentView, ViewOptions};
 
+pub use executor::MigrationReport;
 use executor::{Executor, ExecutorLimits};
 use job::Job;
 use jobs::JobTable;
@@ -166,6 +167,15 @@ impl ReactorBuilder {
                 cache_streams: NonZeroUsize::new(100_000).expect("nonzero"),
             },
         );
+        // A database of an older format is migrated before any job runs.
+        let migration = if store.is_current_format() {
+            None
+        } else {
+            let report = executor.migrate_positional_undos()?;
+            store.record_current_format()?;
+            tracing::info!(?report, "migrated the database to the current format");
+            Some(report)
+        };
         let inner = Arc::new(Inner {
             store,
             bus,
@@ -176,6 +186,7 @@ impl ReactorBuilder {
             jobs: JobTable::default(),
             next_action: AtomicU64::new(0),
             clock: self.clock,
+            migration,
         });
         let workers = (0..self.workers)
             .map(|i| {
@@ -203,6 +214,7 @@ struct Inner {
     jobs: JobTable,
     next_action: AtomicU64,
     clock: Clock,
+    migration: Option<MigrationReport>,
 }
 
 /// One job of a batch; `depends_on` names earlier jobs of the same batch
@@ -300,6 +312,12 @@ impl Reactor {
     /// The Operation Store.
     pub fn store(&self) -> &OperationStore {
         &self.inner.store
+    }
+
+    /// What this open migrated, if the database was of an older format
+    /// (see [`MigrationReport`]).
+    pub fn migration(&self) -> Option<&MigrationReport> {
+        self.inner.migration.as_ref()
     }
 
     /// The Document View.

@@ -111,6 +111,9 @@ struct Inner {
     durability: Durability,
     /// Column family ids inside write batches.
     families: batch::FamilyIds,
+    /// The database's format version (older than this build's until the
+    /// reactor migrates it).
+    format_version: std::sync::atomic::AtomicU32,
 }
 
 /// The append-only, hash-chained operation log. Cheap to clone; every clone
@@ -170,7 +173,7 @@ impl OperationStore {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, db_opts.clone()));
         let db = DB::open_cf_descriptors(&db_opts, &path, descriptors)?;
-        check_format(&db)?;
+        let format_version = check_format(&db)?;
         let next_ordinal = last_ordinal(&db)?.next();
         let families = batch::FamilyIds::learn(&db)?;
         Ok(Self {
@@ -184,6 +187,7 @@ impl OperationStore {
                 ),
                 durability: options.durability,
                 families,
+                format_version: format_version.into(),
             }),
         })
     }
@@ -239,31 +243,61 @@ impl OperationStore {
     pub(crate) fn db(&self) -> &DB {
         &self.inner.db
     }
+
+    /// The database's format version: this build's, or an older one this
+    /// build reads and the reactor migrates at open.
+    pub fn format_version(&self) -> u32 {
+        self.inner
+            .format_version
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether the database is in this build's format (else the reactor
+    /// migrates it at open).
+    pub fn is_current_format(&self) -> bool {
+        self.format_version() == codec::FORMAT_VERSION
+    }
+
+    /// Records that the database is now in this build's format (after a
+    /// migration), durably.
+    pub(crate) fn record_current_format(&self) -> Result<()> {
+        write_format(self.db())?;
+        self.inner
+            .format_version
+            .store(codec::FORMAT_VERSION, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
 }
 
 /// Writes the format version into a new database, or refuses one written by
-/// an incompatible version.
-fn check_format(db: &DB) -> Result<()> {
+/// a version this build cannot read. Returns the version found.
+fn check_format(db: &DB) -> Result<u32> {
     match db.get(keys::META_FORMAT_KEY)? {
         Some(bytes) => {
             let found = codec::decode_format_version(&bytes)?;
-            if found != codec::FORMAT_VERSION {
+            if !(codec::OLDEST_FORMAT_VERSION..=codec::FORMAT_VERSION).contains(&found) {
                 return Err(Error::IncompatibleFormat {
                     found,
                     supported: codec::FORMAT_VERSION,
                 });
             }
+            Ok(found)
         }
         None => {
-            let mut write = rocksdb::WriteOptions::default();
-            write.set_sync(true);
-            db.put_opt(
-                keys::META_FORMAT_KEY,
-                codec::encode_format_version(),
-                &write,
-            )?;
+            write_format(db)?;
+            Ok(codec::FORMAT_VERSION)
         }
     }
+}
+
+fn write_format(db: &DB) -> Result<()> {
+    let mut write = rocksdb::WriteOptions::default();
+    write.set_sync(true);
+    db.put_opt(
+        keys::META_FORMAT_KEY,
+        codec::encode_format_version(),
+        &write,
+    )?;
     Ok(())
 }
 

@@ -29,7 +29,7 @@ const ACTION_CREATE: &str = "CREATE_DOCUMENT";
 type ByScope = BTreeMap<Scope, Vec<Operation>>;
 
 /// One stream's merge, planned and reduced, not yet written.
-struct Prepared {
+pub(super) struct Prepared {
     unit: SyncUnit,
     unit_key: Vec<u8>,
     /// The type the stream is stored with (its first writer's; two
@@ -72,7 +72,6 @@ impl Executor {
     /// an error: its operations are stored unreduced (see [`Prepared`]).
     fn prepare(
         &self,
-        unit: &SyncUnit,
         header: Option<&DocumentHeader>,
         document_type: &DocumentType,
         incoming: &[Operation],
@@ -82,10 +81,26 @@ impl Executor {
         let Some(plan) = merge::plan(log, incoming)? else {
             return Ok(None);
         };
+        self.prepare_plan(header, document_type, plan, log, park)
+            .map(Some)
+    }
+
+    /// Reduces what a plan appends to `log`'s stream (see [`prepare`]).
+    pub(super) fn prepare_plan(
+        &self,
+        header: Option<&DocumentHeader>,
+        document_type: &DocumentType,
+        plan: merge::Plan,
+        log: &StoredLog<'_>,
+        park: bool,
+    ) -> Result<Prepared> {
+        let unit = log.unit;
         let unit_key = log.unit_key.clone();
         let start = merge::RawLog::head(log);
-        let latest = incoming
+        let latest = plan
+            .hidden
             .iter()
+            .chain(&plan.ops)
             .map(|op| op.timestamp_utc_ms)
             .fold(log.latest, u64::max);
         // Operations the history leaves out are stored first (the set must
@@ -126,7 +141,7 @@ impl Executor {
             .stored_type
             .clone()
             .unwrap_or_else(|| document_type.clone());
-        Ok(Some(Prepared {
+        Ok(Prepared {
             unit: unit.clone(),
             unit_key,
             ops,
@@ -135,7 +150,7 @@ impl Executor {
                 ..head
             }),
             document_type,
-        }))
+        })
     }
 
     /// Reduces a plan's operations on the state before them, filling each
@@ -178,7 +193,7 @@ impl Executor {
 
     /// Writes prepared merges (one per stream) in one atomic write: every
     /// scope or none. Returns the last ordinal written.
-    fn write_prepared(&self, prepared: Vec<Prepared>) -> Result<Ordinal> {
+    pub(super) fn write_prepared(&self, prepared: Vec<Prepared>) -> Result<Ordinal> {
         let mut heads = Vec::with_capacity(prepared.len());
         let mut parts = Vec::with_capacity(prepared.len());
         for p in prepared {
@@ -255,8 +270,7 @@ impl Executor {
             action,
             error: None,
         };
-        let Some(prepared) =
-            self.prepare(&unit, header.as_deref(), &document_type, &[op], &log, false)?
+        let Some(prepared) = self.prepare(header.as_deref(), &document_type, &[op], &log, false)?
         else {
             return Ok(ConsistencyToken(Ordinal(0)));
         };
@@ -381,14 +395,9 @@ impl Executor {
                 });
             }
             let log = StoredLog::open(&self.store, &unit)?;
-            if let Some(p) = self.prepare(
-                &unit,
-                header.as_deref(),
-                &document_type,
-                incoming,
-                &log,
-                true,
-            )? {
+            if let Some(p) =
+                self.prepare(header.as_deref(), &document_type, incoming, &log, true)?
+            {
                 if *scope == document {
                     let state = p.head.as_ref().map_or(&[][..], |h| h.state.as_slice());
                     let merged = decode_header(state).map(Arc::new);

@@ -9,7 +9,10 @@
 //! creation arriving after other operations) go through `merged`.
 
 mod merged;
+mod migrate;
 mod stored_log;
+
+pub use migrate::MigrationReport;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroUsize;

@@ -11,7 +11,7 @@ use crate::store::OperationStore;
 /// One stream's raw log in the store, as of one read of its head.
 pub(super) struct StoredLog<'a> {
     store: &'a OperationStore,
-    unit: &'a SyncUnit,
+    pub(super) unit: &'a SyncUnit,
     pub(super) unit_key: Vec<u8>,
     head: u64,
     /// The highest operation timestamp the stream holds (0: empty).
