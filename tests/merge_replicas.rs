@@ -153,6 +153,13 @@ fn read(reactor: &Reactor) -> Vec<Option<(Vec<u8>, reactordb::Digest)>> {
         .collect()
 }
 
+/// Whether a replica holds the document's creation.
+fn has_creation(reactor: &Reactor) -> bool {
+    stream_ops(reactor.store(), "doc", &Scope::document())
+        .iter()
+        .any(|o| o.action.action_type.as_str() == "CREATE_DOCUMENT")
+}
+
 fn run_ok(job: reactordb::Result<reactordb::JobHandle>) {
     // Undo and redo may find nothing to cancel; anything else must land.
     if let reactordb::JobStatus::Failed { error, .. } =
@@ -182,7 +189,12 @@ fn scenario(seed: u64) {
     );
     let genesis = feed(&rs[0]);
     for r in &rs[1..] {
-        written(&r.load(id("doc"), main(), genesis.clone()).expect("submit"));
+        // Some replicas first hear of the document through later
+        // exchanges, which may bring other scopes before its creation:
+        // those are parked until it lands.
+        if rng.below(3) > 0 {
+            written(&r.load(id("doc"), main(), genesis.clone()).expect("submit"));
+        }
     }
     let skews: Vec<u64> = (0..n).map(|_| rng.below(3) * 2).collect();
     let mut time = 100u64;
@@ -192,7 +204,11 @@ fn scenario(seed: u64) {
         let r = rng.below(n as u64) as usize;
         let ts = time - skews[r];
         let aid = format!("s{seed}-{step}-r{r}");
-        match rng.below(100) {
+        let choice = rng.below(100);
+        if choice < 66 && !has_creation(&rs[r]) {
+            continue; // a local write needs the document here
+        }
+        match choice {
             0..=39 => {
                 written(
                     &rs[r]

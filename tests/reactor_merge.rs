@@ -428,6 +428,24 @@ fn case6_a_load_validates_everything_before_it_writes() {
         .expect("submit");
     assert!(matches!(*failure(&job), Error::InvalidAction { .. }));
 
+    // Content edited after it was hashed: the input, the action's
+    // timestamp, the operation's timestamp (which moves it in the order).
+    for edit in 0..3 {
+        let mut bad = good.clone();
+        let op = &mut bad.last_mut().expect("ops").operation;
+        match edit {
+            0 => op.action.input = b"forged".to_vec(),
+            1 => op.action.timestamp_utc_ms += 1,
+            _ => op.timestamp_utc_ms -= 1,
+        }
+        match &*refused(&rs[1], "doc", bad) {
+            Error::InvalidLoad { reason, .. } => {
+                assert!(reason.contains("content hash"), "{reason}")
+            }
+            other => panic!("edit {edit}: {other:?}"),
+        }
+    }
+
     // A forged id.
     let mut bad = good.clone();
     bad[0].operation.id = bad[1].operation.id;
@@ -453,6 +471,11 @@ fn case6_a_load_validates_everything_before_it_writes() {
     bad[0].operation.action = unknown;
     bad[0].operation.id =
         reactordb::OperationId::derive(&bad[0].context.unit(), &bad[0].operation.action.id);
+    bad[0].operation.content_hash = reactordb::Operation::content_hash_of(
+        &bad[0].operation.id,
+        bad[0].operation.timestamp_utc_ms,
+        &bad[0].operation.action,
+    );
     assert!(matches!(
         *refused(&rs[1], "doc", bad),
         Error::ModelNotFound { .. }
@@ -765,4 +788,46 @@ fn a_scope_whose_model_version_is_missing_is_parked_until_registered() {
     assert!(reactordb::verify_histories(b.store())
         .expect("verify")
         .is_clean());
+}
+
+#[test]
+fn scopes_that_arrive_before_their_creation_are_parked_until_it_lands() {
+    // A peer's global and local operations arrive before the document
+    // scope (another sync order): they are stored, not refused, and once
+    // the creation arrives the replicas agree.
+    let (_dirs, rs) = replicas(2);
+    written(
+        &rs[0]
+            .create(id("doc"), create_input(LogModel::document_type()))
+            .expect("submit"),
+    );
+    append(&rs[0], "doc", "x1", 10);
+    written(
+        &rs[0]
+            .execute(id("doc"), main(), vec![local_append("l1", 11)])
+            .expect("submit"),
+    );
+    let not_document = operations_of(&rs[0], "doc", |s| *s != Scope::document());
+    assert_eq!(not_document.len(), 2);
+    load(&rs[1], "doc", not_document);
+    assert_eq!(history(&rs[1], "doc", &Scope::global()), ["x1"]);
+    let early = rs[1]
+        .view()
+        .get(
+            &id("doc"),
+            &ViewFilter::default(),
+            Some(ConsistencyToken(rs[1].store().last_ordinal())),
+        )
+        .unwrap_err();
+    assert!(matches!(early, Error::DocumentNotFound { .. }), "{early:?}");
+    let document = operations_of(&rs[0], "doc", |s| *s == Scope::document());
+    load(&rs[1], "doc", document);
+    converge(
+        &rs,
+        "doc",
+        &[Scope::document(), Scope::global(), Scope::local()],
+    );
+    // And the parked scope takes local writes on the reduced state.
+    append(&rs[1], "doc", "x2", 20);
+    converge(&rs, "doc", &[Scope::global()]);
 }

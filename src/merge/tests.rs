@@ -242,10 +242,10 @@ fn a_plan_reads_what_it_changes_not_the_stream() {
     // An undo of the operation 10 before the head: reads from its target on.
     let target = raw[(N - 10) as usize].clone();
     let undo = op("u", ACTION_UNDO, 10 * N + 1, &marker_input(&target.id));
-    let (reads, plan) = reads_of(&raw, &[undo.clone()]);
+    let (reads, plan) = reads_of(&raw, std::slice::from_ref(&undo));
     assert!(reads <= 12, "{reads} reads");
     assert_eq!(plan.ops.len(), 10, "9 after the target, then the undo");
-    write(&mut raw, &[undo.clone()]);
+    write(&mut raw, std::slice::from_ref(&undo));
     // A redo of that undo: the target comes back; still local to the tail.
     let redo_marker = op("r", ACTION_REDO, 10 * N + 2, &marker_input(&undo.id));
     let (reads, plan) = reads_of(&raw, &[redo_marker]);

@@ -39,10 +39,11 @@ pub(super) struct Prepared {
     /// Indexed from the stream's head.
     ops: Vec<NewOperation>,
     /// The head after the write; `None` for a parked scope: its model
-    /// version is not registered here, so its operations are stored
-    /// unreduced (no state hash) and reads of it answer `ModelNotFound`
-    /// until the model is registered (reopen with it): then the fold
-    /// reduces them like any others.
+    /// version is not registered here, or its document's creation has not
+    /// arrived yet, so its operations are stored unreduced (no state hash)
+    /// and reads of it answer `ModelNotFound` / `DocumentNotFound` until
+    /// the model is registered (reopen with it) or the creation is loaded:
+    /// then the fold reduces them like any others.
     head: Option<Head>,
 }
 
@@ -68,8 +69,9 @@ impl Executor {
 
     /// Plans adding `incoming` to the stream `unit` (whose raw log is
     /// `log`) and reduces what it appends. `None`: nothing changes. With
-    /// `park`, a scope whose model version is not registered here is not
-    /// an error: its operations are stored unreduced (see [`Prepared`]).
+    /// `park`, a scope whose model version is not registered here, or
+    /// whose document is not created here yet, is not an error: its
+    /// operations are stored unreduced (see [`Prepared`]).
     fn prepare(
         &self,
         header: Option<&DocumentHeader>,
@@ -128,7 +130,9 @@ impl Executor {
                 stored_type: None,
                 header: None,
             }),
-            Err(Error::ModelNotFound { .. }) if park && unit.scope != Scope::document() => {
+            Err(Error::ModelNotFound { .. } | Error::DocumentNotFound { .. })
+                if park && unit.scope != Scope::document() =>
+            {
                 for op in &mut ops {
                     op.state_hash = Digest::default();
                     op.error = None;
@@ -389,11 +393,6 @@ impl Executor {
         let mut header_changed = false;
         for (scope, incoming) in scopes {
             let unit = SyncUnit::new(document_id.clone(), scope.clone(), branch.clone());
-            if *scope != document && header.is_none() {
-                return Err(Error::DocumentNotFound {
-                    id: document_id.to_string(),
-                });
-            }
             let log = StoredLog::open(&self.store, &unit)?;
             if let Some(p) =
                 self.prepare(header.as_deref(), &document_type, incoming, &log, true)?
