@@ -3,6 +3,10 @@
 //! - `reactor/hot_doc_job`: one job on a hot document, submit → readable;
 //! - `reactor/many_docs`: jobs spread over 100 documents, all in flight,
 //!   per job;
+//! - `load/<n>`: loading one peer operation (sorting after everything) into
+//!   a stream of `n` = 1,000 and 20,000 operations: a merge reads what it
+//!   changes, so the two should take about the same time (the ratio of the
+//!   two is the check; a merge that read its whole stream grew with `n`);
 //!
 //! then the standard workloads (W1 many-docs, W2 hot-doc, W3 contention)
 //! once each, printed as JSON lines, as `reactordb bench --json` does.
@@ -107,7 +111,75 @@ fn jobs(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, jobs);
+/// A peer's `INCREMENT` of `d0`'s global scope, built as a peer stores it.
+fn peer_op(n: u64, ts: u64) -> reactordb::OperationWithContext {
+    use reactordb::{Digest, Operation, OperationContext, OperationId, Ordinal, SyncUnit};
+    let doc = DocumentId::new("d0").expect("valid");
+    let unit = SyncUnit::new(doc.clone(), Scope::global(), Branch::main());
+    let action = increment(n).remove(0);
+    let action = Action {
+        timestamp_utc_ms: ts,
+        ..action
+    };
+    let id = OperationId::derive(&unit, &action.id);
+    reactordb::OperationWithContext {
+        operation: Operation {
+            id,
+            index: 0,
+            skip: 0,
+            timestamp_utc_ms: ts,
+            hash: Digest::default(),
+            state_hash: Digest::default(),
+            content_hash: Operation::content_hash_of(&id, ts, &action),
+            action,
+            error: None,
+        },
+        context: OperationContext {
+            document_id: doc,
+            document_type: CounterModel::document_type(),
+            scope: Scope::global(),
+            branch: Branch::main(),
+            ordinal: Ordinal(1),
+        },
+    }
+}
+
+fn loads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("load");
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(6));
+    group.throughput(Throughput::Elements(1));
+    for size in [1_000u64, 20_000] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = reactor(dir.path(), 1);
+        let doc = DocumentId::new("d0").expect("valid");
+        for chunk in (0..size).collect::<Vec<_>>().chunks(1_000) {
+            let actions: Vec<Action> = chunk.iter().flat_map(|&n| increment(n + 1)).collect();
+            r.execute(doc.clone(), Branch::main(), actions)
+                .expect("submit")
+                .wait_written(Duration::from_secs(60))
+                .expect("written");
+        }
+        let mut n = 10 * size;
+        group.bench_function(format!("{size}"), |b| {
+            b.iter(|| {
+                n += 1;
+                let job = r
+                    .load(doc.clone(), Branch::main(), vec![peer_op(n, n)])
+                    .expect("submit");
+                let status = job.wait_written(Duration::from_secs(60)).expect("in time");
+                assert!(matches!(
+                    status,
+                    JobStatus::WriteReady { .. } | JobStatus::ReadReady { .. }
+                ));
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, jobs, loads);
 
 fn main() {
     benches();

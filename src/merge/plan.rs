@@ -2,11 +2,11 @@
 //! operations to append, and with what skip. Reads the log only through
 //! [`RawLog`], and only what the write changes (see [`plan`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{marker_target, order, sort_key, SortKey};
 use crate::error::Result;
-use crate::model::{Operation, OperationId};
+use crate::model::{Digest, Operation, OperationId};
 
 /// A stream's raw log as the planner reads it: one operation by index, and
 /// where the copies of an operation id are (the store's op-id index).
@@ -118,45 +118,53 @@ pub(crate) fn plan<L: RawLog + ?Sized>(log: &L, incoming: &[Operation]) -> Resul
             }
         }
     }
-    let mut new: Vec<Operation> = Vec::new();
-    // New versions, and the held versions they replace: whatever they
-    // cancel may change.
-    let mut changed: Vec<Operation> = Vec::new();
     let mut arriving: Vec<(SortKey, &Operation)> = arriving.into_values().collect();
     arriving.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut new: Vec<Operation> = Vec::new();
+    let mut from: Option<SortKey> = None;
+    // Markers among the new versions and the held versions they replace:
+    // whatever they name may change. (A replaced version sorts after its
+    // replacement, so it never lowers `from`.)
+    let mut markers: Vec<Operation> = Vec::new();
     for (key, op) in arriving {
         if let Some(kept) = held.best(&op.id)? {
             if sort_key(&kept) <= key {
                 continue; // held already, or loses to the held version
             }
-            changed.push(kept);
+            if marker_target(&kept).is_some() {
+                markers.push(kept);
+            }
         }
+        if marker_target(op).is_some() {
+            markers.push(op.clone());
+        }
+        // Sorted: the first new version has the smallest key.
+        from.get_or_insert(key);
         new.push(op.clone());
-        changed.push(op.clone());
     }
-    if new.is_empty() {
+    let Some(mut from) = from else {
         return Ok(None);
-    }
+    };
+    let new_at: HashMap<OperationId, usize> =
+        new.iter().enumerate().map(|(i, op)| (op.id, i)).collect();
     let mut touched: Vec<Operation> = Vec::new();
-    for op in &changed {
-        let mut current = op.clone();
+    for marker in markers {
+        let mut current = marker;
         // A marker's target; for a redo, also its undo's target.
         for _ in 0..2 {
             let Some(target) = marker_target(&current) else {
                 break;
             };
-            let found = match new.iter().find(|n| n.id == target) {
-                Some(n) => Some(n.clone()),
+            let found = match new_at.get(&target) {
+                Some(&i) => Some(new[i].clone()),
                 None => held.best(&target)?,
             };
             let Some(found) = found else { break };
+            from = from.min(sort_key(&found));
             touched.push(found.clone());
             current = found;
         }
     }
-    let Some(from) = changed.iter().chain(&touched).map(sort_key).min() else {
-        return Ok(None);
-    };
     plan_from(log, new, touched, from)
 }
 
@@ -198,10 +206,9 @@ fn plan_from<L: RawLog + ?Sized>(
     }
     suffix.reverse();
     let ordered = order(suffix.iter().map(|(_, op)| op).chain(&touched).chain(&new));
-    let is_new = |op: &Operation| {
-        new.iter()
-            .any(|n| n.id == op.id && n.content_hash == op.content_hash)
-    };
+    let new_versions: HashSet<(OperationId, Digest)> =
+        new.iter().map(|op| (op.id, op.content_hash)).collect();
+    let is_new = |op: &Operation| new_versions.contains(&(op.id, op.content_hash));
     let mut target: Vec<&Operation> = Vec::new();
     let mut hidden: Vec<Operation> = Vec::new();
     for (op, cancelled) in ordered.ops.iter().zip(&ordered.cancelled) {

@@ -170,15 +170,28 @@ impl Executor {
     ) -> Result<(Vec<u8>, u32)> {
         let (reducer, start_version) =
             self.reducer_for(&unit.document_id, &unit.branch, &unit.scope, header)?;
-        let base = fold::fold(
-            &self.store,
-            unit_key,
-            &reducer,
-            start_version,
-            Ordinal(u64::MAX),
-            Some(plan.keep),
-        )?;
-        let (mut state, mut version) = (base.state, base.model_version);
+        // The common case keeps the whole log (an operation that sorts
+        // last): the cached head already holds the state to reduce on.
+        let cached = self
+            .heads
+            .lock()
+            .peek(unit_key)
+            .filter(|head| head.revision == plan.keep)
+            .map(|head| (head.state.clone(), head.model_version));
+        let (mut state, mut version) = match cached {
+            Some(base) => base,
+            None => {
+                let base = fold::fold(
+                    &self.store,
+                    unit_key,
+                    &reducer,
+                    start_version,
+                    Ordinal(u64::MAX),
+                    Some(plan.keep),
+                )?;
+                (base.state, base.model_version)
+            }
+        };
         let (hidden, effective) = ops.split_at_mut(plan.hidden.len());
         for op in hidden {
             op.state_hash = Digest::of(&state);
