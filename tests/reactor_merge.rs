@@ -831,3 +831,70 @@ fn scopes_that_arrive_before_their_creation_are_parked_until_it_lands() {
     append(&rs[1], "doc", "x2", 20);
     converge(&rs, "doc", &[Scope::global()]);
 }
+
+/// A: the counter type created at t=200 (sorts second). B: the log type
+/// created at t=100 (wins), then `b1` (an `APPEND`, which the counter model
+/// refuses) at t=300.
+fn two_creations() -> (Vec<tempfile::TempDir>, [Reactor; 2]) {
+    let dirs: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let rs = [
+        open_with_clock(dirs[0].path(), 200),
+        open_with_clock(dirs[1].path(), 100),
+    ];
+    written(
+        &rs[0]
+            .create(
+                id("doc"),
+                create_input(reactordb::CounterModel::document_type()),
+            )
+            .expect("submit"),
+    );
+    written(
+        &rs[1]
+            .create(id("doc"), create_input(LogModel::document_type()))
+            .expect("submit"),
+    );
+    append(&rs[1], "doc", "b1", 300);
+    (dirs, rs)
+}
+
+#[test]
+fn an_operation_refused_under_the_losing_creation_is_reduced_again_when_the_winner_lands() {
+    let (_dirs, rs) = two_creations();
+    // A gets B's append before B's creation: under A's counter type it is
+    // refused (recorded with its error).
+    load(
+        &rs[0],
+        "doc",
+        operations_of(&rs[1], "doc", |s| *s == Scope::global()),
+    );
+    let refused = stream_ops(rs[0].store(), "doc", &Scope::global());
+    assert!(refused.iter().all(|o| o.error.is_some()), "{refused:?}");
+    // B's creation wins: the append counts on A as on B.
+    load(
+        &rs[0],
+        "doc",
+        operations_of(&rs[1], "doc", |s| *s == Scope::document()),
+    );
+    converge(&rs, "doc", &[Scope::document(), Scope::global()]);
+    assert_eq!(read(&rs[0], "doc", &Scope::global()).0, br#"["b1"]"#);
+}
+
+#[test]
+fn a_load_that_switches_creation_never_reduces_on_a_stale_cached_head() {
+    let (_dirs, rs) = two_creations();
+    // A writes under its own creation first, so it caches its global head
+    // (counter state).
+    written(
+        &rs[0]
+            .execute(id("doc"), main(), vec![action("i0", "INCREMENT", "", 250)])
+            .expect("submit"),
+    );
+    // Then B's creation and append arrive in one load: the append sorts
+    // last, after A's head, and must reduce under the log model.
+    load(&rs[0], "doc", everything(&rs[1], "doc"));
+    converge(&rs, "doc", &[Scope::document(), Scope::global()]);
+    assert_eq!(read(&rs[0], "doc", &Scope::global()).0, br#"["","b1"]"#);
+}

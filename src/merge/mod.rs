@@ -61,7 +61,7 @@
 mod plan;
 mod verify;
 
-pub(crate) use plan::{plan, plan_whole, Plan, RawLog};
+pub(crate) use plan::{plan, plan_again, plan_whole, Plan, RawLog};
 pub use verify::{verify_histories, HistoryReport};
 
 use std::collections::HashMap;

@@ -251,3 +251,35 @@ fn plan_from<L: RawLog + ?Sized>(
         ops: target[common..].iter().map(|op| (*op).clone()).collect(),
     }))
 }
+
+/// Turns `plan` (or no change) into one that re-appends the stream's whole
+/// effective history, so every operation is reduced again: for when the
+/// document's winning creation changed (another type or model version
+/// reduces the scope now, and an operation refused by one may be accepted
+/// by the other). Reads the history below the plan's `keep`. `None` for an
+/// empty stream with nothing to add.
+pub(crate) fn plan_again<L: RawLog + ?Sized>(log: &L, plan: Option<Plan>) -> Result<Option<Plan>> {
+    let head = log.head();
+    let (end, hidden, tail) = match plan {
+        Some(p) => (p.keep, p.hidden, p.ops),
+        None => (head, Vec::new(), Vec::new()),
+    };
+    let mut history = Vec::new();
+    let mut at = end;
+    while at > 0 {
+        let op = log.get(at - 1)?;
+        at = (at - 1).saturating_sub(op.skip);
+        history.push(op);
+    }
+    history.reverse();
+    history.extend(tail);
+    if history.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Plan {
+        keep: 0,
+        skip: head + hidden.len() as u64,
+        hidden,
+        ops: history,
+    }))
+}

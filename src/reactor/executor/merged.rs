@@ -47,6 +47,21 @@ pub(super) struct Prepared {
     head: Option<Head>,
 }
 
+/// The header a prepared `document`-scope merge leaves.
+fn header_of(prepared: &Prepared) -> Option<Arc<DocumentHeader>> {
+    let state = prepared
+        .head
+        .as_ref()
+        .map_or(&[][..], |h| h.state.as_slice());
+    decode_header(state).map(Arc::new)
+}
+
+/// What decides how a document's other scopes reduce: its winning
+/// creation's type and model version.
+fn creation_of(header: Option<&DocumentHeader>) -> Option<(&DocumentType, u32)> {
+    header.map(|h| (&h.document_type, h.created_model_version))
+}
+
 impl Executor {
     /// Whether executing `action` alone may re-order its stream's history,
     /// so it takes this path: an undo, a redo, or a creation whose stream
@@ -291,6 +306,20 @@ impl Executor {
         else {
             return Ok(ConsistencyToken(Ordinal(0)));
         };
+        let mut others = Vec::new();
+        if unit.scope == Scope::document() {
+            let merged = header_of(&prepared);
+            if creation_of(merged.as_deref()) != creation_of(header.as_deref()) {
+                // A creation arriving behind parked scopes (or winning
+                // over another): they reduce under it now.
+                self.forget_document(document_id);
+                let document_type = merged
+                    .as_ref()
+                    .map_or(document_type.clone(), |h| h.document_type.clone());
+                others =
+                    self.reduce_again(document_id, branch, merged.as_deref(), &document_type, &[])?;
+            }
+        }
         // A local action the reducer refuses fails its job and writes
         // nothing (a peer's is recorded with its error instead).
         if let Some(refused) = prepared
@@ -304,7 +333,9 @@ impl Executor {
                 reason: refused,
             });
         }
-        let last = self.write_prepared(vec![prepared]);
+        let mut all = vec![prepared];
+        all.extend(others);
+        let last = self.write_prepared(all);
         if last.is_err() {
             self.forget_document(document_id);
         }
@@ -404,36 +435,75 @@ impl Executor {
         let mut scopes: Vec<(&Scope, &Vec<Operation>)> = by_scope.iter().collect();
         scopes.sort_by_key(|(scope, _)| **scope != document);
         let mut header_changed = false;
-        for (scope, incoming) in scopes {
-            let unit = SyncUnit::new(document_id.clone(), scope.clone(), branch.clone());
+        for (scope, incoming) in &scopes {
+            let unit = SyncUnit::new(document_id.clone(), (*scope).clone(), branch.clone());
             let log = StoredLog::open(&self.store, &unit)?;
-            if let Some(p) =
-                self.prepare(header.as_deref(), &document_type, incoming, &log, true)?
-            {
-                if *scope == document {
-                    let state = p.head.as_ref().map_or(&[][..], |h| h.state.as_slice());
-                    let merged = decode_header(state).map(Arc::new);
-                    header_changed = merged
-                        .as_ref()
-                        .map(|h| (&h.document_type, h.created_model_version))
-                        != header
-                            .as_ref()
-                            .map(|h| (&h.document_type, h.created_model_version));
-                    header = merged;
-                    if let Some(h) = &header {
-                        document_type = h.document_type.clone();
-                    }
-                }
-                prepared.push(p);
+            let mut plan = merge::plan(&log, incoming)?;
+            if header_changed {
+                plan = merge::plan_again(&log, plan)?;
             }
+            let Some(plan) = plan else { continue };
+            let p = self.prepare_plan(header.as_deref(), &document_type, plan, &log, true)?;
+            if **scope == document {
+                let merged = header_of(&p);
+                header_changed = creation_of(merged.as_deref()) != creation_of(header.as_deref());
+                header = merged;
+                if let Some(h) = &header {
+                    document_type = h.document_type.clone();
+                }
+                if header_changed {
+                    // The other scopes reduce under the new creation: no
+                    // cached head of theirs may serve as a base.
+                    self.forget_document(document_id);
+                }
+            }
+            prepared.push(p);
+        }
+        if header_changed {
+            let loaded: Vec<&Scope> = scopes.iter().map(|(scope, _)| *scope).collect();
+            prepared.extend(self.reduce_again(
+                document_id,
+                branch,
+                header.as_deref(),
+                &document_type,
+                &loaded,
+            )?);
         }
         let last = self.write_prepared(prepared)?;
         if header_changed {
-            // Another creation won: every scope reduces by its model now,
-            // so the cached heads of the other scopes are stale.
             self.forget_document(document_id);
         }
         Ok(ConsistencyToken(last))
+    }
+
+    /// Every scope of the document but `document` and `skip`, planned to be
+    /// reduced again from its first operation under `header`: the winning
+    /// creation changed (another type or model version), and an operation
+    /// one model refused another may accept. Parked scopes are reduced
+    /// here too once their creation has arrived.
+    fn reduce_again(
+        &self,
+        document_id: &DocumentId,
+        branch: &Branch,
+        header: Option<&DocumentHeader>,
+        document_type: &DocumentType,
+        skip: &[&Scope],
+    ) -> Result<Vec<Prepared>> {
+        let mut prepared = Vec::new();
+        for stream in self.store.streams(document_id)? {
+            let unit = &stream.unit;
+            if unit.branch != *branch
+                || unit.scope == Scope::document()
+                || skip.contains(&&unit.scope)
+            {
+                continue;
+            }
+            let log = StoredLog::open(&self.store, unit)?;
+            if let Some(plan) = merge::plan_again(&log, None)? {
+                prepared.push(self.prepare_plan(header, document_type, plan, &log, true)?);
+            }
+        }
+        Ok(prepared)
     }
 
     /// Checks every operation of a load before anything is planned: it
