@@ -257,18 +257,49 @@ pub(crate) struct HeadValue {
     pub(crate) latest_timestamp_utc_ms: u64,
     /// The document type the stream was created with.
     pub(crate) document_type: DocumentType,
+    /// Whether the raw log is known to collect to the merge order of what
+    /// it holds (see `store::LogOrder`). Not in v1 heads: those read as
+    /// `true`, since the format-1 migration checks every stream whole.
+    pub(crate) in_merge_order: bool,
 }
 
-// Format (v1): {version: u8 = 1}{HeadValue: bincode}
+/// A head value v1: no merge-order flag.
+#[derive(Deserialize)]
+struct HeadValueV1 {
+    next_index: u64,
+    last_hash: Digest,
+    latest_timestamp_utc_ms: u64,
+    document_type: DocumentType,
+}
+
+/// Version byte of the head values this build writes.
+const HEAD_V2: u8 = 2;
+
+// Format (v2): {version: u8 = 2}{HeadValue: bincode}
+// Format (v1): {version: u8 = 1}{HeadValue without in_merge_order: bincode}
 pub(crate) fn encode_head(head: &HeadValue) -> Vec<u8> {
-    let mut out = vec![V1];
+    let mut out = vec![HEAD_V2];
     encode_body(&mut out, head);
     out
 }
 
 pub(crate) fn decode_head(bytes: &[u8]) -> Result<HeadValue> {
     const CF: &str = crate::keys::CF_HEADS;
-    decode_body(split_version(bytes, CF, "head value")?, CF, "head value")
+    const WHAT: &str = "head value";
+    match bytes.split_first() {
+        Some((&HEAD_V2, body)) => decode_body(body, CF, WHAT),
+        Some((&V1, body)) => {
+            let v1: HeadValueV1 = decode_body(body, CF, WHAT)?;
+            Ok(HeadValue {
+                next_index: v1.next_index,
+                last_hash: v1.last_hash,
+                latest_timestamp_utc_ms: v1.latest_timestamp_utc_ms,
+                document_type: v1.document_type,
+                in_merge_order: true,
+            })
+        }
+        _ => Err(Error::Corrupt { cf: CF, what: WHAT }),
+    }
 }
 
 /// Where the operation at an ordinal lives. Written by

@@ -6,6 +6,8 @@
 //!
 //! The fixture's `legacy` counter: create, +1 (`a1`), +10 (`a2`), a NOOP
 //! with skip 1 (`u1`, undoes `a2`), +100 (`a3`): 101. `plain`: create, +5.
+//! `undone-undo`: create, +7 (`y1`), that build's `UNDO` marker of it, then
+//! a NOOP with skip 1 that hides the marker (the undo undone): 7.
 
 mod common;
 
@@ -76,9 +78,9 @@ fn a_format_1_database_opens_and_its_positional_undo_travels_as_a_marker() {
         .expect("a format-1 database is migrated");
     assert_eq!(
         (report.undos, report.rewritten, report.not_undoable),
-        (1, 1, 0)
+        (2, 2, 0)
     );
-    assert!(report.streams >= 4, "{report:?}");
+    assert!(report.streams >= 6, "{report:?}");
     assert_eq!(reactor.store().format_version(), 2);
     // The undo keeps its meaning: +1, +100.
     assert_eq!(counter(&reactor, "legacy"), Some(101));
@@ -88,6 +90,13 @@ fn a_format_1_database_opens_and_its_positional_undo_travels_as_a_marker() {
     assert!(
         legacy.iter().any(|(_, t)| t == ACTION_UNDO),
         "the undo is a marker now: {legacy:?}"
+    );
+    // An undo undone by position stays undone: a redo marker now.
+    assert_eq!(counter(&reactor, "undone-undo"), Some(7));
+    let undone = history(reactor.store(), "undone-undo");
+    assert!(
+        undone.iter().any(|(_, t)| t == reactordb::ACTION_REDO),
+        "{undone:?}"
     );
     // A stream with no positional undo is not rewritten.
     assert_eq!(
@@ -110,6 +119,13 @@ fn a_format_1_database_opens_and_its_positional_undo_travels_as_a_marker() {
     );
     assert_eq!(counter(&peer, "legacy"), Some(101));
     assert_eq!(history(peer.store(), "legacy"), legacy);
+    let sent = operations_of(&reactor, "undone-undo", |_| true);
+    written(
+        &peer
+            .load(DocumentId::new("undone-undo").expect("valid"), main(), sent)
+            .expect("submit"),
+    );
+    assert_eq!(counter(&peer, "undone-undo"), Some(7));
 
     // Reopening does not migrate again and writes nothing.
     let last = reactor.store().last_ordinal();

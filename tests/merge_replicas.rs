@@ -269,8 +269,9 @@ fn scenario(seed: u64) {
             }
         }
         // After every step, every replica: what the view folds is the
-        // model's history of the set it holds (a later merge would mend a
-        // wrong log, so checking only at the end could miss it).
+        // model's history of the set it holds (checked after each step, not
+        // only at the end: a wrong log could be hidden by a later merge
+        // that re-appends past it).
         for (i, r) in rs.iter().enumerate() {
             check_against_model(r, seed, i);
         }

@@ -167,8 +167,8 @@ fn case2_a_moved_operation_keeps_what_it_hid() {
     for r in &rs[..2] {
         load(r, "doc", everything(&rs[2], "doc"));
     }
-    // Right after that load (later merges would mend a wrong log: each
-    // starts from the set again), A and B agree, with no duplicate.
+    // Right after that load (a later merge that re-appends from an earlier
+    // position could hide a wrong log), A and B agree, with no duplicate.
     let expected = ["a1", "c1", "b1", "a2", "b2", "a3", "b3"];
     assert_eq!(history(&rs[0], "doc", &Scope::global()), expected);
     assert_eq!(history(&rs[1], "doc", &Scope::global()), expected);
@@ -897,4 +897,50 @@ fn a_load_that_switches_creation_never_reduces_on_a_stale_cached_head() {
     load(&rs[0], "doc", everything(&rs[1], "doc"));
     converge(&rs, "doc", &[Scope::document(), Scope::global()]);
     assert_eq!(read(&rs[0], "doc", &Scope::global()).0, br#"["","b1"]"#);
+}
+
+#[test]
+fn a_log_written_around_the_reactor_is_planned_whole_by_its_next_merge() {
+    let (_dirs, rs) = replicas(2);
+    create_everywhere(&rs, "doc");
+    append(&rs[0], "doc", "x1", 10);
+    append(&rs[0], "doc", "x2", 20);
+    load(&rs[1], "doc", everything(&rs[0], "doc"));
+    // Around the reactor: `y` (t=15) appended at A's head, out of order.
+    let unit = reactordb::SyncUnit::new(id("doc"), Scope::global(), main());
+    let head = rs[0].store().head(&unit).expect("head").expect("stream");
+    assert!(head.in_merge_order);
+    rs[0]
+        .store()
+        .apply(
+            &id("doc"),
+            &LogModel::document_type(),
+            &Scope::global(),
+            &main(),
+            head.revision,
+            |txn| {
+                txn.add_operation(reactordb::NewOperation::new(
+                    head.revision.get(),
+                    action("y", "APPEND", "y", 15),
+                    Digest::default(),
+                ));
+            },
+        )
+        .expect("apply");
+    let head = rs[0].store().head(&unit).expect("head").expect("stream");
+    assert!(!head.in_merge_order);
+    assert!(!reactordb::verify_histories(rs[0].store())
+        .expect("verify")
+        .is_clean());
+    // B's next operation sorts last; loading it into A is A's first merge
+    // since: it plans from the whole log and puts `y` in its place.
+    append(&rs[1], "doc", "z", 30);
+    load(&rs[0], "doc", everything(&rs[1], "doc"));
+    assert_eq!(
+        history(&rs[0], "doc", &Scope::global()),
+        ["x1", "y", "x2", "z"]
+    );
+    let head = rs[0].store().head(&unit).expect("head").expect("stream");
+    assert!(head.in_merge_order);
+    converge(&rs, "doc", &[Scope::global()]);
 }

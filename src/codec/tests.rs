@@ -104,16 +104,35 @@ fn operation_v2_fixture_decodes() {
 const HEAD_V1: &str =
     "01fb2c01200909090909090909090909090909090909090909090909090909090909090909fd0068e5cf8b01000003742f78";
 
-#[test]
-fn head_v1_fixture_decodes() {
-    let head = HeadValue {
+/// Head value v2: v1 plus the merge-order flag.
+const HEAD_V2: &str =
+    "02fb2c01200909090909090909090909090909090909090909090909090909090909090909fd0068e5cf8b01000003742f7800";
+
+fn sample_head(in_merge_order: bool) -> HeadValue {
+    HeadValue {
         next_index: 300,
         last_hash: Digest([9; 32]),
         latest_timestamp_utc_ms: 1_700_000_000_000,
         document_type: DocumentType::new("t/x").expect("valid"),
-    };
-    assert_eq!(hex(&encode_head(&head)), HEAD_V1);
-    assert_eq!(decode_head(&unhex(HEAD_V1)).expect("v1 decodes"), head);
+        in_merge_order,
+    }
+}
+
+#[test]
+fn head_v1_fixture_decodes_as_in_merge_order() {
+    assert_eq!(
+        decode_head(&unhex(HEAD_V1)).expect("v1 decodes"),
+        sample_head(true)
+    );
+}
+
+#[test]
+fn head_v2_fixture_decodes() {
+    let head = sample_head(false);
+    assert_eq!(hex(&encode_head(&head)), HEAD_V2, "the v2 encoding changed");
+    assert_eq!(decode_head(&unhex(HEAD_V2)).expect("v2 decodes"), head);
+    let ordered = sample_head(true);
+    assert_eq!(decode_head(&encode_head(&ordered)).expect("v2"), ordered);
 }
 
 /// Ordinal value v1.
@@ -156,6 +175,7 @@ fn unknown_versions_and_garbage_are_corrupt_not_panics() {
         last_hash: Digest::default(),
         latest_timestamp_utc_ms: 0,
         document_type: DocumentType::new("t").expect("valid"),
+        in_merge_order: true,
     });
     head.push(0);
     assert!(decode_head(&head).is_err());

@@ -54,9 +54,10 @@
 //! the new raw log then yields exactly the effective history: the
 //! invariant `collect(raw) == effective(set(raw))` that the view relies on
 //! and `verify` checks. A plan reads only what its write changes (the
-//! argument is on [`plan`]); a log that broke the invariant (one written
-//! by an older format, or around the reactor) is found by `verify` and
-//! rewritten whole by [`plan_whole`].
+//! argument is on [`plan`]), which needs the invariant: a log that may
+//! have broken it (written around the reactor, which clears the flag its
+//! head keeps; or by an older format) is planned from the whole log by
+//! [`plan_whole`] instead, which restores it.
 
 mod plan;
 mod verify;

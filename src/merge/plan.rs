@@ -65,7 +65,35 @@ struct Held<'a, L: RawLog + ?Sized> {
     best: HashMap<OperationId, Option<Operation>>,
 }
 
+/// What a log holds of an arriving operation's id.
+enum HeldVersion {
+    /// This very version (same content hash).
+    Same,
+    /// Not this version: the best one held, if any.
+    Other(Option<Box<Operation>>),
+}
+
 impl<L: RawLog + ?Sized> Held<'_, L> {
+    /// Whether the log holds `op` itself, else its best held version. Reads
+    /// copies newest first and stops at an identical one: an operation
+    /// re-appended many times costs one read, not one per copy.
+    fn version_of(&mut self, op: &Operation) -> Result<HeldVersion> {
+        let mut best: Option<(SortKey, Operation)> = None;
+        for index in self.log.copies(&op.id)?.into_iter().rev() {
+            let held = self.log.get(index)?;
+            if held.content_hash == op.content_hash {
+                return Ok(HeldVersion::Same);
+            }
+            let key = sort_key(&held);
+            if best.as_ref().is_none_or(|(b, _)| key < *b) {
+                best = Some((key, held));
+            }
+        }
+        let best = best.map(|(_, held)| held);
+        self.best.insert(op.id, best.clone());
+        Ok(HeldVersion::Other(best.map(Box::new)))
+    }
+
     fn best(&mut self, id: &OperationId) -> Result<Option<Operation>> {
         if let Some(found) = self.best.get(id) {
             return Ok(found.clone());
@@ -127,13 +155,17 @@ pub(crate) fn plan<L: RawLog + ?Sized>(log: &L, incoming: &[Operation]) -> Resul
     // replacement, so it never lowers `from`.)
     let mut markers: Vec<Operation> = Vec::new();
     for (key, op) in arriving {
-        if let Some(kept) = held.best(&op.id)? {
-            if sort_key(&kept) <= key {
-                continue; // held already, or loses to the held version
+        match held.version_of(op)? {
+            HeldVersion::Same => continue, // held already
+            HeldVersion::Other(Some(kept)) => {
+                if sort_key(&kept) <= key {
+                    continue; // loses to the held version
+                }
+                if marker_target(&kept).is_some() {
+                    markers.push(*kept);
+                }
             }
-            if marker_target(&kept).is_some() {
-                markers.push(kept);
-            }
+            HeldVersion::Other(None) => {}
         }
         if marker_target(op).is_some() {
             markers.push(op.clone());

@@ -216,7 +216,9 @@ pub struct Operation {
     /// What the operation *is*: [`Operation::content_hash_of`] its id,
     /// timestamp and action (not where some replica stored it). Derived by
     /// the store, carried to peers, checked when a peer's operation is
-    /// loaded, and the last field of the merge order.
+    /// loaded, and the last field of the merge order. (Absent from the
+    /// JSON an older build exported: zero there; `import` derives it again.)
+    #[serde(default)]
     pub content_hash: Digest,
     /// The action this operation carries.
     pub action: Action,

@@ -23,6 +23,22 @@ pub(crate) struct StreamAppend {
     pub(crate) revision: Revision,
     /// The operations, indexed from `revision`.
     pub(crate) operations: Vec<NewOperation>,
+    /// What the part does to the stream's merge order (recorded in its
+    /// head; the store never checks it).
+    pub(crate) order: LogOrder,
+}
+
+/// Whether a write leaves a stream's raw log collecting to the merge order
+/// of the operations it holds (`merge`'s invariant). The head records it, so
+/// a merge knows when it may trust the log and read only what it changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogOrder {
+    /// Appends that sort after everything held: the log stays as it was.
+    Keeps,
+    /// A merge's plan: the log is in merge order after it.
+    Restores,
+    /// Written around the reactor (`apply`, `import`): unknown.
+    Unknown,
 }
 
 /// Where a part's operations sit in the write being built.
@@ -30,6 +46,7 @@ struct Span {
     unit: SyncUnit,
     unit_key: Vec<u8>,
     document_type: DocumentType,
+    order: LogOrder,
     revision: Revision,
     ops: std::ops::Range<usize>,
 }
@@ -74,6 +91,7 @@ impl OperationStore {
         let (operations, conditions) = txn.into_parts();
         self.append_parts(
             vec![StreamAppend {
+                order: LogOrder::Unknown,
                 unit,
                 document_type: document_type.clone(),
                 revision,
@@ -137,6 +155,7 @@ impl OperationStore {
                 document_type,
                 revision,
                 operations,
+                order,
             } = part;
             let unit_key = keys::unit_key(&unit);
             let op_id_value = codec::encode_op_id(&unit_key);
@@ -214,6 +233,7 @@ impl OperationStore {
                 unit,
                 unit_key,
                 document_type,
+                order,
                 revision,
                 ops: first..stored.len(),
             });
@@ -309,11 +329,17 @@ impl OperationStore {
                 previous = op.hash;
                 latest = latest.max(op.timestamp_utc_ms);
             }
+            let in_merge_order = match span.order {
+                LogOrder::Keeps => head.is_none_or(|h| h.in_merge_order),
+                LogOrder::Restores => true,
+                LogOrder::Unknown => false,
+            };
             heads[slot] = Some(HeadValue {
                 next_index: next_index + span.ops.len() as u64,
                 last_hash: previous,
                 latest_timestamp_utc_ms: latest,
                 document_type: span.document_type.clone(),
+                in_merge_order,
             });
             touched[slot] |= !span.ops.is_empty();
         }

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::Ordinal;
 
-pub(crate) use apply::StreamAppend;
+pub(crate) use apply::{LogOrder, StreamAppend};
 pub use commit::CommitStats;
 pub use query::{
     Cursor, DocumentRevisions, OperationFilter, OperationLocation, Page, Paging, StreamInfo,

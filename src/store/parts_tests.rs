@@ -30,6 +30,7 @@ fn part(scope: Scope, revision: u64, ids: &[&str]) -> StreamAppend {
         document_type: DocumentType::new("t/x").expect("valid"),
         revision: Revision(revision),
         operations,
+        order: LogOrder::Unknown,
     }
 }
 

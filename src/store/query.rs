@@ -127,6 +127,11 @@ pub struct StreamInfo {
     pub head_hash: Digest,
     /// Its latest operation timestamp.
     pub latest_timestamp_utc_ms: u64,
+    /// Whether its raw log is known to be in merge order: written only by
+    /// the reactor since it was last. A write around the reactor
+    /// ([`OperationStore::apply`], `import`) clears it, and the next merge
+    /// into the stream plans from its whole log and sets it again.
+    pub in_merge_order: bool,
 }
 
 /// Where a stored copy of an operation id lives.
@@ -362,6 +367,7 @@ impl OperationStore {
 
 fn stream_info(unit: SyncUnit, head: codec::HeadValue) -> StreamInfo {
     StreamInfo {
+        in_merge_order: head.in_merge_order,
         unit,
         document_type: head.document_type,
         revision: Revision(head.next_index),

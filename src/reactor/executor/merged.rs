@@ -20,7 +20,7 @@ use crate::model::{
     OperationWithContext, Ordinal, Revision, Scope, SyncUnit,
 };
 use crate::models::{decode_header, DocumentHeader, SystemAction};
-use crate::store::StreamAppend;
+use crate::store::{LogOrder, StreamAppend};
 use crate::view::ConsistencyToken;
 
 const ACTION_CREATE: &str = "CREATE_DOCUMENT";
@@ -95,7 +95,7 @@ impl Executor {
         log: &StoredLog<'_>,
         park: bool,
     ) -> Result<Option<Prepared>> {
-        let Some(plan) = merge::plan(log, incoming)? else {
+        let Some(plan) = log.plan(incoming)? else {
             return Ok(None);
         };
         self.prepare_plan(header, document_type, plan, log, park)
@@ -235,6 +235,7 @@ impl Executor {
                 unit: p.unit,
                 document_type: p.document_type,
                 operations: p.ops,
+                order: LogOrder::Restores,
             });
         }
         let stored = self.append(parts)?;
@@ -438,7 +439,7 @@ impl Executor {
         for (scope, incoming) in &scopes {
             let unit = SyncUnit::new(document_id.clone(), (*scope).clone(), branch.clone());
             let log = StoredLog::open(&self.store, &unit)?;
-            let mut plan = merge::plan(&log, incoming)?;
+            let mut plan = log.plan(incoming)?;
             if header_changed {
                 plan = merge::plan_again(&log, plan)?;
             }

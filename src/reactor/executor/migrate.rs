@@ -13,9 +13,11 @@
 //! format 1's position-based rule. The marker is derived from its target
 //! alone (action id `migrated-undo-<op id>`, timestamp one past the
 //! target's), so two replicas migrating the same old operations write the
-//! same marker and still converge. Structural operations cannot be undone
-//! by a marker (nor a target stamped at the timestamp bound): one hidden
-//! that way comes back, and is counted.
+//! same marker and still converge. A hidden `UNDO` (an undo undone by
+//! position) gets a `REDO` instead (`migrated-redo-<op id>`). Structural
+//! operations and redos cannot be cancelled by a marker (nor a target
+//! stamped at the timestamp bound): one hidden that way comes back, and is
+//! counted.
 //!
 //! Each stream is rewritten in one atomic write and the format is recorded
 //! only after every stream, so a crash midway re-runs the migration, which
@@ -26,7 +28,7 @@ use std::collections::HashSet;
 use super::stored_log::StoredLog;
 use super::Executor;
 use crate::error::Result;
-use crate::merge::{self, ACTION_UNDO};
+use crate::merge::{self, ACTION_REDO, ACTION_UNDO};
 use crate::model::{
     Action, ActionId, ActionType, Digest, Operation, OperationId, Ordinal, Scope, SyncUnit,
 };
@@ -38,10 +40,11 @@ pub struct MigrationReport {
     pub streams: u64,
     /// Streams rewritten (a positional undo, or an out-of-order log).
     pub rewritten: u64,
-    /// Positional undos carried over as `UNDO` markers.
+    /// Positional undos carried over as markers (`UNDO`, or `REDO` for an
+    /// undo that was undone by position).
     pub undos: u64,
-    /// Hidden structural operations that no marker can undo: they are part
-    /// of the history again.
+    /// Hidden operations no marker can take back (structural ones, redos):
+    /// they are part of the history again.
     pub not_undoable: u64,
 }
 
@@ -84,15 +87,19 @@ impl Executor {
                     continue;
                 }
                 let action_type = op.action.action_type.as_str();
-                if merge::is_marker(action_type) || action_type == crate::models::ACTION_NOOP {
+                if action_type == crate::models::ACTION_NOOP {
                     continue; // no state of its own to take back
                 }
-                let marker = match undo_marker(unit, op) {
-                    Some(marker) if !merge::is_structural(action_type) => marker,
-                    _ => {
-                        report.not_undoable += 1;
-                        continue;
-                    }
+                // A hidden undo (an undo undone by position) is cancelled by
+                // a redo; a hidden redo or structural operation cannot be.
+                let kind = match action_type {
+                    ACTION_UNDO => Some(ACTION_REDO),
+                    t if merge::is_marker(t) || merge::is_structural(t) => None,
+                    _ => Some(ACTION_UNDO),
+                };
+                let Some(marker) = kind.and_then(|kind| marker_for(unit, op, kind)) else {
+                    report.not_undoable += 1;
+                    continue;
                 };
                 if !held.contains(&marker.id) {
                     markers.push(marker);
@@ -113,11 +120,12 @@ impl Executor {
     }
 }
 
-/// The `UNDO` marker that carries a positional undo of `target`: a function
-/// of the target alone. `None` when the target's timestamp leaves no room
-/// after it.
-fn undo_marker(unit: &SyncUnit, target: &Operation) -> Option<Operation> {
-    let action_id = ActionId::new(format!("migrated-undo-{}", target.id)).ok()?;
+/// The marker (`UNDO`, or `REDO` for a hidden undo) that carries a
+/// positional undo of `target`: a function of the target alone. `None` when
+/// the target's timestamp leaves no room after it.
+fn marker_for(unit: &SyncUnit, target: &Operation, kind: &str) -> Option<Operation> {
+    let action_id =
+        ActionId::new(format!("migrated-{}-{}", kind.to_lowercase(), target.id)).ok()?;
     let timestamp_utc_ms = target
         .timestamp_utc_ms
         .checked_add(1)
@@ -125,7 +133,7 @@ fn undo_marker(unit: &SyncUnit, target: &Operation) -> Option<Operation> {
     let id = OperationId::derive(unit, &action_id);
     let action = Action::new(
         action_id,
-        ActionType::new(ACTION_UNDO).ok()?,
+        ActionType::new(kind).ok()?,
         target.action.scope.clone(),
         timestamp_utc_ms,
         merge::marker_input(&target.id),

@@ -30,7 +30,7 @@ use crate::model::{
     OperationWithContext, Ordinal, Revision, Scope, SyncUnit,
 };
 use crate::models::{decode_header, DocumentHeader, ModelRegistry};
-use crate::store::{OperationStore, StreamAppend};
+use crate::store::{LogOrder, OperationStore, StreamAppend};
 use crate::view::ConsistencyToken;
 
 /// A stream's head as the executor knows it.
@@ -544,6 +544,7 @@ impl Executor {
                     unit: SyncUnit::new(document_id.clone(), scope, branch.clone()),
                     revision: Revision(ops.first().map_or(0, |op| op.index)),
                     operations: ops,
+                    order: LogOrder::Keeps,
                 })
                 .collect();
             let stored = self.append(parts)?;

@@ -4,8 +4,10 @@
 
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::merge::RawLog;
-use crate::model::{DocumentType, Operation, OperationId, SyncUnit};
+use std::collections::HashSet;
+
+use crate::merge::{self, RawLog};
+use crate::model::{Digest, DocumentType, Operation, OperationId, Ordinal, SyncUnit};
 use crate::store::OperationStore;
 
 /// One stream's raw log in the store, as of one read of its head.
@@ -18,6 +20,8 @@ pub(super) struct StoredLog<'a> {
     pub(super) latest: u64,
     /// The type the stream is stored with (`None`: empty).
     pub(super) stored_type: Option<DocumentType>,
+    /// Whether the log is known to be in merge order (its head says so).
+    in_merge_order: bool,
 }
 
 impl<'a> StoredLog<'a> {
@@ -30,8 +34,32 @@ impl<'a> StoredLog<'a> {
             unit_key: keys::unit_key(unit),
             head: info.as_ref().map_or(0, |i| i.revision.0),
             latest: info.as_ref().map_or(0, |i| i.latest_timestamp_utc_ms),
+            in_merge_order: info.as_ref().is_none_or(|i| i.in_merge_order),
             stored_type: info.map(|i| i.document_type),
         })
+    }
+
+    /// Plans adding `incoming`: reading only what changes when the log is
+    /// in merge order, else (written around the reactor since its last
+    /// merge) from the whole log, which the write then puts in order.
+    pub(super) fn plan(&self, incoming: &[Operation]) -> Result<Option<merge::Plan>> {
+        if self.in_merge_order {
+            return merge::plan(self, incoming);
+        }
+        let raw: Vec<Operation> = self
+            .store
+            .scan_until(&self.unit_key, 0, Some(self.head), Ordinal(u64::MAX))?
+            .into_iter()
+            .map(|(op, _)| op)
+            .collect();
+        let held: HashSet<(OperationId, Digest)> =
+            raw.iter().map(|op| (op.id, op.content_hash)).collect();
+        let new: Vec<Operation> = incoming
+            .iter()
+            .filter(|op| !held.contains(&(op.id, op.content_hash)))
+            .cloned()
+            .collect();
+        merge::plan_whole(&raw, new)
     }
 
     /// The latest operation of the history (newest first, following the
