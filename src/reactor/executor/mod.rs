@@ -6,8 +6,11 @@
 //! bounded. Operations are stamped by the stream's hybrid clock, so a
 //! plain local write sorts after everything its stream holds and is a
 //! plain append. Writes that must re-order history (loads, undo, redo, a
-//! creation arriving after other operations) go through `merged`.
+//! creation arriving after other operations) go through `merged` (from
+//! `load` and `local`).
 
+mod load;
+mod local;
 mod merged;
 mod migrate;
 mod stored_log;
