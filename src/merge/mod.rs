@@ -160,9 +160,11 @@ pub(crate) struct Ordered<'a> {
     pub(crate) cancelled: Vec<bool>,
 }
 
-/// Orders a set of operations (any order, repeats allowed) and settles
-/// cancellation.
-pub(crate) fn order<'a>(ops: impl IntoIterator<Item = &'a Operation>) -> Ordered<'a> {
+/// One version per operation id, the one with the smallest sort key (rule
+/// step 1), in merge order, with their keys.
+pub(crate) fn winners<'a>(
+    ops: impl IntoIterator<Item = &'a Operation>,
+) -> Vec<(SortKey, &'a Operation)> {
     let mut chosen: HashMap<OperationId, (SortKey, &Operation)> = HashMap::new();
     for op in ops {
         let key = sort_key(op);
@@ -175,7 +177,13 @@ pub(crate) fn order<'a>(ops: impl IntoIterator<Item = &'a Operation>) -> Ordered
     }
     let mut sorted: Vec<(SortKey, &Operation)> = chosen.into_values().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let ops: Vec<&Operation> = sorted.into_iter().map(|(_, op)| op).collect();
+    sorted
+}
+
+/// Orders a set of operations (any order, repeats allowed) and settles
+/// cancellation.
+pub(crate) fn order<'a>(ops: impl IntoIterator<Item = &'a Operation>) -> Ordered<'a> {
+    let ops: Vec<&Operation> = winners(ops).into_iter().map(|(_, op)| op).collect();
     let position: HashMap<OperationId, usize> =
         ops.iter().enumerate().map(|(i, op)| (op.id, i)).collect();
     let mut cancelled = vec![false; ops.len()];

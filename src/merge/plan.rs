@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{marker_target, order, sort_key, SortKey};
+use super::{marker_target, order, sort_key, winners, SortKey};
 use crate::error::Result;
 use crate::model::{Digest, Operation, OperationId};
 
@@ -136,18 +136,7 @@ pub(crate) fn plan<L: RawLog + ?Sized>(log: &L, incoming: &[Operation]) -> Resul
         best: HashMap::new(),
     };
     // One version per id: the smallest key among those arriving.
-    let mut arriving: HashMap<OperationId, (SortKey, &Operation)> = HashMap::new();
-    for op in incoming {
-        let key = sort_key(op);
-        match arriving.get(&op.id) {
-            Some((kept, _)) if *kept <= key => {}
-            _ => {
-                arriving.insert(op.id, (key, op));
-            }
-        }
-    }
-    let mut arriving: Vec<(SortKey, &Operation)> = arriving.into_values().collect();
-    arriving.sort_by(|a, b| a.0.cmp(&b.0));
+    let arriving = winners(incoming);
     let mut new: Vec<Operation> = Vec::new();
     let mut from: Option<SortKey> = None;
     // Markers among the new versions and the held versions they replace:
