@@ -8,6 +8,8 @@
 //! with skip 1 (`u1`, undoes `a2`), +100 (`a3`): 101. `plain`: create, +5.
 //! `undone-undo`: create, +7 (`y1`), that build's `UNDO` marker of it, then
 //! a NOOP with skip 1 that hides the marker (the undo undone): 7.
+//! `undone-both`: create, +3 (`z1`), that build's `UNDO` marker of it, then
+//! a NOOP with skip 2 hiding both: 0.
 
 mod common;
 
@@ -78,9 +80,9 @@ fn a_format_1_database_opens_and_its_positional_undo_travels_as_a_marker() {
         .expect("a format-1 database is migrated");
     assert_eq!(
         (report.undos, report.rewritten, report.not_undoable),
-        (2, 2, 0)
+        (2, 3, 0)
     );
-    assert!(report.streams >= 6, "{report:?}");
+    assert!(report.streams >= 8, "{report:?}");
     assert_eq!(reactor.store().format_version(), 2);
     // The undo keeps its meaning: +1, +100.
     assert_eq!(counter(&reactor, "legacy"), Some(101));
@@ -97,6 +99,13 @@ fn a_format_1_database_opens_and_its_positional_undo_travels_as_a_marker() {
     assert!(
         undone.iter().any(|(_, t)| t == reactordb::ACTION_REDO),
         "{undone:?}"
+    );
+    // An undo hidden with its target: the target stays out, no redo.
+    assert_eq!(counter(&reactor, "undone-both"), Some(0));
+    let both = history(reactor.store(), "undone-both");
+    assert!(
+        !both.iter().any(|(_, t)| t == reactordb::ACTION_REDO),
+        "{both:?}"
     );
     // A stream with no positional undo is not rewritten.
     assert_eq!(
@@ -126,6 +135,13 @@ fn a_format_1_database_opens_and_its_positional_undo_travels_as_a_marker() {
             .expect("submit"),
     );
     assert_eq!(counter(&peer, "undone-undo"), Some(7));
+    let sent = operations_of(&reactor, "undone-both", |_| true);
+    written(
+        &peer
+            .load(DocumentId::new("undone-both").expect("valid"), main(), sent)
+            .expect("submit"),
+    );
+    assert_eq!(counter(&peer, "undone-both"), Some(0));
 
     // Reopening does not migrate again and writes nothing.
     let last = reactor.store().last_ordinal();

@@ -944,3 +944,83 @@ fn a_log_written_around_the_reactor_is_planned_whole_by_its_next_merge() {
     assert!(head.in_merge_order);
     converge(&rs, "doc", &[Scope::global()]);
 }
+
+#[test]
+fn a_local_creation_reduces_the_scopes_parked_before_it() {
+    // B holds A's global operations, parked (no creation), then creates the
+    // document itself: the parked operations are reduced under it, with
+    // state hashes, like any others.
+    let (_dirs, rs) = replicas(2);
+    written(
+        &rs[0]
+            .create(id("doc"), create_input(LogModel::document_type()))
+            .expect("submit"),
+    );
+    append(&rs[0], "doc", "x1", 10);
+    load(
+        &rs[1],
+        "doc",
+        operations_of(&rs[0], "doc", |s| *s == Scope::global()),
+    );
+    let parked = stream_ops(rs[1].store(), "doc", &Scope::global());
+    assert!(parked.iter().all(|o| o.state_hash == Digest::default()));
+    written(
+        &rs[1]
+            .create(id("doc"), create_input(LogModel::document_type()))
+            .expect("submit"),
+    );
+    let reduced = effective(&stream_ops(rs[1].store(), "doc", &Scope::global()))
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(reduced.len(), 1);
+    assert_eq!(
+        reduced[0].state_hash,
+        read(&rs[1], "doc", &Scope::global()).1
+    );
+    converge(&rs, "doc", &[Scope::document(), Scope::global()]);
+}
+
+#[test]
+fn a_creation_change_puts_a_log_written_around_the_reactor_in_order() {
+    let (_dirs, rs) = two_creations();
+    // A: two increments, then one between them written around the reactor.
+    for (aid, ts) in [("i0", 250), ("i2", 260)] {
+        written(
+            &rs[0]
+                .execute(id("doc"), main(), vec![action(aid, "INCREMENT", "", ts)])
+                .expect("submit"),
+        );
+    }
+    let unit = reactordb::SyncUnit::new(id("doc"), Scope::global(), main());
+    let head = rs[0].store().head(&unit).expect("head").expect("stream");
+    rs[0]
+        .store()
+        .apply(
+            &id("doc"),
+            &reactordb::CounterModel::document_type(),
+            &Scope::global(),
+            &main(),
+            head.revision,
+            |txn| {
+                txn.add_operation(reactordb::NewOperation::new(
+                    head.revision.get(),
+                    action("i1", "INCREMENT", "", 255),
+                    Digest::default(),
+                ));
+            },
+        )
+        .expect("apply");
+    // B's creation wins: A's global scope is reduced again, and put in
+    // merge order on the way.
+    load(
+        &rs[0],
+        "doc",
+        operations_of(&rs[1], "doc", |s| *s == Scope::document()),
+    );
+    assert_eq!(history(&rs[0], "doc", &Scope::global()), ["i0", "i1", "i2"]);
+    assert!(reactordb::verify_histories(rs[0].store())
+        .expect("verify")
+        .is_clean());
+    converge(&rs, "doc", &[Scope::document(), Scope::global()]);
+}

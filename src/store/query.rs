@@ -116,6 +116,7 @@ pub struct DocumentRevisions {
 
 /// What the head of a stream says.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StreamInfo {
     /// The stream.
     pub unit: SyncUnit,

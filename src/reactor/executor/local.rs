@@ -20,9 +20,10 @@ pub(super) const ACTION_CREATE: &str = "CREATE_DOCUMENT";
 
 impl Executor {
     /// Whether executing `action` alone may re-order its stream's history,
-    /// so it takes this path: an undo, a redo, or a creation whose stream
-    /// already holds operations (a peer's, which arrived first). Any other
-    /// local operation sorts last and is a plain append.
+    /// so it takes this path: an undo, a redo, or a creation whose document
+    /// already holds operations (a peer's, which arrived first: in its
+    /// stream, or parked in other scopes). Any other local operation sorts
+    /// last and is a plain append.
     pub(super) fn needs_merge(
         &self,
         document_id: &DocumentId,
@@ -33,9 +34,20 @@ impl Executor {
         merge::is_marker(t)
             || (t == ACTION_CREATE
                 && action.scope == Scope::document()
-                && self
+                && (self
                     .header(document_id, branch)
-                    .map_or(true, |(head, _)| head.revision > 0))
+                    .map_or(true, |(head, _)| head.revision > 0)
+                    || self.holds_parked_scopes(document_id, branch)))
+    }
+
+    /// Whether other scopes of the document hold operations (parked: they
+    /// arrived before any creation), which a creation must reduce.
+    fn holds_parked_scopes(&self, document_id: &DocumentId, branch: &Branch) -> bool {
+        self.store.streams(document_id).map_or(true, |streams| {
+            streams
+                .iter()
+                .any(|s| s.unit.branch == *branch && s.unit.scope != Scope::document())
+        })
     }
 
     /// Executes an undo, a redo or a creation (a job of its own).

@@ -243,7 +243,8 @@ impl Executor {
                 continue;
             }
             let log = StoredLog::open(&self.store, unit)?;
-            if let Some(plan) = merge::plan_again(&log, None)? {
+            // Through `plan`: a log out of merge order is put in order first.
+            if let Some(plan) = merge::plan_again(&log, log.plan(&[])?)? {
                 prepared.push(self.prepare_plan(header, document_type, plan, &log, true)?);
             }
         }

@@ -93,6 +93,13 @@ impl Executor {
                 // A hidden undo (an undo undone by position) is cancelled by
                 // a redo; a hidden redo or structural operation cannot be.
                 let kind = match action_type {
+                    // Its target hidden too: the undo's effect already
+                    // matches (the target stays out), nothing to carry.
+                    ACTION_UNDO
+                        if merge::marker_target(op).is_some_and(|t| !shown.contains(&t)) =>
+                    {
+                        continue;
+                    }
                     ACTION_UNDO => Some(ACTION_REDO),
                     t if merge::is_marker(t) || merge::is_structural(t) => None,
                     _ => Some(ACTION_UNDO),

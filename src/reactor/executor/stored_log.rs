@@ -46,6 +46,25 @@ impl<'a> StoredLog<'a> {
         if self.in_merge_order {
             return merge::plan(self, incoming);
         }
+        // Out of order: the whole log is read, but only when something
+        // arrives that it does not hold (a repeated load costs its lookups).
+        let mut any_new = false;
+        for op in incoming {
+            let mut held = false;
+            for index in self.copies(&op.id)?.into_iter().rev() {
+                if self.get(index)?.content_hash == op.content_hash {
+                    held = true;
+                    break;
+                }
+            }
+            if !held {
+                any_new = true;
+                break;
+            }
+        }
+        if !any_new && !incoming.is_empty() {
+            return Ok(None);
+        }
         let raw: Vec<Operation> = self
             .store
             .scan_until(&self.unit_key, 0, Some(self.head), Ordinal(u64::MAX))?
