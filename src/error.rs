@@ -281,6 +281,10 @@ pub enum Error {
     /// RocksDB failed.
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
+    /// A write failed because a test asked it to (the `fault-injection`
+    /// feature); it poisons the store like a failed RocksDB write.
+    #[error("an injected write failure")]
+    InjectedFault,
 }
 
 impl Error {

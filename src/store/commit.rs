@@ -14,6 +14,16 @@
 //! n+1 before n. Ordinals are assigned only here, after every check passed,
 //! so a refused append consumes none; after a failed write the store is
 //! poisoned and writes nothing more, so no gap can become visible.
+//! [`CommitGroup::committed`] is the last ordinal of the last group written:
+//! never one still in flight or lost with a failed group.
+//!
+//! Failure: a failed write poisons the store, and every member of its group
+//! and every caller queued behind it gets `Poisoned`. A leader that panics
+//! between taking its group and delivering the results does the same
+//! through [`LeaderGuard`] (fjall's poison dart): it poisons the store,
+//! fails its followers and hands leadership on, so nobody waits forever.
+//! A group carries at most [`MAX_GROUP_BYTES`] of records (one larger
+//! write goes alone); the rest waits for the next group.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -87,6 +97,11 @@ pub(crate) struct CommitGroup {
     signal_lock: std::sync::Mutex<()>,
     signal: std::sync::Condvar,
     poisoned: AtomicBool,
+    /// The last ordinal of the last group written (0: none yet).
+    committed: AtomicU64,
+    /// Faults a test asked for.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) faults: super::fault::Faults,
     write_options: WriteOptions,
     sync: bool,
     /// Recent duration of one group's write, in nanoseconds (a moving
@@ -149,6 +164,64 @@ impl CommitStats {
 /// Longest a leader waits to gather callers, whatever the fsync costs.
 const MAX_GATHER: Duration = Duration::from_millis(2);
 
+/// Most record bytes one group writes (a single larger write goes alone):
+/// bounds the batch a leader builds and the time its followers wait.
+pub(crate) const MAX_GROUP_BYTES: usize = 32 << 20;
+
+/// How many of the queued writes (front first) the next group takes: as
+/// many as fit in `cap` bytes, and always at least one.
+fn group_len(sizes: impl Iterator<Item = usize>, cap: usize) -> usize {
+    let mut total = 0usize;
+    let mut taken = 0;
+    for size in sizes {
+        total = total.saturating_add(size);
+        if taken > 0 && total > cap {
+            break;
+        }
+        taken += 1;
+    }
+    taken
+}
+
+/// Held by a leader from taking its group until every member has its
+/// result. Dropped still armed (a panic in between), it poisons the store,
+/// fails every member still waiting, hands leadership on and wakes
+/// everyone: a panic never leaves a caller waiting forever.
+struct LeaderGuard<'a> {
+    group: &'a CommitGroup,
+    members: Vec<Arc<Ticket>>,
+    armed: bool,
+    /// Leadership has passed to the next caller (or lapsed): a panic after
+    /// that must not promote a second leader.
+    handed_on: bool,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let group = self.group;
+        group.poisoned.store(true, Ordering::Release);
+        for member in &self.members {
+            let mut status = member.status.lock();
+            if matches!(*status, Status::Waiting) {
+                *status = Status::Done(Err(Failure::Poisoned));
+            }
+        }
+        if !self.handed_on {
+            let mut queue = group.queue.lock();
+            match queue.waiting.front() {
+                // The next leader finds the store poisoned, fails its group.
+                Some((next, _)) => *next.status.lock() = Status::Lead,
+                None => queue.leader_active = false,
+            }
+        }
+        drop(group.signal_lock.lock());
+        group.signal.notify_all();
+    }
+}
+
 impl CommitGroup {
     pub(crate) fn new(next_ordinal: Ordinal, sync: bool) -> Self {
         let mut write_options = WriteOptions::default();
@@ -166,6 +239,9 @@ impl CommitGroup {
             signal_lock: std::sync::Mutex::new(()),
             signal: std::sync::Condvar::new(),
             poisoned: AtomicBool::new(false),
+            committed: AtomicU64::new(next_ordinal.get().saturating_sub(1)),
+            #[cfg(feature = "fault-injection")]
+            faults: super::fault::Faults::default(),
             write_options,
             sync,
             write_nanos: AtomicU64::new(0),
@@ -230,9 +306,10 @@ impl CommitGroup {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    /// The ordinal the next committed operation will get.
-    pub(crate) fn next_ordinal(&self) -> Ordinal {
-        self.queue.lock().next_ordinal
+    /// The last ordinal written (0 for an empty store): every ordinal up to
+    /// it is on disk, none after it is.
+    pub(crate) fn committed(&self) -> Ordinal {
+        Ordinal(self.committed.load(Ordering::Acquire))
     }
 
     /// Commits `write` (with every write queued beside it) and returns the
@@ -268,13 +345,23 @@ impl CommitGroup {
         }
         queue.leader_active = true;
         let mut queue = self.gather(queue, promoted);
-        let group: Vec<_> = queue.waiting.drain(..).collect();
+        let take = group_len(
+            queue.waiting.iter().map(|(_, w)| w.records.len()),
+            MAX_GROUP_BYTES,
+        );
+        let group: Vec<_> = queue.waiting.drain(..take).collect();
         queue.released = group.len();
         let first = queue.next_ordinal;
         let count: u64 = group.iter().map(|(_, w)| w.ordinals.len() as u64).sum();
         queue.next_ordinal = Ordinal(first.get() + count);
         drop(queue);
 
+        let mut guard = LeaderGuard {
+            group: self,
+            members: group.iter().map(|(t, _)| Arc::clone(t)).collect(),
+            armed: true,
+            handed_on: false,
+        };
         let (own, followers) = self.write_group(db, &ticket, group, first);
 
         // Hand leadership on before waking this group's followers: the next
@@ -284,6 +371,7 @@ impl CommitGroup {
             Some((next, _)) => *next.status.lock() = Status::Lead,
             None => queue.leader_active = false,
         }
+        guard.handed_on = true;
         drop(queue);
         for (follower, result) in followers {
             *follower.status.lock() = Status::Done(result);
@@ -292,6 +380,7 @@ impl CommitGroup {
         // its status unset and is about to wait: no wake-up is lost.
         drop(self.signal_lock.lock());
         self.signal.notify_all();
+        guard.armed = false;
         own.map_err(Error::from)
     }
 
@@ -343,9 +432,16 @@ impl CommitGroup {
             }
             let batch = batch.map_or_else(rocksdb::WriteBatch::default, BatchBuilder::finish);
             let started = Instant::now();
-            let written = db
-                .write_opt(batch, &self.write_options)
-                .map_err(Failure::Rocks);
+            #[cfg(feature = "fault-injection")]
+            let injected = self.faults.before_write();
+            #[cfg(not(feature = "fault-injection"))]
+            let injected: Option<Failure> = None;
+            let written = match injected {
+                Some(failure) => Err(failure),
+                None => db
+                    .write_opt(batch, &self.write_options)
+                    .map_err(Failure::Rocks),
+            };
             let took = started.elapsed();
             if self.sync {
                 // Only a synced store gathers, so only it needs the average.
@@ -354,6 +450,9 @@ impl CommitGroup {
             if written.is_ok() {
                 let operations = ordinal.get() - first.get();
                 self.totals.count(group.len() as u64, operations, took);
+                // Groups are written one at a time, in ordinal order.
+                self.committed
+                    .store(ordinal.get().saturating_sub(1), Ordering::Release);
             }
             written
         };
@@ -396,6 +495,9 @@ fn nanos(duration: Duration) -> u64 {
 pub(crate) enum Failure {
     /// The write itself failed.
     Rocks(rocksdb::Error),
+    /// A test made the write fail (`fault-injection`).
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+    Injected,
     /// An earlier write failed; nothing was attempted.
     Poisoned,
 }
@@ -404,6 +506,7 @@ impl From<Failure> for Error {
     fn from(failure: Failure) -> Self {
         match failure {
             Failure::Rocks(e) => Error::Rocks(e),
+            Failure::Injected => Error::InjectedFault,
             Failure::Poisoned => Error::Poisoned,
         }
     }
@@ -429,5 +532,20 @@ pub(crate) fn cf_handles(db: &DB) -> StoreCfs<'_> {
         heads: get(keys::CF_HEADS),
         ordinals: get(keys::CF_ORDINALS),
         op_ids: get(keys::CF_OP_IDS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_takes_what_fits_in_its_cap_and_at_least_one_write() {
+        assert_eq!(group_len([10, 10, 10].into_iter(), 25), 2);
+        assert_eq!(group_len([10, 10, 10].into_iter(), 30), 3);
+        assert_eq!(group_len([40, 1].into_iter(), 25), 1, "a large write alone");
+        assert_eq!(group_len([1, 40].into_iter(), 25), 1);
+        assert_eq!(group_len(std::iter::empty(), 25), 0);
+        assert_eq!(group_len([usize::MAX, 1].into_iter(), 25), 1);
     }
 }

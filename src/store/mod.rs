@@ -14,6 +14,8 @@ mod apply;
 mod batch;
 mod chain;
 mod commit;
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod heads;
 mod query;
 mod txn;
@@ -204,7 +206,7 @@ impl OperationStore {
 
     /// The highest ordinal committed so far (0 for an empty store).
     pub fn last_ordinal(&self) -> Ordinal {
-        Ordinal(self.inner.commit.next_ordinal().get() - 1)
+        self.inner.commit.committed()
     }
 
     /// What the group commit has done since the store opened: writes
