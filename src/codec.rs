@@ -232,6 +232,13 @@ pub(crate) fn decode_operation(bytes: &[u8]) -> Result<(Operation, Ordinal)> {
     } else {
         decode_body(parts.content, CF, WHAT)?
     };
+    if c.skip > c.index {
+        // Every reader subtracts the skip from the index.
+        return Err(Error::Corrupt {
+            cf: CF,
+            what: "operation skip past its stream's start",
+        });
+    }
     let op = Operation {
         id: c.id,
         index: c.index,

@@ -117,3 +117,31 @@ fn an_undo_reaching_below_the_latest_snapshot_refolds_from_further_back() {
 fn token_ok(view: &DocumentView, token: reactordb::ConsistencyToken) {
     view.wait_for(token).expect("applied");
 }
+
+#[test]
+fn a_snapshot_key_at_revision_zero_is_skipped_not_looped_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (store, bus, view) = open_all(dir.path(), 10);
+        let mut w = Writer::new(store, bus);
+        w.create("c", &CounterModel::document_type(), None);
+        let mut token = None;
+        for i in 0..15 {
+            token = Some(w.increment("c", &Scope::global(), i));
+        }
+        view.wait_for(token.expect("written")).expect("applied");
+    }
+    {
+        // The only snapshot moves to revision 0 (its bytes intact).
+        let db = raw_db(dir.path());
+        let cf = db.cf_handle("snapshots").expect("cf");
+        let good = db
+            .get_cf(cf, snapshot_key("c", 10))
+            .expect("get")
+            .expect("snapshot at 10 written");
+        db.delete_cf(cf, snapshot_key("c", 10)).expect("delete");
+        db.put_cf(cf, snapshot_key("c", 0), &good).expect("put");
+    }
+    let (_store, _bus, view) = open_all(dir.path(), 10);
+    assert_eq!(global_counter(&view, "c"), (15, (0..15).sum()));
+}

@@ -188,3 +188,28 @@ fn unknown_versions_and_garbage_are_corrupt_not_panics() {
         FORMAT_VERSION
     );
 }
+
+#[test]
+fn an_operation_whose_skip_reaches_before_its_stream_is_corrupt() {
+    let mut op = sample_operation();
+    for (index, skip, ok) in [(3, 3, true), (3, 4, false), (0, 1, false), (0, 0, true)] {
+        op.index = index;
+        op.skip = skip;
+        let mut bytes = Vec::new();
+        encode_operation(
+            &mut bytes,
+            &op.id,
+            op.index,
+            op.skip,
+            op.timestamp_utc_ms,
+            &op.state_hash,
+            &op.content_hash,
+            &op.action,
+            &op.error,
+        );
+        match decode_operation(&bytes) {
+            Ok((decoded, _)) => assert!(ok && decoded.skip == skip),
+            Err(e) => assert!(!ok && matches!(e, Error::Corrupt { .. }), "{e:?}"),
+        }
+    }
+}

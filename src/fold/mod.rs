@@ -181,6 +181,13 @@ pub(crate) fn fold(
     loop {
         let base = match newest_snapshot(db, unit_key, max_revision) {
             None => None,
+            Some((0, _)) => {
+                // No snapshot is ever written at revision 0 (it would be
+                // the initial state): a bad key, skipped, and nothing
+                // lies below it.
+                bad.push(0);
+                None
+            }
             Some((revision, bytes)) => {
                 let anchor = store.get_with_ordinal(unit_key, revision - 1)?;
                 match (Snapshot::decode(&bytes), anchor) {
