@@ -118,9 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let token = reactor
         .execute(doc.clone(), Branch::main(), actions)?
-        .wait_written(wait)?
-        .token()
-        .ok_or("the job failed")?;
+        .written(wait)?;
 
     // A refused action fails its job with the reducer's reason; nothing is written.
     let refused = reactor

@@ -38,10 +38,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         1_700_000_000_000,
         Vec::new(),
     );
-    let status = reactor
+    let token = reactor
         .execute(doc.clone(), Branch::main(), vec![visit])?
-        .wait_written(Duration::from_secs(10))?;
-    let token = status.token().ok_or("the job failed")?;
+        .written(Duration::from_secs(10))?;
 
     let read = reactor
         .view()

@@ -256,14 +256,22 @@ pub enum Error {
         /// The job's number.
         job: u64,
     },
-    /// A job failed where the caller needed it to land (the benchmark
-    /// workloads report their jobs' failures this way).
-    #[error("job {job} failed: {reason}")]
+    /// The reactor does not know this job: never submitted here, or
+    /// finished so long ago that its record was dropped (see
+    /// `ReactorBuilder::retained_jobs`).
+    #[error("job {job} is unknown (never submitted, or its record was dropped)")]
+    JobUnknown {
+        /// The job's number.
+        job: u64,
+    },
+    /// A job failed where the caller needed it to land
+    /// (`JobHandle::written` / `readable`, the benchmark workloads).
+    #[error("job {job} failed: {error}")]
     JobFailed {
         /// The job's number.
         job: u64,
-        /// Its error, as text.
-        reason: String,
+        /// Why.
+        error: std::sync::Arc<Error>,
     },
     /// A job this one depended on failed; this one did not run.
     #[error("job {job}, a dependency, failed")]

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::model::{Action, ActionId, ActionType, Branch, DocumentId, Ordinal, Scope};
 use crate::models::{CounterModel, CreateDocumentInput, ModelRegistry};
-use crate::reactor::{JobHandle, JobStatus, Reactor};
+use crate::reactor::{JobHandle, Reactor};
 use crate::store::Durability;
 use crate::view::{ConsistencyToken, ViewFilter};
 
@@ -111,22 +111,9 @@ fn create_docs(reactor: &Reactor, docs: usize) -> Result<()> {
     Ok(())
 }
 
+/// A benchmark job's token once written; its failure as an error.
 fn written(job: &JobHandle) -> Result<ConsistencyToken> {
-    match job.wait_written(WAIT)? {
-        JobStatus::WriteReady { token } | JobStatus::ReadReady { token } => Ok(token),
-        other => Err(job_error(job, other)),
-    }
-}
-
-/// A benchmark job that did not land: its error, or a timeout.
-fn job_error(job: &JobHandle, status: JobStatus) -> Error {
-    match status {
-        JobStatus::Failed { error, .. } => Error::JobFailed {
-            job: job.id().0,
-            reason: error.to_string(),
-        },
-        _ => Error::WaitTimeout { job: job.id().0 },
-    }
+    job.written(WAIT)
 }
 
 /// Records when the view reaches each ordinal, so a job's latency ends when
@@ -319,10 +306,7 @@ pub fn hot_doc(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport> {
     for n in 0..config.actions {
         let submitted = Instant::now();
         let job = reactor.execute(doc_id(0)?, Branch::main(), vec![increment(0, n)?])?;
-        let status = job.wait_readable(WAIT)?;
-        if !matches!(status, JobStatus::ReadReady { .. }) {
-            return Err(job_error(&job, status));
-        }
+        job.readable(WAIT)?;
         lat.push(submitted.elapsed().as_secs_f64() * 1e3);
     }
     let wall = start.elapsed();

@@ -401,7 +401,7 @@ fn shutdown_drains_accepted_jobs_and_nothing_written_is_lost() {
         for job in &jobs {
             assert!(
                 matches!(
-                    job.status(),
+                    job.status().expect("known"),
                     JobStatus::WriteReady { .. } | JobStatus::ReadReady { .. }
                 ),
                 "{:?}",
@@ -417,4 +417,131 @@ fn shutdown_drains_accepted_jobs_and_nothing_written_is_lost() {
         assert_eq!(counter_value(&reactor, &doc, None), value);
     }
     let _ = DocumentId::new("unused");
+}
+
+fn open_retaining(dir: &std::path::Path, retained: usize) -> reactordb::Reactor {
+    reactordb::Reactor::builder(dir)
+        .durability(reactordb::Durability::Buffered)
+        .registry(registry())
+        .workers(1)
+        .retained_jobs(retained)
+        .open()
+        .expect("open reactor")
+}
+
+#[test]
+fn a_dropped_job_record_answers_job_unknown_not_pending() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open_retaining(dir.path(), 2);
+    create_counter(&reactor, "a");
+    let lost = reactor
+        .execute(id("missing"), main(), vec![increment("m")])
+        .expect("submit");
+    failure(&lost);
+    for i in 0..3 {
+        written(
+            &reactor
+                .execute(id("a"), main(), vec![increment(&format!("a{i}"))])
+                .expect("submit"),
+        );
+    }
+    assert!(matches!(lost.status(), Err(Error::JobUnknown { .. })));
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        lost.wait_written(std::time::Duration::from_secs(5)),
+        Err(Error::JobUnknown { .. })
+    ));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(matches!(
+        lost.written(std::time::Duration::from_secs(5)),
+        Err(Error::JobUnknown { .. })
+    ));
+    assert!(reactor.job_status(lost.id()).is_none());
+}
+
+#[test]
+fn dependencies_resolve_from_their_outcome_however_many_jobs_finish_meanwhile() {
+    // One worker, a record kept for one finished job only: by the time the
+    // dependents run, five other jobs have finished after their
+    // dependencies. A dependency's record is kept until its dependents ran.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open_retaining(dir.path(), 1);
+    for doc in ["a", "x", "y", "z"] {
+        create_counter(&reactor, doc);
+    }
+    let job = |doc: &str, action: &str, depends_on: Vec<usize>| BatchJob {
+        document_id: id(doc),
+        branch: main(),
+        actions: vec![increment(action)],
+        depends_on,
+    };
+    let mut batch = vec![job("a", "ok", vec![]), job("missing", "bad", vec![])];
+    batch.extend((0..5).map(|i| job("x", &format!("f{i}"), vec![])));
+    batch.push(job("y", "after-ok", vec![0]));
+    batch.push(job("z", "after-bad", vec![1]));
+    let jobs = reactor.submit_batch(batch).expect("submit");
+    // The last job to finish keeps its record; the others are read from
+    // the store.
+    assert!(matches!(*failure(&jobs[8]), Error::DependencyFailed { .. }));
+    let landed = |doc: &str| -> Vec<String> {
+        stream_ops(reactor.store(), doc, &Scope::global())
+            .iter()
+            .map(|o| o.action.id.to_string())
+            .collect()
+    };
+    assert!(
+        landed("y").contains(&"after-ok".to_owned()),
+        "{:?}",
+        landed("y")
+    );
+    assert!(!landed("z").contains(&"after-bad".to_owned()));
+}
+
+#[test]
+fn a_job_handle_does_not_keep_the_reactor_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open(dir.path(), 1);
+    create_counter(&reactor, "a");
+    let job = reactor
+        .execute(id("a"), main(), vec![increment("a1")])
+        .expect("submit");
+    let token = job
+        .readable(std::time::Duration::from_secs(10))
+        .expect("readable");
+    assert!(token.0.get() > 0);
+    drop(reactor);
+    // The database is closed: it reopens at once, the handle is stale.
+    let reopened = open(dir.path(), 1);
+    assert!(matches!(job.status(), Err(Error::Shutdown)));
+    assert!(matches!(
+        job.written(std::time::Duration::from_secs(1)),
+        Err(Error::Shutdown)
+    ));
+    drop(reopened);
+}
+
+#[test]
+fn written_and_readable_give_the_token_or_the_job_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open(dir.path(), 1);
+    create_counter(&reactor, "a");
+    let wait = std::time::Duration::from_secs(10);
+    let ok = reactor
+        .execute(id("a"), main(), vec![increment("a1")])
+        .expect("submit");
+    let token = ok.written(wait).expect("written");
+    assert_eq!(ok.readable(wait).expect("readable"), token);
+    let bad = reactor
+        .execute(id("missing"), main(), vec![increment("m1")])
+        .expect("submit");
+    match bad.written(wait) {
+        Err(Error::JobFailed { job, error }) => {
+            assert_eq!(job, bad.id().0);
+            assert!(
+                matches!(*error, Error::DocumentNotFound { .. }),
+                "{error:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }

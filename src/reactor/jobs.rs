@@ -65,8 +65,8 @@ impl JobStatus {
     }
 }
 
-/// How long a job table remembers finished jobs.
-const RETAINED_FINISHED: usize = 200_000;
+/// How many finished jobs a job table remembers by default.
+pub(crate) const RETAINED_FINISHED: usize = 200_000;
 
 #[derive(Default)]
 struct Table {
@@ -75,17 +75,57 @@ struct Table {
     /// wakes anyone.
     awaited: HashMap<JobId, usize>,
     finished: VecDeque<JobId>,
+    /// Jobs queued jobs depend on (how many): their records are kept past
+    /// the retention until every dependent has been taken.
+    pinned: HashMap<JobId, usize>,
+    /// Pinned jobs the retention would have dropped: dropped when unpinned.
+    overdue: Vec<JobId>,
     next: u64,
 }
 
 /// Every job's status; waiters are woken on each change.
-#[derive(Default)]
 pub(crate) struct JobTable {
     table: Mutex<Table>,
     changed: Condvar,
+    /// How many finished jobs are remembered.
+    retained: usize,
 }
 
 impl JobTable {
+    pub(crate) fn new(retained: usize) -> Self {
+        Self {
+            table: Mutex::default(),
+            changed: Condvar::new(),
+            retained,
+        }
+    }
+
+    /// Keeps the records of `ids` until [`unpin`](Self::unpin): queued jobs
+    /// depend on them.
+    pub(crate) fn pin(&self, ids: &[JobId]) {
+        let mut t = self.table.lock();
+        for id in ids {
+            *t.pinned.entry(*id).or_default() += 1;
+        }
+    }
+
+    /// A dependent of `ids` was taken: they may be dropped again.
+    pub(crate) fn unpin(&self, ids: &[JobId]) {
+        let mut t = self.table.lock();
+        for id in ids {
+            if let Some(n) = t.pinned.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    t.pinned.remove(id);
+                    if let Some(at) = t.overdue.iter().position(|o| o == id) {
+                        t.overdue.swap_remove(at);
+                        t.status.remove(id);
+                    }
+                }
+            }
+        }
+    }
+
     pub(crate) fn create(&self) -> JobId {
         let mut t = self.table.lock();
         t.next += 1;
@@ -108,9 +148,13 @@ impl JobTable {
             if done {
                 awaited |= t.awaited.contains_key(&id);
                 t.finished.push_back(id);
-                while t.finished.len() > RETAINED_FINISHED {
+                while t.finished.len() > self.retained {
                     if let Some(old) = t.finished.pop_front() {
-                        t.status.remove(&old);
+                        if t.pinned.contains_key(&old) {
+                            t.overdue.push(old);
+                        } else {
+                            t.status.remove(&old);
+                        }
                     }
                 }
             }

@@ -29,7 +29,7 @@ use crate::models::{
     system_action, CreateDocumentInput, DocumentModel, ModelRegistry, SystemAction,
 };
 use crate::store::{Durability, OperationStore, StoreOptions};
-use crate::view::{DocumentView, ViewOptions};
+use crate::view::{ConsistencyToken, DocumentView, ViewOptions};
 
 pub use executor::MigrationReport;
 use executor::{Executor, ExecutorLimits};
@@ -48,6 +48,7 @@ pub struct ReactorBuilder {
     queue_capacity: usize,
     block_when_full: bool,
     max_retries: usize,
+    retained_jobs: usize,
     clock: Clock,
 }
 
@@ -140,6 +141,14 @@ impl ReactorBuilder {
         self
     }
 
+    /// How many finished jobs the reactor remembers (default 200,000):
+    /// older ones answer [`Error::JobUnknown`]. A job other queued jobs
+    /// depend on is kept until they have run.
+    pub fn retained_jobs(mut self, jobs: usize) -> Self {
+        self.retained_jobs = jobs;
+        self
+    }
+
     /// Opens the database (one RocksDB holding every column family), the
     /// view (catching up) and starts the workers.
     pub fn open(self) -> Result<Reactor> {
@@ -183,7 +192,7 @@ impl ReactorBuilder {
             registry: self.registry,
             executor,
             queue: JobQueue::new(self.queue_capacity, self.block_when_full),
-            jobs: JobTable::default(),
+            jobs: JobTable::new(self.retained_jobs),
             next_action: AtomicU64::new(0),
             clock: self.clock,
             migration,
@@ -247,11 +256,13 @@ impl std::fmt::Debug for Reactor {
     }
 }
 
-/// A submitted job.
+/// A submitted job. It does not keep the reactor alive: once the
+/// [`Reactor`] is dropped (and its database closed), every method answers
+/// [`Error::Shutdown`].
 #[derive(Clone)]
 pub struct JobHandle {
     id: JobId,
-    inner: Arc<Inner>,
+    inner: std::sync::Weak<Inner>,
 }
 
 impl std::fmt::Debug for JobHandle {
@@ -266,19 +277,49 @@ impl JobHandle {
         self.id
     }
 
-    /// The job's status now.
-    pub fn status(&self) -> JobStatus {
-        self.inner.status(self.id).unwrap_or(JobStatus::Pending)
+    fn inner(&self) -> Result<Arc<Inner>> {
+        self.inner.upgrade().ok_or(Error::Shutdown)
     }
 
-    /// Waits until the job is written (or failed).
+    /// The job's status now; [`Error::JobUnknown`] once its record was
+    /// dropped (see [`ReactorBuilder::retained_jobs`]).
+    pub fn status(&self) -> Result<JobStatus> {
+        self.inner()?
+            .status(self.id)
+            .ok_or(Error::JobUnknown { job: self.id.0 })
+    }
+
+    /// Waits until the job is written (or failed): its status then. A
+    /// failed job is `Ok(JobStatus::Failed)`; see [`written`](Self::written)
+    /// for a `Result` of the token.
     pub fn wait_written(&self, timeout: Duration) -> Result<JobStatus> {
-        self.inner.wait(self.id, false, timeout)
+        self.inner()?.wait(self.id, false, timeout)
     }
 
     /// Waits until the view shows the job's writes (or it failed).
     pub fn wait_readable(&self, timeout: Duration) -> Result<JobStatus> {
-        self.inner.wait(self.id, true, timeout)
+        self.inner()?.wait(self.id, true, timeout)
+    }
+
+    /// Waits until the job is written and returns its consistency token; a
+    /// failed job is [`Error::JobFailed`] with its error.
+    pub fn written(&self, timeout: Duration) -> Result<ConsistencyToken> {
+        token_of(self.id, self.wait_written(timeout)?)
+    }
+
+    /// Waits until the view shows the job's writes and returns its token;
+    /// a failed job is [`Error::JobFailed`] with its error.
+    pub fn readable(&self, timeout: Duration) -> Result<ConsistencyToken> {
+        token_of(self.id, self.wait_readable(timeout)?)
+    }
+}
+
+/// The token of a finished job, or its failure as an error.
+fn token_of(id: JobId, status: JobStatus) -> Result<ConsistencyToken> {
+    match status {
+        JobStatus::WriteReady { token } | JobStatus::ReadReady { token } => Ok(token),
+        JobStatus::Failed { error, .. } => Err(Error::JobFailed { job: id.0, error }),
+        JobStatus::Pending | JobStatus::Running => Err(Error::WaitTimeout { job: id.0 }),
     }
 }
 
@@ -305,6 +346,7 @@ impl Reactor {
             queue_capacity: 100_000,
             block_when_full: false,
             max_retries: 8,
+            retained_jobs: jobs::RETAINED_FINISHED,
             clock: Arc::new(now_ms),
         }
     }
@@ -499,7 +541,7 @@ impl Reactor {
         ids.into_iter()
             .map(|id| JobHandle {
                 id,
-                inner: Arc::clone(&self.inner),
+                inner: Arc::downgrade(&self.inner),
             })
             .collect()
     }
@@ -551,7 +593,7 @@ impl Inner {
     /// forgotten: they never existed for `job_status`.
     fn submit(&self, jobs: Vec<(queue::DocKey, Job, Vec<usize>)>) -> Result<Vec<JobId>> {
         let ids: Vec<JobId> = jobs.iter().map(|_| self.jobs.create()).collect();
-        let queued = jobs
+        let queued: Vec<_> = jobs
             .into_iter()
             .zip(&ids)
             .map(|((key, job, depends_on), id)| {
@@ -559,7 +601,15 @@ impl Inner {
                 (key, *id, job)
             })
             .collect();
+        // A dependency's record must outlive its dependents' wait, however
+        // many jobs finish meanwhile.
+        let dependencies: Vec<JobId> = queued
+            .iter()
+            .flat_map(|(_, _, job)| job.dependencies().to_vec())
+            .collect();
+        self.jobs.pin(&dependencies);
         if let Err(e) = self.queue.push(queued) {
+            self.jobs.unpin(&dependencies);
             self.jobs.forget(&ids);
             return Err(e);
         }
@@ -581,7 +631,7 @@ impl Inner {
         let status = self
             .jobs
             .wait_done(id, deadline)
-            .ok_or(Error::WaitTimeout { job: id.0 })?;
+            .ok_or(Error::JobUnknown { job: id.0 })?;
         match status {
             JobStatus::WriteReady { token } if readable => {
                 let remaining = deadline.saturating_duration_since(Instant::now());

@@ -148,7 +148,9 @@ impl JobQueue {
                 match jobs.get(*dep) {
                     Some(JobStatus::Failed { .. }) => failed = Some(*dep),
                     Some(s) if s.is_done() => {}
-                    None => {} // forgotten long ago: it finished
+                    // Pinned while this job waits, so never dropped: an
+                    // unknown dependency is a bug; refuse to run on it.
+                    None => failed = Some(*dep),
                     Some(_) => blocked = true,
                 }
             }
@@ -156,6 +158,7 @@ impl JobQueue {
                 continue;
             }
             let (id, job) = doc.jobs.pop_front()?;
+            jobs.unpin(job.dependencies());
             doc.running = true;
             let had_dependencies = !job.dependencies().is_empty();
             let taken = match failed {
