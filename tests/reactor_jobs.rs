@@ -545,3 +545,54 @@ fn written_and_readable_give_the_token_or_the_job_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_two_scope_job_refused_in_its_second_scope_writes_neither() {
+    // The global half reduces, the local half is refused by the model: the
+    // job fails and its global half is not stored either.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open(dir.path(), 1);
+    create_counter(&reactor, "d");
+    let mut bogus = action("l1", "BOGUS", "", 1);
+    bogus.scope = Scope::local();
+    let job = reactor
+        .execute(id("d"), main(), vec![increment("g1"), bogus])
+        .expect("submit");
+    assert!(matches!(*failure(&job), Error::InvalidAction { .. }));
+    assert!(stream_ops(reactor.store(), "d", &Scope::global()).is_empty());
+    assert!(stream_ops(reactor.store(), "d", &Scope::local()).is_empty());
+}
+
+#[test]
+fn a_two_scope_job_on_a_stream_stored_with_another_type_lands_whole() {
+    // The local stream was written with another document type (around the
+    // reactor); streams keep their first writer's type and the header's
+    // model reduces them, so the job lands, both halves.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open(dir.path(), 1);
+    create_counter(&reactor, "d");
+    let mut local = increment("other-type");
+    local.scope = Scope::local();
+    reactor
+        .store()
+        .apply(
+            &id("d"),
+            &DocumentType::new("test/other").expect("valid"),
+            &Scope::local(),
+            &main(),
+            Revision(0),
+            |txn| {
+                txn.add_operation(NewOperation::new(0, local, Digest::default()));
+            },
+        )
+        .expect("apply");
+    let mut job_local = increment("l1");
+    job_local.scope = Scope::local();
+    written(
+        &reactor
+            .execute(id("d"), main(), vec![increment("g1"), job_local])
+            .expect("submit"),
+    );
+    assert_eq!(stream_ops(reactor.store(), "d", &Scope::global()).len(), 1);
+    assert_eq!(stream_ops(reactor.store(), "d", &Scope::local()).len(), 2);
+}
