@@ -279,6 +279,18 @@ pub enum Error {
         /// The failed job's number.
         job: u64,
     },
+    /// A document model's reducer panicked on an operation: the document
+    /// cannot be folded past it (reads of it answer this), everything else
+    /// goes on.
+    #[error("the {document_type} reducer panicked on action {action_id}: {reason}")]
+    ReducerPanicked {
+        /// The document type whose model panicked.
+        document_type: String,
+        /// The action it panicked on.
+        action_id: crate::model::ActionId,
+        /// The panic's message.
+        reason: String,
+    },
     /// A reducer panicked while the job ran; nothing of the failing step
     /// was written.
     #[error("a reducer panicked")]

@@ -188,7 +188,7 @@ fn a_panicking_reducer_fails_only_its_own_job_of_a_run() {
         ))
         .expect("submit");
     written(&jobs[0]);
-    assert!(matches!(*failure(&jobs[1]), Error::WorkerPanicked));
+    assert!(matches!(*failure(&jobs[1]), Error::ReducerPanicked { .. }));
     written(&jobs[2]);
     assert_eq!(global_ids(&reactor, "f"), ["ok1", "ok2"]);
     // The worker survived the panic.

@@ -113,22 +113,39 @@ impl Reducer<'_> {
                             input.from_version, *version
                         ))));
                     }
-                    let upgraded = registry.require(document_type, input.to_version)?.upgrade(
-                        input.from_version,
-                        scope,
-                        state,
-                    );
+                    let model = registry.require(document_type, input.to_version)?;
+                    let upgraded = guarded(document_type, op, || {
+                        model.upgrade(input.from_version, scope, state)
+                    })?;
                     if upgraded.is_ok() {
                         *version = input.to_version;
                     }
                     return Ok(upgraded);
                 }
-                Ok(registry
-                    .require(document_type, *version)?
-                    .reduce(scope, state, &op.action))
+                let model = registry.require(document_type, *version)?;
+                guarded(document_type, op, || model.reduce(scope, state, &op.action))
             }
         }
     }
+}
+
+/// Runs a model's code, turning a panic into [`Error::ReducerPanicked`]:
+/// a model is user code, and one bad operation must fail its document's
+/// reads and its job, not the thread (the view's worker, a reader, a
+/// reactor worker) that folds it.
+fn guarded<T>(document_type: &DocumentType, op: &Operation, run: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        crate::error::Error::ReducerPanicked {
+            document_type: document_type.to_string(),
+            action_id: op.action.id.clone(),
+            reason,
+        }
+    })
 }
 
 /// A folded stream.

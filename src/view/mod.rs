@@ -99,6 +99,9 @@ pub(crate) struct ViewInner {
     apply_lock: RwLock<()>,
     cache: Mutex<DocCache>,
     stop: AtomicBool,
+    /// A test stalls the worker (`fault-injection`).
+    #[cfg(feature = "fault-injection")]
+    stalled: AtomicBool,
 }
 
 /// The read side. Reads are `&self` and may run from many threads (share
@@ -138,6 +141,8 @@ impl DocumentView {
             applied_changed: Condvar::new(),
             apply_lock: RwLock::new(()),
             stop: AtomicBool::new(false),
+            #[cfg(feature = "fault-injection")]
+            stalled: AtomicBool::new(false),
         });
         inner.catch_up(None)?;
         let worker = {
@@ -162,6 +167,13 @@ impl DocumentView {
     /// passes: [`Error::ConsistencyTimeout`]).
     pub fn wait_for(&self, token: ConsistencyToken) -> Result<()> {
         self.inner.wait_for(token)
+    }
+
+    /// Stalls (`true`) or resumes the view's worker: a stalled view applies
+    /// nothing. Only with the `fault-injection` feature.
+    #[cfg(feature = "fault-injection")]
+    pub fn stall_worker(&self, stalled: bool) {
+        self.inner.stalled.store(stalled, Ordering::Release);
     }
 
     /// [`wait_for`](Self::wait_for) with its own timeout.
@@ -199,7 +211,18 @@ impl ViewInner {
     /// the store for writes that bypassed it.
     fn run(&self, subscription: Subscription) {
         while !self.stop.load(Ordering::Acquire) {
+            #[cfg(feature = "fault-injection")]
+            if self.stalled.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
             let event = subscription.recv_timeout(self.options.poll_interval);
+            // Stalled while it waited: the event is dropped (the store is
+            // read once the worker resumes, as for any missed event).
+            #[cfg(feature = "fault-injection")]
+            if self.stalled.load(Ordering::Acquire) {
+                continue;
+            }
             let result = match event {
                 Some(Event::OperationsWritten { operations }) => {
                     // Apply everything already queued in one batch: one
@@ -241,8 +264,10 @@ impl ViewInner {
         if self.applied() >= token.0 {
             return Ok(());
         }
-        // Help rather than wait: apply from the store right away.
-        self.catch_up(None)?;
+        // Readers wait; only the worker applies (it is woken by the bus, and
+        // polls the store every `poll_interval` for writes around it). A
+        // reader that applied would run reducers and storage reads in its
+        // own thread, past its deadline.
         let deadline = std::time::Instant::now() + timeout;
         let mut applied = self.applied.lock();
         while *applied < token.0 {

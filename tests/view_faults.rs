@@ -1,0 +1,178 @@
+//! The view under failure: a model whose reducer panics (reachable through
+//! operations written around the reactor, `apply` or `import`) fails the
+//! reads of its document with a named error, while the view's worker and
+//! every other document go on; a wait honours its deadline.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::reactor::*;
+use reactordb::{
+    Action, ConsistencyToken, Digest, DocumentModel, DocumentType, Error, NewOperation,
+    ReduceError, Revision, Scope, ViewFilter,
+};
+
+/// A model that panics on `BOOM` and appends anything else.
+struct Panicky;
+
+impl Panicky {
+    fn document_type() -> DocumentType {
+        DocumentType::new("test/panicky").expect("valid")
+    }
+}
+
+impl DocumentModel for Panicky {
+    fn document_type(&self) -> DocumentType {
+        Self::document_type()
+    }
+    fn initial_state(&self, _scope: &Scope) -> Vec<u8> {
+        Vec::new()
+    }
+    fn reduce(
+        &self,
+        _scope: &Scope,
+        state: &[u8],
+        action: &Action,
+    ) -> Result<Vec<u8>, ReduceError> {
+        if action.action_type.as_str() == "BOOM" {
+            panic!("boom on {}", action.id);
+        }
+        let mut next = state.to_vec();
+        next.push(b'.');
+        Ok(next)
+    }
+}
+
+fn open_panicky(dir: &std::path::Path) -> reactordb::Reactor {
+    let mut registry = registry();
+    registry.register(Panicky);
+    reactordb::Reactor::builder(dir)
+        .durability(reactordb::Durability::Buffered)
+        .registry(registry)
+        .workers(1)
+        .open()
+        .expect("open")
+}
+
+fn read(reactor: &reactordb::Reactor, doc: &str) -> reactordb::Result<reactordb::Document> {
+    let token = ConsistencyToken(reactor.store().last_ordinal());
+    reactor
+        .view()
+        .get(&id(doc), &ViewFilter::default(), Some(token))
+}
+
+#[test]
+fn a_panicking_reducer_fails_its_document_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open_panicky(dir.path());
+    for doc in ["bad", "good"] {
+        written(
+            &reactor
+                .create(id(doc), create_input(Panicky::document_type()))
+                .expect("submit"),
+        );
+    }
+    // Through the reactor, the panic fails the job and writes nothing.
+    let job = reactor
+        .execute(id("bad"), main(), vec![action("b0", "BOOM", "", 1)])
+        .expect("submit");
+    assert!(matches!(*failure(&job), Error::ReducerPanicked { .. }));
+    // Around the reactor, it reaches the view.
+    reactor
+        .store()
+        .apply(
+            &id("bad"),
+            &Panicky::document_type(),
+            &Scope::global(),
+            &main(),
+            Revision(0),
+            |txn| {
+                txn.add_operation(NewOperation::new(
+                    0,
+                    action("b1", "BOOM", "", 2),
+                    Digest::default(),
+                ));
+            },
+        )
+        .expect("apply");
+    match read(&reactor, "bad") {
+        Err(Error::ReducerPanicked {
+            action_id, reason, ..
+        }) => {
+            assert_eq!(action_id.as_str(), "b1");
+            assert!(reason.contains("boom on b1"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The worker lives on: later writes to other documents are applied and
+    // read, within the wait's deadline.
+    written(
+        &reactor
+            .execute(id("good"), main(), vec![action("g1", "ADD", "", 3)])
+            .expect("submit"),
+    );
+    let good = read(&reactor, "good").expect("the other document reads");
+    assert_eq!(good.state(&Scope::global()), Some(&b"."[..]));
+    assert_eq!(reactor.view().applied(), reactor.store().last_ordinal());
+    // Reading the bad one again still names the operation.
+    assert!(matches!(
+        read(&reactor, "bad"),
+        Err(Error::ReducerPanicked { .. })
+    ));
+}
+
+#[test]
+fn a_wait_for_a_token_never_written_honours_its_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open_panicky(dir.path());
+    let far = ConsistencyToken(reactordb::Ordinal(
+        reactor.store().last_ordinal().get() + 1_000,
+    ));
+    let started = Instant::now();
+    let result = reactor
+        .view()
+        .wait_for_within(far, Duration::from_millis(200));
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(Error::ConsistencyTimeout { .. })),
+        "{result:?}"
+    );
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_wait_on_a_stalled_view_times_out_at_its_deadline_then_lands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open_panicky(dir.path());
+    written(
+        &reactor
+            .create(id("d"), create_input(Panicky::document_type()))
+            .expect("submit"),
+    );
+    reactor.view().stall_worker(true);
+    let token = written(
+        &reactor
+            .execute(id("d"), main(), vec![action("a1", "ADD", "", 1)])
+            .expect("submit"),
+    );
+    // The reader waits for the worker; it does not apply the backlog
+    // itself, so the deadline holds.
+    let started = Instant::now();
+    let result = reactor
+        .view()
+        .wait_for_within(token, Duration::from_millis(200));
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(Error::ConsistencyTimeout { .. })),
+        "{result:?}"
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    reactor.view().stall_worker(false);
+    reactor
+        .view()
+        .wait_for_within(token, Duration::from_secs(10))
+        .expect("applied once the worker resumes");
+}
