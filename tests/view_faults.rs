@@ -176,3 +176,41 @@ fn a_wait_on_a_stalled_view_times_out_at_its_deadline_then_lands() {
         .wait_for_within(token, Duration::from_secs(10))
         .expect("applied once the worker resumes");
 }
+
+#[test]
+fn a_forged_event_on_the_bus_is_not_applied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open_panicky(dir.path());
+    written(
+        &reactor
+            .create(id("d"), create_input(Panicky::document_type()))
+            .expect("submit"),
+    );
+    reactor
+        .view()
+        .wait_for(ConsistencyToken(reactor.store().last_ordinal()))
+        .expect("caught up");
+    // A forged operation at the next ordinal: anyone can emit on the bus.
+    let next = reactordb::Ordinal(reactor.store().last_ordinal().get() + 1);
+    let mut forged = operations_of(&reactor, "d", |_| true)
+        .pop()
+        .expect("an operation");
+    forged.operation.action = action("forged", "ADD", "", 9);
+    forged.operation.index += 1;
+    forged.context.ordinal = next;
+    forged.context.scope = Scope::global();
+    reactor.bus().emit(reactordb::Event::written(vec![forged]));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        reactor.view().applied() < next,
+        "the forged event was applied"
+    );
+    // The real next operation lands as it should.
+    written(
+        &reactor
+            .execute(id("d"), main(), vec![action("a1", "ADD", "", 1)])
+            .expect("submit"),
+    );
+    let d = read(&reactor, "d").expect("read");
+    assert_eq!(d.state(&Scope::global()), Some(&b"."[..]));
+}

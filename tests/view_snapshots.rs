@@ -145,3 +145,30 @@ fn a_snapshot_key_at_revision_zero_is_skipped_not_looped_on() {
     let (_store, _bus, view) = open_all(dir.path(), 10);
     assert_eq!(global_counter(&view, "c"), (15, (0..15).sum()));
 }
+
+#[test]
+fn verify_names_a_snapshot_whose_predecessor_was_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (store, bus, view) = open_all(dir.path(), 10);
+        let mut w = Writer::new(store.clone(), bus);
+        w.create("c", &CounterModel::document_type(), None);
+        let mut token = None;
+        for i in 0..25 {
+            token = Some(w.increment("c", &Scope::global(), i));
+        }
+        view.wait_for(token.expect("written")).expect("applied");
+        let report = reactordb::verify_snapshots(&store).expect("verify");
+        assert!(report.first_broken.is_none(), "{report:?}");
+        assert!(report.snapshots_checked >= 2);
+    }
+    {
+        let db = raw_db(dir.path());
+        let cf = db.cf_handle("snapshots").expect("cf");
+        db.delete_cf(cf, snapshot_key("c", 10)).expect("delete");
+    }
+    let (store, _bus, _view) = open_all(dir.path(), 10);
+    let report = reactordb::verify_snapshots(&store).expect("verify");
+    let (unit, revision) = report.first_broken.expect("the chain break is found");
+    assert_eq!((unit.scope, revision), (Scope::global(), 20));
+}

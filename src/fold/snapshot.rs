@@ -90,9 +90,11 @@ pub struct SnapshotReport {
     pub first_broken: Option<(crate::model::SyncUnit, u64)>,
 }
 
-/// Checks every view snapshot: it must decode with an intact self hash and
-/// reference the hash of the operation stored at its revision. (A broken
-/// snapshot is never served; the view rebuilds it when it meets it.)
+/// Checks every view snapshot: it must decode with an intact self hash,
+/// reference the hash of the operation stored at its revision, and name the
+/// stream's snapshot before it (zero for the first): a snapshot removed or
+/// swapped breaks the chain. (A broken snapshot is never served; the view
+/// rebuilds it when it meets it.)
 pub fn verify_snapshots(
     store: &crate::store::OperationStore,
 ) -> crate::error::Result<SnapshotReport> {
@@ -103,6 +105,8 @@ pub fn verify_snapshots(
     };
     let mut iter = db.raw_iterator_cf(cf);
     iter.seek_to_first();
+    // The previous snapshot of the stream being read: its key and hash.
+    let mut previous: Option<(Vec<u8>, Digest)> = None;
     while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
         report.snapshots_checked += 1;
         let Some((unit, rest)) = crate::keys::decode_unit_key(key) else {
@@ -117,12 +121,22 @@ pub fn verify_snapshots(
             Some(index) => store.get_with_ordinal(&unit_key, index)?,
             None => None,
         };
-        let intact = match (Snapshot::decode(value), anchor) {
+        let expected_previous = match &previous {
+            Some((key, hash)) if *key == unit_key => *hash,
+            _ => Digest::default(),
+        };
+        let decoded = Snapshot::decode(value);
+        let intact = match (&decoded, anchor) {
             (Some((snapshot, _)), Some((op, _))) => {
-                snapshot.revision == revision && snapshot.op_hash == op.hash
+                snapshot.revision == revision
+                    && snapshot.op_hash == op.hash
+                    && snapshot.previous == expected_previous
             }
             _ => false,
         };
+        if let Some((_, hash)) = decoded {
+            previous = Some((unit_key, hash));
+        }
         if !intact {
             report.first_broken = Some((unit, revision));
             return Ok(report);

@@ -295,7 +295,7 @@ impl ViewInner {
                 .iter()
                 .enumerate()
                 .all(|(i, op)| op.context.ordinal.get() == next.get() + i as u64);
-            if contiguous {
+            if contiguous && self.is_stored(ops)? {
                 return self.apply_batch(ops);
             }
             if ops.iter().all(|op| op.context.ordinal < next) {
@@ -312,6 +312,29 @@ impl ViewInner {
             next = self.applied().next();
         }
         Ok(())
+    }
+
+    /// Whether an announced batch is what the store holds: its last
+    /// operation is stored at its place with its chain hash and ordinal.
+    /// Anyone can emit on the bus; an announcement that is not the store's
+    /// is ignored and the store is read instead. (The chain hash commits to
+    /// everything before it in its stream.)
+    fn is_stored(&self, ops: &[OperationWithContext]) -> Result<bool> {
+        let Some(last) = ops.last() else {
+            return Ok(true);
+        };
+        let unit_key = keys::unit_key(&last.context.unit());
+        Ok(
+            match self
+                .store
+                .get_with_ordinal(&unit_key, last.operation.index)?
+            {
+                Some((stored, ordinal)) => {
+                    ordinal == last.context.ordinal && stored.hash == last.operation.hash
+                }
+                None => false,
+            },
+        )
     }
 
     /// Applies consecutive operations and persists the checkpoint with
