@@ -9,7 +9,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{append, open, op, unit};
+use common::{append, op, open, unit};
 use reactordb::{Error, Ordinal, Paging};
 
 struct Mounted(std::path::PathBuf);
@@ -59,7 +59,12 @@ fn a_full_disk_poisons_the_store_and_loses_nothing_acknowledged() {
         }
         let failure = failure.expect("the disk fills up");
         assert!(store.is_poisoned(), "{failure:?}");
-        let again = append(&store, &u, acknowledged, vec![op(&u, acknowledged, "late", 1)]);
+        let again = append(
+            &store,
+            &u,
+            acknowledged,
+            vec![op(&u, acknowledged, "late", 1)],
+        );
         assert!(matches!(again, Err(Error::Poisoned)), "{again:?}");
         failure
     };
@@ -80,7 +85,11 @@ fn a_full_disk_poisons_the_store_and_loses_nothing_acknowledged() {
         .iter()
         .map(|o| o.context.ordinal.get())
         .collect();
-    assert!(ordinals.len() as u64 >= acknowledged, "{} < {acknowledged}", ordinals.len());
+    assert!(
+        ordinals.len() as u64 >= acknowledged,
+        "{} < {acknowledged}",
+        ordinals.len()
+    );
     assert_eq!(ordinals, (1..=ordinals.len() as u64).collect::<Vec<_>>());
     assert!(store.verify_all().expect("verify").is_clean());
     println!(

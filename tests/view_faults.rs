@@ -13,7 +13,8 @@ use reactordb::{
     ReduceError, Revision, Scope, ViewFilter,
 };
 
-/// A model that panics on `BOOM` and appends anything else.
+/// A model that panics on `BOOM` and appends anything else: its input, or
+/// a dot for an empty one.
 struct Panicky;
 
 impl Panicky {
@@ -39,7 +40,11 @@ impl DocumentModel for Panicky {
             panic!("boom on {}", action.id);
         }
         let mut next = state.to_vec();
-        next.push(b'.');
+        if action.input.is_empty() {
+            next.push(b'.');
+        } else {
+            next.extend_from_slice(&action.input);
+        }
         Ok(next)
     }
 }
@@ -213,4 +218,51 @@ fn a_forged_event_on_the_bus_is_not_applied() {
     );
     let d = read(&reactor, "d").expect("read");
     assert_eq!(d.state(&Scope::global()), Some(&b"."[..]));
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_forged_operation_announced_before_a_true_one_is_not_applied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open_panicky(dir.path());
+    written(
+        &reactor
+            .create(id("d"), create_input(Panicky::document_type()))
+            .expect("submit"),
+    );
+    reactor
+        .view()
+        .wait_for(ConsistencyToken(reactor.store().last_ordinal()))
+        .expect("caught up");
+    // Read once, so the view caches the document and would advance the
+    // cached state by whatever it is told.
+    read(&reactor, "d").expect("read");
+    // Two true operations, unseen by the stalled view.
+    reactor.view().stall_worker(true);
+    for (aid, ts) in [("a1", 1), ("a2", 2)] {
+        written(
+            &reactor
+                .execute(id("d"), main(), vec![action(aid, "ADD", "", ts)])
+                .expect("submit"),
+        );
+    }
+    // One announcement: a forged first operation, then the true second:
+    // contiguous ordinals, and its last operation is the store's.
+    std::thread::sleep(Duration::from_millis(50)); // their events are missed
+    let global = operations_of(&reactor, "d", |s| *s == Scope::global());
+    let mut forged = global[0].clone();
+    forged.operation.action = action("forged", "ADD", "X", 1);
+    forged.operation.hash = Digest([7; 32]);
+    reactor.view().stall_worker(false);
+    reactor
+        .bus()
+        .emit(reactordb::Event::written(vec![forged, global[1].clone()]));
+    let token = ConsistencyToken(reactor.store().last_ordinal());
+    reactor
+        .view()
+        .wait_for(token)
+        .expect("applied from the store");
+    // The forged operation would have put an X in the cached state.
+    let d = read(&reactor, "d").expect("the true history reads");
+    assert_eq!(d.state(&Scope::global()), Some(&b".."[..]));
 }

@@ -213,6 +213,9 @@ impl ViewInner {
         while !self.stop.load(Ordering::Acquire) {
             #[cfg(feature = "fault-injection")]
             if self.stalled.load(Ordering::Acquire) {
+                // Stalled: announcements are missed (the store is read
+                // once the worker resumes, as for any missed event).
+                while subscription.try_recv().is_some() {}
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
@@ -314,27 +317,12 @@ impl ViewInner {
         Ok(())
     }
 
-    /// Whether an announced batch is what the store holds: its last
-    /// operation is stored at its place with its chain hash and ordinal.
-    /// Anyone can emit on the bus; an announcement that is not the store's
-    /// is ignored and the store is read instead. (The chain hash commits to
-    /// everything before it in its stream.)
+    /// Whether an announced batch is what the store holds: every operation
+    /// stored at its place with its chain hash and ordinal. Anyone can emit
+    /// on the bus (a store user announces its own appends); an announcement
+    /// that is not the store's is ignored and the store is read instead.
     fn is_stored(&self, ops: &[OperationWithContext]) -> Result<bool> {
-        let Some(last) = ops.last() else {
-            return Ok(true);
-        };
-        let unit_key = keys::unit_key(&last.context.unit());
-        Ok(
-            match self
-                .store
-                .get_with_ordinal(&unit_key, last.operation.index)?
-            {
-                Some((stored, ordinal)) => {
-                    ordinal == last.context.ordinal && stored.hash == last.operation.hash
-                }
-                None => false,
-            },
-        )
+        self.store.holds_exactly(ops)
     }
 
     /// Applies consecutive operations and persists the checkpoint with
