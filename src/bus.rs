@@ -46,9 +46,19 @@ impl Event {
     }
 }
 
+/// An event as a subscriber's channel carries it: with whether the engine
+/// emitted it (its executor, after its own write) or anyone else did
+/// through the public [`EventBus::emit`]. Only the engine's are trusted as
+/// they are; the view checks the others against the store.
+#[derive(Clone)]
+pub(crate) struct Delivery {
+    pub(crate) event: Event,
+    pub(crate) from_engine: bool,
+}
+
 struct Subscriber {
     id: u64,
-    sender: flume::Sender<Event>,
+    sender: flume::Sender<Delivery>,
     missed: Arc<AtomicU64>,
 }
 
@@ -102,9 +112,24 @@ impl EventBus {
     /// docs for what happens to a full queue). Returns how many subscribers
     /// received it.
     pub fn emit(&self, event: Event) -> usize {
+        self.deliver(Delivery {
+            event,
+            from_engine: false,
+        })
+    }
+
+    /// Emits an event the engine made from its own committed write.
+    pub(crate) fn emit_from_engine(&self, event: Event) -> usize {
+        self.deliver(Delivery {
+            event,
+            from_engine: true,
+        })
+    }
+
+    fn deliver(&self, delivery: Delivery) -> usize {
         let mut subscribers = self.inner.subscribers.lock();
         let mut delivered = 0;
-        subscribers.retain(|s| match s.sender.try_send(event.clone()) {
+        subscribers.retain(|s| match s.sender.try_send(delivery.clone()) {
             Ok(()) => {
                 delivered += 1;
                 true
@@ -128,7 +153,7 @@ impl EventBus {
 pub struct Subscription {
     id: u64,
     bus: Weak<BusInner>,
-    receiver: flume::Receiver<Event>,
+    receiver: flume::Receiver<Delivery>,
     missed: Arc<AtomicU64>,
 }
 
@@ -146,8 +171,13 @@ impl Subscription {
     /// the bus is gone it still waits out `timeout` before answering `None`,
     /// so a subscriber looping on it polls instead of spinning.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Event> {
+        self.recv_delivery(timeout).map(|d| d.event)
+    }
+
+    /// [`recv_timeout`](Self::recv_timeout), with where the event came from.
+    pub(crate) fn recv_delivery(&self, timeout: Duration) -> Option<Delivery> {
         match self.receiver.recv_timeout(timeout) {
-            Ok(event) => Some(event),
+            Ok(delivery) => Some(delivery),
             Err(flume::RecvTimeoutError::Timeout) => None,
             Err(flume::RecvTimeoutError::Disconnected) => {
                 std::thread::sleep(timeout);
@@ -158,6 +188,11 @@ impl Subscription {
 
     /// The next event if one is queued.
     pub fn try_recv(&self) -> Option<Event> {
+        self.try_recv_delivery().map(|d| d.event)
+    }
+
+    /// [`try_recv`](Self::try_recv), with where the event came from.
+    pub(crate) fn try_recv_delivery(&self) -> Option<Delivery> {
         self.receiver.try_recv().ok()
     }
 

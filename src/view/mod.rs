@@ -202,6 +202,13 @@ impl Drop for DocumentView {
     }
 }
 
+/// Operations announced on the bus, in ordinal order, and whether every one
+/// came from the engine's own writes.
+struct Announced<'a> {
+    ops: &'a [OperationWithContext],
+    from_engine: bool,
+}
+
 impl ViewInner {
     fn applied(&self) -> Ordinal {
         *self.applied.lock()
@@ -219,7 +226,7 @@ impl ViewInner {
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
-            let event = subscription.recv_timeout(self.options.poll_interval);
+            let event = subscription.recv_delivery(self.options.poll_interval);
             // Stalled while it waited: the event is dropped (the store is
             // read once the worker resumes, as for any missed event).
             #[cfg(feature = "fault-injection")]
@@ -227,21 +234,26 @@ impl ViewInner {
                 continue;
             }
             let result = match event {
-                Some(Event::OperationsWritten { operations }) => {
+                Some(first) => {
                     // Apply everything already queued in one batch: one
                     // RocksDB write for many events.
+                    let mut from_engine = first.from_engine;
+                    let Event::OperationsWritten { operations } = first.event;
                     let mut batch: Vec<OperationWithContext> = operations.to_vec();
                     while batch.len() < 4_096 {
-                        match subscription.try_recv() {
-                            Some(Event::OperationsWritten { operations }) => {
-                                batch.extend_from_slice(&operations)
-                            }
-                            None => break,
-                        }
+                        let Some(next) = subscription.try_recv_delivery() else {
+                            break;
+                        };
+                        from_engine &= next.from_engine;
+                        let Event::OperationsWritten { operations } = next.event;
+                        batch.extend_from_slice(&operations);
                     }
                     // Concurrent writers emit out of ordinal order.
                     batch.sort_by_key(|op| op.context.ordinal);
-                    self.catch_up(Some(&batch))
+                    self.catch_up(Some(Announced {
+                        ops: &batch,
+                        from_engine,
+                    }))
                 }
                 None => {
                     if self.store.last_ordinal() > self.applied() {
@@ -290,15 +302,17 @@ impl ViewInner {
 
     /// Applies, in ordinal order, `announced` operations if they follow the
     /// checkpoint, and otherwise everything the store holds past it.
-    fn catch_up(&self, announced: Option<&[OperationWithContext]>) -> Result<()> {
+    fn catch_up(&self, announced: Option<Announced<'_>>) -> Result<()> {
         let _apply = self.apply_lock.write();
         let mut next = self.applied().next();
-        if let Some(ops) = announced {
+        if let Some(Announced { ops, from_engine }) = announced {
             let contiguous = ops
                 .iter()
                 .enumerate()
                 .all(|(i, op)| op.context.ordinal.get() == next.get() + i as u64);
-            if contiguous && self.is_stored(ops)? {
+            // The engine announces what it just committed; anyone else's
+            // announcement is checked against the store first.
+            if contiguous && (from_engine || self.is_stored(ops)?) {
                 return self.apply_batch(ops);
             }
             if ops.iter().all(|op| op.context.ordinal < next) {

@@ -569,7 +569,7 @@ impl Executor {
     fn append(&self, parts: Vec<StreamAppend>) -> Result<Arc<[OperationWithContext]>> {
         let stored: Arc<[OperationWithContext]> =
             self.store.append_parts(parts, Vec::new())?.into();
-        self.bus.emit(Event::OperationsWritten {
+        self.bus.emit_from_engine(Event::OperationsWritten {
             operations: Arc::clone(&stored),
         });
         Ok(stored)
