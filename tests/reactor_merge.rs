@@ -60,6 +60,43 @@ fn create_everywhere(reactors: &[Reactor], doc: &str) {
     }
 }
 
+/// Creates `doc` as a log document on one replica only.
+fn create_log(reactor: &Reactor, doc: &str) {
+    written(
+        &reactor
+            .create(id(doc), create_input(LogModel::document_type()))
+            .expect("submit"),
+    );
+}
+
+/// Appends `APPEND aid` at `ts` to `reactor`'s global stream of `doc`
+/// around the reactor (`OperationStore::apply`, stored as `doc_type`).
+fn apply_around(reactor: &Reactor, doc_type: DocumentType, aid: &str, ts: u64) {
+    let unit = reactordb::SyncUnit::new(id("doc"), Scope::global(), main());
+    let revision = reactor
+        .store()
+        .head(&unit)
+        .expect("head")
+        .map_or(reactordb::Revision(0), |h| h.revision);
+    reactor
+        .store()
+        .apply(
+            &id("doc"),
+            &doc_type,
+            &Scope::global(),
+            &main(),
+            revision,
+            |txn| {
+                txn.add_operation(reactordb::NewOperation::new(
+                    revision.get(),
+                    action(aid, "APPEND", aid, ts),
+                    Digest::default(),
+                ));
+            },
+        )
+        .expect("apply");
+}
+
 /// An `APPEND` of its own id in the `local` scope (never synced).
 fn local_append(aid: &str, ts: u64) -> Action {
     Action::new(
@@ -604,11 +641,7 @@ fn two_creations_of_one_document_with_different_types_converge() {
         open_with_clock(dirs[0].path(), 200),
         open_with_clock(dirs[1].path(), 100),
     ];
-    written(
-        &rs[0]
-            .create(id("doc"), create_input(LogModel::document_type()))
-            .expect("submit"),
-    );
+    create_log(&rs[0], "doc");
     append(&rs[0], "doc", "x1", 300);
     written(
         &rs[1]
@@ -639,11 +672,7 @@ fn two_creations_of_one_document_with_different_types_converge() {
 #[test]
 fn a_creation_behind_early_operations_lands_even_in_a_run() {
     let (_dirs, rs) = replicas(2);
-    written(
-        &rs[0]
-            .create(id("doc"), create_input(LogModel::document_type()))
-            .expect("submit"),
-    );
+    create_log(&rs[0], "doc");
     let rename = reactordb::system_action(
         ActionId::new("rename").expect("valid"),
         1,
@@ -796,11 +825,7 @@ fn scopes_that_arrive_before_their_creation_are_parked_until_it_lands() {
     // scope (another sync order): they are stored, not refused, and once
     // the creation arrives the replicas agree.
     let (_dirs, rs) = replicas(2);
-    written(
-        &rs[0]
-            .create(id("doc"), create_input(LogModel::document_type()))
-            .expect("submit"),
-    );
+    create_log(&rs[0], "doc");
     append(&rs[0], "doc", "x1", 10);
     written(
         &rs[0]
@@ -851,11 +876,7 @@ fn two_creations() -> (Vec<tempfile::TempDir>, [Reactor; 2]) {
             )
             .expect("submit"),
     );
-    written(
-        &rs[1]
-            .create(id("doc"), create_input(LogModel::document_type()))
-            .expect("submit"),
-    );
+    create_log(&rs[1], "doc");
     append(&rs[1], "doc", "b1", 300);
     (dirs, rs)
 }
@@ -910,23 +931,7 @@ fn a_log_written_around_the_reactor_is_planned_whole_by_its_next_merge() {
     let unit = reactordb::SyncUnit::new(id("doc"), Scope::global(), main());
     let head = rs[0].store().head(&unit).expect("head").expect("stream");
     assert!(head.in_merge_order);
-    rs[0]
-        .store()
-        .apply(
-            &id("doc"),
-            &LogModel::document_type(),
-            &Scope::global(),
-            &main(),
-            head.revision,
-            |txn| {
-                txn.add_operation(reactordb::NewOperation::new(
-                    head.revision.get(),
-                    action("y", "APPEND", "y", 15),
-                    Digest::default(),
-                ));
-            },
-        )
-        .expect("apply");
+    apply_around(&rs[0], LogModel::document_type(), "y", 15);
     let head = rs[0].store().head(&unit).expect("head").expect("stream");
     assert!(!head.in_merge_order);
     assert!(!reactordb::verify_histories(rs[0].store())
@@ -951,11 +956,7 @@ fn a_local_creation_reduces_the_scopes_parked_before_it() {
     // document itself: the parked operations are reduced under it, with
     // state hashes, like any others.
     let (_dirs, rs) = replicas(2);
-    written(
-        &rs[0]
-            .create(id("doc"), create_input(LogModel::document_type()))
-            .expect("submit"),
-    );
+    create_log(&rs[0], "doc");
     append(&rs[0], "doc", "x1", 10);
     load(
         &rs[1],
@@ -964,11 +965,7 @@ fn a_local_creation_reduces_the_scopes_parked_before_it() {
     );
     let parked = stream_ops(rs[1].store(), "doc", &Scope::global());
     assert!(parked.iter().all(|o| o.state_hash == Digest::default()));
-    written(
-        &rs[1]
-            .create(id("doc"), create_input(LogModel::document_type()))
-            .expect("submit"),
-    );
+    create_log(&rs[1], "doc");
     let reduced = effective(&stream_ops(rs[1].store(), "doc", &Scope::global()))
         .into_iter()
         .cloned()
@@ -992,25 +989,7 @@ fn a_creation_change_puts_a_log_written_around_the_reactor_in_order() {
                 .expect("submit"),
         );
     }
-    let unit = reactordb::SyncUnit::new(id("doc"), Scope::global(), main());
-    let head = rs[0].store().head(&unit).expect("head").expect("stream");
-    rs[0]
-        .store()
-        .apply(
-            &id("doc"),
-            &reactordb::CounterModel::document_type(),
-            &Scope::global(),
-            &main(),
-            head.revision,
-            |txn| {
-                txn.add_operation(reactordb::NewOperation::new(
-                    head.revision.get(),
-                    action("i1", "INCREMENT", "", 255),
-                    Digest::default(),
-                ));
-            },
-        )
-        .expect("apply");
+    apply_around(&rs[0], reactordb::CounterModel::document_type(), "i1", 255);
     // B's creation wins: A's global scope is reduced again, and put in
     // merge order on the way.
     load(

@@ -9,8 +9,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{append, op, open, unit};
-use reactordb::{Error, Ordinal, Paging};
+use common::{append, assert_gapless_and_intact, op, open, unit};
+use reactordb::Error;
 
 struct Mounted(std::path::PathBuf);
 
@@ -78,23 +78,10 @@ fn a_full_disk_poisons_the_store_and_loses_nothing_acknowledged() {
         .is_ok_and(|s| s.success());
     assert!(grown, "remount with more space");
     let store = open(&db);
-    let ordinals: Vec<u64> = store
-        .get_since_ordinal(Ordinal(1), Paging::all())
-        .expect("feed")
-        .items
-        .iter()
-        .map(|o| o.context.ordinal.get())
-        .collect();
-    assert!(
-        ordinals.len() as u64 >= acknowledged,
-        "{} < {acknowledged}",
-        ordinals.len()
-    );
-    assert_eq!(ordinals, (1..=ordinals.len() as u64).collect::<Vec<_>>());
-    assert!(store.verify_all().expect("verify").is_clean());
+    let on_disk = assert_gapless_and_intact(&store);
+    assert!(on_disk >= acknowledged, "{on_disk} < {acknowledged}");
     println!(
-        "disk full after {acknowledged} acknowledged 64 KiB appends: {failure}; {} on disk after reopen",
-        ordinals.len()
+        "disk full after {acknowledged} acknowledged 64 KiB appends: {failure}; {on_disk} on disk after reopen"
     );
     drop(store);
     drop(mounted);

@@ -14,19 +14,8 @@ use std::collections::BTreeSet;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{append, append_ids, op, open, unit};
-use reactordb::{Error, OperationStore, Ordinal, Paging};
-
-/// Every ordinal in the store's feed.
-fn ordinals_on_disk(store: &OperationStore) -> Vec<u64> {
-    store
-        .get_since_ordinal(Ordinal(1), Paging::all())
-        .expect("feed")
-        .items
-        .iter()
-        .map(|o| o.context.ordinal.get())
-        .collect()
-}
+use common::{append, append_ids, op, open, ordinals_on_disk, unit};
+use reactordb::{Error, OperationStore, Ordinal};
 
 #[test]
 fn a_failed_write_poisons_and_last_ordinal_counts_only_what_was_written() {

@@ -10,8 +10,8 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use common::{append, op, unit};
-use reactordb::{Durability, OperationStore, Ordinal, Paging, StoreOptions};
+use common::{append, assert_gapless_and_intact, op, unit};
+use reactordb::{Durability, OperationStore, StoreOptions};
 
 const CHILD_ENV: &str = "REACTORDB_FSYNC_CHILD_DIR";
 const FLAG_ENV: &str = "REACTORDB_FAIL_FSYNC_FLAG";
@@ -136,19 +136,10 @@ fn a_failed_fsync_poisons_the_store_and_loses_nothing_acknowledged() {
     assert_eq!(acknowledged, (0..50).collect::<Vec<_>>());
     // Reopened without the shim: every acknowledged append is there.
     let store = OperationStore::open(dir.path().join("db"), StoreOptions::default()).expect("open");
-    let ordinals: Vec<u64> = store
-        .get_since_ordinal(Ordinal(1), Paging::all())
-        .expect("feed")
-        .items
-        .iter()
-        .map(|o| o.context.ordinal.get())
-        .collect();
-    assert!(ordinals.len() >= acknowledged.len(), "{ordinals:?}");
-    assert_eq!(ordinals, (1..=ordinals.len() as u64).collect::<Vec<_>>());
-    assert!(store.verify_all().expect("verify").is_clean());
+    let on_disk = assert_gapless_and_intact(&store);
+    assert!(on_disk >= acknowledged.len() as u64, "{on_disk}");
     println!(
-        "fsync failed after {} acknowledged synced appends: {failure}; {} on disk after reopen",
-        acknowledged.len(),
-        ordinals.len()
+        "fsync failed after {} acknowledged synced appends: {failure}; {on_disk} on disk after reopen",
+        acknowledged.len()
     );
 }

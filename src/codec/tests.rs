@@ -38,6 +38,23 @@ fn sample_operation() -> Operation {
     }
 }
 
+/// An operation's value as the store writes it (hash and ordinal zero).
+fn encode(op: &Operation) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    encode_operation(
+        &mut bytes,
+        &op.id,
+        op.index,
+        op.skip,
+        op.timestamp_utc_ms,
+        &op.state_hash,
+        &op.content_hash,
+        &op.action,
+        &op.error,
+    );
+    bytes
+}
+
 /// Operation value v1, as written by the first release (no content hash).
 const OPERATION_V1: &str =
     "01000000000000002aabababababababababababababababababababababababababababababababab10070707070707070707070707070707070301fd7b68e5cf8b01000020cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd056163742d310353455406676c6f62616cfd6468e5cf8b010000077b2276223a317d010201020104626f6f6d";
@@ -83,19 +100,7 @@ fn operation_v2_fixture_decodes() {
     // whatever was written (the chain commits to it).
     let mut other = op.clone();
     other.content_hash = Digest([0x11; 32]);
-    let mut bytes = Vec::new();
-    encode_operation(
-        &mut bytes,
-        &other.id,
-        other.index,
-        other.skip,
-        other.timestamp_utc_ms,
-        &other.state_hash,
-        &other.content_hash,
-        &other.action,
-        &other.error,
-    );
-    let (read, _) = decode_operation(&bytes).expect("v2 decodes");
+    let (read, _) = decode_operation(&encode(&other)).expect("v2 decodes");
     assert_eq!(read.content_hash, Digest([0x11; 32]));
     assert!(!read.content_hash_matches());
 }
@@ -195,19 +200,7 @@ fn an_operation_whose_skip_reaches_before_its_stream_is_corrupt() {
     for (index, skip, ok) in [(3, 3, true), (3, 4, false), (0, 1, false), (0, 0, true)] {
         op.index = index;
         op.skip = skip;
-        let mut bytes = Vec::new();
-        encode_operation(
-            &mut bytes,
-            &op.id,
-            op.index,
-            op.skip,
-            op.timestamp_utc_ms,
-            &op.state_hash,
-            &op.content_hash,
-            &op.action,
-            &op.error,
-        );
-        match decode_operation(&bytes) {
+        match decode_operation(&encode(&op)) {
             Ok((decoded, _)) => assert!(ok && decoded.skip == skip),
             Err(e) => assert!(!ok && matches!(e, Error::Corrupt { .. }), "{e:?}"),
         }

@@ -73,6 +73,26 @@ pub fn append(
     )
 }
 
+/// Every ordinal in the store's feed, in order.
+pub fn ordinals_on_disk(store: &OperationStore) -> Vec<u64> {
+    store
+        .get_since_ordinal(reactordb::Ordinal(1), reactordb::Paging::all())
+        .expect("feed")
+        .items
+        .iter()
+        .map(|o| o.context.ordinal.get())
+        .collect()
+}
+
+/// Checks the feed is gapless from 1 and every chain verifies; returns how
+/// many operations the store holds.
+pub fn assert_gapless_and_intact(store: &OperationStore) -> u64 {
+    let ordinals = ordinals_on_disk(store);
+    assert_eq!(ordinals, (1..=ordinals.len() as u64).collect::<Vec<_>>());
+    assert!(store.verify_all().expect("verify").is_clean());
+    ordinals.len() as u64
+}
+
 pub fn revision(store: &OperationStore, unit: &SyncUnit) -> u64 {
     store
         .head(unit)
