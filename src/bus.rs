@@ -49,7 +49,7 @@ impl Event {
 /// An event as a subscriber's channel carries it: with whether the engine
 /// emitted it (its executor, after its own write) or anyone else did
 /// through the public [`EventBus::emit`]. Only the engine's are trusted as
-/// they are; the view checks the others against the store.
+/// they are; anyone else's only prompts the view to read the store.
 #[derive(Clone)]
 pub(crate) struct Delivery {
     pub(crate) event: Event,

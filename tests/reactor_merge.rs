@@ -1003,3 +1003,52 @@ fn a_creation_change_puts_a_log_written_around_the_reactor_in_order() {
         .is_clean());
     converge(&rs, "doc", &[Scope::document(), Scope::global()]);
 }
+
+#[test]
+fn snapshots_written_as_a_creation_change_drops_the_old_ones_chain_from_nothing() {
+    // Every operation snapshotted: the batch that drops the losing
+    // creation's snapshots writes new ones right after; they chain from
+    // zero, and verify stays clean.
+    let dirs: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let open_snapshotting = |dir: &std::path::Path, now: u64| {
+        Reactor::builder(dir)
+            .durability(reactordb::Durability::Buffered)
+            .registry(registry())
+            .workers(1)
+            .clock(move || now)
+            .view_options(reactordb::ViewOptions {
+                snapshot_every: 1,
+                ..reactordb::ViewOptions::default()
+            })
+            .open()
+            .expect("open")
+    };
+    let rs = [
+        open_snapshotting(dirs[0].path(), 200),
+        open_snapshotting(dirs[1].path(), 100),
+    ];
+    written(
+        &rs[0]
+            .create(
+                id("doc"),
+                create_input(reactordb::CounterModel::document_type()),
+            )
+            .expect("submit"),
+    );
+    for (aid, ts) in [("i0", 250), ("i1", 260)] {
+        written(
+            &rs[0]
+                .execute(id("doc"), main(), vec![action(aid, "INCREMENT", "", ts)])
+                .expect("submit"),
+        );
+    }
+    create_log(&rs[1], "doc");
+    converge(&rs, "doc", &[Scope::document(), Scope::global()]);
+    for r in &rs {
+        let report = reactordb::verify_snapshots(r.store()).expect("verify");
+        assert!(report.first_broken.is_none(), "{report:?}");
+        assert!(report.snapshots_checked > 0);
+    }
+}

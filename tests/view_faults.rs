@@ -251,8 +251,9 @@ fn a_forged_operation_announced_before_a_true_one_is_not_applied() {
     std::thread::sleep(Duration::from_millis(50)); // their events are missed
     let global = operations_of(&reactor, "d", |s| *s == Scope::global());
     let mut forged = global[0].clone();
+    // Its place, chain hash and ordinal are the true operation's: only
+    // its content is forged.
     forged.operation.action = action("forged", "ADD", "X", 1);
-    forged.operation.hash = Digest([7; 32]);
     reactor.view().stall_worker(false);
     reactor
         .bus()
@@ -265,4 +266,52 @@ fn a_forged_operation_announced_before_a_true_one_is_not_applied() {
     // The forged operation would have put an X in the cached state.
     let d = read(&reactor, "d").expect("the true history reads");
     assert_eq!(d.state(&Scope::global()), Some(&b".."[..]));
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn the_view_worker_survives_a_panic_of_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open_panicky(dir.path());
+    written(
+        &reactor
+            .create(id("d"), create_input(Panicky::document_type()))
+            .expect("submit"),
+    );
+    reactor.view().panic_worker_once();
+    let token = reactor
+        .execute(id("d"), main(), vec![action("a1", "ADD", "", 1)])
+        .expect("submit")
+        .readable(Duration::from_secs(10))
+        .expect("applied after the worker's panic");
+    assert!(reactor.view().applied() >= token.0);
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn dropping_the_reactor_releases_a_handle_waiting_on_it_and_closes_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open_panicky(dir.path());
+    written(
+        &reactor
+            .create(id("d"), create_input(Panicky::document_type()))
+            .expect("submit"),
+    );
+    reactor.view().stall_worker(true);
+    let job = reactor
+        .execute(id("d"), main(), vec![action("a1", "ADD", "", 1)])
+        .expect("submit");
+    written(&job);
+    // A thread waits for the job to be readable: the stalled view never
+    // gets there, so the wait is in progress when the reactor goes.
+    let waiter = std::thread::spawn(move || job.readable(Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    drop(reactor);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The database is closed when drop returns: the path reopens at once.
+    let reopened = open_panicky(dir.path());
+    let result = waiter.join().expect("the waiter returns");
+    assert!(matches!(result, Err(Error::Shutdown)), "{result:?}");
+    drop(reopened);
 }

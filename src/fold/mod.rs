@@ -298,7 +298,28 @@ pub(crate) fn fold(
 
 /// Snapshots added to a batch that is not written yet: stream key →
 /// (revision, hash), so the next one in the same batch chains to them.
-pub(crate) type PendingSnapshots = std::collections::HashMap<Vec<u8>, (u64, Digest)>;
+#[derive(Default)]
+pub(crate) struct PendingSnapshots {
+    /// Stream key → (revision, hash) of its newest snapshot in the batch.
+    written: std::collections::HashMap<Vec<u8>, (u64, Digest)>,
+    /// Key prefixes whose snapshots the batch deletes (a document whose
+    /// winning creation changed): a snapshot written after that chains to
+    /// nothing before it.
+    dropped: Vec<Vec<u8>>,
+}
+
+impl PendingSnapshots {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// The batch deletes every snapshot under `prefix` (before what it
+    /// writes next).
+    pub(crate) fn drop_prefix(&mut self, prefix: Vec<u8>) {
+        self.written.retain(|key, _| !key.starts_with(&prefix));
+        self.dropped.push(prefix);
+    }
+}
 
 /// The hash of the newest intact snapshot below `revision`.
 fn previous_snapshot_hash(
@@ -307,10 +328,13 @@ fn previous_snapshot_hash(
     revision: u64,
     pending: &PendingSnapshots,
 ) -> Digest {
-    if let Some((rev, hash)) = pending.get(unit_key) {
+    if let Some((rev, hash)) = pending.written.get(unit_key) {
         if *rev < revision {
             return *hash;
         }
+    }
+    if pending.dropped.iter().any(|p| unit_key.starts_with(p)) {
+        return Digest::default();
     }
     let mut below = revision;
     while let Some((rev, bytes)) = below
@@ -353,6 +377,13 @@ fn base_state_again(
 
 /// Adds a snapshot of `folded` to `batch`, chained to the stream's previous
 /// intact snapshot (including one pending in the same batch).
+/// Deletes the snapshot of a stream at `revision` (in `batch`).
+pub(crate) fn delete_snapshot(db: &DB, batch: &mut WriteBatch, unit_key: &[u8], revision: u64) {
+    if let Some(cf) = db.cf_handle(keys::CF_SNAPSHOTS) {
+        batch.delete_cf(cf, keys::snapshot_key(unit_key, revision));
+    }
+}
+
 pub(crate) fn put_snapshot(
     db: &DB,
     batch: &mut WriteBatch,
@@ -374,7 +405,9 @@ pub(crate) fn put_snapshot(
     };
     let (bytes, hash) = snapshot.encode();
     batch.put_cf(cf, keys::snapshot_key(unit_key, folded.revision), bytes);
-    pending.insert(unit_key.to_vec(), (folded.revision, hash));
+    pending
+        .written
+        .insert(unit_key.to_vec(), (folded.revision, hash));
 }
 
 #[cfg(test)]

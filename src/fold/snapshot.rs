@@ -105,8 +105,8 @@ pub fn verify_snapshots(
     };
     let mut iter = db.raw_iterator_cf(cf);
     iter.seek_to_first();
-    // The previous snapshot of the stream being read: its key and hash.
-    let mut previous: Option<(Vec<u8>, Digest)> = None;
+    // The stream being read, and the hashes of its snapshots so far.
+    let mut stream: Option<(Vec<u8>, std::collections::HashSet<Digest>)> = None;
     while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
         report.snapshots_checked += 1;
         let Some((unit, rest)) = crate::keys::decode_unit_key(key) else {
@@ -121,22 +121,26 @@ pub fn verify_snapshots(
             Some(index) => store.get_with_ordinal(&unit_key, index)?,
             None => None,
         };
-        let expected_previous = match &previous {
-            Some((key, hash)) if *key == unit_key => *hash,
-            _ => Digest::default(),
-        };
+        if stream.as_ref().is_none_or(|(key, _)| *key != unit_key) {
+            stream = Some((unit_key.clone(), std::collections::HashSet::new()));
+        }
+        let earlier = stream.as_mut().map(|(_, seen)| seen);
         let decoded = Snapshot::decode(value);
-        let intact = match (&decoded, anchor) {
-            (Some((snapshot, _)), Some((op, _))) => {
-                snapshot.revision == revision
-                    && snapshot.op_hash == op.hash
-                    && snapshot.previous == expected_previous
+        let intact = match (&decoded, anchor, earlier) {
+            (Some((snapshot, hash)), Some((op, _)), Some(earlier)) => {
+                // The first snapshot names none; a later one names one
+                // before it (the newest intact one when it was written:
+                // a removed snapshot leaves a name nothing answers to).
+                let chained = if earlier.is_empty() {
+                    snapshot.previous == Digest::default()
+                } else {
+                    earlier.contains(&snapshot.previous)
+                };
+                earlier.insert(*hash);
+                snapshot.revision == revision && snapshot.op_hash == op.hash && chained
             }
             _ => false,
         };
-        if let Some((_, hash)) = decoded {
-            previous = Some((unit_key, hash));
-        }
         if !intact {
             report.first_broken = Some((unit, revision));
             return Ok(report);

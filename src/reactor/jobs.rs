@@ -79,7 +79,7 @@ struct Table {
     /// the retention until every dependent has been taken.
     pinned: HashMap<JobId, usize>,
     /// Pinned jobs the retention would have dropped: dropped when unpinned.
-    overdue: Vec<JobId>,
+    overdue: std::collections::HashSet<JobId>,
     next: u64,
 }
 
@@ -87,6 +87,8 @@ struct Table {
 pub(crate) struct JobTable {
     table: Mutex<Table>,
     changed: Condvar,
+    /// The reactor is closing: waits return at once.
+    closed: std::sync::atomic::AtomicBool,
     /// How many finished jobs are remembered.
     retained: usize,
 }
@@ -96,6 +98,7 @@ impl JobTable {
         Self {
             table: Mutex::default(),
             changed: Condvar::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
             retained,
         }
     }
@@ -117,8 +120,7 @@ impl JobTable {
                 *n -= 1;
                 if *n == 0 {
                     t.pinned.remove(id);
-                    if let Some(at) = t.overdue.iter().position(|o| o == id) {
-                        t.overdue.swap_remove(at);
+                    if t.overdue.remove(id) {
                         t.status.remove(id);
                     }
                 }
@@ -151,7 +153,7 @@ impl JobTable {
                 while t.finished.len() > self.retained {
                     if let Some(old) = t.finished.pop_front() {
                         if t.pinned.contains_key(&old) {
-                            t.overdue.push(old);
+                            t.overdue.insert(old);
                         } else {
                             t.status.remove(&old);
                         }
@@ -178,12 +180,24 @@ impl JobTable {
     }
 
     /// Waits until the job is done (written or failed), up to `deadline`.
+    /// Wakes every wait, which returns at once from now on.
+    pub(crate) fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let _t = self.table.lock();
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub(crate) fn wait_done(&self, id: JobId, deadline: std::time::Instant) -> Option<JobStatus> {
         let mut t = self.table.lock();
         loop {
             match t.status.get(&id) {
                 None => return None,
-                Some(s) if s.is_done() => return Some(s.clone()),
+                Some(s) if s.is_done() || self.is_closed() => return Some(s.clone()),
                 Some(_) => {
                     *t.awaited.entry(id).or_default() += 1;
                     let timed_out = self.changed.wait_until(&mut t, deadline).timed_out();

@@ -278,7 +278,10 @@ impl JobHandle {
     }
 
     fn inner(&self) -> Result<Arc<Inner>> {
-        self.inner.upgrade().ok_or(Error::Shutdown)
+        match self.inner.upgrade() {
+            Some(inner) if !inner.jobs.is_closed() => Ok(inner),
+            _ => Err(Error::Shutdown),
+        }
     }
 
     /// The job's status now; [`Error::JobUnknown`] once its record was
@@ -569,8 +572,18 @@ impl Reactor {
 }
 
 impl Drop for Reactor {
+    /// Shuts down, then closes: every wait on a job or token returns
+    /// (`Shutdown`), and once the handles busy in one let go of the reactor
+    /// (at once: their waits return), the database is closed before `drop`
+    /// returns, so the path reopens right away.
     fn drop(&mut self) {
         self.shutdown();
+        self.inner.jobs.close();
+        self.inner.view.close();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.inner) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
@@ -637,10 +650,14 @@ impl Inner {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 self.view
                     .wait_for_within(token, remaining)
-                    .map_err(|_| Error::WaitTimeout { job: id.0 })?;
+                    .map_err(|e| match e {
+                        Error::Shutdown => Error::Shutdown,
+                        _ => Error::WaitTimeout { job: id.0 },
+                    })?;
                 Ok(JobStatus::ReadReady { token })
             }
             s if s.is_done() => Ok(self.status(id).unwrap_or(s)),
+            _ if self.jobs.is_closed() => Err(Error::Shutdown),
             _ => Err(Error::WaitTimeout { job: id.0 }),
         }
     }

@@ -430,28 +430,6 @@ impl OperationStore {
         Ok(())
     }
 
-    /// Whether every operation is stored as given: at its stream and index,
-    /// with its chain hash and ordinal (one batched read; the values are
-    /// not decoded past their fixed header).
-    pub(crate) fn holds_exactly(&self, ops: &[OperationWithContext]) -> Result<bool> {
-        let keys: Vec<Vec<u8>> = ops
-            .iter()
-            .map(|o| keys::op_key(&o.context.unit(), o.operation.index))
-            .collect();
-        let cf = cf_handles(self.db()).operations;
-        let found = self.db().batched_multi_get_cf(cf, &keys, false);
-        for (op, value) in ops.iter().zip(found) {
-            let Some(value) = value? else {
-                return Ok(false);
-            };
-            let parts = codec::split_operation(&value)?;
-            if parts.ordinal != op.context.ordinal || parts.hash != op.operation.hash {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
     /// The operation at `index` of the stream `unit_key`, with its ordinal.
     pub(crate) fn get_with_ordinal(
         &self,

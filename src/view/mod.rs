@@ -24,7 +24,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, RwLock};
 use rocksdb::WriteBatch;
 
-use crate::bus::{Event, EventBus, Subscription};
+use crate::bus::{Delivery, Event, EventBus, Subscription};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::{OperationWithContext, Ordinal, Scope};
@@ -102,6 +102,9 @@ pub(crate) struct ViewInner {
     /// A test stalls the worker (`fault-injection`).
     #[cfg(feature = "fault-injection")]
     stalled: AtomicBool,
+    /// A test makes the worker panic once (`fault-injection`).
+    #[cfg(feature = "fault-injection")]
+    panic_once: AtomicBool,
 }
 
 /// The read side. Reads are `&self` and may run from many threads (share
@@ -143,6 +146,8 @@ impl DocumentView {
             stop: AtomicBool::new(false),
             #[cfg(feature = "fault-injection")]
             stalled: AtomicBool::new(false),
+            #[cfg(feature = "fault-injection")]
+            panic_once: AtomicBool::new(false),
         });
         inner.catch_up(None)?;
         let worker = {
@@ -167,6 +172,21 @@ impl DocumentView {
     /// passes: [`Error::ConsistencyTimeout`]).
     pub fn wait_for(&self, token: ConsistencyToken) -> Result<()> {
         self.inner.wait_for(token)
+    }
+
+    /// Stops the worker and wakes every token wait (which answers
+    /// [`Error::Shutdown`]); the owner drops the view next.
+    pub(crate) fn close(&self) {
+        self.inner.stop.store(true, Ordering::Release);
+        let _applied = self.inner.applied.lock();
+        self.inner.applied_changed.notify_all();
+    }
+
+    /// Makes the view's worker panic once, at its next step. Only with the
+    /// `fault-injection` feature.
+    #[cfg(feature = "fault-injection")]
+    pub fn panic_worker_once(&self) {
+        self.inner.panic_once.store(true, Ordering::Release);
     }
 
     /// Stalls (`true`) or resumes the view's worker: a stalled view applies
@@ -233,40 +253,63 @@ impl ViewInner {
             if self.stalled.load(Ordering::Acquire) {
                 continue;
             }
-            let result = match event {
-                Some(first) => {
-                    // Apply everything already queued in one batch: one
-                    // RocksDB write for many events.
-                    let mut from_engine = first.from_engine;
-                    let Event::OperationsWritten { operations } = first.event;
-                    let mut batch: Vec<OperationWithContext> = operations.to_vec();
-                    while batch.len() < 4_096 {
-                        let Some(next) = subscription.try_recv_delivery() else {
-                            break;
-                        };
-                        from_engine &= next.from_engine;
-                        let Event::OperationsWritten { operations } = next.event;
-                        batch.extend_from_slice(&operations);
-                    }
-                    // Concurrent writers emit out of ordinal order.
-                    batch.sort_by_key(|op| op.context.ordinal);
-                    self.catch_up(Some(Announced {
-                        ops: &batch,
-                        from_engine,
-                    }))
+            // A panic while applying (a bug outside the models, whose panics
+            // are caught where they reduce) must not end the worker: readers
+            // only wait for it. The apply is idempotent from the checkpoint.
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                #[cfg(feature = "fault-injection")]
+                if self.panic_once.swap(false, Ordering::AcqRel) {
+                    panic!("injected fault: the view's worker panics");
                 }
-                None => {
-                    if self.store.last_ordinal() > self.applied() {
-                        self.catch_up(None)
-                    } else {
-                        Ok(())
-                    }
+                self.apply_event(&subscription, event)
+            }));
+            let failed = match applied {
+                Ok(result) => result.is_err(),
+                Err(_) => {
+                    tracing::error!("the view's worker panicked while applying; retrying");
+                    true
                 }
             };
-            if result.is_err() {
-                // A storage error: back off and retry from the checkpoint;
-                // readers waiting on tokens time out meanwhile.
+            if failed {
+                // Back off and retry from the checkpoint; readers waiting on
+                // tokens time out meanwhile.
                 std::thread::sleep(self.options.poll_interval);
+            }
+        }
+    }
+
+    /// One step of the worker: apply what an event announces (with what
+    /// else is queued), or, with no event, what the store holds past the
+    /// checkpoint.
+    fn apply_event(&self, subscription: &Subscription, event: Option<Delivery>) -> Result<()> {
+        match event {
+            Some(first) => {
+                // Apply everything already queued in one batch: one
+                // RocksDB write for many events.
+                let mut from_engine = first.from_engine;
+                let Event::OperationsWritten { operations } = first.event;
+                let mut batch: Vec<OperationWithContext> = operations.to_vec();
+                while batch.len() < 4_096 {
+                    let Some(next) = subscription.try_recv_delivery() else {
+                        break;
+                    };
+                    from_engine &= next.from_engine;
+                    let Event::OperationsWritten { operations } = next.event;
+                    batch.extend_from_slice(&operations);
+                }
+                // Concurrent writers emit out of ordinal order.
+                batch.sort_by_key(|op| op.context.ordinal);
+                self.catch_up(Some(Announced {
+                    ops: &batch,
+                    from_engine,
+                }))
+            }
+            None => {
+                if self.store.last_ordinal() > self.applied() {
+                    self.catch_up(None)
+                } else {
+                    Ok(())
+                }
             }
         }
     }
@@ -286,6 +329,9 @@ impl ViewInner {
         let deadline = std::time::Instant::now() + timeout;
         let mut applied = self.applied.lock();
         while *applied < token.0 {
+            if self.stop.load(Ordering::Acquire) {
+                return Err(Error::Shutdown);
+            }
             if self
                 .applied_changed
                 .wait_until(&mut applied, deadline)
@@ -310,9 +356,10 @@ impl ViewInner {
                 .iter()
                 .enumerate()
                 .all(|(i, op)| op.context.ordinal.get() == next.get() + i as u64);
-            // The engine announces what it just committed; anyone else's
-            // announcement is checked against the store first.
-            if contiguous && (from_engine || self.is_stored(ops)?) {
+            // The engine announces what it just committed. Anyone else's
+            // announcement only says "read the store": its operations are
+            // never applied as given (their fields are public).
+            if contiguous && from_engine {
                 return self.apply_batch(ops);
             }
             if ops.iter().all(|op| op.context.ordinal < next) {
@@ -329,14 +376,6 @@ impl ViewInner {
             next = self.applied().next();
         }
         Ok(())
-    }
-
-    /// Whether an announced batch is what the store holds: every operation
-    /// stored at its place with its chain hash and ordinal. Anyone can emit
-    /// on the bus (a store user announces its own appends); an announcement
-    /// that is not the store's is ignored and the store is read instead.
-    fn is_stored(&self, ops: &[OperationWithContext]) -> Result<bool> {
-        self.store.holds_exactly(ops)
     }
 
     /// Applies consecutive operations and persists the checkpoint with
@@ -420,7 +459,13 @@ impl ViewInner {
                 // by another model, so what was folded by the old one (the
                 // cached document, its snapshots) is dropped.
                 reset = true;
-                drop_snapshots(self.store.db(), batch, &ctx.document_id, &ctx.branch);
+                drop_snapshots(
+                    self.store.db(),
+                    batch,
+                    snapshots,
+                    &ctx.document_id,
+                    &ctx.branch,
+                );
             }
             headers.insert(header_key.clone(), new);
         }
@@ -582,6 +627,7 @@ impl ViewInner {
 fn drop_snapshots(
     db: &rocksdb::DB,
     batch: &mut WriteBatch,
+    pending: &mut fold::PendingSnapshots,
     document_id: &crate::model::DocumentId,
     branch: &crate::model::Branch,
 ) {
@@ -589,6 +635,7 @@ fn drop_snapshots(
         return;
     };
     let from = keys::document_branch_prefix(document_id, branch);
+    pending.drop_prefix(from.clone());
     // The prefix ends with the branch's NUL terminator: raising it to 1
     // bounds exactly the keys that start with the prefix.
     let mut to = from.clone();

@@ -272,6 +272,11 @@ impl ViewInner {
             let mut bad_snapshots = folded.bad_snapshots.clone();
             bad_snapshots.sort_unstable();
             for bad in &bad_snapshots {
+                if *bad == 0 {
+                    // Never a real snapshot: the key goes.
+                    fold::delete_snapshot(db, &mut repairs, &unit_key, 0);
+                    continue;
+                }
                 let at = if *bad == folded.revision {
                     folded.clone()
                 } else {
