@@ -282,12 +282,13 @@ pub enum Error {
     /// A document model's reducer panicked on an operation: the document
     /// cannot be folded past it (reads of it answer this), everything else
     /// goes on.
-    #[error("the {document_type} reducer panicked on action {action_id}: {reason}")]
+    #[error("the {document_type} model panicked (action {action_id:?}): {reason}")]
     ReducerPanicked {
         /// The document type whose model panicked.
         document_type: String,
-        /// The action it panicked on.
-        action_id: crate::model::ActionId,
+        /// The action it panicked on (`None`: making a scope's initial
+        /// state).
+        action_id: Option<crate::model::ActionId>,
         /// The panic's message.
         reason: String,
     },

@@ -14,7 +14,8 @@ use reactordb::{
 };
 
 /// A model that panics on `BOOM` and appends anything else: its input, or
-/// a dot for an empty one.
+/// a dot for an empty one. Its `local` scope panics making its initial
+/// state.
 struct Panicky;
 
 impl Panicky {
@@ -27,7 +28,8 @@ impl DocumentModel for Panicky {
     fn document_type(&self) -> DocumentType {
         Self::document_type()
     }
-    fn initial_state(&self, _scope: &Scope) -> Vec<u8> {
+    fn initial_state(&self, scope: &Scope) -> Vec<u8> {
+        assert_ne!(scope.as_str(), "local", "no local state here");
         Vec::new()
     }
     fn reduce(
@@ -105,7 +107,7 @@ fn a_panicking_reducer_fails_its_document_and_nothing_else() {
         Err(Error::ReducerPanicked {
             action_id, reason, ..
         }) => {
-            assert_eq!(action_id.as_str(), "b1");
+            assert_eq!(action_id.expect("an action").as_str(), "b1");
             assert!(reason.contains("boom on b1"), "{reason}");
         }
         other => panic!("{other:?}"),
@@ -314,4 +316,35 @@ fn dropping_the_reactor_releases_a_handle_waiting_on_it_and_closes_the_database(
     let result = waiter.join().expect("the waiter returns");
     assert!(matches!(result, Err(Error::Shutdown)), "{result:?}");
     drop(reopened);
+}
+
+#[test]
+fn a_model_panicking_on_an_initial_state_fails_the_job_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open_panicky(dir.path());
+    written(
+        &reactor
+            .create(id("d"), create_input(Panicky::document_type()))
+            .expect("submit"),
+    );
+    let mut local = action("l1", "ADD", "", 1);
+    local.scope = Scope::local();
+    let job = reactor
+        .execute(id("d"), main(), vec![local])
+        .expect("submit");
+    match &*failure(&job) {
+        Error::ReducerPanicked {
+            action_id, reason, ..
+        } => {
+            assert!(action_id.is_none());
+            assert!(reason.contains("no local state"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The reactor goes on.
+    written(
+        &reactor
+            .execute(id("d"), main(), vec![action("g1", "ADD", "", 2)])
+            .expect("submit"),
+    );
 }

@@ -52,9 +52,10 @@ impl Reducer<'_> {
                 registry,
                 document_type,
                 scope,
-            } => Ok(registry
-                .require(document_type, version)?
-                .initial_state(scope)),
+            } => {
+                let model = registry.require(document_type, version)?;
+                caught(document_type, None, || model.initial_state(scope))
+            }
         }
     }
 
@@ -134,6 +135,16 @@ impl Reducer<'_> {
 /// reads and its job, not the thread (the view's worker, a reader, a
 /// reactor worker) that folds it.
 fn guarded<T>(document_type: &DocumentType, op: &Operation, run: impl FnOnce() -> T) -> Result<T> {
+    caught(document_type, Some(op), run)
+}
+
+/// [`guarded`] for model code that may run on no operation (`None`: the
+/// initial state).
+fn caught<T>(
+    document_type: &DocumentType,
+    op: Option<&Operation>,
+    run: impl FnOnce() -> T,
+) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|panic| {
         let reason = panic
             .downcast_ref::<&str>()
@@ -142,7 +153,7 @@ fn guarded<T>(document_type: &DocumentType, op: &Operation, run: impl FnOnce() -
             .unwrap_or_else(|| "a panic without a message".to_owned());
         crate::error::Error::ReducerPanicked {
             document_type: document_type.to_string(),
-            action_id: op.action.id.clone(),
+            action_id: op.map(|op| op.action.id.clone()),
             reason,
         }
     })

@@ -283,6 +283,10 @@ impl CommitGroup {
         if !self.sync || queue.waiting.len() >= queue.target {
             return queue;
         }
+        let queued_bytes: usize = queue.waiting.iter().map(|(_, w)| w.records.len()).sum();
+        if queued_bytes >= MAX_GROUP_BYTES {
+            return queue; // a full group is queued already: no one to wait for
+        }
         let budget = Duration::from_nanos(self.write_nanos.load(Ordering::Relaxed)).min(MAX_GATHER);
         let deadline = Instant::now() + budget;
         queue.gathering = true;
