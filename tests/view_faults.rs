@@ -62,6 +62,22 @@ fn open_panicky(dir: &std::path::Path) -> reactordb::Reactor {
         .expect("open")
 }
 
+fn create_panicky(reactor: &reactordb::Reactor, doc: &str) {
+    written(
+        &reactor
+            .create(id(doc), create_input(Panicky::document_type()))
+            .expect("submit"),
+    );
+}
+
+/// Waits until the view has applied everything stored.
+fn caught_up(reactor: &reactordb::Reactor) {
+    reactor
+        .view()
+        .wait_for(ConsistencyToken(reactor.store().last_ordinal()))
+        .expect("caught up");
+}
+
 fn read(reactor: &reactordb::Reactor, doc: &str) -> reactordb::Result<reactordb::Document> {
     let token = ConsistencyToken(reactor.store().last_ordinal());
     reactor
@@ -154,11 +170,7 @@ fn a_wait_for_a_token_never_written_honours_its_deadline() {
 fn a_wait_on_a_stalled_view_times_out_at_its_deadline_then_lands() {
     let dir = tempfile::tempdir().expect("tempdir");
     let reactor = open_panicky(dir.path());
-    written(
-        &reactor
-            .create(id("d"), create_input(Panicky::document_type()))
-            .expect("submit"),
-    );
+    create_panicky(&reactor, "d");
     reactor.view().stall_worker(true);
     let token = written(
         &reactor
@@ -188,15 +200,8 @@ fn a_wait_on_a_stalled_view_times_out_at_its_deadline_then_lands() {
 fn a_forged_event_on_the_bus_is_not_applied() {
     let dir = tempfile::tempdir().expect("tempdir");
     let reactor = open_panicky(dir.path());
-    written(
-        &reactor
-            .create(id("d"), create_input(Panicky::document_type()))
-            .expect("submit"),
-    );
-    reactor
-        .view()
-        .wait_for(ConsistencyToken(reactor.store().last_ordinal()))
-        .expect("caught up");
+    create_panicky(&reactor, "d");
+    caught_up(&reactor);
     // A forged operation at the next ordinal: anyone can emit on the bus.
     let next = reactordb::Ordinal(reactor.store().last_ordinal().get() + 1);
     let mut forged = operations_of(&reactor, "d", |_| true)
@@ -227,15 +232,8 @@ fn a_forged_event_on_the_bus_is_not_applied() {
 fn a_forged_operation_announced_before_a_true_one_is_not_applied() {
     let dir = tempfile::tempdir().expect("tempdir");
     let reactor = open_panicky(dir.path());
-    written(
-        &reactor
-            .create(id("d"), create_input(Panicky::document_type()))
-            .expect("submit"),
-    );
-    reactor
-        .view()
-        .wait_for(ConsistencyToken(reactor.store().last_ordinal()))
-        .expect("caught up");
+    create_panicky(&reactor, "d");
+    caught_up(&reactor);
     // Read once, so the view caches the document and would advance the
     // cached state by whatever it is told.
     read(&reactor, "d").expect("read");
@@ -275,11 +273,7 @@ fn a_forged_operation_announced_before_a_true_one_is_not_applied() {
 fn the_view_worker_survives_a_panic_of_its_own() {
     let dir = tempfile::tempdir().expect("tempdir");
     let reactor = open_panicky(dir.path());
-    written(
-        &reactor
-            .create(id("d"), create_input(Panicky::document_type()))
-            .expect("submit"),
-    );
+    create_panicky(&reactor, "d");
     reactor.view().panic_worker_once();
     let token = reactor
         .execute(id("d"), main(), vec![action("a1", "ADD", "", 1)])
@@ -294,11 +288,7 @@ fn the_view_worker_survives_a_panic_of_its_own() {
 fn dropping_the_reactor_releases_a_handle_waiting_on_it_and_closes_the_database() {
     let dir = tempfile::tempdir().expect("tempdir");
     let reactor = open_panicky(dir.path());
-    written(
-        &reactor
-            .create(id("d"), create_input(Panicky::document_type()))
-            .expect("submit"),
-    );
+    create_panicky(&reactor, "d");
     reactor.view().stall_worker(true);
     let job = reactor
         .execute(id("d"), main(), vec![action("a1", "ADD", "", 1)])
@@ -322,11 +312,7 @@ fn dropping_the_reactor_releases_a_handle_waiting_on_it_and_closes_the_database(
 fn a_model_panicking_on_an_initial_state_fails_the_job_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let reactor = open_panicky(dir.path());
-    written(
-        &reactor
-            .create(id("d"), create_input(Panicky::document_type()))
-            .expect("submit"),
-    );
+    create_panicky(&reactor, "d");
     let mut local = action("l1", "ADD", "", 1);
     local.scope = Scope::local();
     let job = reactor
