@@ -643,14 +643,7 @@ fn two_creations_of_one_document_with_different_types_converge() {
     ];
     create_log(&rs[0], "doc");
     append(&rs[0], "doc", "x1", 300);
-    written(
-        &rs[1]
-            .create(
-                id("doc"),
-                create_input(reactordb::CounterModel::document_type()),
-            )
-            .expect("submit"),
-    );
+    create_counter(&rs[1], "doc");
     // B's creation sorts first (t=100): both end with its type, and A's
     // streams, stored with A's type, still take B's operations.
     converge(&rs, "doc", &[Scope::document(), Scope::global()]);
@@ -868,14 +861,7 @@ fn two_creations() -> (Vec<tempfile::TempDir>, [Reactor; 2]) {
         open_with_clock(dirs[0].path(), 200),
         open_with_clock(dirs[1].path(), 100),
     ];
-    written(
-        &rs[0]
-            .create(
-                id("doc"),
-                create_input(reactordb::CounterModel::document_type()),
-            )
-            .expect("submit"),
-    );
+    create_counter(&rs[0], "doc");
     create_log(&rs[1], "doc");
     append(&rs[1], "doc", "b1", 300);
     (dirs, rs)
@@ -1029,14 +1015,7 @@ fn snapshots_written_as_a_creation_change_drops_the_old_ones_chain_from_nothing(
         open_snapshotting(dirs[0].path(), 200),
         open_snapshotting(dirs[1].path(), 100),
     ];
-    written(
-        &rs[0]
-            .create(
-                id("doc"),
-                create_input(reactordb::CounterModel::document_type()),
-            )
-            .expect("submit"),
-    );
+    create_counter(&rs[0], "doc");
     for (aid, ts) in [("i0", 250), ("i1", 260)] {
         written(
             &rs[0]
