@@ -302,6 +302,37 @@ pub enum Error {
     /// RocksDB failed.
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
+    /// Sync: no remote by this name (see `SyncManager::add_remote`).
+    #[error("no sync remote named {name:?}")]
+    RemoteUnknown {
+        /// The name asked for.
+        name: String,
+    },
+    /// Sync: a session was refused, by the peer or by us; the reason says
+    /// which and why (another protocol version, another node under a
+    /// known remote's name, a wrong token, an unknown remote).
+    #[error("sync refused: {reason}")]
+    SyncRefused {
+        /// Why, for a human.
+        reason: String,
+    },
+    /// Sync: a remote did not ack an ordinal within the wait's timeout.
+    #[error("remote {remote} did not ack ordinal {token} in time (it acked {acked})")]
+    SyncTimeout {
+        /// The remote.
+        remote: String,
+        /// The ordinal waited for.
+        token: u64,
+        /// The ordinal it had acked.
+        acked: u64,
+    },
+    /// Sync: a transport could not be set up or failed (address, TLS,
+    /// connection).
+    #[error("sync transport: {reason}")]
+    Transport {
+        /// Why, for a human.
+        reason: String,
+    },
     /// A write failed because a test asked it to (the `fault-injection`
     /// feature); it poisons the store like a failed RocksDB write.
     #[error("an injected write failure")]

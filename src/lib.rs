@@ -99,6 +99,7 @@ mod model;
 mod models;
 mod reactor;
 mod store;
+mod sync;
 mod view;
 pub mod workloads;
 
@@ -126,6 +127,11 @@ pub use store::{
     AtomicTxn, BrokenLink, ChainFault, CommitStats, Cursor, DocumentRevisions, Durability,
     OperationFilter, OperationLocation, OperationStore, Page, Paging, StoreOptions, StreamInfo,
     VerifyReport,
+};
+pub use sync::{
+    in_process_pair, Channel, ChannelClosed, DeadLetter, DocumentSyncStatus, FaultPlan,
+    FaultyChannel, InProcessChannel, RemoteFilter, RemoteOptions, RemoteStatus, SessionHandle,
+    Signature, SigningKey, SyncManager, SyncOptions, PROTOCOL_VERSION,
 };
 pub use view::{
     verify_snapshots, ConsistencyToken, Document, DocumentView, ScopeState, SnapshotReport,

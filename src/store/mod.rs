@@ -18,6 +18,7 @@ mod commit;
 mod fault;
 mod heads;
 mod query;
+mod sync_cf;
 mod txn;
 mod verify;
 
@@ -36,6 +37,7 @@ pub use commit::CommitStats;
 pub use query::{
     Cursor, DocumentRevisions, OperationFilter, OperationLocation, Page, Paging, StreamInfo,
 };
+pub(crate) use sync_cf::SyncBatch;
 pub use txn::AtomicTxn;
 pub use verify::{BrokenLink, ChainFault, VerifyReport};
 

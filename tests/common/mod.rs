@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod docs;
+pub mod history;
 pub mod model;
 pub mod reactor;
 

@@ -1,0 +1,156 @@
+//! Loading what a remote sent: each operation checked (decodes, is what it
+//! claims, is signed when it must be), refused ones kept as dead letters
+//! with their reason, the rest handed to `Reactor::load`, one job per
+//! document, and waited for until written.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::filter::RemoteOptions;
+use super::sign;
+use super::state::DeadLetter;
+use super::wire::{SyncedOperation, WireOperation};
+use super::Shared;
+use crate::error::{Error, Result};
+use crate::model::{Branch, DocumentId, OperationWithContext};
+use crate::store::SyncBatch;
+
+/// What loading some operations came to.
+#[derive(Default)]
+pub(crate) struct Loaded {
+    /// Operations handed to `load` and written.
+    pub operations: u64,
+    /// Operations refused for good.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// An operation that passed the checks: its ordinal and bytes as they
+/// came (for a dead letter, should its load refuse it), and what to load.
+type Checked = (u64, Vec<u8>, OperationWithContext);
+
+/// Checks and loads `operations` from `remote`; returns once every load is
+/// written. An error (not a refusal) means nothing may be acked: the
+/// operations come again.
+pub(crate) fn load(
+    shared: &Shared,
+    remote: &str,
+    options: &RemoteOptions,
+    operations: Vec<WireOperation>,
+) -> Result<Loaded> {
+    let mut loaded = Loaded::default();
+    let mut groups: BTreeMap<(DocumentId, Branch), Vec<Checked>> = BTreeMap::new();
+    let mut origins = SyncBatch::default();
+    for wire in operations {
+        let refuse = |reason: String, document_id: Option<String>| DeadLetter {
+            ordinal: wire.ordinal,
+            document_id,
+            reason,
+            bytes: wire.bytes.clone(),
+        };
+        let op = match SyncedOperation::decode(&wire.bytes) {
+            Ok(op) => op,
+            Err(reason) => {
+                loaded.dead_letters.push(refuse(reason, None));
+                continue;
+            }
+        };
+        let document = Some(op.document_id.to_string());
+        if let Err(reason) = op.check() {
+            loaded.dead_letters.push(refuse(reason, document));
+            continue;
+        }
+        if let Some(reason) = sign::refusal(&op, wire.signature.as_ref(), &options.trusted_keys) {
+            loaded.dead_letters.push(refuse(reason, document));
+            continue;
+        }
+        shared
+            .state
+            .put_origin(&mut origins, &op.id, &op.content_hash, remote);
+        if let Some(signature) = wire.signature.filter(|s| sign::is_valid(&op, s)) {
+            shared
+                .state
+                .put_signature(&mut origins, &op.id, &op.content_hash, &signature);
+        }
+        let key = (op.document_id.clone(), op.branch.clone());
+        groups
+            .entry(key)
+            .or_default()
+            .push((wire.ordinal, wire.bytes, op.into_loadable()));
+    }
+    // Origins first: once an operation is in the log, the outbox must
+    // already know not to send it back.
+    shared.state.write(origins)?;
+    let mut pending: Vec<_> = groups.into_iter().collect();
+    while !pending.is_empty() {
+        let mut handles = Vec::with_capacity(pending.len());
+        for ((document, branch), ops) in &pending {
+            let items: Vec<OperationWithContext> = ops.iter().map(|o| o.2.clone()).collect();
+            handles.push(submit(shared, document, branch, items)?);
+        }
+        let mut again = Vec::new();
+        for (handle, ((document, branch), mut ops)) in handles.into_iter().zip(pending) {
+            match handle.written(shared.options.load_timeout) {
+                Ok(_) => loaded.operations += ops.len() as u64,
+                Err(Error::JobFailed { job, error }) => {
+                    let Some(action) = refused_action(&error) else {
+                        return Err(Error::JobFailed { job, error });
+                    };
+                    let reason = error.to_string();
+                    let (refused, rest): (Vec<_>, Vec<_>) = ops
+                        .drain(..)
+                        .partition(|o| o.2.operation.action.id == action);
+                    loaded
+                        .dead_letters
+                        .extend(refused.into_iter().map(|(ordinal, bytes, _)| DeadLetter {
+                            ordinal,
+                            document_id: Some(document.to_string()),
+                            reason: reason.clone(),
+                            bytes,
+                        }));
+                    if !rest.is_empty() {
+                        again.push(((document, branch), rest));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        pending = again;
+    }
+    Ok(loaded)
+}
+
+/// The action a failed load names as the cause, when the failure is that
+/// operation's for good (not the store's, not for now).
+fn refused_action(error: &Error) -> Option<crate::model::ActionId> {
+    match error {
+        Error::InvalidLoad { action_id, .. } => Some(action_id.clone()),
+        Error::ReducerPanicked {
+            action_id: Some(action_id),
+            ..
+        } => Some(action_id.clone()),
+        _ => None,
+    }
+}
+
+/// Submits a load, waiting while the reactor's queue is full: a full
+/// queue delays, never drops.
+fn submit(
+    shared: &Shared,
+    document: &DocumentId,
+    branch: &Branch,
+    items: Vec<OperationWithContext>,
+) -> Result<crate::reactor::JobHandle> {
+    let mut wait = Duration::from_micros(200);
+    loop {
+        match shared
+            .reactor
+            .load(document.clone(), branch.clone(), items.clone())
+        {
+            Err(Error::QueueFull { .. }) => {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! One session: the protocol over one channel with one remote, on its own
+//! thread. Hello (versions, identities, where to resume), then envelopes
+//! out from the acked cursor and acks back, envelopes in, loaded in order
+//! (later ones buffered), and digests now and then. Nothing a channel does
+//! to frames (loss, repeats, reordering, damage) loses an operation: only
+//! durably loaded ranges are acked, and the sender resends the rest.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::channel::{Channel, ChannelClosed};
+use super::state::RemoteRecord;
+use super::wire::{self, FrameError, Hello, Message, WireOperation, PROTOCOL_VERSION};
+use super::{check_name, digest, inbox, outbox, Shared};
+use crate::error::{Error, Result};
+use crate::store::SyncBatch;
+
+/// How long a session waits for a frame before looking at its outbox and
+/// timers again: the latency of a new local write reaching the channel.
+const POLL: Duration = Duration::from_millis(2);
+/// How often the acked outbox cursor is written (losing it only costs a
+/// resend).
+const PERSIST_EVERY: Duration = Duration::from_millis(100);
+
+/// Runs a session until the channel closes (`Ok`), it is stopped (`Ok`),
+/// or it fails or is refused (`Err`).
+pub(crate) fn run(
+    shared: &Shared,
+    remote: Option<String>,
+    channel: Box<dyn Channel>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let mut session = Session::new(shared, channel);
+    let result = match remote {
+        Some(name) => session.bind(&name).and_then(|()| session.run(stop)),
+        None => session.run(stop),
+    };
+    let result = match result {
+        Err(Error::Transport { reason }) if reason == CLOSED => Ok(()),
+        other => other,
+    };
+    session.finish(&result);
+    result
+}
+
+const CLOSED: &str = "channel closed";
+
+impl From<ChannelClosed> for Error {
+    fn from(_: ChannelClosed) -> Self {
+        Error::Transport {
+            reason: CLOSED.into(),
+        }
+    }
+}
+
+struct Session<'a> {
+    shared: &'a Shared,
+    channel: Box<dyn Channel>,
+    /// The remote, once known (at once when attached, from its hello when
+    /// accepted).
+    remote: Option<(String, RemoteRecord)>,
+    /// Our ordinals sent / acked by the remote.
+    sent: u64,
+    /// The highest ordinal ever sent: operations below it are resends,
+    /// not counted again.
+    high: u64,
+    acked: u64,
+    acked_written: u64,
+    acked_written_at: Instant,
+    last_ack_progress: Instant,
+    last_rewind: Instant,
+    /// The remote's ordinals we have loaded.
+    inbox: u64,
+    peer_hello: bool,
+    peer_saw_ours: bool,
+    last_hello: Option<Instant>,
+    last_digests: Option<Instant>,
+}
+
+impl<'a> Session<'a> {
+    fn new(shared: &'a Shared, channel: Box<dyn Channel>) -> Self {
+        let now = Instant::now();
+        Self {
+            shared,
+            channel,
+            remote: None,
+            sent: 0,
+            high: 0,
+            acked: 0,
+            acked_written: 0,
+            acked_written_at: now,
+            last_ack_progress: now,
+            last_rewind: now,
+            inbox: 0,
+            peer_hello: false,
+            peer_saw_ours: false,
+            last_hello: None,
+            last_digests: None,
+        }
+    }
+
+    /// Binds the session to a known remote and loads its cursors.
+    fn bind(&mut self, name: &str) -> Result<()> {
+        let record = self
+            .shared
+            .state
+            .remote(name)?
+            .ok_or_else(|| Error::RemoteUnknown { name: name.into() })?;
+        let (acked, inbox) = self.shared.state.cursors(name)?;
+        (self.acked, self.sent, self.acked_written, self.inbox) = (acked, acked, acked, inbox);
+        self.remote = Some((name.to_owned(), record));
+        Ok(())
+    }
+
+    fn name(&self) -> &str {
+        self.remote.as_ref().map_or("", |(name, _)| name)
+    }
+
+    fn send(&mut self, message: &Message) -> Result<()> {
+        self.channel.send(wire::encode_frame(message))?;
+        Ok(())
+    }
+
+    fn run(&mut self, stop: &AtomicBool) -> Result<()> {
+        let resend = self.shared.options.resend_after;
+        loop {
+            if stop.load(Ordering::Acquire) || self.shared.stopping.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            if self.remote.is_some() {
+                if !self.shared.live.lock().contains_key(self.name()) {
+                    return Ok(()); // the remote was removed
+                }
+                let hello_due = self.last_hello.is_none_or(|at| at.elapsed() >= resend);
+                if !(self.peer_hello && self.peer_saw_ours) && hello_due {
+                    self.send_hello()?;
+                }
+            }
+            if self.peer_hello {
+                self.pump()?;
+                self.timers()?;
+            }
+            if let Some(frame) = self.channel.recv(POLL)? {
+                self.handle(frame)?;
+            }
+        }
+    }
+
+    fn send_hello(&mut self) -> Result<()> {
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            node: self.shared.node.node,
+            name: self.shared.node.name.clone(),
+            inbox_cursor: self.inbox,
+            last_ordinal: self.shared.reactor.store().last_ordinal().get(),
+            seen_yours: self.peer_hello,
+        };
+        self.last_hello = Some(Instant::now());
+        self.send(&Message::Hello(hello))
+    }
+
+    /// Sends envelopes while the window has room and ordinals remain.
+    fn pump(&mut self) -> Result<()> {
+        let window = self.shared.options.window_ordinals;
+        while self.sent - self.acked < window {
+            let Some((name, record)) = &self.remote else {
+                return Ok(());
+            };
+            let Some(out) =
+                outbox::next_envelope(self.shared, name, &record.options.filter, self.sent)?
+            else {
+                return Ok(());
+            };
+            let count = out
+                .operations
+                .iter()
+                .filter(|op| op.ordinal > self.high)
+                .count() as u64;
+            self.sent = out.last;
+            self.high = self.high.max(out.last);
+            self.send(&Message::Envelope {
+                first: out.first,
+                last: out.last,
+                operations: out.operations,
+            })?;
+            let name = self.name().to_owned();
+            self.shared.update(&name, |l| l.sent += count);
+        }
+        Ok(())
+    }
+
+    /// Resends after silence, writes the acked cursor now and then, and
+    /// starts the anti-entropy pass when it is due and nothing is in
+    /// flight.
+    fn timers(&mut self) -> Result<()> {
+        let options = &self.shared.options;
+        if self.sent > self.acked && self.last_ack_progress.elapsed() >= options.resend_after {
+            self.sent = self.acked; // go back: resend everything unacked
+            self.last_ack_progress = Instant::now();
+        }
+        if self.acked != self.acked_written && self.acked_written_at.elapsed() >= PERSIST_EVERY {
+            self.write_acked()?;
+        }
+        let due = options
+            .anti_entropy_every
+            .is_some_and(|every| self.last_digests.is_none_or(|at| at.elapsed() >= every));
+        if due && self.caught_up() {
+            self.last_digests = Some(Instant::now());
+            let Some((_, record)) = &self.remote else {
+                return Ok(());
+            };
+            let streams = digest::digests(self.shared, &record.options.filter)?;
+            self.send(&Message::Digests { streams })?;
+        }
+        Ok(())
+    }
+
+    /// Whether the remote has acked every committed ordinal of ours.
+    fn caught_up(&self) -> bool {
+        self.acked >= self.shared.reactor.store().last_ordinal().get()
+    }
+
+    fn write_acked(&mut self) -> Result<()> {
+        self.shared
+            .state
+            .set_outbox_cursor(self.name(), self.acked)?;
+        self.acked_written = self.acked;
+        self.acked_written_at = Instant::now();
+        Ok(())
+    }
+
+    fn handle(&mut self, frame: Vec<u8>) -> Result<()> {
+        let message = match wire::decode_frame(&frame) {
+            Ok(message) => message,
+            Err(FrameError::Version(theirs)) => {
+                let reason = format!(
+                    "the peer speaks sync protocol {theirs}, this build speaks {PROTOCOL_VERSION}"
+                );
+                return self.refuse(reason);
+            }
+            // Damaged in transit (or nonsense): not acked, so it comes
+            // again with the resend.
+            Err(FrameError::Damaged(_) | FrameError::Malformed(_)) => return Ok(()),
+        };
+        match message {
+            Message::Hello(hello) => self.on_hello(hello),
+            Message::Refuse { reason } => Err(Error::SyncRefused {
+                reason: format!("the peer refused the session: {reason}"),
+            }),
+            Message::Envelope {
+                first,
+                last,
+                operations,
+            } if self.peer_hello && first <= last => {
+                self.on_envelope(first, last, operations, frame)
+            }
+            Message::Envelope { .. } => Ok(()),
+            Message::Ack { cursor, gap } => {
+                self.on_ack(cursor, gap);
+                Ok(())
+            }
+            Message::Digests { streams } if self.peer_hello => {
+                // Only with nothing of ours in flight: else the peer's
+                // digests lag behind what it is about to load.
+                if !self.caught_up() || self.sent != self.acked {
+                    return Ok(());
+                }
+                let Some((_, record)) = &self.remote else {
+                    return Ok(());
+                };
+                let chunk = self.shared.options.envelope_ordinals;
+                for operations in
+                    digest::repairs(self.shared, &record.options.filter, &streams, chunk)?
+                {
+                    self.send(&Message::Repair { operations })?;
+                }
+                Ok(())
+            }
+            Message::Repair { operations } if self.peer_hello => {
+                self.load(operations, None, SyncBatch::default())
+            }
+            Message::Digests { .. } | Message::Repair { .. } => Ok(()),
+        }
+    }
+
+    fn refuse(&mut self, reason: String) -> Result<()> {
+        // Best effort: the peer may be gone or unable to read us.
+        let _ = self.send(&Message::Refuse {
+            reason: reason.clone(),
+        });
+        Err(Error::SyncRefused { reason })
+    }
+
+    fn on_hello(&mut self, hello: Hello) -> Result<()> {
+        if hello.protocol != PROTOCOL_VERSION {
+            return self.refuse(format!(
+                "the peer speaks sync protocol {}, this build speaks {PROTOCOL_VERSION}",
+                hello.protocol
+            ));
+        }
+        if self.remote.is_none() {
+            if check_name(&hello.name).is_err() {
+                return self.refuse(format!("{:?} is not a remote name", hello.name));
+            }
+            if self.shared.state.remote(&hello.name)?.is_none() {
+                if !self.shared.options.accept_new_remotes {
+                    return self.refuse(format!(
+                        "{} is not a remote of {}",
+                        hello.name, self.shared.node.name
+                    ));
+                }
+                self.shared
+                    .state
+                    .put_remote(&hello.name, &RemoteRecord::default())?;
+                self.shared.insert_remote(&hello.name);
+            }
+            self.bind(&hello.name)?;
+        }
+        let Some((name, record)) = &mut self.remote else {
+            return Ok(());
+        };
+        match record.peer_node {
+            Some(node) if node != hello.node => {
+                let reason = format!(
+                    "remote {name} was node {}, this peer is node {}: remove and add the remote \
+                     again to sync with a new database",
+                    super::state::hex(&node),
+                    super::state::hex(&hello.node)
+                );
+                return self.refuse(reason);
+            }
+            Some(_) => {}
+            None => {
+                record.peer_node = Some(hello.node);
+                let (name, record) = (name.clone(), record.clone());
+                self.shared.state.put_remote(&name, &record)?;
+            }
+        }
+        let committed = self.shared.reactor.store().last_ordinal().get();
+        if !self.peer_hello {
+            self.peer_hello = true;
+            // Resume where the peer says it is, even behind our cursor (it
+            // was restored from a backup): it knows what it holds.
+            self.acked = hello.inbox_cursor.min(committed);
+            self.sent = self.acked;
+            self.write_acked()?;
+            if hello.last_ordinal < self.inbox {
+                // The peer went back: its next ordinals are new to us.
+                let name = self.name().to_owned();
+                self.inbox = hello.last_ordinal;
+                let mut batch = SyncBatch::default();
+                self.shared
+                    .state
+                    .put_inbox_cursor(&mut batch, &name, self.inbox);
+                self.shared.state.drop_buffered(&mut batch, &name);
+                self.shared.state.write(batch)?;
+            }
+            let (acked, inbox, name) = (self.acked, self.inbox, self.name().to_owned());
+            self.shared.update(&name, |l| {
+                l.connected = true;
+                l.acked = acked;
+                l.inbox = inbox;
+                l.last_error = None;
+            });
+        } else {
+            self.on_ack(hello.inbox_cursor, false);
+        }
+        self.peer_saw_ours |= hello.seen_yours;
+        if !hello.seen_yours {
+            self.send_hello()?;
+        }
+        Ok(())
+    }
+
+    fn on_ack(&mut self, cursor: u64, gap: bool) {
+        let cursor = cursor.min(self.shared.reactor.store().last_ordinal().get());
+        if cursor > self.acked {
+            self.acked = cursor;
+            self.sent = self.sent.max(cursor);
+            self.last_ack_progress = Instant::now();
+            let name = self.name().to_owned();
+            self.shared.update(&name, |l| l.acked = cursor);
+        }
+        // The peer holds a later envelope and misses an earlier one: resend
+        // now rather than at the timeout (at most a few times a timeout).
+        let soon = self.shared.options.resend_after / 4;
+        if gap && self.sent > self.acked && self.last_rewind.elapsed() >= soon {
+            self.sent = self.acked;
+            self.last_rewind = Instant::now();
+        }
+    }
+
+    fn on_envelope(
+        &mut self,
+        first: u64,
+        last: u64,
+        operations: Vec<WireOperation>,
+        frame: Vec<u8>,
+    ) -> Result<()> {
+        let name = self.name().to_owned();
+        if last <= self.inbox {
+            return self.ack(false); // a repeat
+        }
+        if first > self.inbox + 1 {
+            // Out of order: it waits (unacked), unless the buffer is full;
+            // either way the resend brings what is missing.
+            let limit = self.shared.options.buffered_envelopes;
+            if self.shared.state.buffered(&name, limit)?.len() < limit {
+                self.shared.state.buffer_envelope(&name, first, frame)?;
+            }
+            return self.ack(true);
+        }
+        self.load(operations, Some(last), SyncBatch::default())?;
+        // Buffered envelopes that now follow on.
+        loop {
+            let mut progressed = false;
+            let limit = self.shared.options.buffered_envelopes;
+            for (first, frame) in self.shared.state.buffered(&name, limit)? {
+                let mut batch = SyncBatch::default();
+                self.shared.state.unbuffer(&mut batch, &name, first);
+                match wire::decode_frame(&frame) {
+                    Ok(Message::Envelope {
+                        first,
+                        last,
+                        operations,
+                    }) if first <= self.inbox + 1 && last > self.inbox => {
+                        self.load(operations, Some(last), batch)?;
+                        progressed = true;
+                    }
+                    Ok(Message::Envelope { first, .. }) if first > self.inbox + 1 => break,
+                    _ => self.shared.state.write(batch)?, // covered already
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.ack(false)
+    }
+
+    fn ack(&mut self, gap: bool) -> Result<()> {
+        let cursor = self.inbox;
+        self.send(&Message::Ack { cursor, gap })
+    }
+
+    /// Loads operations (those past the inbox cursor, when they come with
+    /// a range) and writes, in one batch with `batch`, their dead letters
+    /// and the new inbox cursor `last`.
+    fn load(
+        &mut self,
+        operations: Vec<WireOperation>,
+        last: Option<u64>,
+        mut batch: SyncBatch,
+    ) -> Result<()> {
+        let Some((name, record)) = &self.remote else {
+            return Ok(());
+        };
+        let name = name.clone();
+        let after = self.inbox;
+        let operations = operations
+            .into_iter()
+            .filter(|op| last.is_none() || op.ordinal > after)
+            .collect();
+        let loaded = inbox::load(self.shared, &name, &record.options, operations)?;
+        self.shared
+            .state
+            .put_dead_letters(&mut batch, &name, &loaded.dead_letters)?;
+        if let Some(last) = last {
+            self.shared.state.put_inbox_cursor(&mut batch, &name, last);
+            self.inbox = last;
+        }
+        self.shared.state.write(batch)?;
+        let (inbox, letters) = (self.inbox, loaded.dead_letters.len() as u64);
+        self.shared.update(&name, |l| {
+            l.inbox = inbox;
+            l.received += loaded.operations;
+            l.dead_letters += letters;
+        });
+        Ok(())
+    }
+
+    fn finish(&mut self, result: &Result<()>) {
+        if self.remote.is_none() {
+            return;
+        }
+        if self.acked != self.acked_written {
+            let _ = self.write_acked();
+        }
+        let name = self.name().to_owned();
+        let error = result.as_ref().err().map(ToString::to_string);
+        self.shared.update(&name, |l| {
+            l.connected = false;
+            l.last_error = error;
+        });
+    }
+}

@@ -1,0 +1,350 @@
+//! The sync store: every key and value sync keeps in the `sync` column
+//! family. Owns that layout; writes nothing else.
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `n` | this node's id and name |
+//! | `r\0{remote}\0` | the remote's options and the peer node it is |
+//! | `c\0{remote}\0out` | outbox cursor: our ordinals the remote has loaded |
+//! | `c\0{remote}\0in` | inbox cursor: the remote's ordinals we have loaded |
+//! | `b\0{remote}\0{first ordinal}` | a buffered (out-of-order) envelope |
+//! | `d\0{remote}\0{sequence}` | a dead letter |
+//! | `o\0{op id}{content hash}{remote}\0` | the remote sent us this operation |
+//! | `s\0{op id}{content hash}` | the originator's signature of it |
+//!
+//! Each cursor is in the ordinal frame of the store that assigned the
+//! ordinals: the outbox cursor in ours, the inbox cursor in the remote's.
+//! Remote names are NUL-terminated in keys, so no name is a prefix of
+//! another's keys. Values are bincode with a leading version byte.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::filter::RemoteOptions;
+use super::wire::Signature;
+use crate::error::{Error, Result};
+use crate::model::{Digest, OperationId};
+use crate::store::{OperationStore, SyncBatch};
+
+const VALUE_VERSION: u8 = 1;
+const CF: &str = crate::keys::CF_SYNC;
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![VALUE_VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
+        .expect("encoding into a Vec cannot fail");
+    out
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
+    let corrupt = Error::Corrupt { cf: CF, what };
+    match bytes.split_first() {
+        Some((&VALUE_VERSION, body)) => {
+            match bincode::serde::decode_from_slice(body, bincode::config::standard()) {
+                Ok((value, used)) if used == body.len() => Ok(value),
+                _ => Err(corrupt),
+            }
+        }
+        _ => Err(corrupt),
+    }
+}
+
+fn remote_key(tag: u8, remote: &str) -> Vec<u8> {
+    let mut key = vec![tag, 0];
+    key.extend_from_slice(remote.as_bytes());
+    key.push(0);
+    key
+}
+
+fn cursor_key(remote: &str, side: &[u8]) -> Vec<u8> {
+    let mut key = remote_key(b'c', remote);
+    key.extend_from_slice(side);
+    key
+}
+
+fn op_key(tag: u8, id: &OperationId, content: &Digest) -> Vec<u8> {
+    let mut key = vec![tag, 0];
+    key.extend_from_slice(id.as_bytes());
+    key.extend_from_slice(content.as_bytes());
+    key
+}
+
+fn origin_key(id: &OperationId, content: &Digest, remote: &str) -> Vec<u8> {
+    let mut key = op_key(b'o', id, content);
+    key.extend_from_slice(remote.as_bytes());
+    key.push(0);
+    key
+}
+
+/// This node's identity.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct NodeRecord {
+    pub node: [u8; 16],
+    pub name: String,
+}
+
+/// A remote as stored.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct RemoteRecord {
+    pub options: RemoteOptions,
+    /// The peer's node id, learned from its first hello.
+    pub peer_node: Option<[u8; 16]>,
+}
+
+/// An operation refused for good, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The sender's ordinal of the operation (0 in a repair).
+    pub ordinal: u64,
+    /// Its document, when it could be decoded that far.
+    pub document_id: Option<String>,
+    /// Why it was refused.
+    pub reason: String,
+    /// The operation's bytes as they arrived.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+/// The sync store over one database.
+#[derive(Clone)]
+pub(crate) struct SyncState {
+    store: OperationStore,
+}
+
+impl SyncState {
+    pub(crate) fn new(store: OperationStore) -> Self {
+        Self { store }
+    }
+
+    /// This node's id and name; made (random id, given or derived name) at
+    /// first use.
+    pub(crate) fn node(&self, name: Option<&str>) -> Result<NodeRecord> {
+        if let Some(bytes) = self.store.sync_get(b"n")? {
+            return decode(&bytes, "node record");
+        }
+        let mut node = [0u8; 16];
+        let seed = format!(
+            "{:?} {} {:?}",
+            std::time::SystemTime::now(),
+            std::process::id(),
+            self.store.path()
+        );
+        node.copy_from_slice(&blake3::hash(seed.as_bytes()).as_bytes()[..16]);
+        let record = NodeRecord {
+            node,
+            name: name.map_or_else(|| hex(&node), str::to_owned),
+        };
+        let mut batch = SyncBatch::default();
+        batch.put(b"n".to_vec(), encode(&record));
+        self.store.sync_write(batch)?;
+        Ok(record)
+    }
+
+    pub(crate) fn rename_node(&self, record: &NodeRecord) -> Result<()> {
+        let mut batch = SyncBatch::default();
+        batch.put(b"n".to_vec(), encode(record));
+        self.store.sync_write(batch)
+    }
+
+    pub(crate) fn remote(&self, remote: &str) -> Result<Option<RemoteRecord>> {
+        self.store
+            .sync_get(&remote_key(b'r', remote))?
+            .map(|bytes| decode(&bytes, "remote record"))
+            .transpose()
+    }
+
+    pub(crate) fn put_remote(&self, remote: &str, record: &RemoteRecord) -> Result<()> {
+        let mut batch = SyncBatch::default();
+        batch.put(remote_key(b'r', remote), encode(record));
+        self.store.sync_write(batch)
+    }
+
+    /// Every remote, by name.
+    pub(crate) fn remotes(&self) -> Result<Vec<(String, RemoteRecord)>> {
+        let mut out = Vec::new();
+        for (key, value) in self.store.sync_scan(b"r\0", usize::MAX)? {
+            let name = std::str::from_utf8(&key[2..key.len() - 1])
+                .map_err(|_| Error::Corrupt {
+                    cf: CF,
+                    what: "remote key",
+                })?
+                .to_owned();
+            out.push((name, decode(&value, "remote record")?));
+        }
+        Ok(out)
+    }
+
+    /// Forgets a remote: its record, cursors, buffered envelopes, dead
+    /// letters and which operations it sent.
+    pub(crate) fn remove_remote(&self, remote: &str) -> Result<()> {
+        let mut batch = SyncBatch::default();
+        for tag in [b'r', b'c', b'b', b'd'] {
+            batch.delete_prefix(remote_key(tag, remote));
+        }
+        // Origins are keyed by operation (the echo check is a point read
+        // per operation), so forgetting a remote's scans them all.
+        let suffix = {
+            let mut s = remote.as_bytes().to_vec();
+            s.push(0);
+            s
+        };
+        for (key, _) in self.store.sync_scan(b"o\0", usize::MAX)? {
+            if key.len() == 2 + 16 + 32 + suffix.len() && key.ends_with(&suffix) {
+                batch.delete(key);
+            }
+        }
+        self.store.sync_write(batch)
+    }
+
+    pub(crate) fn cursors(&self, remote: &str) -> Result<(u64, u64)> {
+        let read = |side: &[u8]| -> Result<u64> {
+            Ok(self
+                .store
+                .sync_get(&cursor_key(remote, side))?
+                .map(|bytes| decode::<u64>(&bytes, "cursor"))
+                .transpose()?
+                .unwrap_or(0))
+        };
+        Ok((read(b"out")?, read(b"in")?))
+    }
+
+    pub(crate) fn set_outbox_cursor(&self, remote: &str, cursor: u64) -> Result<()> {
+        let mut batch = SyncBatch::default();
+        batch.put(cursor_key(remote, b"out"), encode(&cursor));
+        self.store.sync_write(batch)
+    }
+
+    /// Adds the inbox cursor to `batch`.
+    pub(crate) fn put_inbox_cursor(&self, batch: &mut SyncBatch, remote: &str, cursor: u64) {
+        batch.put(cursor_key(remote, b"in"), encode(&cursor));
+    }
+
+    pub(crate) fn buffer_envelope(&self, remote: &str, first: u64, frame: Vec<u8>) -> Result<()> {
+        let mut key = remote_key(b'b', remote);
+        key.extend_from_slice(&first.to_be_bytes());
+        let mut batch = SyncBatch::default();
+        batch.put(key, frame);
+        self.store.sync_write(batch)
+    }
+
+    /// Buffered envelopes (first ordinal, frame), lowest first.
+    pub(crate) fn buffered(&self, remote: &str, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let prefix = remote_key(b'b', remote);
+        let mut out = Vec::new();
+        for (key, value) in self.store.sync_scan(&prefix, limit)? {
+            let first = key[prefix.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Corrupt {
+                    cf: CF,
+                    what: "buffered envelope key",
+                })?;
+            out.push((first, value));
+        }
+        Ok(out)
+    }
+
+    /// Adds the deletion of every buffered envelope of `remote` to `batch`.
+    pub(crate) fn drop_buffered(&self, batch: &mut SyncBatch, remote: &str) {
+        batch.delete_prefix(remote_key(b'b', remote));
+    }
+
+    pub(crate) fn unbuffer(&self, batch: &mut SyncBatch, remote: &str, first: u64) {
+        let mut key = remote_key(b'b', remote);
+        key.extend_from_slice(&first.to_be_bytes());
+        batch.delete(key);
+    }
+
+    /// Adds dead letters to `batch`, numbered after the remote's last.
+    pub(crate) fn put_dead_letters(
+        &self,
+        batch: &mut SyncBatch,
+        remote: &str,
+        letters: &[DeadLetter],
+    ) -> Result<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let prefix = remote_key(b'd', remote);
+        let next = self
+            .store
+            .sync_scan(&prefix, usize::MAX)?
+            .last()
+            .and_then(|(key, _)| key[prefix.len()..].try_into().ok())
+            .map_or(0, |b: [u8; 8]| u64::from_be_bytes(b) + 1);
+        for (n, letter) in letters.iter().enumerate() {
+            let mut key = prefix.clone();
+            key.extend_from_slice(&(next + n as u64).to_be_bytes());
+            batch.put(key, encode(letter));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn dead_letters(&self, remote: &str) -> Result<Vec<DeadLetter>> {
+        self.store
+            .sync_scan(&remote_key(b'd', remote), usize::MAX)?
+            .into_iter()
+            .map(|(_, value)| decode(&value, "dead letter"))
+            .collect()
+    }
+
+    /// Records that `remote` sent this operation (so it is not echoed).
+    pub(crate) fn put_origin(
+        &self,
+        batch: &mut SyncBatch,
+        id: &OperationId,
+        content: &Digest,
+        remote: &str,
+    ) {
+        batch.put(origin_key(id, content, remote), Vec::new());
+    }
+
+    pub(crate) fn came_from(
+        &self,
+        id: &OperationId,
+        content: &Digest,
+        remote: &str,
+    ) -> Result<bool> {
+        self.store.sync_contains(&origin_key(id, content, remote))
+    }
+
+    /// Whether any remote sent this operation (else this node originated it).
+    pub(crate) fn came_from_any(&self, id: &OperationId, content: &Digest) -> Result<bool> {
+        Ok(!self
+            .store
+            .sync_scan(&op_key(b'o', id, content), 1)?
+            .is_empty())
+    }
+
+    pub(crate) fn put_signature(
+        &self,
+        batch: &mut SyncBatch,
+        id: &OperationId,
+        content: &Digest,
+        signature: &Signature,
+    ) {
+        batch.put(op_key(b's', id, content), encode(signature));
+    }
+
+    pub(crate) fn signature(
+        &self,
+        id: &OperationId,
+        content: &Digest,
+    ) -> Result<Option<Signature>> {
+        self.store
+            .sync_get(&op_key(b's', id, content))?
+            .map(|bytes| decode(&bytes, "signature"))
+            .transpose()
+    }
+
+    pub(crate) fn write(&self, batch: SyncBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.store.sync_write(batch)
+    }
+}
+
+/// Lowercase hex of some bytes.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,409 @@
+//! A session driven by hand: the test plays the peer, frame by frame, to
+//! show what a session does with what no honest peer sends (other
+//! versions, strangers, malformed, truncated, tampered and forged
+//! operations, envelopes out of order).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::wire::{
+    decode_frame, encode_frame, frame_with, Hello, Message, SyncedOperation, WireOperation,
+};
+use super::*;
+use crate::model::{ActionId, ActionType, Branch, OperationWithContext, Ordinal, SyncUnit};
+
+use crate::models::{CounterModel, CreateDocumentInput, ModelRegistry};
+use crate::store::{Durability, Paging};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn reactor(dir: &std::path::Path) -> Arc<Reactor> {
+    Arc::new(
+        Reactor::builder(dir)
+            .durability(Durability::Buffered)
+            .registry(ModelRegistry::with_examples())
+            .open()
+            .expect("open"),
+    )
+}
+
+/// Operations a real reactor wrote: a counter's creation and `n`
+/// increments, in ordinal order.
+fn source_operations(n: usize) -> Vec<OperationWithContext> {
+    let dir = tempfile::tempdir().expect("dir");
+    let source = reactor(dir.path());
+    let doc = DocumentId::new("doc").expect("id");
+    let create = CreateDocumentInput {
+        document_type: CounterModel::document_type(),
+        model_version: 1,
+        name: "doc".into(),
+        slug: None,
+        meta: Default::default(),
+    };
+    source
+        .create(doc.clone(), create)
+        .expect("submit")
+        .written(WAIT)
+        .expect("created");
+    for i in 0..n {
+        let add = crate::model::Action::new(
+            ActionId::new(format!("add-{i}")).expect("id"),
+            ActionType::new("INCREMENT").expect("type"),
+            Scope::global(),
+            1_000 + i as u64,
+            b"1".to_vec(),
+        );
+        source
+            .execute(doc.clone(), Branch::main(), vec![add])
+            .expect("submit")
+            .written(WAIT)
+            .expect("written");
+    }
+    source
+        .store()
+        .get_since_ordinal(Ordinal(1), Paging::all())
+        .expect("feed")
+        .items
+}
+
+fn wire(item: &OperationWithContext, ordinal: u64) -> WireOperation {
+    WireOperation {
+        ordinal,
+        bytes: SyncedOperation::of(item).encode(),
+        signature: None,
+    }
+}
+
+/// A manager with one remote, `peer`, and the peer's end of its session.
+struct Harness {
+    _dir: tempfile::TempDir,
+    sync: SyncManager,
+    session: Option<SessionHandle>,
+    peer: InProcessChannel,
+}
+
+impl Harness {
+    fn new(options: RemoteOptions) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let sync =
+            SyncManager::open(reactor(dir.path()), SyncOptions::new().name("me")).expect("sync");
+        sync.add_remote("peer", options).expect("remote");
+        let (mine, peer) = in_process_pair();
+        let session = Some(sync.attach("peer", mine).expect("attach"));
+        Self {
+            _dir: dir,
+            sync,
+            session,
+            peer,
+        }
+    }
+
+    fn recv(&mut self) -> Message {
+        let frame = self
+            .peer
+            .recv(WAIT)
+            .expect("open")
+            .expect("a frame in time");
+        decode_frame(&frame).expect("a good frame")
+    }
+
+    /// The next ack, skipping hellos and envelopes.
+    fn ack(&mut self) -> (u64, bool) {
+        loop {
+            if let Message::Ack { cursor, gap } = self.recv() {
+                return (cursor, gap);
+            }
+        }
+    }
+
+    fn send(&mut self, message: &Message) {
+        self.peer.send(encode_frame(message)).expect("send");
+    }
+
+    fn hello(&mut self) {
+        assert!(matches!(self.recv(), Message::Hello(_)));
+        self.send(&Message::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            node: [7; 16],
+            name: "peer".into(),
+            inbox_cursor: 0,
+            last_ordinal: 1_000,
+            seen_yours: true,
+        }));
+    }
+
+    fn value(&self) -> Option<i64> {
+        let reactor = self.sync.reactor();
+        let token = ConsistencyToken(reactor.store().last_ordinal());
+        let doc = reactor
+            .view()
+            .get(
+                &DocumentId::new("doc").expect("id"),
+                &crate::view::ViewFilter::default(),
+                Some(token),
+            )
+            .ok()?;
+        CounterModel::value(&doc.scopes.get(&Scope::global())?.state)
+    }
+
+    fn end(mut self) -> Result<()> {
+        let session = self.session.take().expect("running");
+        drop(self.peer);
+        session.join()
+    }
+}
+
+#[test]
+fn refused_operations_become_dead_letters_with_their_reason_and_the_rest_loads() {
+    let ops = source_operations(4);
+    let mut h = Harness::new(RemoteOptions::new());
+    h.hello();
+    let mut malformed = wire(&ops[1], 2);
+    malformed.bytes.extend_from_slice(b"trailing junk");
+    let mut truncated = wire(&ops[2], 3);
+    truncated.bytes.truncate(truncated.bytes.len() / 2);
+    let mut synced = SyncedOperation::of(&ops[3]);
+    synced.action.input = b"1000".to_vec(); // content hash kept: tampered
+    let tampered = WireOperation {
+        ordinal: 4,
+        bytes: synced.encode(),
+        signature: None,
+    };
+    let operations = vec![
+        wire(&ops[0], 1),
+        malformed,
+        truncated,
+        tampered,
+        wire(&ops[4], 5),
+    ];
+    h.send(&Message::Envelope {
+        first: 1,
+        last: 5,
+        operations,
+    });
+    assert_eq!(h.ack(), (5, false), "refusals are handled, so acked");
+    let letters = h.sync.dead_letters("peer").expect("letters");
+    let reasons: Vec<(u64, &str)> = letters
+        .iter()
+        .map(|l| (l.ordinal, l.reason.split(':').next().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        reasons,
+        [(2, "malformed"), (3, "truncated"), (4, "tampered")],
+        "{letters:?}"
+    );
+    assert_eq!(letters[2].document_id.as_deref(), Some("doc"));
+    assert_eq!(h.value(), Some(1), "the good increment loaded, no other");
+    assert_eq!(
+        h.sync
+            .document_status("peer", &DocumentId::new("doc").expect("id"))
+            .expect("status"),
+        DocumentSyncStatus::Error(letters[2].reason.clone())
+    );
+    h.end().expect("a clean end");
+}
+
+#[test]
+fn with_trusted_keys_unsigned_and_forged_operations_are_refused() {
+    let ops = source_operations(3);
+    let peer_key = SigningKey::from_seed_phrase("peer");
+    let other_key = SigningKey::from_seed_phrase("someone else");
+    let mut h = Harness::new(RemoteOptions::new().trusted_keys([peer_key.public_key()]));
+    h.hello();
+    let signed = |item: &OperationWithContext, ordinal, key: &SigningKey| WireOperation {
+        signature: Some(key.sign(&SyncedOperation::of(item))),
+        ..wire(item, ordinal)
+    };
+    let mut bad_signature = signed(&ops[3], 4, &peer_key);
+    bad_signature.signature.as_mut().expect("signed").signature[0] ^= 1;
+    h.send(&Message::Envelope {
+        first: 1,
+        last: 4,
+        operations: vec![
+            signed(&ops[0], 1, &peer_key),
+            wire(&ops[1], 2),
+            signed(&ops[2], 3, &other_key),
+            bad_signature,
+        ],
+    });
+    assert_eq!(h.ack(), (4, false));
+    let reasons: Vec<String> = h
+        .sync
+        .dead_letters("peer")
+        .expect("letters")
+        .into_iter()
+        .map(|l| l.reason)
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r.starts_with("forged")),
+        "{reasons:?}"
+    );
+    assert!(reasons[0].contains("unsigned"));
+    assert!(reasons[1].contains("not trusted"));
+    assert!(reasons[2].contains("does not verify"));
+    // The creation (signed by the peer's key) loaded; nothing else did.
+    let doc = SyncUnit::new(
+        DocumentId::new("doc").expect("id"),
+        Scope::document(),
+        Branch::main(),
+    );
+    assert!(h.sync.reactor().store().head(&doc).expect("head").is_some());
+    assert_eq!(h.value().unwrap_or(0), 0);
+    h.end().expect("a clean end");
+}
+
+#[test]
+fn an_envelope_out_of_order_waits_unacked_until_the_gap_fills() {
+    let ops = source_operations(3);
+    let mut h = Harness::new(RemoteOptions::new());
+    h.hello();
+    let envelope = |first: u64, last: u64| Message::Envelope {
+        first,
+        last,
+        operations: (first..=last)
+            .map(|o| wire(&ops[o as usize - 1], o))
+            .collect(),
+    };
+    h.send(&envelope(3, 4));
+    assert_eq!(h.ack(), (0, true), "held, not acked");
+    assert_eq!(h.value(), None, "nothing loaded out of order");
+    h.send(&envelope(1, 2));
+    assert_eq!(h.ack(), (4, false), "the buffered envelope followed on");
+    assert_eq!(h.value(), Some(3));
+    h.send(&envelope(1, 2));
+    assert_eq!(
+        h.ack(),
+        (4, false),
+        "a repeat is acked again, changes nothing"
+    );
+    assert_eq!(h.value(), Some(3));
+    h.end().expect("a clean end");
+}
+
+#[test]
+fn another_protocol_version_is_refused_with_a_clear_error() {
+    let mut h = Harness::new(RemoteOptions::new());
+    assert!(matches!(h.recv(), Message::Hello(_)));
+    h.peer
+        .send(frame_with(PROTOCOL_VERSION + 1, b"a hello from the future"))
+        .expect("send");
+    let Message::Refuse { reason } = h.recv() else {
+        panic!("expected a refusal");
+    };
+    assert!(
+        reason.contains(&format!("protocol {}", PROTOCOL_VERSION + 1)),
+        "{reason}"
+    );
+    let error = h.end().expect_err("refused");
+    assert!(
+        matches!(&error, Error::SyncRefused { reason } if reason.contains("protocol")),
+        "{error}"
+    );
+}
+
+#[test]
+fn another_database_under_a_known_remote_name_is_refused() {
+    let mut h = Harness::new(RemoteOptions::new());
+    h.hello(); // node [7; 16] is now the remote's
+    let (mine, peer) = in_process_pair();
+    drop(h.session.take());
+    h.session = Some(h.sync.attach("peer", mine).expect("attach"));
+    h.peer = peer;
+    assert!(matches!(h.recv(), Message::Hello(_)));
+    h.send(&Message::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        node: [8; 16],
+        name: "peer".into(),
+        inbox_cursor: 0,
+        last_ordinal: 0,
+        seen_yours: true,
+    }));
+    let error = h.end().expect_err("refused");
+    assert!(
+        error.to_string().contains("remove and add the remote"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_stranger_is_refused_unless_new_remotes_are_accepted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let sync =
+        SyncManager::open(reactor(dir.path()), SyncOptions::new().name("server")).expect("sync");
+    let stranger = |sync: &SyncManager| {
+        let (mine, mut peer) = in_process_pair();
+        let session = sync.accept(mine);
+        let hello = Message::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            node: [9; 16],
+            name: "stranger".into(),
+            inbox_cursor: 0,
+            last_ordinal: 0,
+            seen_yours: false,
+        });
+        peer.send(encode_frame(&hello)).expect("send");
+        let reply = decode_frame(&peer.recv(WAIT).expect("open").expect("reply")).expect("frame");
+        drop(peer);
+        (reply, session.join())
+    };
+    let (reply, ended) = stranger(&sync);
+    assert!(matches!(reply, Message::Refuse { reason } if reason.contains("not a remote")));
+    assert!(matches!(ended, Err(Error::SyncRefused { .. })));
+    drop(sync);
+
+    let sync = SyncManager::open(
+        reactor(tempfile::tempdir().expect("dir").path()),
+        SyncOptions::new().name("server").accept_new_remotes(true),
+    )
+    .expect("sync");
+    let (reply, ended) = stranger(&sync);
+    assert!(matches!(reply, Message::Hello(h) if h.name == "server" && h.seen_yours));
+    ended.expect("a clean end");
+    let names: Vec<String> = sync
+        .remotes()
+        .expect("remotes")
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["stranger"]);
+}
+
+#[test]
+fn removing_a_remote_forgets_its_cursors_letters_buffers_and_origins() {
+    let ops = source_operations(3);
+    let mut h = Harness::new(RemoteOptions::new());
+    h.hello();
+    let mut bad = wire(&ops[1], 2);
+    bad.bytes.clear();
+    h.send(&Message::Envelope {
+        first: 1,
+        last: 2,
+        operations: vec![wire(&ops[0], 1), bad],
+    });
+    assert_eq!(h.ack(), (2, false));
+    h.send(&Message::Envelope {
+        first: 4,
+        last: 4,
+        operations: vec![wire(&ops[3], 4)],
+    });
+    assert_eq!(h.ack(), (2, true));
+    let state = h.sync.shared.state.clone();
+    let creation = &ops[0].operation;
+    assert!(state
+        .came_from(&creation.id, &creation.content_hash, "peer")
+        .expect("read"));
+    h.sync.remove_remote("peer").expect("remove");
+    assert!(h.sync.remotes().expect("remotes").is_empty());
+    assert_eq!(state.cursors("peer").expect("cursors"), (0, 0));
+    assert!(state.dead_letters("peer").expect("letters").is_empty());
+    assert!(state.buffered("peer", 10).expect("buffered").is_empty());
+    assert!(!state
+        .came_from(&creation.id, &creation.content_hash, "peer")
+        .expect("read"));
+    assert!(matches!(
+        h.sync.remove_remote("peer"),
+        Err(Error::RemoteUnknown { .. })
+    ));
+    h.end().expect("the session ended with its remote");
+}
