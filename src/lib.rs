@@ -133,6 +133,8 @@ pub use sync::{
     FaultyChannel, InProcessChannel, RemoteFilter, RemoteOptions, RemoteStatus, SessionHandle,
     Signature, SigningKey, SyncManager, SyncOptions, PROTOCOL_VERSION,
 };
+#[cfg(feature = "grpc")]
+pub use sync::{DialOptions, GrpcChannel, GrpcServer, GrpcTransport, Reconnecting, ServeOptions};
 pub use view::{
     verify_snapshots, ConsistencyToken, Document, DocumentView, ScopeState, SnapshotReport,
     ViewFilter, ViewOptions,

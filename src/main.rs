@@ -1,5 +1,5 @@
 //! The `reactordb` command line: `demo`, `bench`, `verify`, `inspect`,
-//! `export`, `import` and `backup` on a database directory. Errors reach
+//! `export`, `import`, `backup`, `serve` and `sync` on a database directory. Errors reach
 //! the user as one line and a non-zero exit; logs go to standard error
 //! through `tracing`, filtered by `RUST_LOG` (quiet by default).
 
@@ -63,6 +63,15 @@ enum Command {
         /// Where the copy goes (must not exist).
         path: PathBuf,
     },
+    /// Serves sync over gRPC: peers running `sync` connect here. Runs until
+    /// interrupted, printing a line per peer as it changes.
+    #[cfg(feature = "grpc")]
+    Serve(cli::sync::ServeArgs),
+    /// Syncs with a server (`--peer URL --token T`) until interrupted,
+    /// printing sent / received / lag as they change; `sync status` prints
+    /// every remote's cursors.
+    #[cfg(feature = "grpc")]
+    Sync(cli::sync::SyncArgs),
 }
 
 #[derive(clap::Args)]
@@ -157,6 +166,10 @@ fn main() -> ExitCode {
         Command::Export { document } => export(&cli.db, document),
         Command::Import => import(&cli.db),
         Command::Backup { path } => backup(&cli.db, path),
+        #[cfg(feature = "grpc")]
+        Command::Serve(args) => cli::sync::serve(&cli.db, args),
+        #[cfg(feature = "grpc")]
+        Command::Sync(args) => cli::sync::sync(&cli.db, args),
     };
     match result {
         Ok(code) => code,

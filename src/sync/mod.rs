@@ -46,6 +46,10 @@ use crate::model::{DocumentId, Scope};
 use crate::reactor::Reactor;
 use crate::view::ConsistencyToken;
 
+#[cfg(feature = "grpc")]
+pub use channel::grpc::{
+    DialOptions, GrpcChannel, GrpcServer, GrpcTransport, Reconnecting, ServeOptions,
+};
 pub use channel::{
     in_process_pair, Channel, ChannelClosed, FaultPlan, FaultyChannel, InProcessChannel,
 };
@@ -345,13 +349,19 @@ impl SyncManager {
         Ok(())
     }
 
+    /// `Ok` when `name` is a known remote, else [`Error::RemoteUnknown`].
+    pub(crate) fn remote_exists(&self, name: &str) -> Result<()> {
+        match self.shared.state.remote(name)? {
+            Some(_) => Ok(()),
+            None => Err(Error::RemoteUnknown { name: name.into() }),
+        }
+    }
+
     /// Forgets a remote: its options, cursors, buffered envelopes, dead
     /// letters and which operations it sent. A running session with it
     /// ends.
     pub fn remove_remote(&self, name: &str) -> Result<()> {
-        if self.shared.state.remote(name)?.is_none() {
-            return Err(Error::RemoteUnknown { name: name.into() });
-        }
+        self.remote_exists(name)?;
         self.shared.live.lock().remove(name);
         self.shared.state.remove_remote(name)?;
         self.shared.changed.notify_all();
@@ -394,9 +404,7 @@ impl SyncManager {
     /// thread of its own, until the channel closes, the peer refuses, or
     /// the handle or manager is dropped.
     pub fn attach(&self, name: &str, channel: impl Channel + 'static) -> Result<SessionHandle> {
-        if self.shared.state.remote(name)?.is_none() {
-            return Err(Error::RemoteUnknown { name: name.into() });
-        }
+        self.remote_exists(name)?;
         Ok(self.spawn(Some(name.to_owned()), Box::new(channel)))
     }
 
@@ -427,11 +435,7 @@ impl SyncManager {
         remote: &str,
         document: &DocumentId,
     ) -> Result<DocumentSyncStatus> {
-        if self.shared.state.remote(remote)?.is_none() {
-            return Err(Error::RemoteUnknown {
-                name: remote.into(),
-            });
-        }
+        self.remote_exists(remote)?;
         if let Some(letter) = self
             .shared
             .state

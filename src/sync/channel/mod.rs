@@ -4,6 +4,8 @@
 //! about their meaning (checksums, order, resends) is the session's.
 
 mod faulty;
+#[cfg(feature = "grpc")]
+pub(crate) mod grpc;
 mod memory;
 
 use std::time::Duration;
