@@ -224,6 +224,7 @@ fn a_peer_restored_from_a_backup_is_repaired_by_anti_entropy() {
         .expect("created");
     let l = link(&sa, &sb);
     append(&a, "doc", "a1", 10);
+    wait_until("the creation at b", || !set(&b, "doc").is_empty());
     append(&b, "doc", "b1", 11);
     wait_until("quiet", || {
         quiet(&sa, &sb) && set(&a, "doc") == set(&b, "doc")
