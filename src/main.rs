@@ -117,6 +117,10 @@ enum WorkloadArg {
     /// `apply` of single operations against a raw RocksDB `WriteBatch` of
     /// the same bytes.
     Raw,
+    /// Two reactors syncing: actions written on one until the other's view
+    /// has them, over the in-process channel and over gRPC on loopback.
+    #[cfg(feature = "grpc")]
+    Sync,
 }
 
 #[derive(clap::Args)]
@@ -456,6 +460,32 @@ fn bench(args: &BenchArgs) -> CliResult {
             config(1, args.contention_actions),
         ),
     ];
+    #[cfg(feature = "grpc")]
+    if args.workload == WorkloadArg::Sync {
+        if !args.json {
+            println!(
+                "{:<12} {:>8} {:>10} {:>12} {:>13} {:>13} {:>8}",
+                "channel", "ops", "wall_ms", "ops/s", "p50_delay_ms", "p99_delay_ms", "untimed"
+            );
+        }
+        for r in cli::sync_bench::run(args.docs, args.actions, durability)? {
+            if args.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{:<12} {:>8} {:>10.0} {:>12.0} {:>13.2} {:>13.2} {:>8}",
+                    r.channel,
+                    r.ops,
+                    r.wall_ms,
+                    r.ops_per_s,
+                    r.p50_delay_ms,
+                    r.p99_delay_ms,
+                    r.untimed
+                );
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if !args.json {
         println!(
             "{:<12} {:>6} {:>8} {:>10} {:>12} {:>9} {:>9} {:>12} {:>8}",

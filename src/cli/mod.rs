@@ -3,3 +3,5 @@
 pub(crate) mod demo;
 #[cfg(feature = "grpc")]
 pub(crate) mod sync;
+#[cfg(feature = "grpc")]
+pub(crate) mod sync_bench;

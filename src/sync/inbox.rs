@@ -66,7 +66,13 @@ pub(crate) fn load(
         shared
             .state
             .put_origin(&mut origins, &op.id, &op.content_hash, remote);
-        if let Some(signature) = wire.signature.filter(|s| sign::is_valid(&op, s)) {
+        // The first valid signature stays: a later peer cannot replace the
+        // originator's with its own.
+        let stored = shared.state.signature(&op.id, &op.content_hash)?;
+        if let Some(signature) = wire
+            .signature
+            .filter(|s| stored.is_none() && sign::is_valid(&op, s))
+        {
             shared
                 .state
                 .put_signature(&mut origins, &op.id, &op.content_hash, &signature);
@@ -99,6 +105,12 @@ pub(crate) fn load(
                     let (refused, rest): (Vec<_>, Vec<_>) = ops
                         .drain(..)
                         .partition(|o| o.2.operation.action.id == action);
+                    if refused.is_empty() {
+                        // The failure names an operation already stored
+                        // (a merge reduces stored ones again): not this
+                        // load's to refuse, and retrying would loop.
+                        return Err(Error::JobFailed { job, error });
+                    }
                     loaded
                         .dead_letters
                         .extend(refused.into_iter().map(|(ordinal, bytes, _)| DeadLetter {

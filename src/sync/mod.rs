@@ -223,6 +223,8 @@ pub(crate) struct Shared {
     node: state::NodeRecord,
     options: SyncOptions,
     live: Mutex<HashMap<String, Live>>,
+    /// Sessions bound to each remote (`remove_remote` waits for none).
+    bound: Mutex<HashMap<String, usize>>,
     changed: Condvar,
     stopping: AtomicBool,
 }
@@ -322,6 +324,7 @@ impl SyncManager {
                 node,
                 options,
                 live: Mutex::new(live),
+                bound: Mutex::new(HashMap::new()),
                 changed: Condvar::new(),
                 stopping: AtomicBool::new(false),
             }),
@@ -358,13 +361,26 @@ impl SyncManager {
     }
 
     /// Forgets a remote: its options, cursors, buffered envelopes, dead
-    /// letters and which operations it sent. A running session with it
-    /// ends.
+    /// letters and which operations it sent. First its running sessions
+    /// end (it waits for them, up to the load timeout).
     pub fn remove_remote(&self, name: &str) -> Result<()> {
         self.remote_exists(name)?;
+        // Its sessions see it gone at their next turn and end; only then
+        // is its state deleted, so none writes any of it back.
         self.shared.live.lock().remove(name);
-        self.shared.state.remove_remote(name)?;
         self.shared.changed.notify_all();
+        let deadline = Instant::now() + self.shared.options.load_timeout + Duration::from_secs(5);
+        while self.shared.bound.lock().get(name).is_some_and(|n| *n > 0) {
+            if Instant::now() > deadline {
+                return Err(Error::SyncTimeout {
+                    remote: name.into(),
+                    token: 0,
+                    acked: 0,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.shared.state.remove_remote(name)?;
         Ok(())
     }
 

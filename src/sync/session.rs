@@ -109,6 +109,7 @@ impl<'a> Session<'a> {
         let (acked, inbox) = self.shared.state.cursors(name)?;
         (self.acked, self.sent, self.acked_written, self.inbox) = (acked, acked, acked, inbox);
         self.remote = Some((name.to_owned(), record));
+        *self.shared.bound.lock().entry(name.to_owned()).or_default() += 1;
         Ok(())
     }
 
@@ -171,6 +172,11 @@ impl<'a> Session<'a> {
             else {
                 return Ok(());
             };
+            if self.sent == self.acked {
+                // Nothing was in flight: the resend timer starts now, not
+                // at the last ack (maybe long ago).
+                self.last_ack_progress = Instant::now();
+            }
             let count = out
                 .operations
                 .iter()
@@ -242,6 +248,10 @@ impl<'a> Session<'a> {
             // again with the resend.
             Err(FrameError::Damaged(_) | FrameError::Malformed(_)) => return Ok(()),
         };
+        if !matches!(message, Message::Hello(_)) && self.peer_hello {
+            // The peer only sends these after our hello reached it.
+            self.peer_saw_ours = true;
+        }
         match message {
             Message::Hello(hello) => self.on_hello(hello),
             Message::Refuse { reason } => Err(Error::SyncRefused {
@@ -401,7 +411,7 @@ impl<'a> Session<'a> {
         if last <= self.inbox {
             return self.ack(false); // a repeat
         }
-        if first > self.inbox + 1 {
+        if first > self.inbox.saturating_add(1) {
             // Out of order: it waits (unacked), unless the buffer is full;
             // either way the resend brings what is missing.
             let limit = self.shared.options.buffered_envelopes;
@@ -423,11 +433,13 @@ impl<'a> Session<'a> {
                         first,
                         last,
                         operations,
-                    }) if first <= self.inbox + 1 && last > self.inbox => {
+                    }) if first <= self.inbox.saturating_add(1) && last > self.inbox => {
                         self.load(operations, Some(last), batch)?;
                         progressed = true;
                     }
-                    Ok(Message::Envelope { first, .. }) if first > self.inbox + 1 => break,
+                    Ok(Message::Envelope { first, .. }) if first > self.inbox.saturating_add(1) => {
+                        break
+                    }
                     _ => self.shared.state.write(batch)?, // covered already
                 }
             }
@@ -483,10 +495,14 @@ impl<'a> Session<'a> {
         if self.remote.is_none() {
             return;
         }
-        if self.acked != self.acked_written {
+        let name = self.name().to_owned();
+        let removed = !self.shared.live.lock().contains_key(&name);
+        if self.acked != self.acked_written && !removed {
             let _ = self.write_acked();
         }
-        let name = self.name().to_owned();
+        if let Some(count) = self.shared.bound.lock().get_mut(&name) {
+            *count = count.saturating_sub(1);
+        }
         let error = result.as_ref().err().map(ToString::to_string);
         self.shared.update(&name, |l| {
             l.connected = false;

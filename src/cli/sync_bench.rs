@@ -1,0 +1,199 @@
+//! `bench --workload sync`: two reactors, actions written on one, synced to
+//! the other over (a) the in-process channel and (b) gRPC on loopback.
+//! Reports operations/s until the other side's view holds them all, and
+//! the delay from written on one side to readable on the other (p50, p99).
+//! Times come from each side's event bus (written) and a sampler of the
+//! receiver's view checkpoint (readable); only the public API is used.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reactordb::{
+    in_process_pair, Action, ActionId, ActionType, Branch, CounterModel, CreateDocumentInput,
+    DialOptions, DocumentId, Durability, Event, GrpcTransport, ModelRegistry, Reactor,
+    RemoteOptions, Scope, ServeOptions, SyncManager, SyncOptions,
+};
+use serde::Serialize;
+
+/// One channel's run.
+#[derive(Serialize)]
+pub(crate) struct SyncBenchReport {
+    pub channel: &'static str,
+    pub ops: usize,
+    pub wall_ms: f64,
+    pub ops_per_s: f64,
+    pub p50_delay_ms: f64,
+    pub p99_delay_ms: f64,
+    /// Operations whose delay could not be timed (a bus subscriber missed
+    /// them); they still had to arrive.
+    pub untimed: usize,
+}
+
+fn open(dir: &Path, durability: Durability) -> reactordb::Result<Arc<Reactor>> {
+    Ok(Arc::new(
+        Reactor::builder(dir)
+            .durability(durability)
+            .registry(ModelRegistry::with_examples())
+            .open()?,
+    ))
+}
+
+/// Collects `action id → (time, ordinal)` of every operation a bus carries.
+fn record(
+    reactor: &Reactor,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<HashMap<String, (Instant, u64)>> {
+    let subscription = reactor.bus().subscribe(1 << 20);
+    std::thread::spawn(move || {
+        let mut seen = HashMap::new();
+        while !stop.load(Ordering::Acquire) {
+            if let Some(Event::OperationsWritten { operations }) =
+                subscription.recv_timeout(Duration::from_millis(5))
+            {
+                let now = Instant::now();
+                for op in operations.iter() {
+                    seen.entry(op.operation.action.id.to_string())
+                        .or_insert((now, op.context.ordinal.get()));
+                }
+            }
+        }
+        seen
+    })
+}
+
+pub(crate) fn run(
+    docs: usize,
+    actions: usize,
+    durability: Durability,
+) -> Result<Vec<SyncBenchReport>, Box<dyn std::error::Error>> {
+    let mut out = Vec::new();
+    for channel in ["in-process", "grpc"] {
+        out.push(run_one(channel, docs, actions, durability)?);
+    }
+    Ok(out)
+}
+
+fn run_one(
+    channel: &'static str,
+    docs: usize,
+    actions: usize,
+    durability: Durability,
+) -> Result<SyncBenchReport, Box<dyn std::error::Error>> {
+    let (da, db) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (a, b) = (open(da.path(), durability)?, open(db.path(), durability)?);
+    let sa = Arc::new(SyncManager::open(
+        a.clone(),
+        SyncOptions::new().name("a").accept_new_remotes(true),
+    )?);
+    let sb = Arc::new(SyncManager::open(b.clone(), SyncOptions::new().name("b"))?);
+    sb.add_remote("a", RemoteOptions::new())?;
+    let transport = GrpcTransport::new()?;
+    let mut _sessions = Vec::new();
+    let mut _grpc = None;
+    if channel == "grpc" {
+        let server = transport.serve(
+            sa.clone(),
+            "127.0.0.1:0".parse()?,
+            ServeOptions::token("bench"),
+        )?;
+        let url = format!("http://{}", server.local_addr());
+        _grpc = Some((
+            server,
+            transport.keep_synced(sb.clone(), "a", &url, DialOptions::token("bench"))?,
+        ));
+    } else {
+        sa.add_remote("b", RemoteOptions::new())?;
+        let (x, y) = in_process_pair();
+        _sessions.push(sa.attach("b", x)?);
+        _sessions.push(sb.attach("a", y)?);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let written_a = record(&a, stop.clone());
+    let written_b = record(&b, stop.clone());
+    let samples = {
+        let (b, stop) = (b.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Acquire) {
+                samples.push((Instant::now(), b.view().applied().get()));
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            samples
+        })
+    };
+    let start = Instant::now();
+    let ids: Vec<DocumentId> = (0..docs)
+        .map(|d| DocumentId::new(format!("sync-{d}")))
+        .collect::<Result<_, _>>()?;
+    for doc in &ids {
+        let create = CreateDocumentInput {
+            document_type: CounterModel::document_type(),
+            model_version: 1,
+            name: doc.to_string(),
+            slug: None,
+            meta: Default::default(),
+        };
+        a.create(doc.clone(), create)?;
+    }
+    let increment = ActionType::new("INCREMENT")?;
+    for round in 0..actions {
+        let mut jobs = Vec::with_capacity(docs);
+        for doc in &ids {
+            let action = Action::new(
+                ActionId::new(format!("{doc}-{round}"))?,
+                increment.clone(),
+                Scope::global(),
+                1_700_000_000_000 + round as u64,
+                b"1".to_vec(),
+            );
+            jobs.push(a.execute(doc.clone(), Branch::main(), vec![action])?);
+        }
+        for job in jobs {
+            job.written(Duration::from_secs(120))?;
+        }
+    }
+    let total = docs * (actions + 1);
+    let token = reactordb::ConsistencyToken(a.store().last_ordinal());
+    sa.wait_synced("b", token, Duration::from_secs(600))?;
+    let last_b = b.store().last_ordinal();
+    b.view().wait_for_within(
+        reactordb::ConsistencyToken(last_b),
+        Duration::from_secs(600),
+    )?;
+    let wall = start.elapsed();
+    stop.store(true, Ordering::Release);
+    let (written_a, written_b) = (
+        written_a.join().map_err(|_| "recorder panicked")?,
+        written_b.join().map_err(|_| "recorder panicked")?,
+    );
+    let samples = samples.join().map_err(|_| "sampler panicked")?;
+    let mut delays = Vec::with_capacity(total);
+    for (id, (at_a, _)) in &written_a {
+        let Some((_, ordinal_b)) = written_b.get(id) else {
+            continue;
+        };
+        let first = samples.partition_point(|(_, applied)| applied < ordinal_b);
+        if let Some((readable, _)) = samples.get(first) {
+            delays.push(readable.saturating_duration_since(*at_a).as_secs_f64() * 1e3);
+        }
+    }
+    delays.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        delays
+            .get(((delays.len() as f64 * p) as usize).min(delays.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok(SyncBenchReport {
+        channel,
+        ops: total,
+        wall_ms: wall.as_secs_f64() * 1e3,
+        ops_per_s: total as f64 / wall.as_secs_f64(),
+        p50_delay_ms: pct(0.5),
+        p99_delay_ms: pct(0.99),
+        untimed: total - delays.len(),
+    })
+}
