@@ -72,20 +72,30 @@ fn quiet(a: &SyncManager, b: &SyncManager) -> bool {
     })
 }
 
-#[test]
-fn each_operation_goes_to_a_remote_once_and_never_back() {
-    let (da, db) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let (a, sa) = node(da.path(), "a", options("a"));
-    let (b, sb) = node(db.path(), "b", options("b"));
+/// Two nodes `a` and `b`, each the other's remote, and `doc` created on `a`.
+fn pair_with_doc(
+    a_dir: &std::path::Path,
+    b_dir: &std::path::Path,
+    options: impl Fn(&str) -> SyncOptions,
+) -> [(Arc<Reactor>, SyncManager); 2] {
+    let (a, sa) = node(a_dir, "a", options("a"));
+    let (b, sb) = node(b_dir, "b", options("b"));
     sa.add_remote("b", RemoteOptions::new()).expect("remote");
     sb.add_remote("a", RemoteOptions::new()).expect("remote");
     a.create(id("doc"), create_input(LogModel::document_type()))
         .expect("submit")
         .written(WAIT)
         .expect("created");
+    [(a, sa), (b, sb)]
+}
+
+#[test]
+fn each_operation_goes_to_a_remote_once_and_never_back() {
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let [(a, sa), (b, sb)] = pair_with_doc(da.path(), db.path(), options);
     // Concurrent histories: each side's later merge re-appends copies of
     // its own operations behind the other's.
     let (sessions_a, sessions_b) = link(&sa, &sb);
@@ -165,14 +175,7 @@ fn remotes_and_cursors_survive_a_restart_and_nothing_is_sent_twice() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let (a, sa) = node(da.path(), "a", options("a"));
-    let (b, sb) = node(db.path(), "b", options("b"));
-    sa.add_remote("b", RemoteOptions::new()).expect("remote");
-    sb.add_remote("a", RemoteOptions::new()).expect("remote");
-    a.create(id("doc"), create_input(LogModel::document_type()))
-        .expect("submit")
-        .written(WAIT)
-        .expect("created");
+    let [(a, sa), (b, sb)] = pair_with_doc(da.path(), db.path(), options);
     for i in 0..10 {
         append(&a, "doc", &format!("a{i}"), 10 + i);
     }
@@ -214,14 +217,7 @@ fn a_peer_restored_from_a_backup_is_repaired_by_anti_entropy() {
     );
     let with_repair =
         |name: &str| options(name).anti_entropy_every(Some(Duration::from_millis(100)));
-    let (a, sa) = node(da.path(), "a", with_repair("a"));
-    let (b, sb) = node(db.path(), "b", with_repair("b"));
-    sa.add_remote("b", RemoteOptions::new()).expect("remote");
-    sb.add_remote("a", RemoteOptions::new()).expect("remote");
-    a.create(id("doc"), create_input(LogModel::document_type()))
-        .expect("submit")
-        .written(WAIT)
-        .expect("created");
+    let [(a, sa), (b, sb)] = pair_with_doc(da.path(), db.path(), with_repair);
     let l = link(&sa, &sb);
     append(&a, "doc", "a1", 10);
     wait_until("the creation at b", || !set(&b, "doc").is_empty());
