@@ -247,3 +247,42 @@ fn a_peer_restored_from_a_backup_is_repaired_by_anti_entropy() {
         set(&b, "doc") == full && set(&a, "doc") == full
     });
 }
+
+#[test]
+fn a_sender_restored_from_a_backup_that_writes_again_is_taken_anew() {
+    // Without anti-entropy: the cursors alone must see that b's inbox
+    // cursor for a names ordinals a has since reused.
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let [(a, sa), (b, sb)] = pair_with_doc(da.path(), db.path(), options);
+    let l = link(&sa, &sb);
+    append(&a, "doc", "a1", 10);
+    wait_until("quiet", || {
+        quiet(&sa, &sb) && set(&a, "doc") == set(&b, "doc")
+    });
+    let backup = tempfile::tempdir().expect("dir");
+    let restored = backup.path().join("a");
+    a.store().backup(&restored).expect("backup");
+    append(&a, "doc", "a2", 11);
+    append(&a, "doc", "a3", 12);
+    wait_until("quiet", || {
+        quiet(&sa, &sb) && set(&a, "doc") == set(&b, "doc")
+    });
+    drop(l);
+    drop((sa, a));
+    // a comes back from the backup and writes before it reconnects: its
+    // new operations take the ordinals a2 and a3 had.
+    let (a, sa) = node(&restored, "a", options("a"));
+    append(&a, "doc", "a4", 13);
+    append(&a, "doc", "a5", 14);
+    let _link = link(&sa, &sb);
+    wait_until("b holds a4 and a5", || {
+        let held: Vec<String> = stream_ops(b.store(), "doc", &Scope::global())
+            .iter()
+            .map(|o| o.action.id.to_string())
+            .collect();
+        held.contains(&"a4".to_string()) && held.contains(&"a5".to_string())
+    });
+}

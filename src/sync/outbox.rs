@@ -5,13 +5,15 @@ use super::filter::RemoteFilter;
 use super::wire::{SyncedOperation, WireOperation};
 use super::Shared;
 use crate::error::Result;
-use crate::model::{OperationWithContext, Ordinal};
+use crate::model::{Digest, OperationWithContext, Ordinal};
 use crate::store::Paging;
 
 /// An envelope's worth of our ordinals.
 pub(crate) struct Outgoing {
     pub first: u64,
     pub last: u64,
+    /// The chain hash of our operation at `last`.
+    pub witness: Digest,
     pub operations: Vec<WireOperation>,
 }
 
@@ -40,6 +42,7 @@ pub(crate) fn next_envelope(
     let mut out = Outgoing {
         first: after + 1,
         last: after,
+        witness: Digest::default(),
         operations: Vec::new(),
     };
     let mut bytes = 0;
@@ -49,6 +52,7 @@ pub(crate) fn next_envelope(
             break;
         }
         out.last = ordinal;
+        out.witness = item.operation.hash;
         if goes_to(shared, remote, filter, &item)? {
             let op = wire_operation(shared, &item, ordinal)?;
             bytes += op.bytes.len();
@@ -74,6 +78,19 @@ fn goes_to(
             .reactor
             .store()
             .is_first_copy(&item.context.unit(), op)?)
+}
+
+/// The chain hash of our operation at `ordinal`, if we hold one there.
+pub(crate) fn witness_at(shared: &Shared, ordinal: u64) -> Result<Option<Digest>> {
+    let page = shared
+        .reactor
+        .store()
+        .get_since_ordinal(Ordinal(ordinal), Paging::first(1))?;
+    Ok(page
+        .items
+        .first()
+        .filter(|item| item.context.ordinal.get() == ordinal)
+        .map(|item| item.operation.hash))
 }
 
 /// One operation as it travels, with its originator's signature: the one

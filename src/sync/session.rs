@@ -13,6 +13,7 @@ use super::state::RemoteRecord;
 use super::wire::{self, FrameError, Hello, Message, WireOperation, PROTOCOL_VERSION};
 use super::{check_name, digest, inbox, outbox, Shared};
 use crate::error::{Error, Result};
+use crate::model::Digest;
 use crate::store::SyncBatch;
 
 /// How long a session waits for a frame before looking at its outbox and
@@ -71,6 +72,8 @@ struct Session<'a> {
     last_rewind: Instant,
     /// The remote's ordinals we have loaded.
     inbox: u64,
+    /// The witness of `inbox` (the remote's chain hash at that ordinal).
+    inbox_witness: Option<Digest>,
     peer_hello: bool,
     peer_saw_ours: bool,
     last_hello: Option<Instant>,
@@ -92,6 +95,7 @@ impl<'a> Session<'a> {
             last_ack_progress: now,
             last_rewind: now,
             inbox: 0,
+            inbox_witness: None,
             peer_hello: false,
             peer_saw_ours: false,
             last_hello: None,
@@ -108,6 +112,7 @@ impl<'a> Session<'a> {
             .ok_or_else(|| Error::RemoteUnknown { name: name.into() })?;
         let (acked, inbox) = self.shared.state.cursors(name)?;
         (self.acked, self.sent, self.acked_written, self.inbox) = (acked, acked, acked, inbox);
+        self.inbox_witness = self.shared.state.inbox_witness(name)?;
         self.remote = Some((name.to_owned(), record));
         *self.shared.bound.lock().entry(name.to_owned()).or_default() += 1;
         Ok(())
@@ -153,6 +158,7 @@ impl<'a> Session<'a> {
             node: self.shared.node.node,
             name: self.shared.node.name.clone(),
             inbox_cursor: self.inbox,
+            inbox_witness: self.inbox_witness,
             last_ordinal: self.shared.reactor.store().last_ordinal().get(),
             seen_yours: self.peer_hello,
         };
@@ -187,6 +193,7 @@ impl<'a> Session<'a> {
             self.send(&Message::Envelope {
                 first: out.first,
                 last: out.last,
+                witness: out.witness,
                 operations: out.operations,
             })?;
             let name = self.name().to_owned();
@@ -260,9 +267,16 @@ impl<'a> Session<'a> {
             Message::Envelope {
                 first,
                 last,
+                witness,
                 operations,
             } if self.peer_hello && first <= last => {
-                self.on_envelope(first, last, operations, frame)
+                self.on_envelope(first, (last, witness), operations, frame)
+            }
+            Message::Rewind { your_cursor } => {
+                if self.peer_hello && your_cursor == self.inbox {
+                    self.rewind()?;
+                }
+                Ok(())
             }
             Message::Envelope { .. } => Ok(()),
             Message::Ack { cursor, gap } => {
@@ -355,15 +369,21 @@ impl<'a> Session<'a> {
             self.sent = self.acked;
             self.write_acked()?;
             if hello.last_ordinal < self.inbox {
-                // The peer went back: its next ordinals are new to us.
-                let name = self.name().to_owned();
-                self.inbox = hello.last_ordinal;
-                let mut batch = SyncBatch::default();
-                self.shared
-                    .state
-                    .put_inbox_cursor(&mut batch, &name, self.inbox);
-                self.shared.state.drop_buffered(&mut batch, &name);
-                self.shared.state.write(batch)?;
+                // The peer went back: what it sends next is new to us.
+                self.rewind()?;
+            }
+            if hello.inbox_cursor > 0
+                && outbox::witness_at(self.shared, hello.inbox_cursor)? != hello.inbox_witness
+            {
+                // The peer's cursor names an ordinal of ours that is not
+                // (or no longer) the operation it loaded there: we went
+                // back and wrote again. It must take everything anew.
+                self.acked = 0;
+                self.sent = 0;
+                self.write_acked()?;
+                self.send(&Message::Rewind {
+                    your_cursor: hello.inbox_cursor,
+                })?;
             }
             let (acked, inbox, name) = (self.acked, self.inbox, self.name().to_owned());
             self.shared.update(&name, |l| {
@@ -400,10 +420,27 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Starts the inbox again from 0: the remote's ordinals we counted as
+    /// loaded are not (all) the ones it holds now. Loading is idempotent,
+    /// so taking everything again costs time, never correctness.
+    fn rewind(&mut self) -> Result<()> {
+        let name = self.name().to_owned();
+        self.inbox = 0;
+        self.inbox_witness = None;
+        let mut batch = SyncBatch::default();
+        self.shared
+            .state
+            .put_inbox_cursor(&mut batch, &name, 0, None);
+        self.shared.state.drop_buffered(&mut batch, &name);
+        self.shared.state.write(batch)?;
+        self.shared.update(&name, |l| l.inbox = 0);
+        Ok(())
+    }
+
     fn on_envelope(
         &mut self,
         first: u64,
-        last: u64,
+        (last, witness): (u64, Digest),
         operations: Vec<WireOperation>,
         frame: Vec<u8>,
     ) -> Result<()> {
@@ -420,7 +457,7 @@ impl<'a> Session<'a> {
             }
             return self.ack(true);
         }
-        self.load(operations, Some(last), SyncBatch::default())?;
+        self.load(operations, Some((last, witness)), SyncBatch::default())?;
         // Buffered envelopes that now follow on.
         loop {
             let mut progressed = false;
@@ -432,9 +469,10 @@ impl<'a> Session<'a> {
                     Ok(Message::Envelope {
                         first,
                         last,
+                        witness,
                         operations,
                     }) if first <= self.inbox.saturating_add(1) && last > self.inbox => {
-                        self.load(operations, Some(last), batch)?;
+                        self.load(operations, Some((last, witness)), batch)?;
                         progressed = true;
                     }
                     Ok(Message::Envelope { first, .. }) if first > self.inbox.saturating_add(1) => {
@@ -461,7 +499,7 @@ impl<'a> Session<'a> {
     fn load(
         &mut self,
         operations: Vec<WireOperation>,
-        last: Option<u64>,
+        last: Option<(u64, Digest)>,
         mut batch: SyncBatch,
     ) -> Result<()> {
         let Some((name, record)) = &self.remote else {
@@ -477,9 +515,12 @@ impl<'a> Session<'a> {
         self.shared
             .state
             .put_dead_letters(&mut batch, &name, &loaded.dead_letters)?;
-        if let Some(last) = last {
-            self.shared.state.put_inbox_cursor(&mut batch, &name, last);
+        if let Some((last, witness)) = last {
+            self.shared
+                .state
+                .put_inbox_cursor(&mut batch, &name, last, Some(witness));
             self.inbox = last;
+            self.inbox_witness = Some(witness);
         }
         self.shared.state.write(batch)?;
         let (inbox, letters) = (self.inbox, loaded.dead_letters.len() as u64);

@@ -7,6 +7,7 @@
 //! | `r\0{remote}\0` | the remote's options and the peer node it is |
 //! | `c\0{remote}\0out` | outbox cursor: our ordinals the remote has loaded |
 //! | `c\0{remote}\0in` | inbox cursor: the remote's ordinals we have loaded |
+//! | `c\0{remote}\0in-witness` | the chain hash of the remote's operation at it |
 //! | `b\0{remote}\0{first ordinal}` | a buffered (out-of-order) envelope |
 //! | `d\0{remote}\0{sequence}` | a dead letter |
 //! | `o\0{op id}{content hash}{remote}\0` | the remote sent us this operation |
@@ -213,9 +214,26 @@ impl SyncState {
         self.store.sync_write(batch)
     }
 
-    /// Adds the inbox cursor to `batch`.
-    pub(crate) fn put_inbox_cursor(&self, batch: &mut SyncBatch, remote: &str, cursor: u64) {
+    /// Adds the inbox cursor and its witness to `batch`.
+    pub(crate) fn put_inbox_cursor(
+        &self,
+        batch: &mut SyncBatch,
+        remote: &str,
+        cursor: u64,
+        witness: Option<Digest>,
+    ) {
         batch.put(cursor_key(remote, b"in"), encode(&cursor));
+        batch.put(cursor_key(remote, b"in-witness"), encode(&witness));
+    }
+
+    /// The witness of the inbox cursor (`None`: at 0, or never written).
+    pub(crate) fn inbox_witness(&self, remote: &str) -> Result<Option<Digest>> {
+        Ok(self
+            .store
+            .sync_get(&cursor_key(remote, b"in-witness"))?
+            .map(|bytes| decode::<Option<Digest>>(&bytes, "cursor witness"))
+            .transpose()?
+            .flatten())
     }
 
     pub(crate) fn buffer_envelope(&self, remote: &str, first: u64, frame: Vec<u8>) -> Result<()> {

@@ -127,6 +127,7 @@ impl Harness {
             node: [7; 16],
             name: "peer".into(),
             inbox_cursor: 0,
+            inbox_witness: None,
             last_ordinal: 1_000,
             seen_yours: true,
         }));
@@ -179,6 +180,7 @@ fn refused_operations_become_dead_letters_with_their_reason_and_the_rest_loads()
     h.send(&Message::Envelope {
         first: 1,
         last: 5,
+        witness: crate::model::Digest::default(),
         operations,
     });
     assert_eq!(h.ack(), (5, false), "refusals are handled, so acked");
@@ -219,6 +221,7 @@ fn with_trusted_keys_unsigned_and_forged_operations_are_refused() {
     h.send(&Message::Envelope {
         first: 1,
         last: 4,
+        witness: crate::model::Digest::default(),
         operations: vec![
             signed(&ops[0], 1, &peer_key),
             wire(&ops[1], 2),
@@ -261,6 +264,7 @@ fn an_envelope_out_of_order_waits_unacked_until_the_gap_fills() {
     let envelope = |first: u64, last: u64| Message::Envelope {
         first,
         last,
+        witness: crate::model::Digest::default(),
         operations: (first..=last)
             .map(|o| wire(&ops[o as usize - 1], o))
             .collect(),
@@ -316,6 +320,7 @@ fn another_database_under_a_known_remote_name_is_refused() {
         node: [8; 16],
         name: "peer".into(),
         inbox_cursor: 0,
+        inbox_witness: None,
         last_ordinal: 0,
         seen_yours: true,
     }));
@@ -339,6 +344,7 @@ fn a_stranger_is_refused_unless_new_remotes_are_accepted() {
             node: [9; 16],
             name: "stranger".into(),
             inbox_cursor: 0,
+            inbox_witness: None,
             last_ordinal: 0,
             seen_yours: false,
         });
@@ -379,12 +385,14 @@ fn removing_a_remote_forgets_its_cursors_letters_buffers_and_origins() {
     h.send(&Message::Envelope {
         first: 1,
         last: 2,
+        witness: crate::model::Digest::default(),
         operations: vec![wire(&ops[0], 1), bad],
     });
     assert_eq!(h.ack(), (2, false));
     h.send(&Message::Envelope {
         first: 4,
         last: 4,
+        witness: crate::model::Digest::default(),
         operations: vec![wire(&ops[3], 4)],
     });
     assert_eq!(h.ack(), (2, true));

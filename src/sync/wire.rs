@@ -54,8 +54,16 @@ pub(crate) enum Message {
     Envelope {
         first: u64,
         last: u64,
+        /// The chain hash of the sender's operation at ordinal `last`:
+        /// the receiver keeps it with its inbox cursor and shows it back in
+        /// its hello, so a sender whose ordinals were reused (restored
+        /// from a backup, then written) sees that the cursor is not its.
+        witness: Digest,
         operations: Vec<WireOperation>,
     },
+    /// The receiver's inbox cursor `your_cursor` names an ordinal the
+    /// sender no longer holds as the receiver saw it: start again from 0.
+    Rewind { your_cursor: u64 },
     /// The receiver has durably loaded every ordinal of the sender up to
     /// `cursor`. `gap`: it holds a later envelope it cannot load yet.
     Ack { cursor: u64, gap: bool },
@@ -78,6 +86,8 @@ pub(crate) struct Hello {
     /// The sender's inbox cursor for the receiver: the receiver resends
     /// from just after it.
     pub inbox_cursor: u64,
+    /// The witness of that cursor (see `Message::Envelope::witness`).
+    pub inbox_witness: Option<Digest>,
     /// The sender's last ordinal: an inbox cursor past it means the sender
     /// went back (restored from a backup).
     pub last_ordinal: u64,
@@ -319,6 +329,7 @@ mod tests {
         let message = Message::Envelope {
             first: 3,
             last: 9,
+            witness: Digest([5; 32]),
             operations: vec![WireOperation {
                 ordinal: 4,
                 bytes: op().encode(),
