@@ -167,6 +167,9 @@ fn a_filter_sends_only_what_it_passes_and_its_cursor_covers_the_rest() {
         sa.document_status("b", &id("x")).expect("status"),
         DocumentSyncStatus::Synced
     );
+    // Widening the filter on the running session sends what it skipped.
+    sa.add_remote("b", RemoteOptions::new()).expect("widen");
+    wait_until("y at b", || set(&b, "y") == set(&a, "y"));
 }
 
 #[test]

@@ -21,8 +21,8 @@ use common::history::naive_history;
 use common::reactor::*;
 use reactordb::{
     in_process_pair, Action, ActionId, ActionType, ConsistencyToken, FaultPlan, FaultyChannel,
-    Reactor, RemoteOptions, Scope, SessionHandle, SyncManager, SyncOptions, SystemAction,
-    ViewFilter,
+    Reactor, RemoteFilter, RemoteOptions, Scope, SessionHandle, SyncManager, SyncOptions,
+    SystemAction, ViewFilter,
 };
 
 struct Rng(u64);
@@ -298,6 +298,16 @@ fn scenario(seed: u64) {
             71..=72 if doc == "doc2" => {
                 acceptable(reactor.delete_document(id(doc), main()));
             }
+            73..=74 => {
+                // Narrow a remote's filter on a running session (the heal
+                // widens it again: what it held back must then go).
+                let other = (r + 1 + rng.below(n as u64 - 1) as usize) % n;
+                let narrow = RemoteFilter::all().documents([id(doc)]);
+                nodes[r]
+                    .sync
+                    .add_remote(&format!("r{other}"), RemoteOptions::new().filter(narrow))
+                    .expect("narrow");
+            }
             75..=81 => {
                 // Close and reopen a replica mid-sync: its sessions end,
                 // its cursors and buffers are what it wrote down.
@@ -335,8 +345,15 @@ fn scenario(seed: u64) {
             }
         }
     }
-    // Heal: clean channels.
+    // Heal: clean channels, every filter wide again.
     links.clear();
+    for (me, node) in nodes.iter().enumerate() {
+        for other in (0..n).filter(|o| *o != me) {
+            node.sync
+                .add_remote(&format!("r{other}"), RemoteOptions::new())
+                .expect("widen");
+        }
+    }
     for (a, b) in pairs(n) {
         links.insert((a, b), connect(&nodes, a, b, None));
     }

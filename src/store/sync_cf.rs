@@ -85,6 +85,45 @@ impl OperationStore {
         Ok(out)
     }
 
+    /// How many keys start with `prefix`, counting at most `limit` (values
+    /// are not read).
+    pub(crate) fn sync_count(&self, prefix: &[u8], limit: usize) -> Result<usize> {
+        let mut read = ReadOptions::default();
+        if let Some(upper) = keys::prefix_upper_bound(prefix) {
+            read.set_iterate_upper_bound(upper);
+        }
+        let mut iter = self.db().raw_iterator_cf_opt(self.sync_cf(), read);
+        iter.seek(prefix);
+        let mut count = 0;
+        while iter.valid() && count < limit {
+            count += 1;
+            iter.next();
+        }
+        iter.status()?;
+        Ok(count)
+    }
+
+    /// The last key that starts with `prefix`, if any.
+    pub(crate) fn sync_last_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut iter = self.db().raw_iterator_cf(self.sync_cf());
+        match keys::prefix_upper_bound(prefix) {
+            Some(upper) => iter.seek_for_prev(upper),
+            None => iter.seek_to_last(),
+        }
+        // seek_for_prev lands on the upper bound itself when it exists.
+        while iter
+            .key()
+            .is_some_and(|k| !k.starts_with(prefix) && k > prefix)
+        {
+            iter.prev();
+        }
+        iter.status()?;
+        Ok(iter
+            .key()
+            .filter(|k| k.starts_with(prefix))
+            .map(<[u8]>::to_vec))
+    }
+
     /// Writes `batch` atomically, with the store's durability. Written after
     /// the log writes it describes returned, it lands after them in the
     /// WAL: a crash never keeps it without them.

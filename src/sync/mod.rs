@@ -227,6 +227,9 @@ pub(crate) struct Shared {
     bound: Mutex<HashMap<String, usize>>,
     changed: Condvar,
     stopping: AtomicBool,
+    /// Bumped by every `add_remote`: sessions then read their remote's
+    /// options again.
+    options_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -327,6 +330,7 @@ impl SyncManager {
                 bound: Mutex::new(HashMap::new()),
                 changed: Condvar::new(),
                 stopping: AtomicBool::new(false),
+                options_generation: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -341,13 +345,24 @@ impl SyncManager {
         &self.shared.reactor
     }
 
-    /// Adds a remote, or replaces its options (keeping its cursors).
+    /// Adds a remote, or replaces its options (keeping its cursors). A
+    /// running session takes new options at once; a changed filter sends
+    /// again from the start, so what it filtered out before goes now.
     pub fn add_remote(&self, name: &str, options: RemoteOptions) -> Result<()> {
         check_name(name)?;
-        let peer_node = self.shared.state.remote(name)?.and_then(|r| r.peer_node);
+        let old = self.shared.state.remote(name)?;
+        let refiltered = old
+            .as_ref()
+            .is_some_and(|r| r.options.filter != options.filter);
+        let record = RemoteRecord {
+            options,
+            peer_node: old.as_ref().and_then(|r| r.peer_node),
+            rewind: refiltered || old.is_some_and(|r| r.rewind),
+        };
+        self.shared.state.put_remote(name, &record)?;
         self.shared
-            .state
-            .put_remote(name, &RemoteRecord { options, peer_node })?;
+            .options_generation
+            .fetch_add(1, Ordering::AcqRel);
         self.shared.insert_remote(name);
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! to frames (loss, repeats, reordering, damage) loses an operation: only
 //! durably loaded ranges are acked, and the sender resends the rest.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,10 @@ use crate::store::SyncBatch;
 /// How long a session waits for a frame before looking at its outbox and
 /// timers again: the latency of a new local write reaching the channel.
 const POLL: Duration = Duration::from_millis(2);
+/// Repairs sent and not yet acked, at most. With the outbox window, this
+/// bounds what a session sends that its peer has not read: two sessions
+/// blocked sending to each other cannot fill a bounded channel.
+pub(crate) const REPAIRS_IN_FLIGHT: usize = 4;
 /// How often the acked outbox cursor is written (losing it only costs a
 /// resend).
 const PERSIST_EVERY: Duration = Duration::from_millis(100);
@@ -78,6 +83,14 @@ struct Session<'a> {
     peer_saw_ours: bool,
     last_hello: Option<Instant>,
     last_digests: Option<Instant>,
+    /// Repairs waiting to go, and those sent and not yet acked.
+    repairs: VecDeque<Vec<WireOperation>>,
+    repairs_in_flight: Vec<(u64, Instant)>,
+    next_repair: u64,
+    /// The options generation the remote's record was read at.
+    generation: u64,
+    /// When we last asked the peer to rewind, until it says it did.
+    rewind_pending: Option<Instant>,
 }
 
 impl<'a> Session<'a> {
@@ -100,11 +113,17 @@ impl<'a> Session<'a> {
             peer_saw_ours: false,
             last_hello: None,
             last_digests: None,
+            repairs: VecDeque::new(),
+            repairs_in_flight: Vec::new(),
+            next_repair: 0,
+            generation: 0,
+            rewind_pending: None,
         }
     }
 
     /// Binds the session to a known remote and loads its cursors.
     fn bind(&mut self, name: &str) -> Result<()> {
+        self.generation = self.shared.options_generation.load(Ordering::Acquire);
         let record = self
             .shared
             .state
@@ -137,6 +156,7 @@ impl<'a> Session<'a> {
                 if !self.shared.live.lock().contains_key(self.name()) {
                     return Ok(()); // the remote was removed
                 }
+                self.reload_options()?;
                 let hello_due = self.last_hello.is_none_or(|at| at.elapsed() >= resend);
                 if !(self.peer_hello && self.peer_saw_ours) && hello_due {
                     self.send_hello()?;
@@ -144,12 +164,47 @@ impl<'a> Session<'a> {
             }
             if self.peer_hello {
                 self.pump()?;
+                self.pump_repairs()?;
                 self.timers()?;
             }
             if let Some(frame) = self.channel.recv(POLL)? {
                 self.handle(frame)?;
             }
         }
+    }
+
+    /// Takes the remote's options again when `add_remote` changed any.
+    fn reload_options(&mut self) -> Result<()> {
+        let generation = self.shared.options_generation.load(Ordering::Acquire);
+        if generation == self.generation {
+            return Ok(());
+        }
+        self.generation = generation;
+        let Some((name, record)) = &mut self.remote else {
+            return Ok(());
+        };
+        let Some(fresh) = self.shared.state.remote(name)? else {
+            return Ok(()); // removed: the loop ends the session
+        };
+        *record = fresh;
+        if record.rewind && self.peer_hello && self.rewind_pending.is_none() {
+            // What the old filter passed over is covered by the acked
+            // cursor: start again, and the new filter decides.
+            self.reset_outbox()?;
+        }
+        Ok(())
+    }
+
+    /// Sends everything again from our first ordinal, and has the peer
+    /// take it anew (`Rewind`, repeated until `Rewound`).
+    fn reset_outbox(&mut self) -> Result<()> {
+        self.acked = 0;
+        self.sent = 0;
+        self.write_acked()?;
+        let name = self.name().to_owned();
+        self.shared.update(&name, |l| l.acked = 0);
+        self.rewind_pending = Some(Instant::now());
+        self.send(&Message::Rewind)
     }
 
     fn send_hello(&mut self) -> Result<()> {
@@ -202,10 +257,37 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Sends waiting repairs while fewer than `REPAIRS_IN_FLIGHT` are
+    /// unacked. One unacked for long is taken as lost (the next digest
+    /// round finds whatever it carried).
+    fn pump_repairs(&mut self) -> Result<()> {
+        let lost_after = self.shared.options.resend_after * 4;
+        self.repairs_in_flight
+            .retain(|(_, at)| at.elapsed() < lost_after);
+        while self.repairs_in_flight.len() < REPAIRS_IN_FLIGHT {
+            let Some(operations) = self.repairs.pop_front() else {
+                break;
+            };
+            let seq = self.next_repair;
+            self.next_repair += 1;
+            self.repairs_in_flight.push((seq, Instant::now()));
+            self.send(&Message::Repair { seq, operations })?;
+        }
+        Ok(())
+    }
+
     /// Resends after silence, writes the acked cursor now and then, and
     /// starts the anti-entropy pass when it is due and nothing is in
     /// flight.
     fn timers(&mut self) -> Result<()> {
+        let options = &self.shared.options;
+        if self
+            .rewind_pending
+            .is_some_and(|at| at.elapsed() >= options.resend_after)
+        {
+            self.rewind_pending = Some(Instant::now());
+            self.send(&Message::Rewind)?;
+        }
         let options = &self.shared.options;
         if self.sent > self.acked && self.last_ack_progress.elapsed() >= options.resend_after {
             self.sent = self.acked; // go back: resend everything unacked
@@ -272,10 +354,27 @@ impl<'a> Session<'a> {
             } if self.peer_hello && first <= last => {
                 self.on_envelope(first, (last, witness), operations, frame)
             }
-            Message::Rewind { your_cursor } => {
-                if self.peer_hello && your_cursor == self.inbox {
-                    self.rewind()?;
+            Message::Rewind if self.peer_hello => {
+                self.rewind()?;
+                self.send(&Message::Rewound)
+            }
+            Message::Rewind => Ok(()),
+            Message::Rewound => {
+                // Acks that came before it were of the old inbox.
+                self.rewind_pending = None;
+                if let Some((name, record)) = &mut self.remote {
+                    if record.rewind {
+                        record.rewind = false;
+                        if let Some(mut stored) = self.shared.state.remote(name)? {
+                            stored.rewind = false;
+                            self.shared.state.put_remote(name, &stored)?;
+                        }
+                    }
                 }
+                self.acked = 0;
+                self.sent = 0;
+                let name = self.name().to_owned();
+                self.shared.update(&name, |l| l.acked = 0);
                 Ok(())
             }
             Message::Envelope { .. } => Ok(()),
@@ -284,24 +383,32 @@ impl<'a> Session<'a> {
                 Ok(())
             }
             Message::Digests { streams } if self.peer_hello => {
-                // Only with nothing of ours in flight: else the peer's
-                // digests lag behind what it is about to load.
-                if !self.caught_up() || self.sent != self.acked {
+                // Only with nothing of ours in flight (else the peer's
+                // digests lag behind what it is about to load), and no
+                // repair of an earlier round still going.
+                let busy = !self.repairs.is_empty() || !self.repairs_in_flight.is_empty();
+                if busy || !self.caught_up() || self.sent != self.acked {
                     return Ok(());
                 }
                 let Some((_, record)) = &self.remote else {
                     return Ok(());
                 };
                 let chunk = self.shared.options.envelope_ordinals;
-                for operations in
-                    digest::repairs(self.shared, &record.options.filter, &streams, chunk)?
-                {
-                    self.send(&Message::Repair { operations })?;
-                }
+                self.repairs.extend(digest::repairs(
+                    self.shared,
+                    &record.options.filter,
+                    &streams,
+                    chunk,
+                )?);
                 Ok(())
             }
-            Message::Repair { operations } if self.peer_hello => {
-                self.load(operations, None, SyncBatch::default())
+            Message::Repair { seq, operations } if self.peer_hello => {
+                self.load(operations, None, SyncBatch::default())?;
+                self.send(&Message::RepairAck { seq })
+            }
+            Message::RepairAck { seq } => {
+                self.repairs_in_flight.retain(|(s, _)| *s != seq);
+                Ok(())
             }
             Message::Digests { .. } | Message::Repair { .. } => Ok(()),
         }
@@ -372,18 +479,16 @@ impl<'a> Session<'a> {
                 // The peer went back: what it sends next is new to us.
                 self.rewind()?;
             }
-            if hello.inbox_cursor > 0
-                && outbox::witness_at(self.shared, hello.inbox_cursor)? != hello.inbox_witness
+            let refiltered = self.remote.as_ref().is_some_and(|(_, r)| r.rewind);
+            if refiltered
+                || hello.inbox_cursor > 0
+                    && outbox::witness_at(self.shared, hello.inbox_cursor)? != hello.inbox_witness
             {
-                // The peer's cursor names an ordinal of ours that is not
-                // (or no longer) the operation it loaded there: we went
-                // back and wrote again. It must take everything anew.
-                self.acked = 0;
-                self.sent = 0;
-                self.write_acked()?;
-                self.send(&Message::Rewind {
-                    your_cursor: hello.inbox_cursor,
-                })?;
+                // Our filter changed (what it held back lies under the
+                // cursor), or the peer's cursor names an ordinal of ours
+                // that is not the operation it loaded there (we went back
+                // and wrote again): it must take everything anew.
+                self.reset_outbox()?;
             }
             let (acked, inbox, name) = (self.acked, self.inbox, self.name().to_owned());
             self.shared.update(&name, |l| {
@@ -408,6 +513,14 @@ impl<'a> Session<'a> {
             self.acked = cursor;
             self.sent = self.sent.max(cursor);
             self.last_ack_progress = Instant::now();
+            let name = self.name().to_owned();
+            self.shared.update(&name, |l| l.acked = cursor);
+        }
+        if gap && cursor < self.acked && self.rewind_pending.is_none() {
+            // The peer misses what it once acked: it lost its state (or
+            // rewound on a repeated request). Its cursor is the truth.
+            self.acked = cursor;
+            self.sent = cursor;
             let name = self.name().to_owned();
             self.shared.update(&name, |l| l.acked = cursor);
         }
@@ -452,37 +565,30 @@ impl<'a> Session<'a> {
             // Out of order: it waits (unacked), unless the buffer is full;
             // either way the resend brings what is missing.
             let limit = self.shared.options.buffered_envelopes;
-            if self.shared.state.buffered(&name, limit)?.len() < limit {
+            if self.shared.state.buffered_count(&name, limit)? < limit {
                 self.shared.state.buffer_envelope(&name, first, frame)?;
             }
             return self.ack(true);
         }
         self.load(operations, Some((last, witness)), SyncBatch::default())?;
-        // Buffered envelopes that now follow on.
-        loop {
-            let mut progressed = false;
-            let limit = self.shared.options.buffered_envelopes;
-            for (first, frame) in self.shared.state.buffered(&name, limit)? {
-                let mut batch = SyncBatch::default();
-                self.shared.state.unbuffer(&mut batch, &name, first);
-                match wire::decode_frame(&frame) {
-                    Ok(Message::Envelope {
-                        first,
-                        last,
-                        witness,
-                        operations,
-                    }) if first <= self.inbox.saturating_add(1) && last > self.inbox => {
-                        self.load(operations, Some((last, witness)), batch)?;
-                        progressed = true;
-                    }
-                    Ok(Message::Envelope { first, .. }) if first > self.inbox.saturating_add(1) => {
-                        break
-                    }
-                    _ => self.shared.state.write(batch)?, // covered already
-                }
+        // Buffered envelopes that now follow on, lowest first, one read
+        // at a time.
+        while let Some((first, frame)) = self.shared.state.buffered(&name, 1)?.pop() {
+            if first > self.inbox.saturating_add(1) {
+                break; // still a gap before it
             }
-            if !progressed {
-                break;
+            let mut batch = SyncBatch::default();
+            self.shared.state.unbuffer(&mut batch, &name, first);
+            match wire::decode_frame(&frame) {
+                Ok(Message::Envelope {
+                    last,
+                    witness,
+                    operations,
+                    ..
+                }) if last > self.inbox => {
+                    self.load(operations, Some((last, witness)), batch)?;
+                }
+                _ => self.shared.state.write(batch)?, // covered already
             }
         }
         self.ack(false)

@@ -10,6 +10,7 @@
 //! | `c\0{remote}\0in-witness` | the chain hash of the remote's operation at it |
 //! | `b\0{remote}\0{first ordinal}` | a buffered (out-of-order) envelope |
 //! | `d\0{remote}\0{sequence}` | a dead letter |
+//! | `x\0{remote}\0{blake3 of its bytes}` | that byte string is a dead letter already |
 //! | `o\0{op id}{content hash}{remote}\0` | the remote sent us this operation |
 //! | `s\0{op id}{content hash}` | the originator's signature of it |
 //!
@@ -89,6 +90,10 @@ pub(crate) struct RemoteRecord {
     pub options: RemoteOptions,
     /// The peer's node id, learned from its first hello.
     pub peer_node: Option<[u8; 16]>,
+    /// The filter changed: the peer must take everything anew (what the
+    /// old filter held back is under the acked cursor). Cleared when the
+    /// peer confirms it rewound.
+    pub rewind: bool,
 }
 
 /// An operation refused for good, and why.
@@ -178,7 +183,7 @@ impl SyncState {
     /// letters and which operations it sent.
     pub(crate) fn remove_remote(&self, remote: &str) -> Result<()> {
         let mut batch = SyncBatch::default();
-        for tag in [b'r', b'c', b'b', b'd'] {
+        for tag in [b'r', b'c', b'b', b'd', b'x'] {
             batch.delete_prefix(remote_key(tag, remote));
         }
         // Origins are keyed by operation (the echo check is a point read
@@ -244,6 +249,11 @@ impl SyncState {
         self.store.sync_write(batch)
     }
 
+    /// How many envelopes of `remote` wait, counting at most `limit`.
+    pub(crate) fn buffered_count(&self, remote: &str, limit: usize) -> Result<usize> {
+        self.store.sync_count(&remote_key(b'b', remote), limit)
+    }
+
     /// Buffered envelopes (first ordinal, frame), lowest first.
     pub(crate) fn buffered(&self, remote: &str, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
         let prefix = remote_key(b'b', remote);
@@ -283,16 +293,24 @@ impl SyncState {
             return Ok(());
         }
         let prefix = remote_key(b'd', remote);
-        let next = self
+        let mut next = self
             .store
-            .sync_scan(&prefix, usize::MAX)?
-            .last()
-            .and_then(|(key, _)| key[prefix.len()..].try_into().ok())
+            .sync_last_key(&prefix)?
+            .and_then(|key| key[prefix.len()..].try_into().ok())
             .map_or(0, |b: [u8; 8]| u64::from_be_bytes(b) + 1);
-        for (n, letter) in letters.iter().enumerate() {
+        for letter in letters {
+            // One letter per refused byte string: a repair or a resend that
+            // brings it again adds nothing.
+            let mut seen = remote_key(b'x', remote);
+            seen.extend_from_slice(blake3::hash(&letter.bytes).as_bytes());
+            if self.store.sync_contains(&seen)? {
+                continue;
+            }
+            batch.put(seen, Vec::new());
             let mut key = prefix.clone();
-            key.extend_from_slice(&(next + n as u64).to_be_bytes());
+            key.extend_from_slice(&next.to_be_bytes());
             batch.put(key, encode(letter));
+            next += 1;
         }
         Ok(())
     }

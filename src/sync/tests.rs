@@ -16,6 +16,7 @@ use crate::models::{CounterModel, CreateDocumentInput, ModelRegistry};
 use crate::store::{Durability, Paging};
 
 const WAIT: Duration = Duration::from_secs(20);
+const REPAIRS_IN_FLIGHT_FOR_TESTS: usize = super::session::REPAIRS_IN_FLIGHT;
 
 fn reactor(dir: &std::path::Path) -> Arc<Reactor> {
     Arc::new(
@@ -196,6 +197,22 @@ fn refused_operations_become_dead_letters_with_their_reason_and_the_rest_loads()
     );
     assert_eq!(letters[2].document_id.as_deref(), Some("doc"));
     assert_eq!(h.value(), Some(1), "the good increment loaded, no other");
+    // The same refused bytes again (a repair, twice): no second letter.
+    let mut again = wire(&ops[1], 0);
+    again.bytes.extend_from_slice(b"trailing junk");
+    for seq in [1, 2] {
+        h.send(&Message::Repair {
+            seq,
+            operations: vec![again.clone()],
+        });
+        loop {
+            if let Message::RepairAck { seq: acked } = h.recv() {
+                assert_eq!(acked, seq);
+                break;
+            }
+        }
+    }
+    assert_eq!(h.sync.dead_letters("peer").expect("letters").len(), 3);
     assert_eq!(
         h.sync
             .document_status("peer", &DocumentId::new("doc").expect("id"))
@@ -414,4 +431,63 @@ fn removing_a_remote_forgets_its_cursors_letters_buffers_and_origins() {
         Err(Error::RemoteUnknown { .. })
     ));
     h.end().expect("the session ended with its remote");
+}
+
+#[test]
+fn repairs_go_a_few_at_a_time_and_wait_for_acks() {
+    let ops = source_operations(4);
+    let dir = tempfile::tempdir().expect("dir");
+    let options = SyncOptions::new().name("me").envelope_ordinals(1);
+    let sync = SyncManager::open(reactor(dir.path()), options).expect("sync");
+    sync.add_remote("peer", RemoteOptions::new())
+        .expect("remote");
+    let (mine, peer) = in_process_pair();
+    let mut h = Harness {
+        _dir: dir,
+        sync,
+        session: None,
+        peer,
+    };
+    h.session = Some(h.sync.attach("peer", mine).expect("attach"));
+    h.hello();
+    h.send(&Message::Envelope {
+        first: 1,
+        last: 5,
+        witness: crate::model::Digest::default(),
+        operations: (0..5).map(|o| wire(&ops[o], o as u64 + 1)).collect(),
+    });
+    assert_eq!(h.ack(), (5, false));
+    // Our own envelopes of what we loaded (nothing goes back): ack them.
+    loop {
+        match h.recv() {
+            Message::Envelope { last, .. } => {
+                h.send(&Message::Ack {
+                    cursor: last,
+                    gap: false,
+                });
+                if last == 5 {
+                    break;
+                }
+            }
+            _ => continue,
+        }
+    }
+    // A peer claiming to hold nothing: five one-operation repairs are due.
+    h.send(&Message::Digests { streams: vec![] });
+    let mut repairs = Vec::new();
+    while let Ok(Some(frame)) = h.peer.recv(Duration::from_millis(300)) {
+        if let Ok(Message::Repair { seq, .. }) = decode_frame(&frame) {
+            repairs.push(seq);
+        }
+    }
+    assert_eq!(repairs.len(), REPAIRS_IN_FLIGHT_FOR_TESTS, "{repairs:?}");
+    h.send(&Message::RepairAck { seq: repairs[0] });
+    let next = loop {
+        let frame = h.peer.recv(WAIT).expect("open").expect("the next repair");
+        if let Ok(Message::Repair { seq, .. }) = decode_frame(&frame) {
+            break seq;
+        }
+    };
+    assert!(!repairs.contains(&next));
+    h.end().expect("a clean end");
 }

@@ -61,9 +61,11 @@ pub(crate) enum Message {
         witness: Digest,
         operations: Vec<WireOperation>,
     },
-    /// The receiver's inbox cursor `your_cursor` names an ordinal the
-    /// sender no longer holds as the receiver saw it: start again from 0.
-    Rewind { your_cursor: u64 },
+    /// Start your inbox for me again from 0: everything comes anew (my
+    /// ordinals were reused, or the filter changed). Sent until `Rewound`.
+    Rewind,
+    /// The inbox was started again.
+    Rewound,
     /// The receiver has durably loaded every ordinal of the sender up to
     /// `cursor`. `gap`: it holds a later envelope it cannot load yet.
     Ack { cursor: u64, gap: bool },
@@ -71,8 +73,14 @@ pub(crate) enum Message {
     /// holds and would send.
     Digests { streams: Vec<StreamDigest> },
     /// Anti-entropy: operations of streams whose digests differed, outside
-    /// any cursor.
-    Repair { operations: Vec<WireOperation> },
+    /// any cursor. At most a few are unacknowledged at a time, so repairs
+    /// never fill a channel the peer is not reading.
+    Repair {
+        seq: u64,
+        operations: Vec<WireOperation>,
+    },
+    /// The repair `seq` is loaded.
+    RepairAck { seq: u64 },
 }
 
 /// The first message of a session.
