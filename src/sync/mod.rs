@@ -225,6 +225,10 @@ pub(crate) struct Shared {
     live: Mutex<HashMap<String, Live>>,
     /// Sessions bound to each remote (`remove_remote` waits for none).
     bound: Mutex<HashMap<String, usize>>,
+    /// The newest session bound to each remote, which alone runs: an
+    /// older one (a connection not yet seen dead) ends at its next turn.
+    owner: Mutex<HashMap<String, u64>>,
+    next_session: std::sync::atomic::AtomicU64,
     changed: Condvar,
     stopping: AtomicBool,
     /// Bumped by every `add_remote`: sessions then read their remote's
@@ -328,6 +332,8 @@ impl SyncManager {
                 options,
                 live: Mutex::new(live),
                 bound: Mutex::new(HashMap::new()),
+                owner: Mutex::new(HashMap::new()),
+                next_session: std::sync::atomic::AtomicU64::new(1),
                 changed: Condvar::new(),
                 stopping: AtomicBool::new(false),
                 options_generation: std::sync::atomic::AtomicU64::new(0),
@@ -490,7 +496,8 @@ impl SyncManager {
     }
 
     /// Waits until `remote` has acked everything up to `token` (a job's
-    /// consistency token): it holds those operations durably. Filtered-out
+    /// consistency token): it has durably loaded those operations, or
+    /// refused them for good (its dead letters say why). Filtered-out
     /// operations count as acked.
     pub fn wait_synced(
         &self,

@@ -61,6 +61,8 @@ impl From<ChannelClosed> for Error {
 
 struct Session<'a> {
     shared: &'a Shared,
+    /// This session's number (see `Shared::owner`).
+    id: u64,
     channel: Box<dyn Channel>,
     /// The remote, once known (at once when attached, from its hello when
     /// accepted).
@@ -98,6 +100,7 @@ impl<'a> Session<'a> {
         let now = Instant::now();
         Self {
             shared,
+            id: shared.next_session.fetch_add(1, Ordering::AcqRel),
             channel,
             remote: None,
             sent: 0,
@@ -134,6 +137,7 @@ impl<'a> Session<'a> {
         self.inbox_witness = self.shared.state.inbox_witness(name)?;
         self.remote = Some((name.to_owned(), record));
         *self.shared.bound.lock().entry(name.to_owned()).or_default() += 1;
+        self.shared.owner.lock().insert(name.to_owned(), self.id);
         Ok(())
     }
 
@@ -155,6 +159,9 @@ impl<'a> Session<'a> {
             if self.remote.is_some() {
                 if !self.shared.live.lock().contains_key(self.name()) {
                     return Ok(()); // the remote was removed
+                }
+                if !self.owns() {
+                    return Ok(()); // a newer session took the remote over
                 }
                 self.reload_options()?;
                 let hello_due = self.last_hello.is_none_or(|at| at.elapsed() >= resend);
@@ -638,22 +645,30 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Whether this is the newest session of its remote.
+    fn owns(&self) -> bool {
+        self.shared.owner.lock().get(self.name()) == Some(&self.id)
+    }
+
     fn finish(&mut self, result: &Result<()>) {
         if self.remote.is_none() {
             return;
         }
         let name = self.name().to_owned();
         let removed = !self.shared.live.lock().contains_key(&name);
-        if self.acked != self.acked_written && !removed {
+        let owner = self.owns();
+        if self.acked != self.acked_written && !removed && owner {
             let _ = self.write_acked();
         }
         if let Some(count) = self.shared.bound.lock().get_mut(&name) {
             *count = count.saturating_sub(1);
         }
-        let error = result.as_ref().err().map(ToString::to_string);
-        self.shared.update(&name, |l| {
-            l.connected = false;
-            l.last_error = error;
-        });
+        if owner {
+            let error = result.as_ref().err().map(ToString::to_string);
+            self.shared.update(&name, |l| {
+                l.connected = false;
+                l.last_error = error;
+            });
+        }
     }
 }

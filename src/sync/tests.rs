@@ -491,3 +491,29 @@ fn repairs_go_a_few_at_a_time_and_wait_for_acks() {
     assert!(!repairs.contains(&next));
     h.end().expect("a clean end");
 }
+
+#[test]
+fn a_newer_session_of_a_remote_takes_it_over_and_the_older_ends() {
+    let ops = source_operations(1);
+    let mut h = Harness::new(RemoteOptions::new());
+    h.hello();
+    let (mine, peer) = in_process_pair();
+    let newer = h.sync.attach("peer", mine).expect("attach");
+    let older = h.session.take().expect("running");
+    older
+        .join()
+        .expect("the older session ends cleanly by itself");
+    h.session = Some(newer);
+    h.peer = peer;
+    h.hello();
+    h.send(&Message::Envelope {
+        first: 1,
+        last: 2,
+        witness: crate::model::Digest::default(),
+        operations: vec![wire(&ops[0], 1), wire(&ops[1], 2)],
+    });
+    assert_eq!(h.ack(), (2, false));
+    assert_eq!(h.value(), Some(1));
+    assert!(h.sync.remotes().expect("remotes")[0].connected);
+    h.end().expect("a clean end");
+}
