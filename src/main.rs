@@ -149,6 +149,10 @@ struct BenchArgs {
     /// Which workload to run.
     #[arg(long, value_enum, default_value_t = WorkloadArg::All)]
     workload: WorkloadArg,
+    /// The sync workload's writer pace in actions/s (0: as fast as it
+    /// can, for throughput; below that, for the delay at that load).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -464,22 +468,31 @@ fn bench(args: &BenchArgs) -> CliResult {
     if args.workload == WorkloadArg::Sync {
         if !args.json {
             println!(
-                "{:<12} {:>8} {:>10} {:>12} {:>13} {:>13} {:>8}",
-                "channel", "ops", "wall_ms", "ops/s", "p50_delay_ms", "p99_delay_ms", "untimed"
+                "{:<12} {:>8} {:>10} {:>10} {:>12} {:>13} {:>13} {:>8}",
+                "channel",
+                "ops",
+                "wall_ms",
+                "write_ms",
+                "ops/s",
+                "p50_delay_ms",
+                "p99_delay_ms",
+                "untimed"
             );
         }
-        for r in cli::sync_bench::run(args.docs, args.actions, durability)? {
+        for r in cli::sync_bench::run(args.docs, args.actions, args.rate, durability)? {
             if args.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "{:<12} {:>8} {:>10.0} {:>12.0} {:>13.2} {:>13.2} {:>8}",
+                    "{:<12} {:>8} {:>10.0} {:>10.0} {:>12.0} {:>13.2} {:>13.2} {:>15.2} {:>8}",
                     r.channel,
                     r.ops,
                     r.wall_ms,
+                    r.write_ms,
                     r.ops_per_s,
                     r.p50_delay_ms,
                     r.p99_delay_ms,
+                    r.p99_written_delay_ms,
                     r.untimed
                 );
             }

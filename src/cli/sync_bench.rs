@@ -22,11 +22,18 @@ use serde::Serialize;
 #[derive(Serialize)]
 pub(crate) struct SyncBenchReport {
     pub channel: &'static str,
+    /// The writer's pace (actions/s; 0: as fast as it can).
+    pub rate: u64,
     pub ops: usize,
     pub wall_ms: f64,
+    /// When the writer's last job was written (the rest is sync catching
+    /// up).
+    pub write_ms: f64,
     pub ops_per_s: f64,
     pub p50_delay_ms: f64,
     pub p99_delay_ms: f64,
+    /// The same delays to written (not yet readable) on the other side.
+    pub p99_written_delay_ms: f64,
     /// Operations whose delay could not be timed (a bus subscriber missed
     /// them); they still had to arrive.
     pub untimed: usize,
@@ -64,14 +71,18 @@ fn record(
     })
 }
 
+/// Runs both channels. `rate`: the writer's actions per second (0: as
+/// fast as it can, which measures throughput; a rate below it measures the
+/// delay at that load rather than the length of a queue).
 pub(crate) fn run(
     docs: usize,
     actions: usize,
+    rate: u64,
     durability: Durability,
 ) -> Result<Vec<SyncBenchReport>, Box<dyn std::error::Error>> {
     let mut out = Vec::new();
     for channel in ["in-process", "grpc"] {
-        out.push(run_one(channel, docs, actions, durability)?);
+        out.push(run_one(channel, docs, actions, rate, durability)?);
     }
     Ok(out)
 }
@@ -80,6 +91,7 @@ fn run_one(
     channel: &'static str,
     docs: usize,
     actions: usize,
+    rate: u64,
     durability: Durability,
 ) -> Result<SyncBenchReport, Box<dyn std::error::Error>> {
     let (da, db) = (tempfile::tempdir()?, tempfile::tempdir()?);
@@ -140,6 +152,11 @@ fn run_one(
     }
     let increment = ActionType::new("INCREMENT")?;
     for round in 0..actions {
+        if rate > 0 {
+            // Paced: round r starts at r × docs / rate seconds.
+            let due = start + Duration::from_secs_f64((round * docs) as f64 / rate as f64);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
         let mut jobs = Vec::with_capacity(docs);
         for doc in &ids {
             let action = Action::new(
@@ -155,6 +172,7 @@ fn run_one(
             job.written(Duration::from_secs(120))?;
         }
     }
+    let write_ms = start.elapsed().as_secs_f64() * 1e3;
     let total = docs * (actions + 1);
     let token = reactordb::ConsistencyToken(a.store().last_ordinal());
     sa.wait_synced("b", token, Duration::from_secs(600))?;
@@ -171,29 +189,36 @@ fn run_one(
     );
     let samples = samples.join().map_err(|_| "sampler panicked")?;
     let mut delays = Vec::with_capacity(total);
+    let mut written_delays = Vec::with_capacity(total);
     for (id, (at_a, _)) in &written_a {
-        let Some((_, ordinal_b)) = written_b.get(id) else {
+        let Some((at_b, ordinal_b)) = written_b.get(id) else {
             continue;
         };
+        written_delays.push(at_b.saturating_duration_since(*at_a).as_secs_f64() * 1e3);
         let first = samples.partition_point(|(_, applied)| applied < ordinal_b);
         if let Some((readable, _)) = samples.get(first) {
             delays.push(readable.saturating_duration_since(*at_a).as_secs_f64() * 1e3);
         }
     }
     delays.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        delays
-            .get(((delays.len() as f64 * p) as usize).min(delays.len().saturating_sub(1)))
+    written_delays.sort_by(f64::total_cmp);
+    let percentile = |sorted: &[f64], p: f64| {
+        sorted
+            .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
             .copied()
             .unwrap_or(f64::NAN)
     };
+    let pct = |p: f64| percentile(&delays, p);
     Ok(SyncBenchReport {
         channel,
+        rate,
         ops: total,
         wall_ms: wall.as_secs_f64() * 1e3,
+        write_ms,
         ops_per_s: total as f64 / wall.as_secs_f64(),
         p50_delay_ms: pct(0.5),
         p99_delay_ms: pct(0.99),
+        p99_written_delay_ms: percentile(&written_delays, 0.99),
         untimed: total - delays.len(),
     })
 }

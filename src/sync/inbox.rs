@@ -13,6 +13,7 @@ use super::wire::{SyncedOperation, WireOperation};
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::model::{Branch, DocumentId, OperationWithContext};
+use crate::reactor::JobHandle;
 use crate::store::SyncBatch;
 
 /// What loading some operations came to.
@@ -28,6 +29,14 @@ pub(crate) struct Loaded {
 /// came (for a dead letter, should its load refuse it), and what to load.
 type Checked = (u64, Vec<u8>, OperationWithContext);
 
+/// A load on its way: the checked operations by document, the jobs
+/// loading them, and what was refused so far.
+pub(crate) struct LoadInFlight {
+    groups: Vec<((DocumentId, Branch), Vec<Checked>)>,
+    handles: Vec<JobHandle>,
+    loaded: Loaded,
+}
+
 /// Checks and loads `operations` from `remote`; returns once every load is
 /// written. An error (not a refusal) means nothing may be acked: the
 /// operations come again.
@@ -37,6 +46,18 @@ pub(crate) fn load(
     options: &RemoteOptions,
     operations: Vec<WireOperation>,
 ) -> Result<Loaded> {
+    start(shared, remote, options, operations)?.finish(shared)
+}
+
+/// Checks `operations`, records their origin and submits their loads,
+/// without waiting for them: a session checks the next envelope while the
+/// reactor writes this one.
+pub(crate) fn start(
+    shared: &Shared,
+    remote: &str,
+    options: &RemoteOptions,
+    operations: Vec<WireOperation>,
+) -> Result<LoadInFlight> {
     let mut loaded = Loaded::default();
     let mut groups: BTreeMap<(DocumentId, Branch), Vec<Checked>> = BTreeMap::new();
     let mut origins = SyncBatch::default();
@@ -86,49 +107,86 @@ pub(crate) fn load(
     // Origins first: once an operation is in the log, the outbox must
     // already know not to send it back.
     shared.state.write(origins)?;
-    let mut pending: Vec<_> = groups.into_iter().collect();
-    while !pending.is_empty() {
-        let mut handles = Vec::with_capacity(pending.len());
-        for ((document, branch), ops) in &pending {
-            let items: Vec<OperationWithContext> = ops.iter().map(|o| o.2.clone()).collect();
-            handles.push(submit(shared, document, branch, items)?);
-        }
-        let mut again = Vec::new();
-        for (handle, ((document, branch), mut ops)) in handles.into_iter().zip(pending) {
-            match handle.written(shared.options.load_timeout) {
-                Ok(_) => loaded.operations += ops.len() as u64,
-                Err(Error::JobFailed { job, error }) => {
-                    let Some(action) = refused_action(&error) else {
-                        return Err(Error::JobFailed { job, error });
-                    };
-                    let reason = error.to_string();
-                    let (refused, rest): (Vec<_>, Vec<_>) = ops
-                        .drain(..)
-                        .partition(|o| o.2.operation.action.id == action);
-                    if refused.is_empty() {
-                        // The failure names an operation already stored
-                        // (a merge reduces stored ones again): not this
-                        // load's to refuse, and retrying would loop.
-                        return Err(Error::JobFailed { job, error });
-                    }
-                    loaded
-                        .dead_letters
-                        .extend(refused.into_iter().map(|(ordinal, bytes, _)| DeadLetter {
-                            ordinal,
-                            document_id: Some(document.to_string()),
-                            reason: reason.clone(),
-                            bytes,
-                        }));
-                    if !rest.is_empty() {
-                        again.push(((document, branch), rest));
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        pending = again;
+    let groups: Vec<_> = groups.into_iter().collect();
+    let handles = submit_all(shared, &groups)?;
+    Ok(LoadInFlight {
+        groups,
+        handles,
+        loaded,
+    })
+}
+
+fn submit_all(
+    shared: &Shared,
+    groups: &[((DocumentId, Branch), Vec<Checked>)],
+) -> Result<Vec<JobHandle>> {
+    let mut handles = Vec::with_capacity(groups.len());
+    for ((document, branch), ops) in groups {
+        let items: Vec<OperationWithContext> = ops.iter().map(|o| o.2.clone()).collect();
+        handles.push(submit(shared, document, branch, items)?);
     }
-    Ok(loaded)
+    Ok(handles)
+}
+
+impl LoadInFlight {
+    /// Whether every job of it has finished (written or failed).
+    pub(crate) fn is_done(&self) -> bool {
+        self.handles.iter().all(|h| {
+            !matches!(
+                h.status(),
+                Ok(crate::reactor::JobStatus::Pending | crate::reactor::JobStatus::Running)
+            )
+        })
+    }
+
+    /// Waits for every job; a load the reactor refuses names the operation
+    /// to dead-letter, and the rest of its document loads again.
+    pub(crate) fn finish(self, shared: &Shared) -> Result<Loaded> {
+        let LoadInFlight {
+            groups,
+            mut handles,
+            mut loaded,
+        } = self;
+        let mut pending = groups;
+        while !pending.is_empty() {
+            let mut again = Vec::new();
+            for (handle, ((document, branch), mut ops)) in handles.into_iter().zip(pending) {
+                match handle.written(shared.options.load_timeout) {
+                    Ok(_) => loaded.operations += ops.len() as u64,
+                    Err(Error::JobFailed { job, error }) => {
+                        let Some(action) = refused_action(&error) else {
+                            return Err(Error::JobFailed { job, error });
+                        };
+                        let reason = error.to_string();
+                        let (refused, rest): (Vec<_>, Vec<_>) = ops
+                            .drain(..)
+                            .partition(|o| o.2.operation.action.id == action);
+                        if refused.is_empty() {
+                            // The failure names an operation already stored
+                            // (a merge reduces stored ones again): not this
+                            // load's to refuse, and retrying would loop.
+                            return Err(Error::JobFailed { job, error });
+                        }
+                        loaded.dead_letters.extend(refused.into_iter().map(
+                            |(ordinal, bytes, _)| DeadLetter {
+                                ordinal,
+                                document_id: Some(document.to_string()),
+                                reason: reason.clone(),
+                                bytes,
+                            },
+                        ));
+                        if !rest.is_empty() {
+                            again.push(((document, branch), rest));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            pending = again;
+            handles = submit_all(shared, &pending)?;
+        }
+        Ok(loaded)
+    }
 }
 
 /// The action a failed load names as the cause, when the failure is that

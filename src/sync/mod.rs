@@ -95,7 +95,7 @@ impl Default for SyncOptions {
         Self {
             name: None,
             signing_key: None,
-            window_ordinals: 16 * 512,
+            window_ordinals: 1024,
             envelope_ordinals: 512,
             resend_after: Duration::from_millis(500),
             anti_entropy_every: Some(Duration::from_secs(300)),

@@ -24,6 +24,9 @@ const POLL: Duration = Duration::from_millis(2);
 /// bounds what a session sends that its peer has not read: two sessions
 /// blocked sending to each other cannot fill a bounded channel.
 pub(crate) const REPAIRS_IN_FLIGHT: usize = 4;
+/// Envelopes being loaded at once: the next is checked and submitted
+/// while the reactor writes the one before.
+const LOADS_IN_FLIGHT: usize = 3;
 /// How often the acked outbox cursor is written (losing it only costs a
 /// resend).
 const PERSIST_EVERY: Duration = Duration::from_millis(100);
@@ -93,6 +96,17 @@ struct Session<'a> {
     generation: u64,
     /// When we last asked the peer to rewind, until it says it did.
     rewind_pending: Option<Instant>,
+    /// Loads of envelopes on their way, oldest first.
+    in_flight: VecDeque<InFlight>,
+}
+
+/// An envelope being loaded: the inbox cursor (and witness) it sets once
+/// written, and the sync-store changes to write with that cursor.
+struct InFlight {
+    load: inbox::LoadInFlight,
+    last: u64,
+    witness: Digest,
+    batch: SyncBatch,
 }
 
 impl<'a> Session<'a> {
@@ -121,6 +135,7 @@ impl<'a> Session<'a> {
             next_repair: 0,
             generation: 0,
             rewind_pending: None,
+            in_flight: VecDeque::new(),
         }
     }
 
@@ -170,6 +185,7 @@ impl<'a> Session<'a> {
                 }
             }
             if self.peer_hello {
+                self.complete_loads()?;
                 self.pump()?;
                 self.pump_repairs()?;
                 self.timers()?;
@@ -410,7 +426,7 @@ impl<'a> Session<'a> {
                 Ok(())
             }
             Message::Repair { seq, operations } if self.peer_hello => {
-                self.load(operations, None, SyncBatch::default())?;
+                self.load_repair(operations)?;
                 self.send(&Message::RepairAck { seq })
             }
             Message::RepairAck { seq } => {
@@ -544,6 +560,9 @@ impl<'a> Session<'a> {
     /// loaded are not (all) the ones it holds now. Loading is idempotent,
     /// so taking everything again costs time, never correctness.
     fn rewind(&mut self) -> Result<()> {
+        // Loads on their way still land (loading is idempotent); their
+        // cursors are of the old inbox, so they are not written.
+        self.in_flight.clear();
         let name = self.name().to_owned();
         self.inbox = 0;
         self.inbox_witness = None;
@@ -557,6 +576,12 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// The end of what is loaded or being loaded: the inbox cursor the
+    /// newest load in flight will set.
+    fn received_end(&self) -> u64 {
+        self.in_flight.back().map_or(self.inbox, |f| f.last)
+    }
+
     fn on_envelope(
         &mut self,
         first: u64,
@@ -565,10 +590,16 @@ impl<'a> Session<'a> {
         frame: Vec<u8>,
     ) -> Result<()> {
         let name = self.name().to_owned();
-        if last <= self.inbox {
-            return self.ack(false); // a repeat
+        let end = self.received_end();
+        if last <= end {
+            // A repeat: acked now, or when the load holding it completes.
+            return if self.in_flight.is_empty() {
+                self.ack(false)
+            } else {
+                Ok(())
+            };
         }
-        if first > self.inbox.saturating_add(1) {
+        if first > end.saturating_add(1) {
             // Out of order: it waits (unacked), unless the buffer is full;
             // either way the resend brings what is missing.
             let limit = self.shared.options.buffered_envelopes;
@@ -577,11 +608,12 @@ impl<'a> Session<'a> {
             }
             return self.ack(true);
         }
-        self.load(operations, Some((last, witness)), SyncBatch::default())?;
+        self.start_load(operations, (last, witness), SyncBatch::default())?;
         // Buffered envelopes that now follow on, lowest first, one read
         // at a time.
         while let Some((first, frame)) = self.shared.state.buffered(&name, 1)?.pop() {
-            if first > self.inbox.saturating_add(1) {
+            let end = self.received_end();
+            if first > end.saturating_add(1) {
                 break; // still a gap before it
             }
             let mut batch = SyncBatch::default();
@@ -592,13 +624,11 @@ impl<'a> Session<'a> {
                     witness,
                     operations,
                     ..
-                }) if last > self.inbox => {
-                    self.load(operations, Some((last, witness)), batch)?;
-                }
+                }) if last > end => self.start_load(operations, (last, witness), batch)?,
                 _ => self.shared.state.write(batch)?, // covered already
             }
         }
-        self.ack(false)
+        Ok(())
     }
 
     fn ack(&mut self, gap: bool) -> Result<()> {
@@ -606,39 +636,90 @@ impl<'a> Session<'a> {
         self.send(&Message::Ack { cursor, gap })
     }
 
-    /// Loads operations (those past the inbox cursor, when they come with
-    /// a range) and writes, in one batch with `batch`, their dead letters
-    /// and the new inbox cursor `last`.
-    fn load(
+    /// Starts loading an envelope's operations past what is loaded or
+    /// being loaded; `batch` is written with the cursor it sets. At most
+    /// `LOADS_IN_FLIGHT` go at once: more waits for the oldest.
+    fn start_load(
         &mut self,
         operations: Vec<WireOperation>,
-        last: Option<(u64, Digest)>,
-        mut batch: SyncBatch,
+        (last, witness): (u64, Digest),
+        batch: SyncBatch,
     ) -> Result<()> {
         let Some((name, record)) = &self.remote else {
             return Ok(());
         };
-        let name = name.clone();
-        let after = self.inbox;
+        let end = self.received_end();
         let operations = operations
             .into_iter()
-            .filter(|op| last.is_none() || op.ordinal > after)
+            .filter(|op| op.ordinal > end)
             .collect();
-        let loaded = inbox::load(self.shared, &name, &record.options, operations)?;
+        let load = inbox::start(self.shared, name, &record.options, operations)?;
+        self.in_flight.push_back(InFlight {
+            load,
+            last,
+            witness,
+            batch,
+        });
+        while self.in_flight.len() > LOADS_IN_FLIGHT {
+            self.complete_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Completes the loads in flight that are done, oldest first.
+    fn complete_loads(&mut self) -> Result<()> {
+        while self.in_flight.front().is_some_and(|f| f.load.is_done()) {
+            self.complete_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest load, then writes its dead letters and the
+    /// inbox cursor it sets in one batch, and acks.
+    fn complete_oldest(&mut self) -> Result<()> {
+        let Some(InFlight {
+            load,
+            last,
+            witness,
+            mut batch,
+        }) = self.in_flight.pop_front()
+        else {
+            return Ok(());
+        };
+        let name = self.name().to_owned();
+        let loaded = load.finish(self.shared)?;
         self.shared
             .state
             .put_dead_letters(&mut batch, &name, &loaded.dead_letters)?;
-        if let Some((last, witness)) = last {
-            self.shared
-                .state
-                .put_inbox_cursor(&mut batch, &name, last, Some(witness));
-            self.inbox = last;
-            self.inbox_witness = Some(witness);
-        }
+        self.shared
+            .state
+            .put_inbox_cursor(&mut batch, &name, last, Some(witness));
         self.shared.state.write(batch)?;
-        let (inbox, letters) = (self.inbox, loaded.dead_letters.len() as u64);
+        self.inbox = last;
+        self.inbox_witness = Some(witness);
+        let letters = loaded.dead_letters.len() as u64;
         self.shared.update(&name, |l| {
-            l.inbox = inbox;
+            l.inbox = last;
+            l.received += loaded.operations;
+            l.dead_letters += letters;
+        });
+        self.ack(false)
+    }
+
+    /// Loads a repair (outside any cursor) and writes its dead letters.
+    fn load_repair(&mut self, operations: Vec<WireOperation>) -> Result<()> {
+        let Some((name, record)) = &self.remote else {
+            return Ok(());
+        };
+        let name = name.clone();
+        let loaded = inbox::load(self.shared, &name, &record.options, operations)?;
+        let mut batch = SyncBatch::default();
+        self.shared
+            .state
+            .put_dead_letters(&mut batch, &name, &loaded.dead_letters)?;
+        self.shared.state.write(batch)?;
+        let letters = loaded.dead_letters.len() as u64;
+        self.shared.update(&name, |l| {
             l.received += loaded.operations;
             l.dead_letters += letters;
         });

@@ -130,7 +130,17 @@ impl GrpcTransport {
         }
         let service = service::SyncService::new(manager, options.token);
         let (stop, stopped) = oneshot::channel::<()>();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Frames are small and a session waits on each ack: Nagle's
+        // algorithm would hold them for the peer's delayed ACK (tens of
+        // ms). Serving our own listener, tonic leaves the socket as is.
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |accepted| {
+                accepted.inspect(|stream| {
+                    let _ = stream.set_nodelay(true);
+                })
+            },
+        );
         let router = builder.add_service(service);
         let task = self.runtime.spawn(async move {
             router
