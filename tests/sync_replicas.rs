@@ -299,14 +299,20 @@ fn scenario(seed: u64) {
                 acceptable(reactor.delete_document(id(doc), main()));
             }
             73..=74 => {
-                // Narrow a remote's filter on a running session (the heal
-                // widens it again: what it held back must then go).
+                // Narrow or widen a remote's filter on a running session
+                // over its faulty channel: each change starts a new epoch
+                // (Rewind until Rewound), and what a narrow filter held
+                // back must go once it widens (here or at the heal).
                 let other = (r + 1 + rng.below(n as u64 - 1) as usize) % n;
-                let narrow = RemoteFilter::all().documents([id(doc)]);
+                let filter = if choice == 73 {
+                    RemoteFilter::all().documents([id(doc)])
+                } else {
+                    RemoteFilter::all()
+                };
                 nodes[r]
                     .sync
-                    .add_remote(&format!("r{other}"), RemoteOptions::new().filter(narrow))
-                    .expect("narrow");
+                    .add_remote(&format!("r{other}"), RemoteOptions::new().filter(filter))
+                    .expect("change the filter");
             }
             75..=81 => {
                 // Close and reopen a replica mid-sync: its sessions end,

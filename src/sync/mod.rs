@@ -231,6 +231,9 @@ pub(crate) struct Shared {
     next_session: std::sync::atomic::AtomicU64,
     changed: Condvar,
     stopping: AtomicBool,
+    /// Held around every read-modify-write of a remote's record and
+    /// outbox epoch (`add_remote` and sessions).
+    record_lock: Mutex<()>,
     /// Bumped by every `add_remote`: sessions then read their remote's
     /// options again.
     options_generation: std::sync::atomic::AtomicU64,
@@ -337,6 +340,7 @@ impl SyncManager {
                 changed: Condvar::new(),
                 stopping: AtomicBool::new(false),
                 options_generation: std::sync::atomic::AtomicU64::new(0),
+                record_lock: Mutex::new(()),
             }),
         })
     }
@@ -356,16 +360,22 @@ impl SyncManager {
     /// again from the start, so what it filtered out before goes now.
     pub fn add_remote(&self, name: &str, options: RemoteOptions) -> Result<()> {
         check_name(name)?;
+        let _record = self.shared.record_lock.lock();
         let old = self.shared.state.remote(name)?;
         let refiltered = old
             .as_ref()
             .is_some_and(|r| r.options.filter != options.filter);
         let record = RemoteRecord {
             options,
-            peer_node: old.as_ref().and_then(|r| r.peer_node),
-            rewind: refiltered || old.is_some_and(|r| r.rewind),
+            peer_node: old.and_then(|r| r.peer_node),
         };
         self.shared.state.put_remote(name, &record)?;
+        if refiltered {
+            // What the old filter held back lies under the acked cursor:
+            // a new epoch makes the peer take everything anew.
+            let epoch = self.shared.state.outbox_epoch(name)? + 1;
+            self.shared.state.set_outbox_epoch(name, epoch)?;
+        }
         self.shared
             .options_generation
             .fetch_add(1, Ordering::AcqRel);

@@ -84,6 +84,13 @@ struct Session<'a> {
     inbox: u64,
     /// The witness of `inbox` (the remote's chain hash at that ordinal).
     inbox_witness: Option<Digest>,
+    /// The epoch of our inbox for the remote (its rewinds).
+    inbox_epoch: u64,
+    /// Our outbox epoch toward the remote (our rewinds).
+    epoch: u64,
+    /// Whether this session has claimed its remote (after the hello
+    /// checks): only the newest claim runs.
+    claimed: bool,
     peer_hello: bool,
     peer_saw_ours: bool,
     last_hello: Option<Instant>,
@@ -126,6 +133,9 @@ impl<'a> Session<'a> {
             last_rewind: now,
             inbox: 0,
             inbox_witness: None,
+            inbox_epoch: 0,
+            epoch: 0,
+            claimed: false,
             peer_hello: false,
             peer_saw_ours: false,
             last_hello: None,
@@ -150,10 +160,24 @@ impl<'a> Session<'a> {
         let (acked, inbox) = self.shared.state.cursors(name)?;
         (self.acked, self.sent, self.acked_written, self.inbox) = (acked, acked, acked, inbox);
         self.inbox_witness = self.shared.state.inbox_witness(name)?;
+        self.inbox_epoch = self.shared.state.inbox_epoch(name)?;
+        self.epoch = self.shared.state.outbox_epoch(name)?;
         self.remote = Some((name.to_owned(), record));
         *self.shared.bound.lock().entry(name.to_owned()).or_default() += 1;
-        self.shared.owner.lock().insert(name.to_owned(), self.id);
         Ok(())
+    }
+
+    /// Makes this the session of its remote (an older one ends at its next
+    /// turn) unless a newer one (attached later) already claimed it. Only
+    /// after the peer's hello passed every check: a refused connection
+    /// never displaces a working one. Ownership moves only forward in
+    /// attach order, so an older session whose hello comes late cannot
+    /// take the remote back.
+    fn claim(&mut self) {
+        let mut owners = self.shared.owner.lock();
+        let owner = owners.entry(self.name().to_owned()).or_insert(self.id);
+        *owner = (*owner).max(self.id);
+        self.claimed = true;
     }
 
     fn name(&self) -> &str {
@@ -175,7 +199,7 @@ impl<'a> Session<'a> {
                 if !self.shared.live.lock().contains_key(self.name()) {
                     return Ok(()); // the remote was removed
                 }
-                if !self.owns() {
+                if self.superseded() {
                     return Ok(()); // a newer session took the remote over
                 }
                 self.reload_options()?;
@@ -210,24 +234,41 @@ impl<'a> Session<'a> {
             return Ok(()); // removed: the loop ends the session
         };
         *record = fresh;
-        if record.rewind && self.peer_hello && self.rewind_pending.is_none() {
-            // What the old filter passed over is covered by the acked
-            // cursor: start again, and the new filter decides.
-            self.reset_outbox()?;
+        let epoch = self.shared.state.outbox_epoch(name)?;
+        if epoch != self.epoch && self.peer_hello {
+            // The filter changed (`add_remote` started a new epoch): what
+            // the old one held back lies under the acked cursor.
+            self.epoch = epoch;
+            self.start_epoch()?;
         }
         Ok(())
     }
 
-    /// Sends everything again from our first ordinal, and has the peer
-    /// take it anew (`Rewind`, repeated until `Rewound`).
-    fn reset_outbox(&mut self) -> Result<()> {
+    /// Starts a new outbox epoch toward the remote (`bump`) and
+    /// stores it, under the record lock.
+    fn bump_epoch(&mut self) -> Result<()> {
+        let _record = self.shared.record_lock.lock();
+        let stored = self.shared.state.outbox_epoch(self.name())?;
+        self.epoch = stored.max(self.epoch) + 1;
+        self.shared
+            .state
+            .set_outbox_epoch(self.name(), self.epoch)?;
+        Ok(())
+    }
+
+    /// Sends everything again from our first ordinal in the current epoch,
+    /// and has the peer rewind its inbox to it (`Rewind`, repeated until
+    /// `Rewound` of this epoch). Acks of other epochs are ignored, so none
+    /// from before counts.
+    fn start_epoch(&mut self) -> Result<()> {
         self.acked = 0;
         self.sent = 0;
         self.write_acked()?;
         let name = self.name().to_owned();
         self.shared.update(&name, |l| l.acked = 0);
         self.rewind_pending = Some(Instant::now());
-        self.send(&Message::Rewind)
+        let epoch = self.epoch;
+        self.send(&Message::Rewind { epoch })
     }
 
     fn send_hello(&mut self) -> Result<()> {
@@ -237,6 +278,7 @@ impl<'a> Session<'a> {
             name: self.shared.node.name.clone(),
             inbox_cursor: self.inbox,
             inbox_witness: self.inbox_witness,
+            inbox_epoch: self.inbox_epoch,
             last_ordinal: self.shared.reactor.store().last_ordinal().get(),
             seen_yours: self.peer_hello,
         };
@@ -268,7 +310,9 @@ impl<'a> Session<'a> {
                 .count() as u64;
             self.sent = out.last;
             self.high = self.high.max(out.last);
+            let epoch = self.epoch;
             self.send(&Message::Envelope {
+                epoch,
                 first: out.first,
                 last: out.last,
                 witness: out.witness,
@@ -309,7 +353,8 @@ impl<'a> Session<'a> {
             .is_some_and(|at| at.elapsed() >= options.resend_after)
         {
             self.rewind_pending = Some(Instant::now());
-            self.send(&Message::Rewind)?;
+            let epoch = self.epoch;
+            self.send(&Message::Rewind { epoch })?;
         }
         let options = &self.shared.options;
         if self.sent > self.acked && self.last_ack_progress.elapsed() >= options.resend_after {
@@ -339,6 +384,9 @@ impl<'a> Session<'a> {
     }
 
     fn write_acked(&mut self) -> Result<()> {
+        if self.superseded() {
+            return Ok(());
+        }
         self.shared
             .state
             .set_outbox_cursor(self.name(), self.acked)?;
@@ -370,39 +418,37 @@ impl<'a> Session<'a> {
                 reason: format!("the peer refused the session: {reason}"),
             }),
             Message::Envelope {
+                epoch,
                 first,
                 last,
                 witness,
                 operations,
-            } if self.peer_hello && first <= last => {
+            } if self.peer_hello && epoch == self.inbox_epoch && first <= last => {
                 self.on_envelope(first, (last, witness), operations, frame)
             }
-            Message::Rewind if self.peer_hello => {
-                self.rewind()?;
-                self.send(&Message::Rewound)
-            }
-            Message::Rewind => Ok(()),
-            Message::Rewound => {
-                // Acks that came before it were of the old inbox.
-                self.rewind_pending = None;
-                if let Some((name, record)) = &mut self.remote {
-                    if record.rewind {
-                        record.rewind = false;
-                        if let Some(mut stored) = self.shared.state.remote(name)? {
-                            stored.rewind = false;
-                            self.shared.state.put_remote(name, &stored)?;
-                        }
-                    }
+            // Of another epoch (before a rewind, or after one we have not
+            // seen yet): dropped, unacked; it comes again if it matters.
+            Message::Envelope { .. } => Ok(()),
+            Message::Rewind { epoch } if self.peer_hello => {
+                if epoch > self.inbox_epoch {
+                    self.rewind(epoch)?;
                 }
-                self.acked = 0;
-                self.sent = 0;
-                let name = self.name().to_owned();
-                self.shared.update(&name, |l| l.acked = 0);
+                if epoch == self.inbox_epoch {
+                    self.send(&Message::Rewound { epoch })?;
+                }
+                Ok(()) // an older epoch: stale
+            }
+            Message::Rewind { .. } => Ok(()),
+            Message::Rewound { epoch } => {
+                if epoch == self.epoch {
+                    self.rewind_pending = None;
+                }
                 Ok(())
             }
-            Message::Envelope { .. } => Ok(()),
-            Message::Ack { cursor, gap } => {
-                self.on_ack(cursor, gap);
+            Message::Ack { epoch, cursor, gap } => {
+                if epoch == self.epoch {
+                    self.on_ack(cursor, gap);
+                }
                 Ok(())
             }
             Message::Digests { streams } if self.peer_hello => {
@@ -485,33 +531,49 @@ impl<'a> Session<'a> {
             }
             Some(_) => {}
             None => {
+                let _record = self.shared.record_lock.lock();
                 record.peer_node = Some(hello.node);
-                let (name, record) = (name.clone(), record.clone());
-                self.shared.state.put_remote(&name, &record)?;
+                if let Some(mut stored) = self.shared.state.remote(name)? {
+                    stored.peer_node = Some(hello.node);
+                    self.shared.state.put_remote(name, &stored)?;
+                }
             }
         }
         let committed = self.shared.reactor.store().last_ordinal().get();
         if !self.peer_hello {
             self.peer_hello = true;
+            self.claim();
+            if self.superseded() {
+                return Ok(()); // a newer session has the remote: this one ends
+            }
+            // Envelopes buffered in an earlier session may be of a history
+            // the peer no longer has: what is missing comes again.
+            let mut batch = SyncBatch::default();
+            self.shared.state.drop_buffered(&mut batch, self.name());
+            self.shared.state.write(batch)?;
             // Resume where the peer says it is, even behind our cursor (it
             // was restored from a backup): it knows what it holds.
             self.acked = hello.inbox_cursor.min(committed);
             self.sent = self.acked;
             self.write_acked()?;
-            if hello.last_ordinal < self.inbox {
-                // The peer went back: what it sends next is new to us.
-                self.rewind()?;
-            }
-            let refiltered = self.remote.as_ref().is_some_and(|(_, r)| r.rewind);
-            if refiltered
-                || hello.inbox_cursor > 0
-                    && outbox::witness_at(self.shared, hello.inbox_cursor)? != hello.inbox_witness
+            if hello.inbox_epoch > self.epoch {
+                // The peer saw a later epoch of ours than we remember: we
+                // were restored from a backup. Move past it.
+                self.epoch = hello.inbox_epoch;
+                self.bump_epoch()?;
+                self.start_epoch()?;
+            } else if hello.inbox_epoch < self.epoch {
+                // Our filter changed (a new epoch) since the peer last
+                // confirmed one: what it held back lies under the cursor.
+                self.start_epoch()?;
+            } else if hello.inbox_cursor > 0
+                && outbox::witness_at(self.shared, hello.inbox_cursor)? != hello.inbox_witness
             {
-                // Our filter changed (what it held back lies under the
-                // cursor), or the peer's cursor names an ordinal of ours
-                // that is not the operation it loaded there (we went back
-                // and wrote again): it must take everything anew.
-                self.reset_outbox()?;
+                // The peer's cursor names an ordinal of ours that is not
+                // the operation it loaded there: we went back and wrote
+                // again. It must take everything anew.
+                self.bump_epoch()?;
+                self.start_epoch()?;
             }
             let (acked, inbox, name) = (self.acked, self.inbox, self.name().to_owned());
             self.shared.update(&name, |l| {
@@ -520,7 +582,7 @@ impl<'a> Session<'a> {
                 l.inbox = inbox;
                 l.last_error = None;
             });
-        } else {
+        } else if hello.inbox_epoch == self.epoch {
             self.on_ack(hello.inbox_cursor, false);
         }
         self.peer_saw_ours |= hello.seen_yours;
@@ -539,7 +601,7 @@ impl<'a> Session<'a> {
             let name = self.name().to_owned();
             self.shared.update(&name, |l| l.acked = cursor);
         }
-        if gap && cursor < self.acked && self.rewind_pending.is_none() {
+        if gap && cursor < self.acked {
             // The peer misses what it once acked: it lost its state (or
             // rewound on a repeated request). Its cursor is the truth.
             self.acked = cursor;
@@ -556,20 +618,22 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Starts the inbox again from 0: the remote's ordinals we counted as
-    /// loaded are not (all) the ones it holds now. Loading is idempotent,
-    /// so taking everything again costs time, never correctness.
-    fn rewind(&mut self) -> Result<()> {
+    /// Starts the inbox again from 0 in the peer's new `epoch`: the
+    /// ordinals we counted as loaded are not (all) what it would send now.
+    /// Loading is idempotent, so taking everything again costs time, never
+    /// correctness.
+    fn rewind(&mut self, epoch: u64) -> Result<()> {
         // Loads on their way still land (loading is idempotent); their
-        // cursors are of the old inbox, so they are not written.
+        // cursors are of the old epoch, so they are not written.
         self.in_flight.clear();
         let name = self.name().to_owned();
         self.inbox = 0;
         self.inbox_witness = None;
+        self.inbox_epoch = epoch;
         let mut batch = SyncBatch::default();
         self.shared
             .state
-            .put_inbox_cursor(&mut batch, &name, 0, None);
+            .put_inbox_cursor(&mut batch, &name, 0, None, epoch);
         self.shared.state.drop_buffered(&mut batch, &name);
         self.shared.state.write(batch)?;
         self.shared.update(&name, |l| l.inbox = 0);
@@ -603,7 +667,7 @@ impl<'a> Session<'a> {
             // Out of order: it waits (unacked), unless the buffer is full;
             // either way the resend brings what is missing.
             let limit = self.shared.options.buffered_envelopes;
-            if self.shared.state.buffered_count(&name, limit)? < limit {
+            if !self.superseded() && self.shared.state.buffered_count(&name, limit)? < limit {
                 self.shared.state.buffer_envelope(&name, first, frame)?;
             }
             return self.ack(true);
@@ -620,11 +684,14 @@ impl<'a> Session<'a> {
             self.shared.state.unbuffer(&mut batch, &name, first);
             match wire::decode_frame(&frame) {
                 Ok(Message::Envelope {
+                    epoch,
                     last,
                     witness,
                     operations,
                     ..
-                }) if last > end => self.start_load(operations, (last, witness), batch)?,
+                }) if epoch == self.inbox_epoch && last > end => {
+                    self.start_load(operations, (last, witness), batch)?
+                }
                 _ => self.shared.state.write(batch)?, // covered already
             }
         }
@@ -633,7 +700,8 @@ impl<'a> Session<'a> {
 
     fn ack(&mut self, gap: bool) -> Result<()> {
         let cursor = self.inbox;
-        self.send(&Message::Ack { cursor, gap })
+        let epoch = self.inbox_epoch;
+        self.send(&Message::Ack { epoch, cursor, gap })
     }
 
     /// Starts loading an envelope's operations past what is loaded or
@@ -688,12 +756,19 @@ impl<'a> Session<'a> {
         };
         let name = self.name().to_owned();
         let loaded = load.finish(self.shared)?;
+        if self.superseded() {
+            return Ok(()); // the newer session owns the cursors now
+        }
         self.shared
             .state
             .put_dead_letters(&mut batch, &name, &loaded.dead_letters)?;
-        self.shared
-            .state
-            .put_inbox_cursor(&mut batch, &name, last, Some(witness));
+        self.shared.state.put_inbox_cursor(
+            &mut batch,
+            &name,
+            last,
+            Some(witness),
+            self.inbox_epoch,
+        );
         self.shared.state.write(batch)?;
         self.inbox = last;
         self.inbox_witness = Some(witness);
@@ -713,6 +788,9 @@ impl<'a> Session<'a> {
         };
         let name = name.clone();
         let loaded = inbox::load(self.shared, &name, &record.options, operations)?;
+        if self.superseded() {
+            return Ok(());
+        }
         let mut batch = SyncBatch::default();
         self.shared
             .state
@@ -731,13 +809,25 @@ impl<'a> Session<'a> {
         self.shared.owner.lock().get(self.name()) == Some(&self.id)
     }
 
+    /// Whether a newer session took the remote over: this one then writes
+    /// nothing more of the remote's state and ends.
+    fn superseded(&self) -> bool {
+        self.claimed && !self.owns()
+    }
+
     fn finish(&mut self, result: &Result<()>) {
         if self.remote.is_none() {
             return;
         }
         let name = self.name().to_owned();
         let removed = !self.shared.live.lock().contains_key(&name);
-        let owner = self.owns();
+        let owner = {
+            let owners = self.shared.owner.lock();
+            match owners.get(&name) {
+                Some(id) => *id == self.id,
+                None => !self.claimed,
+            }
+        };
         if self.acked != self.acked_written && !removed && owner {
             let _ = self.write_acked();
         }

@@ -8,6 +8,8 @@
 //! | `c\0{remote}\0out` | outbox cursor: our ordinals the remote has loaded |
 //! | `c\0{remote}\0in` | inbox cursor: the remote's ordinals we have loaded |
 //! | `c\0{remote}\0in-witness` | the chain hash of the remote's operation at it |
+//! | `c\0{remote}\0in-epoch` | the epoch of the inbox (the remote's rewinds) |
+//! | `c\0{remote}\0epoch` | our outbox epoch toward it (our rewinds) |
 //! | `b\0{remote}\0{first ordinal}` | a buffered (out-of-order) envelope |
 //! | `d\0{remote}\0{sequence}` | a dead letter |
 //! | `x\0{remote}\0{blake3 of its bytes}` | that byte string is a dead letter already |
@@ -90,10 +92,6 @@ pub(crate) struct RemoteRecord {
     pub options: RemoteOptions,
     /// The peer's node id, learned from its first hello.
     pub peer_node: Option<[u8; 16]>,
-    /// The filter changed: the peer must take everything anew (what the
-    /// old filter held back is under the acked cursor). Cleared when the
-    /// peer confirms it rewound.
-    pub rewind: bool,
 }
 
 /// An operation refused for good, and why.
@@ -219,16 +217,43 @@ impl SyncState {
         self.store.sync_write(batch)
     }
 
-    /// Adds the inbox cursor and its witness to `batch`.
+    /// Adds the inbox cursor, its witness and its epoch to `batch`.
     pub(crate) fn put_inbox_cursor(
         &self,
         batch: &mut SyncBatch,
         remote: &str,
         cursor: u64,
         witness: Option<Digest>,
+        epoch: u64,
     ) {
         batch.put(cursor_key(remote, b"in"), encode(&cursor));
         batch.put(cursor_key(remote, b"in-witness"), encode(&witness));
+        batch.put(cursor_key(remote, b"in-epoch"), encode(&epoch));
+    }
+
+    /// The epoch of the inbox cursor (0: never rewound).
+    pub(crate) fn inbox_epoch(&self, remote: &str) -> Result<u64> {
+        self.read_u64(&cursor_key(remote, b"in-epoch"))
+    }
+
+    /// Our outbox epoch toward `remote` (0 until a rewind).
+    pub(crate) fn outbox_epoch(&self, remote: &str) -> Result<u64> {
+        self.read_u64(&cursor_key(remote, b"epoch"))
+    }
+
+    pub(crate) fn set_outbox_epoch(&self, remote: &str, epoch: u64) -> Result<()> {
+        let mut batch = SyncBatch::default();
+        batch.put(cursor_key(remote, b"epoch"), encode(&epoch));
+        self.store.sync_write(batch)
+    }
+
+    fn read_u64(&self, key: &[u8]) -> Result<u64> {
+        Ok(self
+            .store
+            .sync_get(key)?
+            .map(|bytes| decode::<u64>(&bytes, "cursor"))
+            .transpose()?
+            .unwrap_or(0))
     }
 
     /// The witness of the inbox cursor (`None`: at 0, or never written).

@@ -111,7 +111,7 @@ impl Harness {
     /// The next ack, skipping hellos and envelopes.
     fn ack(&mut self) -> (u64, bool) {
         loop {
-            if let Message::Ack { cursor, gap } = self.recv() {
+            if let Message::Ack { cursor, gap, .. } = self.recv() {
                 return (cursor, gap);
             }
         }
@@ -129,9 +129,20 @@ impl Harness {
             name: "peer".into(),
             inbox_cursor: 0,
             inbox_witness: None,
+            inbox_epoch: 0,
             last_ordinal: 1_000,
             seen_yours: true,
         }));
+    }
+
+    /// Waits until the session has taken the peer's hello (and with it
+    /// the node the remote is).
+    fn wait_connected(&self) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !self.sync.remotes().expect("remotes")[0].connected {
+            assert!(std::time::Instant::now() < deadline, "never connected");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn value(&self) -> Option<i64> {
@@ -182,6 +193,7 @@ fn refused_operations_become_dead_letters_with_their_reason_and_the_rest_loads()
         first: 1,
         last: 5,
         witness: crate::model::Digest::default(),
+        epoch: 0,
         operations,
     });
     assert_eq!(h.ack(), (5, false), "refusals are handled, so acked");
@@ -239,6 +251,7 @@ fn with_trusted_keys_unsigned_and_forged_operations_are_refused() {
         first: 1,
         last: 4,
         witness: crate::model::Digest::default(),
+        epoch: 0,
         operations: vec![
             signed(&ops[0], 1, &peer_key),
             wire(&ops[1], 2),
@@ -282,6 +295,7 @@ fn an_envelope_out_of_order_waits_unacked_until_the_gap_fills() {
         first,
         last,
         witness: crate::model::Digest::default(),
+        epoch: 0,
         operations: (first..=last)
             .map(|o| wire(&ops[o as usize - 1], o))
             .collect(),
@@ -328,7 +342,8 @@ fn another_protocol_version_is_refused_with_a_clear_error() {
 #[test]
 fn another_database_under_a_known_remote_name_is_refused() {
     let mut h = Harness::new(RemoteOptions::new());
-    h.hello(); // node [7; 16] is now the remote's
+    h.hello();
+    h.wait_connected(); // node [7; 16] is now the remote's
     let (mine, peer) = in_process_pair();
     drop(h.session.take());
     h.session = Some(h.sync.attach("peer", mine).expect("attach"));
@@ -340,6 +355,7 @@ fn another_database_under_a_known_remote_name_is_refused() {
         name: "peer".into(),
         inbox_cursor: 0,
         inbox_witness: None,
+        inbox_epoch: 0,
         last_ordinal: 0,
         seen_yours: true,
     }));
@@ -364,6 +380,7 @@ fn a_stranger_is_refused_unless_new_remotes_are_accepted() {
             name: "stranger".into(),
             inbox_cursor: 0,
             inbox_witness: None,
+            inbox_epoch: 0,
             last_ordinal: 0,
             seen_yours: false,
         });
@@ -405,6 +422,7 @@ fn removing_a_remote_forgets_its_cursors_letters_buffers_and_origins() {
         first: 1,
         last: 2,
         witness: crate::model::Digest::default(),
+        epoch: 0,
         operations: vec![wire(&ops[0], 1), bad],
     });
     assert_eq!(h.ack(), (2, false));
@@ -412,6 +430,7 @@ fn removing_a_remote_forgets_its_cursors_letters_buffers_and_origins() {
         first: 4,
         last: 4,
         witness: crate::model::Digest::default(),
+        epoch: 0,
         operations: vec![wire(&ops[3], 4)],
     });
     assert_eq!(h.ack(), (2, true));
@@ -456,6 +475,7 @@ fn repairs_go_a_few_at_a_time_and_wait_for_acks() {
         first: 1,
         last: 5,
         witness: crate::model::Digest::default(),
+        epoch: 0,
         operations: (0..5).map(|o| wire(&ops[o], o as u64 + 1)).collect(),
     });
     assert_eq!(h.ack(), (5, false));
@@ -464,6 +484,7 @@ fn repairs_go_a_few_at_a_time_and_wait_for_acks() {
         match h.recv() {
             Message::Envelope { last, .. } => {
                 h.send(&Message::Ack {
+                    epoch: 0,
                     cursor: last,
                     gap: false,
                 });
@@ -502,20 +523,168 @@ fn a_newer_session_of_a_remote_takes_it_over_and_the_older_ends() {
     let (mine, peer) = in_process_pair();
     let newer = h.sync.attach("peer", mine).expect("attach");
     let older = h.session.take().expect("running");
+    let _older_peer = std::mem::replace(&mut h.peer, peer);
+    h.session = Some(newer);
+    // The newer one claims the remote once its peer's hello checks out.
+    h.hello();
     older
         .join()
         .expect("the older session ends cleanly by itself");
-    h.session = Some(newer);
-    h.peer = peer;
-    h.hello();
     h.send(&Message::Envelope {
         first: 1,
         last: 2,
         witness: crate::model::Digest::default(),
+        epoch: 0,
         operations: vec![wire(&ops[0], 1), wire(&ops[1], 2)],
     });
     assert_eq!(h.ack(), (2, false));
     assert_eq!(h.value(), Some(1));
     assert!(h.sync.remotes().expect("remotes")[0].connected);
+    h.end().expect("a clean end");
+}
+
+#[test]
+fn a_refused_newer_connection_leaves_the_working_session_alone() {
+    let ops = source_operations(1);
+    let mut h = Harness::new(RemoteOptions::new());
+    h.hello();
+    // Once the session has taken the peer's hello (and with it the node
+    // the remote is)...
+    h.wait_connected();
+    // ...another database dials in under the same name: refused at its
+    // hello, before it claims the remote.
+    let (mine, mut intruder) = in_process_pair();
+    let refused = h.sync.attach("peer", mine).expect("attach");
+    let frame = intruder.recv(WAIT).expect("open").expect("a hello");
+    assert!(matches!(decode_frame(&frame), Ok(Message::Hello(_))));
+    intruder
+        .send(encode_frame(&Message::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            node: [8; 16],
+            name: "peer".into(),
+            inbox_cursor: 0,
+            inbox_witness: None,
+            inbox_epoch: 0,
+            last_ordinal: 0,
+            seen_yours: true,
+        })))
+        .expect("send");
+    let error = refused.join().expect_err("refused");
+    assert!(
+        error.to_string().contains("remove and add the remote"),
+        "{error}"
+    );
+    // The session that was working still owns the remote and loads.
+    h.send(&Message::Envelope {
+        first: 1,
+        last: 2,
+        witness: crate::model::Digest::default(),
+        epoch: 0,
+        operations: vec![wire(&ops[0], 1), wire(&ops[1], 2)],
+    });
+    assert_eq!(h.ack(), (2, false));
+    assert_eq!(h.value(), Some(1));
+    assert!(h.sync.remotes().expect("remotes")[0].connected);
+    h.end().expect("a clean end");
+}
+
+/// Creates counter `doc` on the manager's own reactor.
+fn create_counter(sync: &SyncManager, doc: &str) {
+    let create = CreateDocumentInput {
+        document_type: CounterModel::document_type(),
+        model_version: 1,
+        name: doc.into(),
+        slug: None,
+        meta: Default::default(),
+    };
+    sync.reactor()
+        .create(DocumentId::new(doc).expect("id"), create)
+        .expect("submit")
+        .written(WAIT)
+        .expect("created");
+}
+
+/// The documents of an envelope's operations.
+fn documents_of(operations: &[WireOperation]) -> Vec<String> {
+    operations
+        .iter()
+        .map(|w| {
+            SyncedOperation::decode(&w.bytes)
+                .expect("a good operation")
+                .document_id
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_widened_filter_sends_everything_anew_and_acks_of_the_old_epoch_count_for_nothing() {
+    let narrow = RemoteFilter::all().documents([DocumentId::new("a").expect("id")]);
+    let mut h = Harness::new(RemoteOptions::new().filter(narrow));
+    create_counter(&h.sync, "a");
+    create_counter(&h.sync, "b");
+    let last = h.sync.reactor().store().last_ordinal().get();
+    h.hello();
+    // Epoch 0: the whole range goes, with only `a` in it. Not acked yet.
+    let mut sent = Vec::new();
+    loop {
+        if let Message::Envelope {
+            epoch: 0,
+            last: end,
+            operations,
+            ..
+        } = h.recv()
+        {
+            sent.extend(documents_of(&operations));
+            if end == last {
+                break;
+            }
+        }
+    }
+    assert!(
+        sent.iter().all(|d| d == "a") && !sent.is_empty(),
+        "{sent:?}"
+    );
+    // Widen: the session starts epoch 1 and asks the peer to rewind.
+    h.sync
+        .add_remote("peer", RemoteOptions::new())
+        .expect("widen");
+    loop {
+        if let Message::Rewind { epoch: 1 } = h.recv() {
+            break;
+        }
+    }
+    // An ack of epoch 0, in flight across the change, covers the range it
+    // held back from `b`: it must not count.
+    h.send(&Message::Ack {
+        epoch: 0,
+        cursor: last,
+        gap: false,
+    });
+    // The peer had not rewound yet: what came of epoch 1 meanwhile it
+    // dropped, so it must come again.
+    std::thread::sleep(Duration::from_millis(100));
+    while let Ok(Some(_)) = h.peer.recv(Duration::from_millis(10)) {}
+    h.send(&Message::Rewound { epoch: 1 });
+    let mut resent = Vec::new();
+    loop {
+        match h.recv() {
+            Message::Envelope {
+                epoch: 1,
+                last: end,
+                operations,
+                ..
+            } => {
+                resent.extend(documents_of(&operations));
+                if end == last {
+                    break;
+                }
+            }
+            Message::Envelope { epoch, .. } => panic!("an envelope of epoch {epoch}"),
+            _ => continue,
+        }
+    }
+    assert!(resent.iter().any(|d| d == "b"), "{resent:?}");
+    assert!(resent.iter().any(|d| d == "a"), "{resent:?}");
     h.end().expect("a clean end");
 }

@@ -52,6 +52,9 @@ pub(crate) enum Message {
     /// Operations of the sender's ordinals `first..=last`: every ordinal in
     /// the range was considered, so those filtered out are covered too.
     Envelope {
+        /// The sender's outbox epoch toward the receiver (see `Rewind`):
+        /// an envelope of another epoch than the receiver's is dropped.
+        epoch: u64,
         first: u64,
         last: u64,
         /// The chain hash of the sender's operation at ordinal `last`:
@@ -61,14 +64,16 @@ pub(crate) enum Message {
         witness: Digest,
         operations: Vec<WireOperation>,
     },
-    /// Start your inbox for me again from 0: everything comes anew (my
-    /// ordinals were reused, or the filter changed). Sent until `Rewound`.
-    Rewind,
-    /// The inbox was started again.
-    Rewound,
+    /// Start your inbox for me again from 0, in this new epoch:
+    /// everything comes anew (my ordinals were reused, or the filter
+    /// changed). Sent until `Rewound` with the same epoch. A receiver
+    /// rewinds once per epoch; an older epoch is stale and ignored.
+    Rewind { epoch: u64 },
+    /// The inbox is in this epoch (it was started again for it).
+    Rewound { epoch: u64 },
     /// The receiver has durably loaded every ordinal of the sender up to
     /// `cursor`. `gap`: it holds a later envelope it cannot load yet.
-    Ack { cursor: u64, gap: bool },
+    Ack { epoch: u64, cursor: u64, gap: bool },
     /// Anti-entropy: per stream, the digest of the operation set the sender
     /// holds and would send.
     Digests { streams: Vec<StreamDigest> },
@@ -96,6 +101,8 @@ pub(crate) struct Hello {
     pub inbox_cursor: u64,
     /// The witness of that cursor (see `Message::Envelope::witness`).
     pub inbox_witness: Option<Digest>,
+    /// The epoch of that inbox (see `Message::Rewind`).
+    pub inbox_epoch: u64,
     /// The sender's last ordinal: an inbox cursor past it means the sender
     /// went back (restored from a backup).
     pub last_ordinal: u64,
@@ -335,6 +342,7 @@ mod tests {
     #[test]
     fn a_frame_round_trips_and_every_flipped_byte_is_caught() {
         let message = Message::Envelope {
+            epoch: 1,
             first: 3,
             last: 9,
             witness: Digest([5; 32]),
