@@ -10,6 +10,7 @@ use super::merged::{creation_of, header_of};
 use super::stored_log::StoredLog;
 use super::Executor;
 use crate::error::{Error, Result};
+use crate::keys;
 use crate::merge;
 use crate::model::{
     Branch, DocumentId, DocumentType, Operation, OperationId, OperationWithContext, Ordinal, Scope,
@@ -45,7 +46,7 @@ impl Executor {
         operations: &[OperationWithContext],
     ) -> Result<ConsistencyToken> {
         let (by_scope, incoming_type) = self.validate_load(document_id, branch, operations)?;
-        let (_, mut header) = self.header(document_id, branch)?;
+        let (doc_head, mut header) = self.header(document_id, branch)?;
         let Some(mut document_type) = header
             .as_ref()
             .map(|h| h.document_type.clone())
@@ -97,6 +98,13 @@ impl Executor {
         let last = self.write_prepared(prepared)?;
         if header_changed {
             self.forget_document(document_id);
+        } else if !by_scope.contains_key(&document) {
+            // The document scope was read, not written: its head stays
+            // true, and keeping it spares the next load of this document a
+            // fold of its creation (this job holds the document, so no
+            // other write to it can come between).
+            let unit = SyncUnit::new(document_id.clone(), document, branch.clone());
+            self.heads.lock().put(keys::unit_key(&unit), doc_head);
         }
         Ok(ConsistencyToken(last))
     }
