@@ -12,21 +12,44 @@ use reactordb::{Error, Ordinal, Paging};
 
 #[test]
 fn sixteen_threads_on_four_streams_store_everything_exactly_once() {
-    const THREADS: usize = 16;
-    const PER_THREAD: usize = 2_000;
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    let units: Vec<_> = (0..4)
+    store_everything_exactly_once(open(dir.path()), 4, 2_000);
+}
+
+/// With room for one stream head in memory, heads are evicted between
+/// nearly every two writes: the revision guard must hold all the same (an
+/// evicted head is read again from disk, a head in use is never evicted).
+#[test]
+fn with_one_cached_head_sixteen_threads_on_eight_streams_store_everything_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = reactordb::OperationStore::open(
+        dir.path(),
+        reactordb::StoreOptions {
+            cached_stream_heads: 1,
+            ..reactordb::StoreOptions::with_durability(reactordb::Durability::Buffered)
+        },
+    )
+    .expect("open");
+    store_everything_exactly_once(store, 8, 500);
+}
+
+fn store_everything_exactly_once(
+    store: reactordb::OperationStore,
+    streams: usize,
+    per_thread: usize,
+) {
+    const THREADS: usize = 16;
+    let units: Vec<_> = (0..streams)
         .map(|i| unit(&format!("doc-{i}"), "global"))
         .collect();
 
     std::thread::scope(|s| {
         for t in 0..THREADS {
             let store = store.clone();
-            let u = units[t % 4].clone();
+            let u = units[t % streams].clone();
             s.spawn(move || {
                 let mut retries = 0u64;
-                for i in 0..PER_THREAD {
+                for i in 0..per_thread {
                     let id = format!("t{t}-{i}");
                     loop {
                         let rev = revision(&store, &u);
@@ -42,7 +65,7 @@ fn sixteen_threads_on_four_streams_store_everything_exactly_once() {
         }
     });
 
-    let total = (THREADS * PER_THREAD) as u64;
+    let total = (THREADS * per_thread) as u64;
     assert_eq!(store.last_ordinal().get(), total);
     let mut seen_ids = HashSet::new();
     for u in &units {
@@ -54,7 +77,7 @@ fn sixteen_threads_on_four_streams_store_everything_exactly_once() {
                 Paging::all(),
             )
             .expect("scan");
-        assert_eq!(page.items.len(), THREADS / 4 * PER_THREAD);
+        assert_eq!(page.items.len(), THREADS / streams * per_thread);
         for (expected, op) in page.items.iter().enumerate() {
             assert_eq!(op.index, expected as u64, "indexes are gapless");
             assert!(

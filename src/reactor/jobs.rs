@@ -128,6 +128,12 @@ impl JobTable {
         }
     }
 
+    /// How many job records the table holds now.
+    #[cfg(test)]
+    pub(crate) fn records(&self) -> usize {
+        self.table.lock().status.len()
+    }
+
     pub(crate) fn create(&self) -> JobId {
         let mut t = self.table.lock();
         t.next += 1;

@@ -12,6 +12,8 @@ mod executor;
 mod job;
 mod jobs;
 mod queue;
+#[cfg(test)]
+mod tests;
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -49,6 +51,7 @@ pub struct ReactorBuilder {
     block_when_full: bool,
     max_retries: usize,
     retained_jobs: usize,
+    cached_stream_states: usize,
     clock: Clock,
 }
 
@@ -149,6 +152,16 @@ impl ReactorBuilder {
         self
     }
 
+    /// How many streams' folded states the executor keeps in memory
+    /// (default 100,000; at least 1): a job on a stream that is not among
+    /// them folds its state from the newest snapshot first. Bounds the
+    /// executor's memory by this many states; the store's own bound is
+    /// [`StoreOptions::cached_stream_heads`].
+    pub fn cached_stream_states(mut self, streams: usize) -> Self {
+        self.cached_stream_states = streams;
+        self
+    }
+
     /// Opens the database (one RocksDB holding every column family), the
     /// view (catching up) and starts the workers.
     pub fn open(self) -> Result<Reactor> {
@@ -164,6 +177,11 @@ impl ReactorBuilder {
                 reason: "must be at least 1",
             });
         }
+        let cache_streams =
+            NonZeroUsize::new(self.cached_stream_states).ok_or(Error::InvalidOptions {
+                option: "cached_stream_states",
+                reason: "must be at least 1",
+            })?;
         let store = OperationStore::open(&self.path, self.store)?;
         let bus = EventBus::new();
         let view = DocumentView::open(store.clone(), &bus, self.registry.clone(), self.view)?;
@@ -173,7 +191,7 @@ impl ReactorBuilder {
             self.registry.clone(),
             ExecutorLimits {
                 max_retries: self.max_retries,
-                cache_streams: NonZeroUsize::new(100_000).expect("nonzero"),
+                cache_streams,
             },
         );
         // A database of an older format is migrated before any job runs.
@@ -350,6 +368,7 @@ impl Reactor {
             block_when_full: false,
             max_retries: 8,
             retained_jobs: jobs::RETAINED_FINISHED,
+            cached_stream_states: 100_000,
             clock: Arc::new(now_ms),
         }
     }

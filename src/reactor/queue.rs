@@ -236,4 +236,11 @@ impl JobQueue {
     pub(crate) fn len(&self) -> usize {
         self.state.lock().queued
     }
+
+    /// How many documents have a queue now (one with nothing queued or
+    /// running has none).
+    #[cfg(test)]
+    pub(crate) fn documents(&self) -> usize {
+        self.state.lock().docs.len()
+    }
 }

@@ -68,6 +68,11 @@ pub struct StoreOptions {
     pub memtable_budget_bytes: usize,
     /// Create the database when the directory holds none. Default `true`.
     pub create_if_missing: bool,
+    /// How many streams' heads (and revision-guard locks) stay in memory.
+    /// Past it, idle streams are dropped and read again from disk when
+    /// next written; streams in use are never dropped. Default 100,000
+    /// (about 20 MB); at least 1.
+    pub cached_stream_heads: usize,
 }
 
 impl Default for StoreOptions {
@@ -77,6 +82,7 @@ impl Default for StoreOptions {
             block_cache_bytes: 64 << 20,
             memtable_budget_bytes: 128 << 20,
             create_if_missing: true,
+            cached_stream_heads: 100_000,
         }
     }
 }
@@ -101,6 +107,12 @@ impl StoreOptions {
             return Err(Error::InvalidOptions {
                 option: "memtable_budget_bytes",
                 reason: "must be at least 1 MiB",
+            });
+        }
+        if self.cached_stream_heads == 0 {
+            return Err(Error::InvalidOptions {
+                option: "cached_stream_heads",
+                reason: "must be at least 1",
             });
         }
         Ok(())
@@ -184,7 +196,7 @@ impl OperationStore {
             inner: Arc::new(Inner {
                 db,
                 path,
-                heads: heads::HeadTable::default(),
+                heads: heads::HeadTable::new(options.cached_stream_heads),
                 commit: commit::CommitGroup::new(
                     next_ordinal,
                     options.durability == Durability::Synced,
@@ -194,6 +206,12 @@ impl OperationStore {
                 format_version: format_version.into(),
             }),
         })
+    }
+
+    /// How many streams' heads the store holds in memory now.
+    #[cfg(test)]
+    pub(crate) fn cached_heads(&self) -> usize {
+        self.inner.heads.len()
     }
 
     /// The directory of the database.

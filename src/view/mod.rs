@@ -123,6 +123,12 @@ impl std::fmt::Debug for DocumentView {
 }
 
 impl DocumentView {
+    /// How many documents the view's cache holds now.
+    #[cfg(test)]
+    pub(crate) fn cached_documents(&self) -> usize {
+        self.inner.cache.lock().len()
+    }
+
     /// Opens the view over `store`: catches up from its persisted
     /// checkpoint through the ordinal feed (so whatever it missed while
     /// closed or crashed is applied exactly once), then follows `bus`.

@@ -132,6 +132,12 @@ impl Executor {
         }
     }
 
+    /// How many streams' states the executor holds in memory now.
+    #[cfg(test)]
+    pub(crate) fn cached_states(&self) -> usize {
+        self.heads.lock().len()
+    }
+
     /// Runs `attempt` until it succeeds, fails for good, or has retried
     /// `max_retries` revision conflicts.
     fn with_retries(
