@@ -67,7 +67,8 @@ fn every_structure_stays_within_its_bound_and_everything_reads_back() {
     // the heads of the streams it writes (at most two: document and
     // global) only while it runs, so the store may exceed its bound by
     // that much per worker; queues exist only for documents with jobs in
-    // them; job records past the retention only while jobs are running.
+    // them (or a job just finished); job records past the retention only
+    // while jobs are running.
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (reactor, stop) = (reactor.clone(), stop.clone());
@@ -129,7 +130,9 @@ fn every_structure_stays_within_its_bound_and_everything_reads_back() {
     );
     assert!(states <= STATES, "executor states peaked at {states}");
     assert!(jobs <= JOBS + THREADS, "job records peaked at {jobs}");
-    assert!(queues <= THREADS, "document queues peaked at {queues}");
+    // A worker drops a document's queue just after it reports the job,
+    // so a writer may already have its next document queued: two each.
+    assert!(queues <= 2 * THREADS, "document queues peaked at {queues}");
     assert!(view <= VIEW_DOCS, "view cache peaked at {view}");
     // At rest every bound holds exactly.
     let [heads, states, jobs, queues, view] = counts(&reactor);

@@ -369,17 +369,24 @@ impl SyncManager {
             options,
             peer_node: old.and_then(|r| r.peer_node),
         };
-        self.shared.state.put_remote(name, &record)?;
-        if refiltered {
-            // What the old filter held back lies under the acked cursor:
-            // a new epoch makes the peer take everything anew.
-            let epoch = self.shared.state.outbox_epoch(name)? + 1;
-            self.shared.state.set_outbox_epoch(name, epoch)?;
-        }
+        // What the old filter held back lies under the acked cursor: a new
+        // epoch makes the peer take everything anew.
+        let epoch = if refiltered {
+            Some(state::next_epoch(self.shared.state.outbox_epoch(name)?))
+        } else {
+            None
+        };
+        self.shared
+            .state
+            .put_remote_with_epoch(name, &record, epoch)?;
         self.shared
             .options_generation
             .fetch_add(1, Ordering::AcqRel);
         self.shared.insert_remote(name);
+        if epoch.is_some() {
+            // Nothing counts as synced until the peer acks it anew.
+            self.shared.update(name, |l| l.acked = 0);
+        }
         Ok(())
     }
 

@@ -173,11 +173,21 @@ impl<'a> Session<'a> {
     /// never displaces a working one. Ownership moves only forward in
     /// attach order, so an older session whose hello comes late cannot
     /// take the remote back.
-    fn claim(&mut self) {
+    ///
+    /// Envelopes buffered by an earlier session may be of a history the
+    /// peer no longer has: they are dropped under the same lock an older
+    /// session buffers under, so none of its lands after the drop.
+    fn claim(&mut self) -> Result<()> {
         let mut owners = self.shared.owner.lock();
         let owner = owners.entry(self.name().to_owned()).or_insert(self.id);
         *owner = (*owner).max(self.id);
         self.claimed = true;
+        if *owner == self.id {
+            let mut batch = SyncBatch::default();
+            self.shared.state.drop_buffered(&mut batch, self.name());
+            self.shared.state.write(batch)?;
+        }
+        Ok(())
     }
 
     fn name(&self) -> &str {
@@ -235,11 +245,15 @@ impl<'a> Session<'a> {
         };
         *record = fresh;
         let epoch = self.shared.state.outbox_epoch(name)?;
-        if epoch != self.epoch && self.peer_hello {
+        if epoch != self.epoch {
             // The filter changed (`add_remote` started a new epoch): what
-            // the old one held back lies under the acked cursor.
+            // the old one held back lies under the acked cursor. Taken
+            // before the peer's hello too, so the hello is judged against
+            // the new epoch.
             self.epoch = epoch;
-            self.start_epoch()?;
+            if self.peer_hello {
+                self.start_epoch()?;
+            }
         }
         Ok(())
     }
@@ -249,11 +263,12 @@ impl<'a> Session<'a> {
     fn bump_epoch(&mut self) -> Result<()> {
         let _record = self.shared.record_lock.lock();
         let stored = self.shared.state.outbox_epoch(self.name())?;
-        self.epoch = stored.max(self.epoch) + 1;
+        self.epoch = super::state::next_epoch(stored.max(self.epoch));
+        let mut batch = SyncBatch::default();
         self.shared
             .state
-            .set_outbox_epoch(self.name(), self.epoch)?;
-        Ok(())
+            .put_outbox_epoch(&mut batch, self.name(), self.epoch);
+        self.shared.state.write(batch)
     }
 
     /// Sends everything again from our first ordinal in the current epoch,
@@ -446,7 +461,7 @@ impl<'a> Session<'a> {
                 Ok(())
             }
             Message::Ack { epoch, cursor, gap } => {
-                if epoch == self.epoch {
+                if epoch == self.epoch && !self.superseded() {
                     self.on_ack(cursor, gap);
                 }
                 Ok(())
@@ -542,29 +557,24 @@ impl<'a> Session<'a> {
         let committed = self.shared.reactor.store().last_ordinal().get();
         if !self.peer_hello {
             self.peer_hello = true;
-            self.claim();
+            self.claim()?;
             if self.superseded() {
                 return Ok(()); // a newer session has the remote: this one ends
             }
-            // Envelopes buffered in an earlier session may be of a history
-            // the peer no longer has: what is missing comes again.
-            let mut batch = SyncBatch::default();
-            self.shared.state.drop_buffered(&mut batch, self.name());
-            self.shared.state.write(batch)?;
+            // The epoch as stored now (a filter changed while we waited
+            // for this hello, maybe under an older session).
+            self.epoch = self.shared.state.outbox_epoch(self.name())?;
             // Resume where the peer says it is, even behind our cursor (it
             // was restored from a backup): it knows what it holds.
             self.acked = hello.inbox_cursor.min(committed);
             self.sent = self.acked;
-            self.write_acked()?;
-            if hello.inbox_epoch > self.epoch {
-                // The peer saw a later epoch of ours than we remember: we
-                // were restored from a backup. Move past it.
-                self.epoch = hello.inbox_epoch;
+            if hello.inbox_epoch != self.epoch {
+                // Our filter changed since the peer last confirmed an
+                // epoch, or the peer saw an epoch of ours we do not
+                // remember (we were restored from a backup): a new epoch
+                // above both makes it take everything anew.
+                self.epoch = self.epoch.max(hello.inbox_epoch);
                 self.bump_epoch()?;
-                self.start_epoch()?;
-            } else if hello.inbox_epoch < self.epoch {
-                // Our filter changed (a new epoch) since the peer last
-                // confirmed one: what it held back lies under the cursor.
                 self.start_epoch()?;
             } else if hello.inbox_cursor > 0
                 && outbox::witness_at(self.shared, hello.inbox_cursor)? != hello.inbox_witness
@@ -575,6 +585,9 @@ impl<'a> Session<'a> {
                 self.bump_epoch()?;
                 self.start_epoch()?;
             }
+            // Stored only now: before the epoch was settled, the peer's
+            // cursor might have been one of an epoch that no longer counts.
+            self.write_acked()?;
             let (acked, inbox, name) = (self.acked, self.inbox, self.name().to_owned());
             self.shared.update(&name, |l| {
                 l.connected = true;
@@ -667,9 +680,15 @@ impl<'a> Session<'a> {
             // Out of order: it waits (unacked), unless the buffer is full;
             // either way the resend brings what is missing.
             let limit = self.shared.options.buffered_envelopes;
-            if !self.superseded() && self.shared.state.buffered_count(&name, limit)? < limit {
+            // Under the owner lock: a newer session's claim cannot drop
+            // the buffer between our check and our write.
+            let owners = self.shared.owner.lock();
+            if owners.get(&name) == Some(&self.id)
+                && self.shared.state.buffered_count(&name, limit)? < limit
+            {
                 self.shared.state.buffer_envelope(&name, first, frame)?;
             }
+            drop(owners);
             return self.ack(true);
         }
         self.start_load(operations, (last, witness), SyncBatch::default())?;

@@ -241,9 +241,28 @@ impl SyncState {
         self.read_u64(&cursor_key(remote, b"epoch"))
     }
 
-    pub(crate) fn set_outbox_epoch(&self, remote: &str, epoch: u64) -> Result<()> {
-        let mut batch = SyncBatch::default();
+    /// Adds a new outbox epoch toward `remote` to `batch`, with the outbox
+    /// cursor back at 0 (a new epoch sends everything again, so nothing
+    /// counts as acked before the peer acks it in that epoch).
+    pub(crate) fn put_outbox_epoch(&self, batch: &mut SyncBatch, remote: &str, epoch: u64) {
         batch.put(cursor_key(remote, b"epoch"), encode(&epoch));
+        batch.put(cursor_key(remote, b"out"), encode(&0u64));
+    }
+
+    /// Writes a remote's record and, when its filter changed, a new epoch,
+    /// in one batch: a crash between them would keep the wider filter
+    /// without the rewind that sends what the old one held back.
+    pub(crate) fn put_remote_with_epoch(
+        &self,
+        remote: &str,
+        record: &RemoteRecord,
+        epoch: Option<u64>,
+    ) -> Result<()> {
+        let mut batch = SyncBatch::default();
+        batch.put(remote_key(b'r', remote), encode(record));
+        if let Some(epoch) = epoch {
+            self.put_outbox_epoch(&mut batch, remote, epoch);
+        }
         self.store.sync_write(batch)
     }
 
@@ -406,6 +425,24 @@ impl SyncState {
 }
 
 /// Lowercase hex of some bytes.
+/// The epoch after `current`: the next counter in the high 32 bits and
+/// fresh random low bits, so two epochs started apart (one on a database
+/// later restored from a backup, one after the restore) never share a
+/// number, and an equal number means the same epoch.
+pub(crate) fn next_epoch(current: u64) -> u64 {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seed = format!(
+        "{:?} {} {current} {}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let hash = blake3::hash(seed.as_bytes());
+    let mut low = [0u8; 4];
+    low.copy_from_slice(&hash.as_bytes()[..4]);
+    (((current >> 32) + 1) << 32) | u64::from(u32::from_le_bytes(low))
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -645,15 +645,16 @@ fn a_widened_filter_sends_everything_anew_and_acks_of_the_old_epoch_count_for_no
         sent.iter().all(|d| d == "a") && !sent.is_empty(),
         "{sent:?}"
     );
-    // Widen: the session starts epoch 1 and asks the peer to rewind.
+    // Widen: the session starts a new epoch and asks the peer to rewind.
     h.sync
         .add_remote("peer", RemoteOptions::new())
         .expect("widen");
-    loop {
-        if let Message::Rewind { epoch: 1 } = h.recv() {
-            break;
+    let epoch = loop {
+        if let Message::Rewind { epoch } = h.recv() {
+            break epoch;
         }
-    }
+    };
+    assert!(epoch > 0);
     // An ack of epoch 0, in flight across the change, covers the range it
     // held back from `b`: it must not count.
     h.send(&Message::Ack {
@@ -661,30 +662,91 @@ fn a_widened_filter_sends_everything_anew_and_acks_of_the_old_epoch_count_for_no
         cursor: last,
         gap: false,
     });
-    // The peer had not rewound yet: what came of epoch 1 meanwhile it
-    // dropped, so it must come again.
+    // The peer had not rewound yet: what came of the new epoch meanwhile
+    // it dropped, so it must come again.
     std::thread::sleep(Duration::from_millis(100));
     while let Ok(Some(_)) = h.peer.recv(Duration::from_millis(10)) {}
-    h.send(&Message::Rewound { epoch: 1 });
+    h.send(&Message::Rewound { epoch });
     let mut resent = Vec::new();
     loop {
         match h.recv() {
             Message::Envelope {
-                epoch: 1,
+                epoch: e,
                 last: end,
                 operations,
                 ..
-            } => {
+            } if e == epoch => {
                 resent.extend(documents_of(&operations));
                 if end == last {
                     break;
                 }
             }
-            Message::Envelope { epoch, .. } => panic!("an envelope of epoch {epoch}"),
+            Message::Envelope { epoch: e, .. } => panic!("an envelope of epoch {e}"),
             _ => continue,
         }
     }
     assert!(resent.iter().any(|d| d == "b"), "{resent:?}");
     assert!(resent.iter().any(|d| d == "a"), "{resent:?}");
+    h.end().expect("a clean end");
+}
+
+#[test]
+fn a_filter_widened_before_the_peers_hello_still_sends_what_it_held_back() {
+    let narrow = RemoteFilter::all().documents([DocumentId::new("a").expect("id")]);
+    let mut h = Harness::new(RemoteOptions::new().filter(narrow));
+    create_counter(&h.sync, "a");
+    create_counter(&h.sync, "b");
+    let last = h.sync.reactor().store().last_ordinal().get();
+    let witness = h
+        .sync
+        .reactor()
+        .store()
+        .get_since_ordinal(Ordinal(last), Paging::first(1))
+        .expect("feed")
+        .items[0]
+        .operation
+        .hash;
+    // The session waits for the peer's hello when the filter widens.
+    assert!(matches!(h.recv(), Message::Hello(_)));
+    h.sync
+        .add_remote("peer", RemoteOptions::new())
+        .expect("widen");
+    std::thread::sleep(Duration::from_millis(50));
+    // A peer that holds everything up to `last` of the narrow epoch (its
+    // witness matches): only the new epoch can bring it `b`.
+    h.send(&Message::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        node: [7; 16],
+        name: "peer".into(),
+        inbox_cursor: last,
+        inbox_witness: Some(witness),
+        inbox_epoch: 0,
+        last_ordinal: 0,
+        seen_yours: true,
+    }));
+    let epoch = loop {
+        if let Message::Rewind { epoch } = h.recv() {
+            break epoch;
+        }
+    };
+    h.send(&Message::Rewound { epoch });
+    let mut resent = Vec::new();
+    loop {
+        if let Message::Envelope {
+            epoch: e,
+            last: end,
+            operations,
+            ..
+        } = h.recv()
+        {
+            if e == epoch {
+                resent.extend(documents_of(&operations));
+                if end == last {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(resent.iter().any(|d| d == "b"), "{resent:?}");
     h.end().expect("a clean end");
 }
