@@ -75,6 +75,21 @@ fn wire(item: &OperationWithContext, ordinal: u64) -> WireOperation {
     }
 }
 
+/// The hello of a peer named `peer` that is node `node`, holding nothing of
+/// ours, in epoch 0.
+fn peer_hello(node: [u8; 16]) -> Hello {
+    Hello {
+        protocol: PROTOCOL_VERSION,
+        node,
+        name: "peer".into(),
+        inbox_cursor: 0,
+        inbox_witness: None,
+        inbox_epoch: 0,
+        last_ordinal: 0,
+        seen_yours: true,
+    }
+}
+
 /// A manager with one remote, `peer`, and the peer's end of its session.
 struct Harness {
     _dir: tempfile::TempDir,
@@ -124,14 +139,8 @@ impl Harness {
     fn hello(&mut self) {
         assert!(matches!(self.recv(), Message::Hello(_)));
         self.send(&Message::Hello(Hello {
-            protocol: PROTOCOL_VERSION,
-            node: [7; 16],
-            name: "peer".into(),
-            inbox_cursor: 0,
-            inbox_witness: None,
-            inbox_epoch: 0,
             last_ordinal: 1_000,
-            seen_yours: true,
+            ..peer_hello([7; 16])
         }));
     }
 
@@ -349,16 +358,7 @@ fn another_database_under_a_known_remote_name_is_refused() {
     h.session = Some(h.sync.attach("peer", mine).expect("attach"));
     h.peer = peer;
     assert!(matches!(h.recv(), Message::Hello(_)));
-    h.send(&Message::Hello(Hello {
-        protocol: PROTOCOL_VERSION,
-        node: [8; 16],
-        name: "peer".into(),
-        inbox_cursor: 0,
-        inbox_witness: None,
-        inbox_epoch: 0,
-        last_ordinal: 0,
-        seen_yours: true,
-    }));
+    h.send(&Message::Hello(peer_hello([8; 16])));
     let error = h.end().expect_err("refused");
     assert!(
         error.to_string().contains("remove and add the remote"),
@@ -375,14 +375,9 @@ fn a_stranger_is_refused_unless_new_remotes_are_accepted() {
         let (mine, mut peer) = in_process_pair();
         let session = sync.accept(mine);
         let hello = Message::Hello(Hello {
-            protocol: PROTOCOL_VERSION,
-            node: [9; 16],
             name: "stranger".into(),
-            inbox_cursor: 0,
-            inbox_witness: None,
-            inbox_epoch: 0,
-            last_ordinal: 0,
             seen_yours: false,
+            ..peer_hello([9; 16])
         });
         peer.send(encode_frame(&hello)).expect("send");
         let reply = decode_frame(&peer.recv(WAIT).expect("open").expect("reply")).expect("frame");
@@ -530,17 +525,7 @@ fn a_newer_session_of_a_remote_takes_it_over_and_the_older_ends() {
     older
         .join()
         .expect("the older session ends cleanly by itself");
-    h.send(&Message::Envelope {
-        first: 1,
-        last: 2,
-        witness: crate::model::Digest::default(),
-        epoch: 0,
-        operations: vec![wire(&ops[0], 1), wire(&ops[1], 2)],
-    });
-    assert_eq!(h.ack(), (2, false));
-    assert_eq!(h.value(), Some(1));
-    assert!(h.sync.remotes().expect("remotes")[0].connected);
-    h.end().expect("a clean end");
+    owns_and_loads(h, &ops);
 }
 
 #[test]
@@ -558,16 +543,7 @@ fn a_refused_newer_connection_leaves_the_working_session_alone() {
     let frame = intruder.recv(WAIT).expect("open").expect("a hello");
     assert!(matches!(decode_frame(&frame), Ok(Message::Hello(_))));
     intruder
-        .send(encode_frame(&Message::Hello(Hello {
-            protocol: PROTOCOL_VERSION,
-            node: [8; 16],
-            name: "peer".into(),
-            inbox_cursor: 0,
-            inbox_witness: None,
-            inbox_epoch: 0,
-            last_ordinal: 0,
-            seen_yours: true,
-        })))
+        .send(encode_frame(&Message::Hello(peer_hello([8; 16]))))
         .expect("send");
     let error = refused.join().expect_err("refused");
     assert!(
@@ -575,6 +551,12 @@ fn a_refused_newer_connection_leaves_the_working_session_alone() {
         "{error}"
     );
     // The session that was working still owns the remote and loads.
+    owns_and_loads(h, &ops);
+}
+
+/// The session owns the remote: it loads `ops` (a creation and an
+/// increment) and acks them, and the remote shows connected.
+fn owns_and_loads(mut h: Harness, ops: &[OperationWithContext]) {
     h.send(&Message::Envelope {
         first: 1,
         last: 2,
@@ -715,14 +697,9 @@ fn a_filter_widened_before_the_peers_hello_still_sends_what_it_held_back() {
     // A peer that holds everything up to `last` of the narrow epoch (its
     // witness matches): only the new epoch can bring it `b`.
     h.send(&Message::Hello(Hello {
-        protocol: PROTOCOL_VERSION,
-        node: [7; 16],
-        name: "peer".into(),
         inbox_cursor: last,
         inbox_witness: Some(witness),
-        inbox_epoch: 0,
-        last_ordinal: 0,
-        seen_yours: true,
+        ..peer_hello([7; 16])
     }));
     let epoch = loop {
         if let Message::Rewind { epoch } = h.recv() {
