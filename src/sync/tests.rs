@@ -34,18 +34,7 @@ fn source_operations(n: usize) -> Vec<OperationWithContext> {
     let dir = tempfile::tempdir().expect("dir");
     let source = reactor(dir.path());
     let doc = DocumentId::new("doc").expect("id");
-    let create = CreateDocumentInput {
-        document_type: CounterModel::document_type(),
-        model_version: 1,
-        name: "doc".into(),
-        slug: None,
-        meta: Default::default(),
-    };
-    source
-        .create(doc.clone(), create)
-        .expect("submit")
-        .written(WAIT)
-        .expect("created");
+    create_counter(&source, "doc");
     for i in 0..n {
         let add = crate::model::Action::new(
             ActionId::new(format!("add-{i}")).expect("id"),
@@ -570,8 +559,8 @@ fn owns_and_loads(mut h: Harness, ops: &[OperationWithContext]) {
     h.end().expect("a clean end");
 }
 
-/// Creates counter `doc` on the manager's own reactor.
-fn create_counter(sync: &SyncManager, doc: &str) {
+/// Creates counter `doc` on `reactor`.
+fn create_counter(reactor: &Reactor, doc: &str) {
     let create = CreateDocumentInput {
         document_type: CounterModel::document_type(),
         model_version: 1,
@@ -579,7 +568,7 @@ fn create_counter(sync: &SyncManager, doc: &str) {
         slug: None,
         meta: Default::default(),
     };
-    sync.reactor()
+    reactor
         .create(DocumentId::new(doc).expect("id"), create)
         .expect("submit")
         .written(WAIT)
@@ -603,8 +592,8 @@ fn documents_of(operations: &[WireOperation]) -> Vec<String> {
 fn a_widened_filter_sends_everything_anew_and_acks_of_the_old_epoch_count_for_nothing() {
     let narrow = RemoteFilter::all().documents([DocumentId::new("a").expect("id")]);
     let mut h = Harness::new(RemoteOptions::new().filter(narrow));
-    create_counter(&h.sync, "a");
-    create_counter(&h.sync, "b");
+    create_counter(h.sync.reactor(), "a");
+    create_counter(h.sync.reactor(), "b");
     let last = h.sync.reactor().store().last_ordinal().get();
     h.hello();
     // Epoch 0: the whole range goes, with only `a` in it. Not acked yet.
@@ -676,8 +665,8 @@ fn a_widened_filter_sends_everything_anew_and_acks_of_the_old_epoch_count_for_no
 fn a_filter_widened_before_the_peers_hello_still_sends_what_it_held_back() {
     let narrow = RemoteFilter::all().documents([DocumentId::new("a").expect("id")]);
     let mut h = Harness::new(RemoteOptions::new().filter(narrow));
-    create_counter(&h.sync, "a");
-    create_counter(&h.sync, "b");
+    create_counter(h.sync.reactor(), "a");
+    create_counter(h.sync.reactor(), "b");
     let last = h.sync.reactor().store().last_ordinal().get();
     let witness = h
         .sync
