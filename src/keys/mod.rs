@@ -142,6 +142,10 @@ pub(crate) fn decode_ordinal_key(bytes: &[u8]) -> Option<Ordinal> {
     Some(Ordinal(u64::from_be_bytes(bytes.try_into().ok()?)))
 }
 
+/// Length of the operation id that starts every [`op_id_key`] (the
+/// family's bloom filter is on it).
+pub(crate) const OP_ID_PREFIX_LEN: usize = 16;
+
 // Format: {op_id: 16 bytes}{index: u64 BE}{skip: u64 BE}
 /// Key of the operation-id index: every stored copy of an operation id.
 pub(crate) fn op_id_key(op_id: &OperationId, index: u64, skip: u64) -> [u8; 32] {

@@ -167,6 +167,30 @@ fn db_options(options: &StoreOptions, cache: &Cache) -> Options {
     db
 }
 
+/// Options of one column family: the database's, with no memtable larger
+/// than the whole memtable budget, plus memtable bloom filters where most
+/// lookups are for keys that are not there: the op-id index (each new
+/// operation is checked for a replay; the filter is on the 16-byte id, in
+/// memtables and files) and the sync family (whether an operation came from
+/// a remote, its signature). The filter answers those without walking the
+/// memtable's skiplist. Its size is a fiftieth of the memtable's, so it
+/// stays inside the budget's slack.
+fn family_options(name: &str, db: &Options, budget: usize) -> Options {
+    let mut options = db.clone();
+    options.set_write_buffer_size(budget);
+    if name == keys::CF_OP_IDS {
+        options.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(
+            keys::OP_ID_PREFIX_LEN,
+        ));
+        options.set_memtable_prefix_bloom_ratio(0.02);
+    }
+    if name == keys::CF_SYNC {
+        options.set_memtable_prefix_bloom_ratio(0.02);
+        options.set_memtable_whole_key_filtering(true);
+    }
+    options
+}
+
 fn table_options(cache: &Cache) -> BlockBasedOptions {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
@@ -185,9 +209,12 @@ impl OperationStore {
         let path = path.as_ref().to_path_buf();
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
         let db_opts = db_options(&options, &cache);
-        let descriptors = keys::ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, db_opts.clone()));
+        let descriptors = keys::ALL_CFS.iter().map(|name| {
+            ColumnFamilyDescriptor::new(
+                *name,
+                family_options(name, &db_opts, options.memtable_budget_bytes),
+            )
+        });
         let db = DB::open_cf_descriptors(&db_opts, &path, descriptors)?;
         let format_version = check_format(&db)?;
         let next_ordinal = last_ordinal(&db)?.next();

@@ -169,7 +169,9 @@ impl OperationStore {
     /// index (ordered by index, so usually one seek finds none).
     fn copies_below(&self, id: &OperationId, index: u64) -> Result<Vec<u64>> {
         let cf = cf_handles(self.db()).op_ids;
-        let mut iter = self.db().raw_iterator_cf(cf);
+        let mut read = ReadOptions::default();
+        read.set_prefix_same_as_start(true);
+        let mut iter = self.db().raw_iterator_cf_opt(cf, read);
         iter.seek(id.as_bytes());
         let mut out = Vec::new();
         while let Some(key) = iter.key() {

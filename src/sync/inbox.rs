@@ -88,15 +88,14 @@ pub(crate) fn start(
             .state
             .put_origin(&mut origins, &op.id, &op.content_hash, remote);
         // The first valid signature stays: a later peer cannot replace the
-        // originator's with its own.
-        let stored = shared.state.signature(&op.id, &op.content_hash)?;
-        if let Some(signature) = wire
-            .signature
-            .filter(|s| stored.is_none() && sign::is_valid(&op, s))
-        {
-            shared
-                .state
-                .put_signature(&mut origins, &op.id, &op.content_hash, &signature);
+        // originator's with its own. (Unsigned operations skip the lookup.)
+        if let Some(signature) = wire.signature {
+            let stored = shared.state.signature(&op.id, &op.content_hash)?;
+            if stored.is_none() && sign::is_valid(&op, &signature) {
+                shared
+                    .state
+                    .put_signature(&mut origins, &op.id, &op.content_hash, &signature);
+            }
         }
         let key = (op.document_id.clone(), op.branch.clone());
         groups
