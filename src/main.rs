@@ -121,6 +121,10 @@ enum WorkloadArg {
     /// has them, over the in-process channel and over gRPC on loopback.
     #[cfg(feature = "grpc")]
     Sync,
+    /// W4, a closed-loop service: `--clients` threads, each owning one
+    /// document, each action awaited until written, in both durability
+    /// modes, beside the bare store driven the same way.
+    Service,
 }
 
 #[derive(clap::Args)]
@@ -156,6 +160,27 @@ struct BenchArgs {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
+    /// Scale mode: W1 with `--scale-actions` actions per document at each
+    /// of `--scale-docs` document counts, each step in its own process;
+    /// prints each step's figures and its ratio to the first.
+    #[arg(long)]
+    scale: bool,
+    /// Document counts of the scale mode's steps.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000, 100_000, 1_000_000])]
+    scale_docs: Vec<usize>,
+    /// Actions per document in the scale mode (one job each).
+    #[arg(long, default_value_t = 5)]
+    scale_actions: usize,
+    /// Client counts of the service workload (W4).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64, 256])]
+    clients: Vec<usize>,
+    /// Seconds each service-workload configuration runs.
+    #[arg(long, default_value_t = 3.0)]
+    service_secs: f64,
+    /// Runs one scale step of this many documents in --db and prints it
+    /// as JSON (what `--scale` runs in a child process).
+    #[arg(long, hide = true)]
+    scale_step: Option<usize>,
 }
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
@@ -168,7 +193,7 @@ fn main() -> ExitCode {
         .init();
     let result = match &cli.command {
         Command::Demo { fresh } => cli::demo::run(&cli.db, *fresh).map(|()| ExitCode::SUCCESS),
-        Command::Bench(args) => bench(args),
+        Command::Bench(args) => bench(&cli.db, args),
         Command::Verify => verify(&cli.db),
         Command::Inspect(args) => inspect(&cli.db, args),
         Command::Export { document } => export(&cli.db, document),
@@ -434,7 +459,7 @@ fn backup(db: &Path, path: &Path) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench(args: &BenchArgs) -> CliResult {
+fn bench(db: &Path, args: &BenchArgs) -> CliResult {
     let workers = args.workers.unwrap_or_else(reactordb::default_workers);
     let durability = match args.durability {
         DurabilityArg::Buffered => Durability::Buffered,
@@ -464,6 +489,18 @@ fn bench(args: &BenchArgs) -> CliResult {
             config(1, args.contention_actions),
         ),
     ];
+    if let Some(docs) = args.scale_step {
+        cli::scale_bench::run_step(db, docs, args.scale_actions, durability)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.workload == WorkloadArg::Service {
+        cli::service_bench::run(&args.clients, args.service_secs, args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.scale {
+        cli::scale_bench::run(&args.scale_docs, args.scale_actions, durability, args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     #[cfg(feature = "grpc")]
     if args.workload == WorkloadArg::Sync {
         if !args.json {

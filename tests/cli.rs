@@ -267,3 +267,44 @@ fn inspect_lists_documents_paged() {
         ["c\texample/counter\t1 streams"]
     );
 }
+
+/// `bench --scale`: one JSON line per step, each from a child process
+/// that checked every document it read, the first step's ratios 1, and
+/// figures a real run has (the test debug build is slow: sizes are tiny).
+#[test]
+fn bench_scale_prints_each_step_with_its_ratio_to_the_first() {
+    let out = run(
+        &[
+            "bench",
+            "--scale",
+            "--scale-docs",
+            "50,200",
+            "--scale-actions",
+            "3",
+            "--json",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (line, docs) in lines.iter().zip([50u64, 200]) {
+        let step = &line["step"];
+        assert_eq!(step["docs"], docs);
+        assert_eq!(step["actions"], docs * 3);
+        for figure in ["actions_per_s", "cold_reads_per_s", "peak_rss_mb"] {
+            assert!(step[figure].as_f64().expect("a number") > 0.0, "{figure}");
+        }
+        assert!(step["disk_bytes_per_op"].as_f64().expect("a number") > 0.0);
+        assert!(step["p99_ms"].as_f64() >= step["p50_ms"].as_f64());
+    }
+    assert_eq!(lines[0]["actions_per_s_ratio"], 1.0);
+    assert_eq!(lines[0]["cold_reads_ratio"], 1.0);
+    let ratio = lines[1]["actions_per_s_ratio"].as_f64().expect("a number");
+    let expected = lines[1]["step"]["actions_per_s"].as_f64().unwrap()
+        / lines[0]["step"]["actions_per_s"].as_f64().unwrap();
+    assert!((ratio - expected).abs() < 1e-9);
+}

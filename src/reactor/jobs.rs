@@ -66,7 +66,7 @@ impl JobStatus {
 }
 
 /// How many finished jobs a job table remembers by default.
-pub(crate) const RETAINED_FINISHED: usize = 200_000;
+pub(crate) const RETAINED_FINISHED: usize = 50_000;
 
 #[derive(Default)]
 struct Table {

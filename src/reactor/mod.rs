@@ -144,8 +144,8 @@ impl ReactorBuilder {
         self
     }
 
-    /// How many finished jobs the reactor remembers (default 200,000):
-    /// older ones answer [`Error::JobUnknown`]. A job other queued jobs
+    /// How many finished jobs the reactor remembers (default 50,000, about
+    /// 6 MB): older ones answer [`Error::JobUnknown`]. A job other queued jobs
     /// depend on is kept until they have run.
     pub fn retained_jobs(mut self, jobs: usize) -> Self {
         self.retained_jobs = jobs;
@@ -153,8 +153,8 @@ impl ReactorBuilder {
     }
 
     /// How many streams' folded states the executor keeps in memory
-    /// (default 100,000; at least 1): a job on a stream that is not among
-    /// them folds its state from the newest snapshot first. Bounds the
+    /// (default 20,000, about 10 MB; at least 1): a job on a stream that is
+    /// not among them folds its state from the newest snapshot first. Bounds the
     /// executor's memory by this many states; the store's own bound is
     /// [`StoreOptions::cached_stream_heads`].
     pub fn cached_stream_states(mut self, streams: usize) -> Self {
@@ -368,7 +368,7 @@ impl Reactor {
             block_when_full: false,
             max_retries: 8,
             retained_jobs: jobs::RETAINED_FINISHED,
-            cached_stream_states: 100_000,
+            cached_stream_states: 20_000,
             clock: Arc::new(now_ms),
         }
     }

@@ -70,8 +70,8 @@ pub struct StoreOptions {
     pub create_if_missing: bool,
     /// How many streams' heads (and revision-guard locks) stay in memory.
     /// Past it, idle streams are dropped and read again from disk when
-    /// next written; streams in use are never dropped. Default 100,000
-    /// (about 20 MB); at least 1.
+    /// next written; streams in use are never dropped. Default 50,000
+    /// (about 12 MB); at least 1.
     pub cached_stream_heads: usize,
 }
 
@@ -82,7 +82,7 @@ impl Default for StoreOptions {
             block_cache_bytes: 64 << 20,
             memtable_budget_bytes: 128 << 20,
             create_if_missing: true,
-            cached_stream_heads: 100_000,
+            cached_stream_heads: 50_000,
         }
     }
 }

@@ -1,0 +1,294 @@
+//! `bench --scale`: W1 at growing document counts. Every document gets the
+//! same actions (one job each), so each step does the same work per
+//! document and only the number of documents grows. Each step runs in a
+//! child process of its own (`bench --scale-step DOCS`), so its peak
+//! resident memory is its own and not what earlier steps left in the
+//! allocator. Only the public API is used.
+//!
+//! Per step: actions/s (submit of the first action until the view shows
+//! the last), job latency p50/p99 (submitted until written, in a bounded
+//! histogram), cold reads/s (the view's cache cleared, RocksDB's block
+//! cache left as it is), peak RSS, and bytes on disk per stored operation.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use reactordb::{
+    Action, ActionId, ActionType, Branch, ConsistencyToken, CounterModel, CreateDocumentInput,
+    DocumentId, Durability, JobHandle, ModelRegistry, Reactor, Scope, ViewFilter,
+};
+use serde::{Deserialize, Serialize};
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Jobs submitted and not yet written, at most: the harness's own memory
+/// stays flat however many documents a step has.
+const IN_FLIGHT: usize = 4_096;
+/// Cold reads per step, at most (spread over all documents).
+const COLD_READS: usize = 100_000;
+const WAIT: Duration = Duration::from_secs(600);
+
+/// One step's figures (one JSON line from the child).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ScaleStep {
+    pub docs: usize,
+    /// Actions per document (each its own job).
+    pub actions_per_doc: usize,
+    /// Actions executed (creations not included).
+    pub actions: usize,
+    pub actions_per_s: f64,
+    /// Creations per second (the step's first phase).
+    pub creates_per_s: f64,
+    /// Job latency, submitted until written.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Reads of documents not in the view's cache.
+    pub cold_reads_per_s: f64,
+    /// Peak resident memory of the step's process.
+    pub peak_rss_mb: f64,
+    /// Bytes of the database directory per stored operation (creations
+    /// included), after the step.
+    pub disk_bytes_per_op: f64,
+}
+
+/// Runs each step in a child process and prints one table (or JSON lines)
+/// with each step's ratio to the first.
+pub(crate) fn run(
+    steps: &[usize],
+    actions_per_doc: usize,
+    durability: Durability,
+    json: bool,
+) -> BenchResult<()> {
+    let exe = std::env::current_exe()?;
+    if !json {
+        println!(
+            "{:>9} {:>9} {:>10} {:>8} {:>8} {:>12} {:>8} {:>9} {:>10} {:>8}",
+            "docs",
+            "actions",
+            "actions/s",
+            "p50_ms",
+            "p99_ms",
+            "cold_reads/s",
+            "rss_mb",
+            "disk_B/op",
+            "×actions/s",
+            "×reads/s"
+        );
+    }
+    let mut first: Option<ScaleStep> = None;
+    for &docs in steps {
+        let dir = tempfile::tempdir()?;
+        let output = Command::new(&exe)
+            .args(["bench", "--scale-step", &docs.to_string()])
+            .args(["--scale-actions", &actions_per_doc.to_string()])
+            .args(["--durability", durability_arg(durability)])
+            .arg("--db")
+            .arg(dir.path())
+            .output()?;
+        if !output.status.success() {
+            return Err(format!(
+                "scale step of {docs} documents failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+            .into());
+        }
+        let step: ScaleStep = serde_json::from_slice(&output.stdout)?;
+        let base = first.get_or_insert_with(|| step.clone());
+        let (ratio_writes, ratio_reads) = (
+            step.actions_per_s / base.actions_per_s,
+            step.cold_reads_per_s / base.cold_reads_per_s,
+        );
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "step": step,
+                    "actions_per_s_ratio": ratio_writes,
+                    "cold_reads_ratio": ratio_reads,
+                })
+            );
+        } else {
+            println!(
+                "{:>9} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>12.0} {:>8.1} {:>9.0} {:>10.2} {:>8.2}",
+                step.docs,
+                step.actions,
+                step.actions_per_s,
+                step.p50_ms,
+                step.p99_ms,
+                step.cold_reads_per_s,
+                step.peak_rss_mb,
+                step.disk_bytes_per_op,
+                ratio_writes,
+                ratio_reads
+            );
+        }
+    }
+    Ok(())
+}
+
+fn durability_arg(durability: Durability) -> &'static str {
+    match durability {
+        Durability::Synced => "synced",
+        _ => "buffered",
+    }
+}
+
+/// One step, in this process: prints its [`ScaleStep`] as JSON.
+pub(crate) fn run_step(
+    dir: &Path,
+    docs: usize,
+    actions_per_doc: usize,
+    durability: Durability,
+) -> BenchResult<()> {
+    // Default options throughout: the memory bound measured is the one a
+    // user gets. A full queue makes submission wait rather than fail.
+    let reactor = Arc::new(
+        Reactor::builder(dir)
+            .durability(durability)
+            .registry(ModelRegistry::with_examples())
+            .block_when_full(true)
+            .open()?,
+    );
+    let ids = |d: usize| DocumentId::new(format!("doc-{d:07}"));
+
+    let start = Instant::now();
+    let mut creates = Pipeline::start();
+    for d in 0..docs {
+        let input = CreateDocumentInput {
+            document_type: CounterModel::document_type(),
+            model_version: 1,
+            name: format!("scale {d}"),
+            slug: None,
+            meta: Default::default(),
+        };
+        creates.push(reactor.create(ids(d)?, input)?)?;
+    }
+    creates.finish()?;
+    let creates_per_s = docs as f64 / start.elapsed().as_secs_f64();
+
+    let increment = ActionType::new("INCREMENT")?;
+    let start = Instant::now();
+    let mut jobs = Pipeline::start();
+    for n in 0..actions_per_doc {
+        for d in 0..docs {
+            let action = Action::new(
+                ActionId::new(format!("d{d}-a{n}"))?,
+                increment.clone(),
+                Scope::global(),
+                1_700_000_000_000 + n as u64,
+                Vec::new(),
+            );
+            jobs.push(reactor.execute(ids(d)?, Branch::main(), vec![action])?)?;
+        }
+    }
+    let latencies = jobs.finish()?;
+    let token = ConsistencyToken(reactor.store().last_ordinal());
+    reactor.view().wait_for_within(token, WAIT)?;
+    let actions = docs * actions_per_doc;
+    let actions_per_s = actions as f64 / start.elapsed().as_secs_f64();
+
+    reactor.view().clear_cache();
+    let reads = docs.min(COLD_READS);
+    let stride = docs / reads.max(1);
+    let filter = ViewFilter::default();
+    let start = Instant::now();
+    for r in 0..reads {
+        let document = reactor.view().get(&ids(r * stride)?, &filter, None)?;
+        let value = document
+            .scopes
+            .get(&Scope::global())
+            .and_then(|scope| CounterModel::value(&scope.state));
+        if value != Some(actions_per_doc as i64) {
+            return Err(format!("document {} reads {value:?}", r * stride).into());
+        }
+    }
+    let cold_reads_per_s = reads as f64 / start.elapsed().as_secs_f64();
+    let ops = reactor.store().last_ordinal().get();
+    drop(reactor);
+
+    let step = ScaleStep {
+        docs,
+        actions_per_doc,
+        actions,
+        actions_per_s,
+        creates_per_s,
+        p50_ms: latencies.value_at_quantile(0.5) as f64 / 1e3,
+        p99_ms: latencies.value_at_quantile(0.99) as f64 / 1e3,
+        cold_reads_per_s,
+        peak_rss_mb: peak_rss_mb(),
+        disk_bytes_per_op: dir_bytes(dir)? as f64 / ops.max(1) as f64,
+    };
+    println!("{}", serde_json::to_string(&step)?);
+    Ok(())
+}
+
+/// Jobs in flight: a waiter thread takes each handle in submission order,
+/// waits until it is written and records the latency; the bounded channel
+/// between them stops the submitter when `IN_FLIGHT` are outstanding.
+/// A job written before an older one is timed when the older one is
+/// (jobs of different documents finish nearly in order).
+struct Pipeline {
+    sender: flume::Sender<(Instant, JobHandle)>,
+    waiter: std::thread::JoinHandle<Result<Histogram<u64>, String>>,
+}
+
+impl Pipeline {
+    fn start() -> Self {
+        let (sender, receiver) = flume::bounded::<(Instant, JobHandle)>(IN_FLIGHT);
+        let waiter = std::thread::spawn(move || {
+            // Microseconds, 1 µs to 10 min, three significant figures: a
+            // fixed size whatever the run's length.
+            let mut histogram =
+                Histogram::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?;
+            for (submitted, job) in receiver {
+                job.written(WAIT).map_err(|e| e.to_string())?;
+                let micros = submitted.elapsed().as_micros() as u64;
+                histogram.saturating_record(micros.max(1));
+            }
+            Ok(histogram)
+        });
+        Self { sender, waiter }
+    }
+
+    fn push(&mut self, job: JobHandle) -> BenchResult<()> {
+        self.sender
+            .send((Instant::now(), job))
+            .map_err(|_| "the job waiter stopped".into())
+    }
+
+    fn finish(self) -> BenchResult<Histogram<u64>> {
+        drop(self.sender);
+        let histogram = self.waiter.join().map_err(|_| "job waiter panicked")??;
+        Ok(histogram)
+    }
+}
+
+/// Peak resident memory of this process, MiB (`VmHWM`; 0 where `/proc` is
+/// missing).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
