@@ -123,7 +123,8 @@ enum WorkloadArg {
     Sync,
     /// W4, a closed-loop service: `--clients` threads, each owning one
     /// document, each action awaited until written, in both durability
-    /// modes, beside the bare store driven the same way.
+    /// modes (`--durability` does not apply), beside the bare store driven
+    /// the same way.
     Service,
 }
 
@@ -162,7 +163,8 @@ struct BenchArgs {
     json: bool,
     /// Scale mode: W1 with `--scale-actions` actions per document at each
     /// of `--scale-docs` document counts, each step in its own process;
-    /// prints each step's figures and its ratio to the first.
+    /// prints each step's figures and its ratio to the first. Steps run
+    /// with default reactor options (`--workers` does not apply).
     #[arg(long)]
     scale: bool,
     /// Document counts of the scale mode's steps.
@@ -492,6 +494,9 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
     if let Some(docs) = args.scale_step {
         cli::scale_bench::run_step(db, docs, args.scale_actions, durability)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.scale && args.workload != WorkloadArg::All {
+        return Err("--scale runs W1 at each step; it takes no --workload".into());
     }
     if args.workload == WorkloadArg::Service {
         cli::service_bench::run(&args.clients, args.service_secs, args.json)?;

@@ -62,6 +62,9 @@ pub(crate) fn run(
     durability: Durability,
     json: bool,
 ) -> BenchResult<()> {
+    if steps.contains(&0) || actions_per_doc == 0 {
+        return Err("--scale-docs and --scale-actions must each be at least 1".into());
+    }
     let exe = std::env::current_exe()?;
     if !json {
         println!(
@@ -164,7 +167,7 @@ pub(crate) fn run_step(
             slug: None,
             meta: Default::default(),
         };
-        creates.push(reactor.create(ids(d)?, input)?)?;
+        creates = creates.push(reactor.create(ids(d)?, input)?)?;
     }
     creates.finish()?;
     let creates_per_s = docs as f64 / start.elapsed().as_secs_f64();
@@ -181,7 +184,7 @@ pub(crate) fn run_step(
                 1_700_000_000_000 + n as u64,
                 Vec::new(),
             );
-            jobs.push(reactor.execute(ids(d)?, Branch::main(), vec![action])?)?;
+            jobs = jobs.push(reactor.execute(ids(d)?, Branch::main(), vec![action])?)?;
         }
     }
     let latencies = jobs.finish()?;
@@ -229,7 +232,10 @@ pub(crate) fn run_step(
 /// waits until it is written and records the latency; the bounded channel
 /// between them stops the submitter when `IN_FLIGHT` are outstanding.
 /// A job written before an older one is timed when the older one is
-/// (jobs of different documents finish nearly in order).
+/// (jobs of different documents finish nearly in order). The latency runs
+/// from `execute`'s return, and with `IN_FLIGHT` jobs queued it is mostly
+/// queueing (about `IN_FLIGHT` ÷ throughput): compare it between steps, not
+/// with a single job's cost.
 struct Pipeline {
     sender: flume::Sender<(Instant, JobHandle)>,
     waiter: std::thread::JoinHandle<Result<Histogram<u64>, String>>,
@@ -253,10 +259,16 @@ impl Pipeline {
         Self { sender, waiter }
     }
 
-    fn push(&mut self, job: JobHandle) -> BenchResult<()> {
-        self.sender
-            .send((Instant::now(), job))
-            .map_err(|_| "the job waiter stopped".into())
+    /// Hands a job to the waiter; if the waiter stopped (a job failed),
+    /// that job's error.
+    fn push(self, job: JobHandle) -> Result<Self, Box<dyn std::error::Error>> {
+        match self.sender.send((Instant::now(), job)) {
+            Ok(()) => Ok(self),
+            Err(_) => Err(self
+                .finish()
+                .err()
+                .unwrap_or_else(|| "the job waiter stopped".into())),
+        }
     }
 
     fn finish(self) -> BenchResult<Histogram<u64>> {

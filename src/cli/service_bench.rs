@@ -47,7 +47,13 @@ pub(crate) fn run(clients: &[usize], seconds: f64, json: bool) -> BenchResult<()
             "clients", "mode", "reactor/s", "store/s", "ratio", "reactor_app/wr", "store_app/wr"
         );
     }
-    let run_for = Duration::from_secs_f64(seconds);
+    if clients.contains(&0) {
+        return Err("--clients: each count must be at least 1".into());
+    }
+    let run_for = Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or("--service-secs must be a positive number of seconds")?;
     for durability in [Durability::Buffered, Durability::Synced] {
         for &n in clients {
             let (reactor_per_s, reactor_stats) = reactor_loop(n, durability, run_for)?;
@@ -161,7 +167,7 @@ fn reactor_loop(
             Ok(())
         })?
     };
-    Ok((per_s, since(before, reactor.store().commit_stats())))
+    Ok((per_s, reactor.store().commit_stats().since(&before)))
 }
 
 fn store_loop(
@@ -197,15 +203,5 @@ fn store_loop(
             Ok(())
         })?
     };
-    Ok((per_s, since(before, store.commit_stats())))
-}
-
-/// The commit figures between two readings.
-fn since(before: CommitStats, after: CommitStats) -> CommitStats {
-    let mut out = after;
-    out.writes -= before.writes;
-    out.appends -= before.appends;
-    out.operations -= before.operations;
-    out.write_time -= before.write_time;
-    out
+    Ok((per_s, store.commit_stats().since(&before)))
 }

@@ -179,6 +179,9 @@ fn family_options(name: &str, db: &Options, budget: usize) -> Options {
     let mut options = db.clone();
     options.set_write_buffer_size(budget);
     if name == keys::CF_OP_IDS {
+        // A seek in this family must stay within one id (`locate` sets
+        // `prefix_same_as_start`); a scan across ids starts from the first
+        // key or sets `total_order_seek`, or files may be skipped.
         options.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(
             keys::OP_ID_PREFIX_LEN,
         ));

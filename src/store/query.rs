@@ -325,13 +325,9 @@ impl OperationStore {
     fn heads_with_prefix(&self, prefix: &[u8]) -> Result<Vec<StreamInfo>> {
         let cf = cf_handles(self.db()).heads;
         let mut out = Vec::new();
-        // Stay within the id's prefix, so the family's prefix bloom filter
-        // answers an absent id without a walk.
-        let mut read = rocksdb::ReadOptions::default();
-        read.set_prefix_same_as_start(true);
-        for entry in
-            self.db()
-                .iterator_cf_opt(cf, read, IteratorMode::From(prefix, Direction::Forward))
+        for entry in self
+            .db()
+            .iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward))
         {
             let (key, value) = entry?;
             if !key.starts_with(prefix) {
