@@ -33,13 +33,7 @@ fn reactor(dir: &std::path::Path, docs: usize) -> Reactor {
             reactor
                 .create(
                     DocumentId::new(format!("d{d}")).expect("valid"),
-                    CreateDocumentInput {
-                        document_type: CounterModel::document_type(),
-                        model_version: 1,
-                        name: "bench".into(),
-                        slug: None,
-                        meta: Default::default(),
-                    },
+                    CreateDocumentInput::new(CounterModel::document_type(), 1, "bench"),
                 )
                 .expect("create")
         })

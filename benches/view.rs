@@ -32,13 +32,7 @@ fn setup(n: u64, snapshot_every: u64) -> (tempfile::TempDir, DocumentView, Docum
     let create = system_action(
         ActionId::new("create").expect("valid"),
         0,
-        &SystemAction::CreateDocument(CreateDocumentInput {
-            document_type: doc_type.clone(),
-            model_version: 1,
-            name: "bench".into(),
-            slug: None,
-            meta: Default::default(),
-        }),
+        &SystemAction::CreateDocument(CreateDocumentInput::new(doc_type.clone(), 1, "bench")),
     );
     store
         .apply(

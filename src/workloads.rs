@@ -7,7 +7,10 @@
 //!   through the view;
 //! - W2 `hot-doc`: one document, `actions` jobs, each awaited (readable)
 //!   before the next;
-//! - W3 `contention`: 8 submitters × `actions / 8` jobs on one document.
+//! - W3 `contention`: 8 submitters × `actions / 8` jobs on one document;
+//! - W4 `service`: closed-loop clients, each owning one document and
+//!   awaiting each action until written ([`service_reactor`]), beside the
+//!   bare store driven the same way ([`service_store`]).
 //!
 //! Job latency runs from submission until the view shows the job's writes.
 
@@ -81,11 +84,16 @@ fn doc_id(i: usize) -> Result<DocumentId> {
 }
 
 fn increment(doc: usize, n: usize) -> Result<Action> {
+    counter_increment(format!("d{doc}-a{n}"), n as u64)
+}
+
+/// An `INCREMENT` of a counter with the action id `id`.
+fn counter_increment(id: String, timestamp_utc_ms: u64) -> Result<Action> {
     Ok(Action::new(
-        ActionId::new(format!("d{doc}-a{n}"))?,
+        ActionId::new(id)?,
         ActionType::new("INCREMENT")?,
         Scope::global(),
-        n as u64,
+        timestamp_utc_ms,
         Vec::new(),
     ))
 }
@@ -95,13 +103,7 @@ fn create_docs(reactor: &Reactor, docs: usize) -> Result<()> {
         .map(|d| {
             reactor.create(
                 doc_id(d)?,
-                CreateDocumentInput {
-                    document_type: CounterModel::document_type(),
-                    model_version: 1,
-                    name: format!("bench {d}"),
-                    slug: None,
-                    meta: Default::default(),
-                },
+                CreateDocumentInput::new(CounterModel::document_type(), 1, format!("bench {d}")),
             )
         })
         .collect::<Result<Vec<_>>>()?;
@@ -466,4 +468,119 @@ pub fn store_vs_raw(dir: &Path, ops: usize, durability: Durability) -> Result<[W
         report("store-apply", &config, 1, ops, ours, &[], 0.0),
         report("raw-batch", &config, 1, ops, raw_time, &[], 0.0),
     ])
+}
+
+/// An error of a closed-loop client (W4).
+pub type ServiceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs `clients` threads of `body(client, n)` (n = 0, 1, …), all starting
+/// together, until `run_for` has passed; the total calls per second.
+pub fn closed_loop<F>(clients: usize, run_for: Duration, body: F) -> Result<f64, ServiceError>
+where
+    F: Fn(usize, u64) -> Result<(), ServiceError> + Send + Sync + 'static,
+{
+    let body = Arc::new(body);
+    let stop = Arc::new(AtomicBool::new(false));
+    let start_line = Arc::new(std::sync::Barrier::new(clients + 1));
+    let threads: Vec<_> = (0..clients)
+        .map(|client| {
+            let (body, stop, start_line) = (body.clone(), stop.clone(), start_line.clone());
+            std::thread::spawn(move || -> Result<u64, ServiceError> {
+                start_line.wait();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    body(client, n)?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    start_line.wait();
+    let start = Instant::now();
+    std::thread::sleep(run_for);
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for thread in threads {
+        total += thread.join().map_err(|_| "a client panicked")??;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+fn client_doc(client: usize) -> Result<DocumentId> {
+    Ok(DocumentId::new(format!("client-{client:04}"))?)
+}
+
+fn client_action(client: usize, n: u64) -> Result<Action> {
+    counter_increment(format!("c{client}-{n}"), 1_700_000_000_000 + n)
+}
+
+/// W4 on a fresh reactor (default options) in `dir`: `clients` threads,
+/// each owning one counter document, each executing one action and
+/// waiting until it is written before the next, for `run_for`. Actions
+/// per second, and the commit figures of the run.
+pub fn service_reactor(
+    dir: &Path,
+    clients: usize,
+    durability: Durability,
+    run_for: Duration,
+) -> Result<(f64, crate::store::CommitStats), ServiceError> {
+    let reactor = Arc::new(
+        Reactor::builder(dir)
+            .durability(durability)
+            .registry(ModelRegistry::with_examples())
+            .open()?,
+    );
+    for client in 0..clients {
+        let input =
+            CreateDocumentInput::new(CounterModel::document_type(), 1, format!("client {client}"));
+        written(&reactor.create(client_doc(client)?, input)?)?;
+    }
+    let before = reactor.store().commit_stats();
+    let per_s = {
+        let reactor = reactor.clone();
+        closed_loop(clients, run_for, move |client, n| {
+            let job = reactor.execute(
+                client_doc(client)?,
+                Branch::main(),
+                vec![client_action(client, n)?],
+            )?;
+            written(&job)?;
+            Ok(())
+        })?
+    };
+    Ok((per_s, reactor.store().commit_stats().since(&before)))
+}
+
+/// W4's anchor on a fresh store in `dir`: the same clients, each appending
+/// one operation per `apply` to its own stream and waiting for it.
+pub fn service_store(
+    dir: &Path,
+    clients: usize,
+    durability: Durability,
+    run_for: Duration,
+) -> Result<(f64, crate::store::CommitStats), ServiceError> {
+    use crate::model::{Digest, NewOperation, Revision};
+    use crate::store::{OperationStore, StoreOptions};
+    let store = OperationStore::open(dir, StoreOptions::with_durability(durability))?;
+    let before = store.commit_stats();
+    let per_s = {
+        let store = store.clone();
+        let document_type = CounterModel::document_type();
+        closed_loop(clients, run_for, move |client, n| {
+            let action = client_action(client, n)?;
+            store.apply(
+                &client_doc(client)?,
+                &document_type,
+                &Scope::global(),
+                &Branch::main(),
+                Revision(n),
+                |txn| {
+                    txn.add_operation(NewOperation::new(n, action, Digest::default()));
+                },
+            )?;
+            Ok(())
+        })?
+    };
+    Ok((per_s, store.commit_stats().since(&before)))
 }

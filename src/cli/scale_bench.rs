@@ -160,13 +160,8 @@ pub(crate) fn run_step(
     let start = Instant::now();
     let mut creates = Pipeline::start();
     for d in 0..docs {
-        let input = CreateDocumentInput {
-            document_type: CounterModel::document_type(),
-            model_version: 1,
-            name: format!("scale {d}"),
-            slug: None,
-            meta: Default::default(),
-        };
+        let input =
+            CreateDocumentInput::new(CounterModel::document_type(), 1, format!("scale {d}"));
         creates = creates.push(reactor.create(ids(d)?, input)?)?;
     }
     creates.finish()?;

@@ -141,13 +141,7 @@ fn run_one(
         .map(|d| DocumentId::new(format!("sync-{d}")))
         .collect::<Result<_, _>>()?;
     for doc in &ids {
-        let create = CreateDocumentInput {
-            document_type: CounterModel::document_type(),
-            model_version: 1,
-            name: doc.to_string(),
-            slug: None,
-            meta: Default::default(),
-        };
+        let create = CreateDocumentInput::new(CounterModel::document_type(), 1, doc.to_string());
         a.create(doc.clone(), create)?;
     }
     let increment = ActionType::new("INCREMENT")?;

@@ -35,6 +35,20 @@ pub struct CreateDocumentInput {
     pub meta: BTreeMap<String, String>,
 }
 
+impl CreateDocumentInput {
+    /// A document of `document_type` at `model_version`, named `name`, with
+    /// no slug and no metadata.
+    pub fn new(document_type: DocumentType, model_version: u32, name: impl Into<String>) -> Self {
+        Self {
+            document_type,
+            model_version,
+            name: name.into(),
+            slug: None,
+            meta: BTreeMap::new(),
+        }
+    }
+}
+
 /// A system action of the `document` scope.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -89,13 +89,8 @@ fn every_structure_stays_within_its_bound_and_everything_reads_back() {
             std::thread::spawn(move || {
                 for d in (t..DOCS).step_by(THREADS) {
                     let doc = DocumentId::new(format!("doc-{d}")).expect("id");
-                    let create = CreateDocumentInput {
-                        document_type: CounterModel::document_type(),
-                        model_version: 1,
-                        name: doc.to_string(),
-                        slug: None,
-                        meta: Default::default(),
-                    };
+                    let create =
+                        CreateDocumentInput::new(CounterModel::document_type(), 1, doc.to_string());
                     reactor
                         .create(doc.clone(), create)
                         .expect("submit")

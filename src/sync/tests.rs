@@ -561,13 +561,7 @@ fn owns_and_loads(mut h: Harness, ops: &[OperationWithContext]) {
 
 /// Creates counter `doc` on `reactor`.
 fn create_counter(reactor: &Reactor, doc: &str) {
-    let create = CreateDocumentInput {
-        document_type: CounterModel::document_type(),
-        model_version: 1,
-        name: doc.into(),
-        slug: None,
-        meta: Default::default(),
-    };
+    let create = CreateDocumentInput::new(CounterModel::document_type(), 1, doc);
     reactor
         .create(DocumentId::new(doc).expect("id"), create)
         .expect("submit")
