@@ -543,8 +543,17 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
     }
     if !args.json {
         println!(
-            "{:<12} {:>6} {:>8} {:>10} {:>12} {:>9} {:>9} {:>12} {:>8}",
-            "workload", "docs", "ops", "wall_ms", "ops/s", "p50_ms", "p99_ms", "reads/s", "rss_mb"
+            "{:<12} {:>6} {:>8} {:>10} {:>12} {:>9} {:>9} {:>12} {:>8} {:>12}",
+            "workload",
+            "docs",
+            "ops",
+            "wall_ms",
+            "ops/s",
+            "p50_ms",
+            "p99_ms",
+            "reads/s",
+            "rss_mb",
+            "p99_tail_ms"
         );
     }
     let print = |r: &WorkloadReport| -> Result<(), Box<dyn std::error::Error>> {
@@ -552,7 +561,7 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
             println!("{}", serde_json::to_string(r)?);
         } else {
             println!(
-                "{:<12} {:>6} {:>8} {:>10.0} {:>12.0} {:>9.3} {:>9.3} {:>12.0} {:>8.1}",
+                "{:<12} {:>6} {:>8} {:>10.0} {:>12.0} {:>9.3} {:>9.3} {:>12.0} {:>8.1} {:>12.3}",
                 r.workload,
                 r.docs,
                 r.ops,
@@ -561,7 +570,8 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
                 r.p50_ms,
                 r.p99_ms,
                 r.reads_per_s,
-                r.rss_mb
+                r.rss_mb,
+                r.p99_tail_ms
             );
         }
         Ok(())

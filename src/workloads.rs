@@ -59,6 +59,10 @@ pub struct WorkloadReport {
     pub p50_ms: f64,
     /// 99th percentile job latency, ms.
     pub p99_ms: f64,
+    /// 99th percentile of the last [`TAIL_JOBS`] jobs, ms (W2: whether a
+    /// long history, compaction included, slows a hot document; the other
+    /// workloads report `p99_ms`).
+    pub p99_tail_ms: f64,
     /// View reads per second (cached `get`s after the writes).
     pub reads_per_s: f64,
     /// Resident memory of the process after the run, MiB.
@@ -68,6 +72,9 @@ pub struct WorkloadReport {
 }
 
 const WAIT: Duration = Duration::from_secs(600);
+
+/// Jobs at the end of a W2 run whose latency `p99_tail_ms` reports.
+pub const TAIL_JOBS: usize = 2_000;
 
 fn open(dir: &Path, config: &WorkloadConfig) -> Result<Reactor> {
     Reactor::builder(dir)
@@ -266,6 +273,7 @@ fn report(
         ops_per_s: ops as f64 / wall.as_secs_f64(),
         p50_ms: percentile(lat, 0.5),
         p99_ms: percentile(lat, 0.99),
+        p99_tail_ms: percentile(lat, 0.99),
         reads_per_s: reads,
         rss_mb: rss_mb(),
         durability: durability_name(config.durability),
@@ -312,17 +320,13 @@ pub fn hot_doc(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport> {
         lat.push(submitted.elapsed().as_secs_f64() * 1e3);
     }
     let wall = start.elapsed();
+    let mut tail = lat[lat.len().saturating_sub(TAIL_JOBS)..].to_vec();
+    tail.sort_by(f64::total_cmp);
     lat.sort_by(f64::total_cmp);
     let reads = reads_per_s(&reactor, 1)?;
-    Ok(report(
-        "hot-doc",
-        config,
-        1,
-        config.actions,
-        wall,
-        &lat,
-        reads,
-    ))
+    let mut out = report("hot-doc", config, 1, config.actions, wall, &lat, reads);
+    out.p99_tail_ms = percentile(&tail, 0.99);
+    Ok(out)
 }
 
 /// W3: 8 submitters on one document.
