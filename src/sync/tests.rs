@@ -582,13 +582,20 @@ fn documents_of(operations: &[WireOperation]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_widened_filter_sends_everything_anew_and_acks_of_the_old_epoch_count_for_nothing() {
+/// A session whose remote's filter passes only document `a`, with counters
+/// `a` and `b` written; our last ordinal.
+fn narrow_to_a_with_b_held_back() -> (Harness, u64) {
     let narrow = RemoteFilter::all().documents([DocumentId::new("a").expect("id")]);
-    let mut h = Harness::new(RemoteOptions::new().filter(narrow));
+    let h = Harness::new(RemoteOptions::new().filter(narrow));
     create_counter(h.sync.reactor(), "a");
     create_counter(h.sync.reactor(), "b");
     let last = h.sync.reactor().store().last_ordinal().get();
+    (h, last)
+}
+
+#[test]
+fn a_widened_filter_sends_everything_anew_and_acks_of_the_old_epoch_count_for_nothing() {
+    let (mut h, last) = narrow_to_a_with_b_held_back();
     h.hello();
     // Epoch 0: the whole range goes, with only `a` in it. Not acked yet.
     let mut sent = Vec::new();
@@ -657,11 +664,7 @@ fn a_widened_filter_sends_everything_anew_and_acks_of_the_old_epoch_count_for_no
 
 #[test]
 fn a_filter_widened_before_the_peers_hello_still_sends_what_it_held_back() {
-    let narrow = RemoteFilter::all().documents([DocumentId::new("a").expect("id")]);
-    let mut h = Harness::new(RemoteOptions::new().filter(narrow));
-    create_counter(h.sync.reactor(), "a");
-    create_counter(h.sync.reactor(), "b");
-    let last = h.sync.reactor().store().last_ordinal().get();
+    let (mut h, last) = narrow_to_a_with_b_held_back();
     let witness = h
         .sync
         .reactor()
