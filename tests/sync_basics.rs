@@ -2,7 +2,8 @@
 //! goes to a remote once and never back; a filter sends only what it
 //! passes and its cursor still covers the rest; status and `wait_synced`;
 //! remotes and cursors survive a restart; a peer restored from a backup
-//! (cursors gone backwards) is repaired by the anti-entropy pass.
+//! (cursors gone backwards) is repaired by the anti-entropy pass; a relay
+//! forwards the originator's signature.
 
 mod common;
 
@@ -288,4 +289,53 @@ fn a_sender_restored_from_a_backup_that_writes_again_is_taken_anew() {
             .collect();
         held.contains(&"a4".to_string()) && held.contains(&"a5".to_string())
     });
+}
+
+/// A relay keeps the originator's signature: `a` signs what it writes,
+/// `b` passes it on to `c`, and `c`, which trusts only `a`'s key, loads
+/// all of it (it would refuse `b`'s forwarding without `a`'s signature as
+/// unsigned). `b`'s own writes, signed by `b`, are refused by `c`.
+#[test]
+fn a_relay_forwards_the_originators_signature() {
+    let dirs = [(); 3].map(|()| tempfile::tempdir().expect("dir"));
+    let a_key = reactordb::SigningKey::from_seed_phrase("a");
+    let b_key = reactordb::SigningKey::from_seed_phrase("b");
+    let (a, sa) = node(dirs[0].path(), "a", options("a").signing_key(a_key.clone()));
+    let (b, sb) = node(dirs[1].path(), "b", options("b").signing_key(b_key));
+    let (c, sc) = node(dirs[2].path(), "c", options("c"));
+    let trusts_a = || RemoteOptions::new().trusted_keys([a_key.public_key()]);
+    sa.add_remote("b", RemoteOptions::new()).expect("remote");
+    sb.add_remote("a", trusts_a()).expect("remote");
+    sb.add_remote("c", RemoteOptions::new()).expect("remote");
+    sc.add_remote("b", trusts_a()).expect("remote");
+    a.create(id("doc"), create_input(LogModel::document_type()))
+        .expect("submit")
+        .written(WAIT)
+        .expect("created");
+    for i in 0..5u64 {
+        append(&a, "doc", &format!("a{i}"), 100 + i);
+    }
+    let _ab = link(&sa, &sb);
+    wait_until("b to hold a's operations", || {
+        set(&b, "doc") == set(&a, "doc")
+    });
+    let from_a = set(&a, "doc");
+    append(&b, "doc", "b0", 200);
+    let _bc = link(&sb, &sc);
+    wait_until("c to take all of b's feed", || {
+        let last = b.store().last_ordinal().get();
+        sb.remotes()
+            .expect("remotes")
+            .iter()
+            .any(|r| r.name == "c" && r.outbox_cursor >= last)
+    });
+    // Everything a originated arrived with a's signature and loaded.
+    assert_eq!(set(&c, "doc"), from_a);
+    let letters = sc.dead_letters("b").expect("letters");
+    assert_eq!(
+        letters.len(),
+        1,
+        "only b's own write is refused: {letters:?}"
+    );
+    assert!(letters[0].reason.contains("not trusted"), "{letters:?}");
 }
