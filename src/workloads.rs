@@ -187,14 +187,22 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Resident set size of this process, MiB (0 where `/proc` is missing).
 pub fn rss_mb() -> f64 {
+    proc_status_mb("VmRSS:")
+}
+
+/// Peak resident set size of this process, MiB (`VmHWM`; 0 where `/proc`
+/// is missing).
+pub fn peak_rss_mb() -> f64 {
+    proc_status_mb("VmHWM:")
+}
+
+/// A kB figure of `/proc/self/status`, in MiB.
+fn proc_status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with(field))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }

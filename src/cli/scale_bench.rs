@@ -216,7 +216,7 @@ pub(crate) fn run_step(
         p50_ms: latencies.value_at_quantile(0.5) as f64 / 1e3,
         p99_ms: latencies.value_at_quantile(0.99) as f64 / 1e3,
         cold_reads_per_s,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: reactordb::workloads::peak_rss_mb(),
         disk_bytes_per_op: dir_bytes(dir)? as f64 / ops.max(1) as f64,
     };
     println!("{}", serde_json::to_string(&step)?);
@@ -271,18 +271,6 @@ impl Pipeline {
         let histogram = self.waiter.join().map_err(|_| "job waiter panicked")??;
         Ok(histogram)
     }
-}
-
-/// Peak resident memory of this process, MiB (`VmHWM`; 0 where `/proc` is
-/// missing).
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Bytes of the files under `dir`.
