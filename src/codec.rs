@@ -279,31 +279,80 @@ struct HeadValueV1 {
     document_type: DocumentType,
 }
 
+/// A stream's folded state as of its head, kept in the head record so a
+/// writer that has not cached the stream reads one key instead of folding
+/// its log (the cold path of a service with many idle documents). A cache
+/// of the fold, never the truth: the executor uses it only when its digest
+/// holds, and `verify` checks it against the last operation's state hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HeadState {
+    /// The model version the state is at.
+    pub(crate) model_version: u32,
+    /// `Digest::of(state)`: the `state_hash` of the stream's last operation.
+    pub(crate) digest: Digest,
+    #[serde(with = "serde_bytes")]
+    pub(crate) state: Vec<u8>,
+}
+
+/// States larger than this stay out of the head: every append rewrites its
+/// stream's head, so a large state there would multiply the bytes each
+/// write costs; such streams fold from their snapshots instead.
+pub(crate) const HEAD_STATE_MAX: usize = 1024;
+
+impl HeadState {
+    /// The state of a stream after a write, when it is small enough to keep
+    /// in the head (the one place that rule lives).
+    pub(crate) fn keep(model_version: u32, state: &[u8]) -> Option<Self> {
+        (state.len() <= HEAD_STATE_MAX).then(|| Self {
+            model_version,
+            digest: Digest::of(state),
+            state: state.to_vec(),
+        })
+    }
+
+    /// Whether the state bytes are the ones the digest was taken of.
+    pub(crate) fn intact(&self) -> bool {
+        Digest::of(&self.state) == self.digest
+    }
+}
+
 /// Version byte of the head values this build writes.
+const HEAD_V3: u8 = 3;
+/// Head values before the kept state.
 const HEAD_V2: u8 = 2;
 
+// Format (v3): {version: u8 = 3}{HeadValue: bincode}{Option<HeadState>: bincode}
 // Format (v2): {version: u8 = 2}{HeadValue: bincode}
 // Format (v1): {version: u8 = 1}{HeadValue without in_merge_order: bincode}
-pub(crate) fn encode_head(head: &HeadValue) -> Vec<u8> {
-    let mut out = vec![HEAD_V2];
-    encode_body(&mut out, head);
+pub(crate) fn encode_head(head: &HeadValue, state: Option<&HeadState>) -> Vec<u8> {
+    let mut out = vec![HEAD_V3];
+    encode_body(&mut out, &(head, state));
     out
 }
 
+/// A head value without its kept state (what the revision guard needs).
 pub(crate) fn decode_head(bytes: &[u8]) -> Result<HeadValue> {
+    decode_head_with_state(bytes).map(|(head, _)| head)
+}
+
+/// A head value and the state kept with it (`None` in heads before v3, and
+/// when the writer gave none).
+pub(crate) fn decode_head_with_state(bytes: &[u8]) -> Result<(HeadValue, Option<HeadState>)> {
     const CF: &str = crate::keys::CF_HEADS;
     const WHAT: &str = "head value";
     match bytes.split_first() {
-        Some((&HEAD_V2, body)) => decode_body(body, CF, WHAT),
+        Some((&HEAD_V3, body)) => decode_body(body, CF, WHAT),
+        Some((&HEAD_V2, body)) => Ok((decode_body(body, CF, WHAT)?, None)),
         Some((&V1, body)) => {
             let v1: HeadValueV1 = decode_body(body, CF, WHAT)?;
-            Ok(HeadValue {
+            let head = HeadValue {
                 next_index: v1.next_index,
                 last_hash: v1.last_hash,
                 latest_timestamp_utc_ms: v1.latest_timestamp_utc_ms,
                 document_type: v1.document_type,
                 in_merge_order: true,
-            })
+            };
+            Ok((head, None))
         }
         _ => Err(Error::Corrupt { cf: CF, what: WHAT }),
     }

@@ -164,7 +164,9 @@ struct BenchArgs {
     /// Scale mode: W1 with `--scale-actions` actions per document at each
     /// of `--scale-docs` document counts, each step in its own process;
     /// prints each step's figures and its ratio to the first. Steps run
-    /// with default reactor options (`--workers` does not apply).
+    /// with default reactor options (`--workers` does not apply); a step
+    /// of fewer than 100,000 actions runs up to 9 times and reports its
+    /// median run.
     #[arg(long)]
     scale: bool,
     /// Document counts of the scale mode's steps.

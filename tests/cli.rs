@@ -301,6 +301,11 @@ fn bench_scale_prints_each_step_with_its_ratio_to_the_first() {
         assert!(step["disk_bytes_per_op"].as_f64().expect("a number") > 0.0);
         assert!(step["p99_ms"].as_f64() >= step["p50_ms"].as_f64());
     }
+    // Steps this short run several times and report their median run.
+    assert!(
+        lines.iter().all(|l| l["runs"].as_u64() > Some(1)),
+        "{lines:?}"
+    );
     assert_eq!(lines[0]["actions_per_s_ratio"], 1.0);
     assert_eq!(lines[0]["cold_reads_ratio"], 1.0);
     let ratio = lines[1]["actions_per_s_ratio"].as_f64().expect("a number");

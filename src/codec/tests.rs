@@ -132,12 +132,42 @@ fn head_v1_fixture_decodes_as_in_merge_order() {
 }
 
 #[test]
-fn head_v2_fixture_decodes() {
+fn head_v2_fixture_decodes_without_a_kept_state() {
     let head = sample_head(false);
-    assert_eq!(hex(&encode_head(&head)), HEAD_V2, "the v2 encoding changed");
-    assert_eq!(decode_head(&unhex(HEAD_V2)).expect("v2 decodes"), head);
-    let ordered = sample_head(true);
-    assert_eq!(decode_head(&encode_head(&ordered)).expect("v2"), ordered);
+    assert_eq!(
+        decode_head_with_state(&unhex(HEAD_V2)).expect("v2 decodes"),
+        (head, None)
+    );
+}
+
+/// Head value v3: v2 plus the kept state.
+const HEAD_V3: &str = "03fb2c01200909090909090909090909090909090909090909090909090909090909090909fd0068e5cf8b01000003742f78010102206e46dd10defc9b56c29a6ec56b508c21f54c08192194e4df25bf36f0c9c3c279027b7d";
+
+#[test]
+fn head_v3_fixture_decodes_with_its_kept_state() {
+    let head = sample_head(true);
+    let kept = HeadState::keep(2, b"{}").expect("small");
+    assert!(kept.intact());
+    assert_eq!(
+        hex(&encode_head(&head, Some(&kept))),
+        HEAD_V3,
+        "the v3 encoding changed"
+    );
+    assert_eq!(
+        decode_head_with_state(&unhex(HEAD_V3)).expect("v3 decodes"),
+        (head.clone(), Some(kept))
+    );
+    let none = encode_head(&head, None);
+    assert_eq!(decode_head_with_state(&none).expect("v3"), (head, None));
+}
+
+#[test]
+fn a_kept_state_is_bounded_and_its_damage_shows() {
+    assert!(HeadState::keep(1, &[7; HEAD_STATE_MAX]).is_some());
+    assert!(HeadState::keep(1, &[7; HEAD_STATE_MAX + 1]).is_none());
+    let mut kept = HeadState::keep(1, b"state").expect("small");
+    kept.state[0] ^= 1;
+    assert!(!kept.intact());
 }
 
 /// Ordinal value v1.
@@ -175,13 +205,16 @@ fn unknown_versions_and_garbage_are_corrupt_not_panics() {
         assert!(decode_head(&bytes).is_err());
     }
     // A trailing byte is not silently ignored.
-    let mut head = encode_head(&HeadValue {
-        next_index: 1,
-        last_hash: Digest::default(),
-        latest_timestamp_utc_ms: 0,
-        document_type: DocumentType::new("t").expect("valid"),
-        in_merge_order: true,
-    });
+    let mut head = encode_head(
+        &HeadValue {
+            next_index: 1,
+            last_hash: Digest::default(),
+            latest_timestamp_utc_ms: 0,
+            document_type: DocumentType::new("t").expect("valid"),
+            in_merge_order: true,
+        },
+        None,
+    );
     head.push(0);
     assert!(decode_head(&head).is_err());
     assert_eq!(

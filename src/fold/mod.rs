@@ -8,11 +8,12 @@
 use rocksdb::{WriteBatch, DB};
 use serde::Deserialize;
 
+use crate::codec::HeadState;
 use crate::error::Result;
 use crate::keys;
 use crate::model::{Branch, Digest, DocumentId, DocumentType, Operation, Ordinal, Scope};
 use crate::models::{reduce_system, ModelRegistry, ReduceError, ACTION_NOOP};
-use crate::store::OperationStore;
+use crate::store::{OperationStore, StreamInfo};
 
 mod snapshot;
 
@@ -192,6 +193,38 @@ fn newest_snapshot(db: &DB, unit_key: &[u8], max_revision: u64) -> Option<(u64, 
     }
     let revision = keys::op_key_index(key)?;
     Some((revision, iter.value()?.to_vec()))
+}
+
+/// The stream `unit_key` as the state its head keeps, when that state can
+/// stand for a fold up to `cutoff`: the head's last operation is committed
+/// at or before `cutoff` (then so is every operation of the stream:
+/// within a stream ordinals grow with the index), it is the operation the
+/// head names, and it hashed exactly this state. One read instead of a
+/// fold; `None` sends the caller to [`fold`].
+pub(crate) fn kept(
+    store: &OperationStore,
+    unit_key: &[u8],
+    head: &StreamInfo,
+    kept: &HeadState,
+    cutoff: Ordinal,
+) -> Result<Option<Folded>> {
+    let Some(last) = head.revision.get().checked_sub(1) else {
+        return Ok(None);
+    };
+    let Some((op, ordinal)) = store.get_with_ordinal(unit_key, last)? else {
+        return Ok(None);
+    };
+    let holds = ordinal <= cutoff
+        && op.hash == head.head_hash
+        && op.state_hash == kept.digest
+        && kept.intact();
+    Ok(holds.then(|| Folded {
+        revision: head.revision.get(),
+        state: kept.state.clone(),
+        model_version: kept.model_version,
+        last: Some((op.hash, ordinal)),
+        bad_snapshots: Vec::new(),
+    }))
 }
 
 /// Folds the stream `unit_key` up to `cutoff` (and below index `end`).

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::codec::{self, HeadValue, OrdinalValue};
+use crate::codec::{self, HeadState, HeadValue, OrdinalValue};
 use crate::error::{Error, InvalidOperationReason, Result};
 use crate::keys;
 use crate::model::{
@@ -26,6 +26,12 @@ pub(crate) struct StreamAppend {
     /// What the part does to the stream's merge order (recorded in its
     /// head; the store never checks it).
     pub(crate) order: LogOrder,
+    /// The stream's folded state once the whole write is applied, kept in
+    /// its head for writers that have not cached it (`None`: not known;
+    /// the head then keeps none). When several parts touch one stream, the
+    /// last part's is kept. The store never checks it: only a writer that
+    /// folded the stream can say.
+    pub(crate) state: Option<HeadState>,
 }
 
 /// Whether a write leaves a stream's raw log collecting to the merge order
@@ -47,6 +53,7 @@ struct Span {
     unit_key: Vec<u8>,
     document_type: DocumentType,
     order: LogOrder,
+    state: Option<HeadState>,
     revision: Revision,
     ops: std::ops::Range<usize>,
 }
@@ -92,6 +99,7 @@ impl OperationStore {
         self.append_parts(
             vec![StreamAppend {
                 order: LogOrder::Unknown,
+                state: None,
                 unit,
                 document_type: document_type.clone(),
                 revision,
@@ -156,6 +164,7 @@ impl OperationStore {
                 revision,
                 operations,
                 order,
+                state,
             } = part;
             let unit_key = keys::unit_key(&unit);
             let op_id_value = codec::encode_op_id(&unit_key);
@@ -234,6 +243,7 @@ impl OperationStore {
                 unit_key,
                 document_type,
                 order,
+                state,
                 revision,
                 ops: first..stored.len(),
             });
@@ -312,6 +322,7 @@ impl OperationStore {
 
         // Chain, finish the records with the new heads, commit.
         let mut touched = vec![false; heads.len()];
+        let mut states: Vec<Option<&HeadState>> = vec![None; heads.len()];
         for span in &spans {
             let slot = slot_of(&span.unit_key);
             let head = heads[slot].as_ref();
@@ -342,6 +353,7 @@ impl OperationStore {
                 in_merge_order,
             });
             touched[slot] |= !span.ops.is_empty();
+            states[slot] = span.state.as_ref();
         }
         let mut head_records = 0;
         for (slot, head) in heads.iter().enumerate() {
@@ -350,7 +362,7 @@ impl OperationStore {
                     &mut records,
                     families.heads,
                     &slots[slot].0,
-                    &codec::encode_head(head),
+                    &codec::encode_head(head, states[slot]),
                 );
                 head_records += 1;
             }

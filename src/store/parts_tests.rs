@@ -31,6 +31,7 @@ fn part(scope: Scope, revision: u64, ids: &[&str]) -> StreamAppend {
         revision: Revision(revision),
         operations,
         order: LogOrder::Unknown,
+        state: None,
     }
 }
 

@@ -290,6 +290,19 @@ impl OperationStore {
         }
     }
 
+    /// The head record of the stream `unit_key` and the state it keeps
+    /// (for a writer that has not cached the stream).
+    pub(crate) fn head_with_state(
+        &self,
+        unit_key: &[u8],
+    ) -> Result<Option<(codec::HeadValue, Option<codec::HeadState>)>> {
+        let cf = cf_handles(self.db()).heads;
+        match self.db().get_pinned_cf(cf, unit_key)? {
+            Some(bytes) => codec::decode_head_with_state(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Every stream of a document (all scopes and branches), in key order.
     pub fn streams(&self, document_id: &DocumentId) -> Result<Vec<StreamInfo>> {
         self.heads_with_prefix(&keys::document_prefix(document_id))
@@ -323,6 +336,28 @@ impl OperationStore {
     }
 
     fn heads_with_prefix(&self, prefix: &[u8]) -> Result<Vec<StreamInfo>> {
+        self.heads_with_prefix_as(prefix, |unit, value| {
+            Ok(stream_info(unit, codec::decode_head(value)?))
+        })
+    }
+
+    /// Every stream of a document with the state its head keeps (see
+    /// `HeadState`), in key order.
+    pub(crate) fn streams_with_state(
+        &self,
+        document_id: &DocumentId,
+    ) -> Result<Vec<(StreamInfo, Option<codec::HeadState>)>> {
+        self.heads_with_prefix_as(&keys::document_prefix(document_id), |unit, value| {
+            let (head, kept) = codec::decode_head_with_state(value)?;
+            Ok((stream_info(unit, head), kept))
+        })
+    }
+
+    fn heads_with_prefix_as<T>(
+        &self,
+        prefix: &[u8],
+        decode: impl Fn(SyncUnit, &[u8]) -> Result<T>,
+    ) -> Result<Vec<T>> {
         let cf = cf_handles(self.db()).heads;
         let mut out = Vec::new();
         for entry in self
@@ -333,11 +368,10 @@ impl OperationStore {
             if !key.starts_with(prefix) {
                 break;
             }
-            let (unit, rest) = keys::decode_unit_key(&key)
+            let (unit, _) = keys::decode_unit_key(&key)
                 .filter(|(_, rest)| rest.is_empty())
                 .ok_or_else(|| corrupt(keys::CF_HEADS, "head key"))?;
-            debug_assert!(rest.is_empty());
-            out.push(stream_info(unit, codec::decode_head(&value)?));
+            out.push(decode(unit, &value)?);
         }
         Ok(out)
     }

@@ -24,7 +24,8 @@ pub enum ChainFault {
     },
     /// The stored bytes do not decode.
     Undecodable,
-    /// The head disagrees with the last operation (its hash or the count).
+    /// The head disagrees with the last operation (its hash, the count, or
+    /// the state it keeps).
     HeadMismatch,
 }
 
@@ -100,6 +101,7 @@ impl OperationStore {
         iter.seek(&unit_key);
         let mut expected = 0u64;
         let mut previous = Digest::default();
+        let mut last_state_hash = None;
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
             let Some(index) = keys::op_key_index(key).filter(|_| key.len() == unit_key.len() + 8)
             else {
@@ -122,17 +124,25 @@ impl OperationStore {
             }
             report.operations_checked += 1;
             previous = parts.hash;
+            last_state_hash = Some(op.state_hash);
             expected += 1;
             iter.next();
         }
         iter.status()?;
-        let head = self.head(unit)?;
+        let head = self.head_with_state(&unit_key)?;
         let head_ok = match &head {
-            Some(h) => h.revision.get() == expected && h.head_hash == previous,
+            // A kept state must be the one the last operation hashed.
+            Some((h, kept)) => {
+                h.next_index == expected
+                    && h.last_hash == previous
+                    && kept
+                        .as_ref()
+                        .is_none_or(|k| k.intact() && Some(k.digest) == last_state_hash)
+            }
             None => expected == 0,
         };
         if !head_ok {
-            let at = head.map_or(0, |h| h.revision.get());
+            let at = head.map_or(0, |(h, _)| h.next_index);
             report.first_broken = broken(at, ChainFault::HeadMismatch);
         }
         Ok(())

@@ -236,56 +236,45 @@ impl ViewInner {
         let _apply = self.apply_lock.read();
         let cutoff = self.applied();
         let db = self.store.db();
-        let record = index::load_header_record(db, &index::header_key(id, branch))?;
-        let Some(header) = record.as_ref().and_then(|r| r.header()) else {
-            return Err(Error::DocumentNotFound { id: id.to_string() });
-        };
-        let mut doc = CachedDoc {
-            document_type: Some(header.document_type.clone()),
-            ..CachedDoc::default()
-        };
+        let not_found = || Error::DocumentNotFound { id: id.to_string() };
+        // The header record is read only when a scope must be folded by its
+        // model: a cold read of idle streams reads their kept states alone.
+        let mut record: Option<Option<DocumentHeader>> = None;
+        let mut doc = CachedDoc::default();
         let mut repairs = WriteBatch::default();
         let mut pending = fold::PendingSnapshots::new();
-        for stream in self.store.streams(id)? {
+        for (stream, kept) in self.store.streams_with_state(id)? {
             if &stream.unit.branch != branch {
                 continue;
             }
             let unit_key = keys::unit_key(&stream.unit);
             let scope = &stream.unit.scope;
-            let system = Reducer::System {
-                document_id: id,
-                branch,
+            let kept = match &kept {
+                Some(kept) => fold::kept(&self.store, &unit_key, &stream, kept, cutoff)?,
+                None => None,
             };
-            let model = Reducer::Model {
-                registry: &self.registry,
-                document_type: &header.document_type,
-                scope,
-            };
-            let (reducer, start) = if *scope == Scope::document() {
-                (&system, 0)
-            } else {
-                (&model, header.created_model_version)
-            };
-            let folded = fold::fold(&self.store, &unit_key, reducer, start, cutoff, None)?;
-            // Replace any damaged snapshot with a freshly folded one, oldest
-            // first so each chains to the one before.
-            let mut bad_snapshots = folded.bad_snapshots.clone();
-            bad_snapshots.sort_unstable();
-            for bad in &bad_snapshots {
-                if *bad == 0 {
-                    // Never a real snapshot: the key goes.
-                    fold::delete_snapshot(db, &mut repairs, &unit_key, 0);
-                    continue;
+            let folded = match kept {
+                Some(folded) => folded,
+                None => {
+                    let header = if *scope == Scope::document() {
+                        None
+                    } else {
+                        if record.is_none() {
+                            let key = index::header_key(id, branch);
+                            let loaded = index::load_header_record(db, &key)?;
+                            record = Some(loaded.and_then(|r| r.header()));
+                        }
+                        Some(record.clone().flatten().ok_or_else(not_found)?)
+                    };
+                    self.fold_repairing(
+                        &stream.unit,
+                        header.as_ref(),
+                        cutoff,
+                        &mut repairs,
+                        &mut pending,
+                    )?
                 }
-                let at = if *bad == folded.revision {
-                    folded.clone()
-                } else {
-                    fold::fold(&self.store, &unit_key, reducer, start, cutoff, Some(*bad))?
-                };
-                if at.revision == *bad {
-                    fold::put_snapshot(db, &mut repairs, &unit_key, &at, &mut pending);
-                }
-            }
+            };
             if folded.revision == 0 {
                 continue; // nothing in this scope as of the checkpoint
             }
@@ -298,6 +287,13 @@ impl ViewInner {
                 },
             );
         }
+        // The document scope's state is the header, as of the checkpoint.
+        let header = doc
+            .scopes
+            .get(&Scope::document())
+            .and_then(|s| crate::models::decode_header(&s.state))
+            .ok_or_else(not_found)?;
+        doc.document_type = Some(header.document_type);
         if !repairs.is_empty() {
             db.write(repairs)?;
         }
@@ -305,6 +301,58 @@ impl ViewInner {
             .lock()
             .insert((id.clone(), branch.clone()), doc.clone());
         Ok(doc)
+    }
+
+    /// Folds one stream to `cutoff` (by the engine's reducer for the
+    /// `document` scope, by the header's model elsewhere) and adds to
+    /// `repairs` a fresh snapshot for each damaged one the fold passed
+    /// over, oldest first so each chains to the one before.
+    fn fold_repairing(
+        &self,
+        unit: &SyncUnit,
+        header: Option<&DocumentHeader>,
+        cutoff: Ordinal,
+        repairs: &mut WriteBatch,
+        pending: &mut fold::PendingSnapshots,
+    ) -> Result<fold::Folded> {
+        let db = self.store.db();
+        let unit_key = keys::unit_key(unit);
+        let (reducer, start) = match header {
+            None => (
+                Reducer::System {
+                    document_id: &unit.document_id,
+                    branch: &unit.branch,
+                },
+                0,
+            ),
+            Some(header) => (
+                Reducer::Model {
+                    registry: &self.registry,
+                    document_type: &header.document_type,
+                    scope: &unit.scope,
+                },
+                header.created_model_version,
+            ),
+        };
+        let folded = fold::fold(&self.store, &unit_key, &reducer, start, cutoff, None)?;
+        let mut bad_snapshots = folded.bad_snapshots.clone();
+        bad_snapshots.sort_unstable();
+        for bad in &bad_snapshots {
+            if *bad == 0 {
+                // Never a real snapshot: the key goes.
+                fold::delete_snapshot(db, repairs, &unit_key, 0);
+                continue;
+            }
+            let at = if *bad == folded.revision {
+                folded.clone()
+            } else {
+                fold::fold(&self.store, &unit_key, &reducer, start, cutoff, Some(*bad))?
+            };
+            if at.revision == *bad {
+                fold::put_snapshot(db, repairs, &unit_key, &at, pending);
+            }
+        }
+        Ok(folded)
     }
 }
 

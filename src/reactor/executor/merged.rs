@@ -207,6 +207,9 @@ impl Executor {
                 document_type: p.document_type,
                 operations: p.ops,
                 order: LogOrder::Restores,
+                // Merges are rare next to plain appends: their heads keep
+                // no state, and the next writer without a cached head folds.
+                state: None,
             });
         }
         let stored = self.append(parts)?;

@@ -25,6 +25,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::bus::{Event, EventBus};
+use crate::codec::HeadState;
 use crate::error::{Error, Result};
 use crate::fold::{self, Reducer};
 use crate::keys;
@@ -189,15 +190,32 @@ impl Executor {
         }
     }
 
-    /// A stream's head: from the cache, or folded from the store.
+    /// A stream's head: from the cache, from the state its head record
+    /// keeps, or folded from the store.
     fn head(&self, unit: &SyncUnit, reducer: &Reducer<'_>, start_version: u32) -> Result<Head> {
         let unit_key = &keys::unit_key(unit);
         if let Some(head) = self.heads.lock().get(unit_key) {
             return Ok(head.clone());
         }
-        let info = self.store.head(unit)?;
-        let latest = info.as_ref().map_or(0, |i| i.latest_timestamp_utc_ms);
-        let stored_type = info.map(|i| i.document_type);
+        let stored = self.store.head_with_state(unit_key)?;
+        let latest = stored
+            .as_ref()
+            .map_or(0, |(h, _)| h.latest_timestamp_utc_ms);
+        let stored_type = stored.as_ref().map(|(h, _)| h.document_type.clone());
+        if let Some((head, Some(kept))) = &stored {
+            // A damaged kept state is passed over: the fold below is the
+            // truth it caches, and the next write replaces it.
+            if kept.intact() {
+                return Ok(Head {
+                    revision: head.next_index,
+                    state: kept.state.clone(),
+                    model_version: kept.model_version,
+                    latest,
+                    stored_type,
+                    header: None,
+                });
+            }
+        }
         let folded = fold::fold(
             &self.store,
             unit_key,
@@ -544,16 +562,20 @@ impl Executor {
             let parts: Vec<StreamAppend> = plan
                 .segments
                 .into_iter()
-                .map(|(scope, ops)| StreamAppend {
-                    document_type: plan
-                        .heads
-                        .get(&scope)
-                        .and_then(|p| p.head.stored_type.clone())
-                        .unwrap_or_else(|| document_type.clone()),
-                    unit: SyncUnit::new(document_id.clone(), scope, branch.clone()),
-                    revision: Revision(ops.first().map_or(0, |op| op.index)),
-                    operations: ops,
-                    order: LogOrder::Keeps,
+                .map(|(scope, ops)| {
+                    let planned = plan.heads.get(&scope).map(|p| &p.head);
+                    StreamAppend {
+                        document_type: planned
+                            .and_then(|h| h.stored_type.clone())
+                            .unwrap_or_else(|| document_type.clone()),
+                        // The run's last state of the stream (the store keeps
+                        // the last part's when a stream has several).
+                        state: planned.and_then(|h| HeadState::keep(h.model_version, &h.state)),
+                        unit: SyncUnit::new(document_id.clone(), scope, branch.clone()),
+                        revision: Revision(ops.first().map_or(0, |op| op.index)),
+                        operations: ops,
+                        order: LogOrder::Keeps,
+                    }
                 })
                 .collect();
             let stored = self.append(parts)?;
