@@ -218,14 +218,9 @@ fn scenario(seed: u64) {
 
 #[test]
 fn cold_writes_and_reads_from_kept_states_agree_with_a_naive_model() {
-    let count: u64 = std::env::var("REACTORDB_HEAD_STATE_SCENARIOS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
+    let count: u64 = common::env_or("REACTORDB_HEAD_STATE_SCENARIOS", 6);
     // `REACTORDB_HEAD_STATE_SEED=n` replays one scenario.
-    let only: Option<u64> = std::env::var("REACTORDB_HEAD_STATE_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let only: Option<u64> = common::env_opt("REACTORDB_HEAD_STATE_SEED");
     for seed in only.map_or(1..=count, |s| s..=s) {
         scenario(seed);
     }

@@ -230,10 +230,7 @@ fn scenario(seed: u64) {
 
 #[test]
 fn replicas_agree_on_every_set_they_share() {
-    let count: u64 = std::env::var("REACTORDB_REACTOR_SCENARIOS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
+    let count: u64 = common::env_or("REACTORDB_REACTOR_SCENARIOS", 24);
     for seed in 1..=count {
         scenario(seed);
     }

@@ -84,10 +84,7 @@ fn action_ids(reactor: &reactordb::Reactor, doc: &str, scope: &Scope) -> Vec<Str
 
 #[test]
 fn written_jobs_survive_sigkill_whole_and_the_view_catches_up() {
-    let cycles: usize = std::env::var("REACTORDB_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let cycles: usize = common::env_or("REACTORDB_CRASH_CYCLES", 3);
     let per_cycle = if cycles > 3 { 300 } else { 1_000 };
     let dir = tempfile::tempdir().expect("tempdir");
     let mut acked: BTreeMap<String, Vec<String>> = BTreeMap::new();

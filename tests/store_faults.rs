@@ -176,10 +176,7 @@ fn a_commit_leader_that_panics_poisons_and_wakes_everyone() {
 
 #[test]
 fn stress_writers_with_one_write_in_fifty_failing_lose_nothing_acknowledged() {
-    let total: usize = std::env::var("REACTORDB_FAULT_APPENDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
+    let total: usize = common::env_or("REACTORDB_FAULT_APPENDS", 2_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut acknowledged = BTreeSet::new();
     let mut cycles = 0u64;

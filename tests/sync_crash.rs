@@ -102,10 +102,7 @@ fn set(reactor: &Reactor) -> BTreeMap<String, BTreeSet<String>> {
 
 #[test]
 fn syncing_reactors_killed_mid_sync_resume_and_converge() {
-    let cycles: usize = std::env::var("REACTORDB_SYNC_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let cycles: usize = common::env_or("REACTORDB_SYNC_CRASH_CYCLES", 3);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut acked: BTreeSet<String> = BTreeSet::new();
     for cycle in 0..cycles {

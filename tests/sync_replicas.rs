@@ -428,10 +428,7 @@ fn scenario(seed: u64) {
 
 #[test]
 fn replicas_syncing_over_bad_channels_converge_on_one_set() {
-    let count: u64 = std::env::var("REACTORDB_SYNC_SCENARIOS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
+    let count: u64 = common::env_or("REACTORDB_SYNC_SCENARIOS", 6);
     for seed in 1..=count {
         scenario(seed);
     }

@@ -12,6 +12,16 @@ use reactordb::{
     SyncUnit,
 };
 
+/// A test's size from the environment (its long mode), or `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    env_opt(name).unwrap_or(default)
+}
+
+/// A value from the environment, when it is set and parses.
+pub fn env_opt<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 /// The database opened with raw RocksDB (every column family), to edit
 /// bytes behind the engine's back.
 pub fn raw_db(path: &std::path::Path) -> rocksdb::DB {
