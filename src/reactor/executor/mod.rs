@@ -549,6 +549,7 @@ impl Executor {
         mut plan: RunPlan,
     ) -> Result<HashMap<OperationId, Ordinal>> {
         let mut written = HashMap::new();
+        let mut as_planned = true;
         if !plan.segments.is_empty() {
             let document_type = plan
                 .heads
@@ -558,6 +559,20 @@ impl Executor {
                 .ok_or_else(|| Error::DocumentNotFound {
                     id: document_id.to_string(),
                 })?;
+            // What each planned operation is, by (scope, index): a replay
+            // answers with what was stored before, which may differ.
+            let planned_ops: HashMap<(Scope, u64), (Digest, u64)> = plan
+                .segments
+                .iter()
+                .flat_map(|(scope, ops)| {
+                    ops.iter().map(move |op| {
+                        (
+                            (scope.clone(), op.index),
+                            (op.state_hash, op.timestamp_utc_ms),
+                        )
+                    })
+                })
+                .collect();
             // Every scope of the run in one atomic write: all or nothing.
             let parts: Vec<StreamAppend> = plan
                 .segments
@@ -579,11 +594,24 @@ impl Executor {
                 })
                 .collect();
             let stored = self.append(parts)?;
+            as_planned = stored.iter().all(|op| {
+                let key = (op.context.scope.clone(), op.operation.index);
+                planned_ops.get(&key)
+                    == Some(&(op.operation.state_hash, op.operation.timestamp_utc_ms))
+            });
             written.extend(
                 stored
                     .iter()
                     .map(|op| (op.operation.id, op.context.ordinal)),
             );
+        }
+        if !as_planned {
+            // The store answered with operations written around the queue
+            // (an idempotent replay of the same ids): the planned heads are
+            // not what the log folds to, and the next plain append would
+            // keep their state in its head. Fold again next time.
+            self.forget_document(document_id);
+            return Ok(written);
         }
         let mut cache = self.heads.lock();
         for planned in plan.heads.into_values() {
