@@ -559,19 +559,13 @@ impl Executor {
                 .ok_or_else(|| Error::DocumentNotFound {
                     id: document_id.to_string(),
                 })?;
-            // What each planned operation is, by (scope, index): a replay
-            // answers with what was stored before, which may differ.
-            let planned_ops: HashMap<(Scope, u64), (Digest, u64)> = plan
+            // What each planned operation is, in write order (the store
+            // answers in that order): a replay answers with what was stored
+            // before, which may differ.
+            let planned_ops: Vec<(Digest, u64)> = plan
                 .segments
                 .iter()
-                .flat_map(|(scope, ops)| {
-                    ops.iter().map(move |op| {
-                        (
-                            (scope.clone(), op.index),
-                            (op.state_hash, op.timestamp_utc_ms),
-                        )
-                    })
-                })
+                .flat_map(|(_, ops)| ops.iter().map(|op| (op.state_hash, op.timestamp_utc_ms)))
                 .collect();
             // Every scope of the run in one atomic write: all or nothing.
             let parts: Vec<StreamAppend> = plan
@@ -594,11 +588,10 @@ impl Executor {
                 })
                 .collect();
             let stored = self.append(parts)?;
-            as_planned = stored.iter().all(|op| {
-                let key = (op.context.scope.clone(), op.operation.index);
-                planned_ops.get(&key)
-                    == Some(&(op.operation.state_hash, op.operation.timestamp_utc_ms))
-            });
+            as_planned = stored.len() == planned_ops.len()
+                && stored.iter().zip(&planned_ops).all(|(op, planned)| {
+                    (op.operation.state_hash, op.operation.timestamp_utc_ms) == *planned
+                });
             written.extend(
                 stored
                     .iter()
