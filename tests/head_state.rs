@@ -280,3 +280,93 @@ fn a_flipped_kept_state_is_passed_over_by_readers_and_writers_and_named_by_verif
     assert_eq!(read(&reactor, "c"), BTreeMap::from([(Scope::global(), 8)]));
     assert!(reactor.store().verify_all().expect("verify").is_clean());
 }
+
+/// A log model (the state is the JSON list of inputs) whose reducer, on
+/// the input `planned`, tells the test it is planning and waits for it: the
+/// test then writes around the queue while the executor has planned but
+/// not yet appended.
+struct GatedLog {
+    entered: std::sync::mpsc::SyncSender<()>,
+    go: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl reactordb::DocumentModel for GatedLog {
+    fn document_type(&self) -> reactordb::DocumentType {
+        LogModel::document_type()
+    }
+    fn initial_state(&self, scope: &Scope) -> Vec<u8> {
+        LogModel.initial_state(scope)
+    }
+    fn reduce(
+        &self,
+        scope: &Scope,
+        state: &[u8],
+        action: &Action,
+    ) -> Result<Vec<u8>, reactordb::ReduceError> {
+        if action.input == b"planned" {
+            self.entered.send(()).expect("test waits");
+            self.go.lock().expect("lock").recv().expect("test goes on");
+        }
+        LogModel.reduce(scope, state, action)
+    }
+}
+
+#[test]
+fn a_replay_of_operations_written_around_the_queue_keeps_no_planned_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (entered_tx, entered) = std::sync::mpsc::sync_channel(1);
+    let (go, go_rx) = std::sync::mpsc::channel();
+    let mut registry = reactordb::ModelRegistry::with_examples();
+    registry.register(GatedLog {
+        entered: entered_tx,
+        go: std::sync::Mutex::new(go_rx),
+    });
+    let reactor = Reactor::builder(dir.path())
+        .durability(Durability::Buffered)
+        .registry(registry)
+        .open()
+        .expect("open");
+    written(
+        &reactor
+            .create(id("g"), create_input(LogModel::document_type()))
+            .expect("submit"),
+    );
+    let job = reactor
+        .execute(id("g"), main(), vec![action("x", "ADD", "planned", 1)])
+        .expect("submit");
+    // The executor has found no stored `x` and is reducing it: store `x`
+    // at the same place with other content, around the queue.
+    entered.recv().expect("planning");
+    reactor
+        .store()
+        .apply(
+            &id("g"),
+            &LogModel::document_type(),
+            &Scope::global(),
+            &main(),
+            reactordb::Revision(0),
+            |txn| {
+                txn.add_operation(reactordb::NewOperation::new(
+                    0,
+                    action("x", "ADD", "stored", 1),
+                    reactordb::Digest::of(b"[\"stored\"]"),
+                ));
+            },
+        )
+        .expect("apply");
+    go.send(()).expect("go");
+    written(&job); // a replay: what the store holds stands
+    let next = reactor
+        .execute(id("g"), main(), vec![action("y", "ADD", "next", 2)])
+        .expect("submit");
+    reactor.view().wait_for(written(&next)).expect("view");
+    reactor.view().clear_cache();
+    let document = reactor
+        .view()
+        .get(&id("g"), &ViewFilter::default(), None)
+        .expect("get");
+    let log: Vec<String> =
+        serde_json::from_slice(&document.scopes[&Scope::global()].state).expect("json");
+    assert_eq!(log, ["stored", "next"]);
+    assert!(reactor.store().verify_all().expect("verify").is_clean());
+}
