@@ -280,14 +280,9 @@ impl OperationStore {
 
     /// The head of one stream, `None` when it holds no operation.
     pub fn head(&self, unit: &SyncUnit) -> Result<Option<StreamInfo>> {
-        let cf = cf_handles(self.db()).heads;
-        match self.db().get_pinned_cf(cf, keys::unit_key(unit))? {
-            Some(bytes) => {
-                let head = codec::decode_head(&bytes)?;
-                Ok(Some(stream_info(unit.clone(), head)))
-            }
-            None => Ok(None),
-        }
+        Ok(self
+            .head_with_state(&keys::unit_key(unit))?
+            .map(|(head, _)| stream_info(unit.clone(), head)))
     }
 
     /// The head record of the stream `unit_key` and the state it keeps
