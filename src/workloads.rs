@@ -529,7 +529,8 @@ fn client_action(client: usize, n: u64) -> Result<Action> {
 
 /// W4 on a fresh reactor (default options) in `dir`: `clients` threads,
 /// each owning one counter document, each executing one action and
-/// waiting until it is written before the next, for `run_for`. Actions
+/// waiting until it is written before the next
+/// ([`Reactor::execute_and_wait`]), for `run_for`. Actions
 /// per second, and the commit figures of the run.
 pub fn service_reactor(
     dir: &Path,
@@ -552,12 +553,12 @@ pub fn service_reactor(
     let per_s = {
         let reactor = reactor.clone();
         closed_loop(clients, run_for, move |client, n| {
-            let job = reactor.execute(
+            reactor.execute_and_wait(
                 client_doc(client)?,
                 Branch::main(),
                 vec![client_action(client, n)?],
+                WAIT,
             )?;
-            written(&job)?;
             Ok(())
         })?
     };

@@ -14,29 +14,12 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::docs::reference_counter;
-use common::raw_db;
 use common::reactor::*;
+use common::{raw_db, Rng};
 use reactordb::{
     Action, ActionId, ActionType, ChainFault, ConsistencyToken, CounterModel, Durability, Error,
     Reactor, Scope, StoreOptions, SyncUnit, ViewFilter, ViewOptions,
 };
-
-/// splitmix64: the scenarios' only source of randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Every cache as small as it may be: each job and each read of another
 /// document starts from the store.
@@ -129,7 +112,7 @@ fn expected(model: &BTreeMap<(usize, Scope), Counter>, doc: usize) -> BTreeMap<S
 
 fn scenario(seed: u64) {
     const DOCS: usize = 6;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut reactor = open_cold(dir.path());
     let name = |d: usize| format!("doc-{d}");

@@ -16,24 +16,10 @@ mod common;
 use common::docs::{effective, stream_ops};
 use common::history::naive_history;
 use common::reactor::*;
+use common::Rng;
 use reactordb::{
     ActionId, ConsistencyToken, OperationWithContext, Reactor, Scope, SystemAction, ViewFilter,
 };
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*: independent of the generator the unit test uses.
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 const SYNCED: [&str; 2] = ["document", "global"];
 
@@ -107,7 +93,7 @@ fn run_ok(job: reactordb::Result<reactordb::JobHandle>) {
 }
 
 fn scenario(seed: u64) {
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::seeded(seed);
     let n = 3 + rng.below(2) as usize;
     let dirs: Vec<_> = (0..n)
         .map(|_| tempfile::tempdir().expect("tempdir"))

@@ -19,28 +19,12 @@ use std::time::{Duration, Instant};
 use common::docs::{effective, stream_ops};
 use common::history::naive_history;
 use common::reactor::*;
+use common::Rng;
 use reactordb::{
     in_process_pair, Action, ActionId, ActionType, ConsistencyToken, FaultPlan, FaultyChannel,
     Reactor, RemoteFilter, RemoteOptions, Scope, SessionHandle, SyncManager, SyncOptions,
     SystemAction, ViewFilter,
 };
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn p(&mut self, max_percent: u64) -> f64 {
-        self.below(max_percent + 1) as f64 / 100.0
-    }
-}
 
 const DOCS: [&str; 3] = ["doc0", "doc1", "doc2"];
 
@@ -230,7 +214,7 @@ fn read(reactor: &Reactor, doc: &str) -> Option<States> {
 }
 
 fn scenario(seed: u64) {
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::seeded(seed);
     let n = 2 + rng.below(2) as usize;
     let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().expect("dir")).collect();
     let mut nodes: Vec<Node> = (0..n)

@@ -31,6 +31,10 @@ pub(crate) struct ServiceRow {
     /// Appends per RocksDB write (each write one fsync under `Synced`).
     pub reactor_appends_per_write: f64,
     pub store_appends_per_write: f64,
+    /// Mean time inside one RocksDB write (with its fsync), in µs: what
+    /// of a group's cycle the write itself takes.
+    pub reactor_write_us: f64,
+    pub store_write_us: f64,
 }
 
 /// Runs every client count in both durability modes, each for `seconds`.
@@ -44,8 +48,16 @@ pub(crate) fn run(clients: &[usize], seconds: f64, json: bool) -> BenchResult<()
         .ok_or("--service-secs must be a positive number of seconds")?;
     if !json {
         println!(
-            "{:>7} {:>9} {:>11} {:>11} {:>6} {:>15} {:>13}",
-            "clients", "mode", "reactor/s", "store/s", "ratio", "reactor_app/wr", "store_app/wr"
+            "{:>7} {:>9} {:>11} {:>11} {:>6} {:>15} {:>13} {:>11} {:>9}",
+            "clients",
+            "mode",
+            "reactor/s",
+            "store/s",
+            "ratio",
+            "reactor_app/wr",
+            "store_app/wr",
+            "reactor_us/wr",
+            "store_us/wr"
         );
     }
     for durability in [Durability::Buffered, Durability::Synced] {
@@ -68,22 +80,35 @@ pub(crate) fn run(clients: &[usize], seconds: f64, json: bool) -> BenchResult<()
                 ratio: reactor_per_s / store_per_s,
                 reactor_appends_per_write: reactor_stats.appends_per_write(),
                 store_appends_per_write: store_stats.appends_per_write(),
+                reactor_write_us: mean_write_us(&reactor_stats),
+                store_write_us: mean_write_us(&store_stats),
             };
             if json {
                 println!("{}", serde_json::to_string(&row)?);
             } else {
                 println!(
-                    "{:>7} {:>9} {:>11.0} {:>11.0} {:>6.2} {:>15.1} {:>13.1}",
+                    "{:>7} {:>9} {:>11.0} {:>11.0} {:>6.2} {:>15.1} {:>13.1} {:>11.0} {:>9.0}",
                     row.clients,
                     row.durability,
                     row.reactor_per_s,
                     row.store_per_s,
                     row.ratio,
                     row.reactor_appends_per_write,
-                    row.store_appends_per_write
+                    row.store_appends_per_write,
+                    row.reactor_write_us,
+                    row.store_write_us
                 );
             }
         }
     }
     Ok(())
+}
+
+/// Mean duration of one write of `stats`, in µs (0 without writes).
+fn mean_write_us(stats: &reactordb::CommitStats) -> f64 {
+    if stats.writes == 0 {
+        0.0
+    } else {
+        stats.write_time.as_secs_f64() * 1e6 / stats.writes as f64
+    }
 }

@@ -80,7 +80,6 @@ struct Table {
     pinned: HashMap<JobId, usize>,
     /// Pinned jobs the retention would have dropped: dropped when unpinned.
     overdue: std::collections::HashSet<JobId>,
-    next: u64,
 }
 
 /// Every job's status; waiters are woken on each change.
@@ -91,6 +90,8 @@ pub(crate) struct JobTable {
     closed: std::sync::atomic::AtomicBool,
     /// How many finished jobs are remembered.
     retained: usize,
+    /// The last id handed out.
+    last_id: std::sync::atomic::AtomicU64,
 }
 
 impl JobTable {
@@ -100,6 +101,7 @@ impl JobTable {
             changed: Condvar::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
             retained,
+            last_id: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -134,12 +136,21 @@ impl JobTable {
         self.table.lock().status.len()
     }
 
+    /// A new job, recorded as pending.
     pub(crate) fn create(&self) -> JobId {
-        let mut t = self.table.lock();
-        t.next += 1;
-        let id = JobId(t.next);
-        t.status.insert(id, JobStatus::Pending);
+        let id = self.allocate();
+        self.table.lock().status.insert(id, JobStatus::Pending);
         id
+    }
+
+    /// A new job id with no record: for a job its caller runs and waits
+    /// for itself, which nobody else can ask about.
+    pub(crate) fn allocate(&self) -> JobId {
+        JobId(
+            self.last_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1,
+        )
     }
 
     pub(crate) fn set(&self, id: JobId, status: JobStatus) {

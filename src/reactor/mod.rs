@@ -433,6 +433,44 @@ impl Reactor {
         Ok(self.handles(ids).remove(0))
     }
 
+    /// Executes actions on a document, in order, as one job, and waits
+    /// until it is written: what a request handler does, in one call. Its
+    /// consistency token, or [`Error::JobFailed`] with the job's error.
+    ///
+    /// When the document has nothing queued or running, the job runs on
+    /// the calling thread: no hand-off to a worker and back, and callers
+    /// on many threads share the store's group commit directly, so waiting
+    /// clients batch into fewer writes (and fsyncs) as they grow in number,
+    /// beyond the number of workers. Otherwise the job queues behind the
+    /// document's jobs, in order, and this waits for it up to `timeout`
+    /// ([`Error::WaitTimeout`]; the job still runs). `timeout` bounds only
+    /// that wait: a job run on the calling thread runs to its end, as a
+    /// write cannot be abandoned half-way. Such a job is not in the job
+    /// table ([`job_status`](Self::job_status) does not know it); the same
+    /// job through [`execute`](Self::execute) and [`JobHandle::written`]
+    /// gives the same result.
+    pub fn execute_and_wait(
+        &self,
+        document_id: DocumentId,
+        branch: Branch,
+        actions: Vec<Action>,
+        timeout: Duration,
+    ) -> Result<ConsistencyToken> {
+        let key = (document_id, branch);
+        if !self.inner.queue.claim_idle(&key)? {
+            return self.execute(key.0, key.1, actions)?.written(timeout);
+        }
+        let id = self.inner.jobs.allocate();
+        let mut outcomes = self.inner.run(&key, &[(id, Job::execute(actions))]);
+        // Jobs queued for the document meanwhile go to the workers.
+        self.inner.queue.done(&key);
+        let outcome = outcomes.pop().expect("one outcome per job");
+        outcome.map_err(|failure| Error::JobFailed {
+            job: id.0,
+            error: failure.error,
+        })
+    }
+
     fn system(
         &self,
         document_id: DocumentId,

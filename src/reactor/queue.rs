@@ -199,6 +199,29 @@ impl JobQueue {
         }
     }
 
+    /// Claims an idle document for a job its caller runs itself (see
+    /// `Reactor::execute_and_wait`): `Ok(true)` when `key` had nothing
+    /// queued or running, and is now marked running (jobs queued for it
+    /// meanwhile wait until [`done`](Self::done)); `Ok(false)` when it is
+    /// busy. Refused once shut down.
+    pub(crate) fn claim_idle(&self, key: &DocKey) -> Result<bool> {
+        let mut st = self.state.lock();
+        if st.shutdown {
+            return Err(Error::Shutdown);
+        }
+        if st.docs.contains_key(key) {
+            return Ok(false);
+        }
+        st.docs.insert(
+            key.clone(),
+            DocQueue {
+                jobs: VecDeque::new(),
+                running: true,
+            },
+        );
+        Ok(true)
+    }
+
     /// Marks the running job (or run) of `key` finished.
     pub(crate) fn done(&self, key: &DocKey) {
         let mut st = self.state.lock();

@@ -22,6 +22,34 @@ pub fn env_opt<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// The seeded scenarios' only source of randomness (xorshift64*): the same
+/// seed gives the same scenario on every machine.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (any value, 0 included).
+    pub fn seeded(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..n` (near enough for tests).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// A probability from 0 to `max_percent` %, in whole percents.
+    pub fn p(&mut self, max_percent: u64) -> f64 {
+        self.below(max_percent + 1) as f64 / 100.0
+    }
+}
+
 /// The database opened with raw RocksDB (every column family), to edit
 /// bytes behind the engine's back.
 pub fn raw_db(path: &std::path::Path) -> rocksdb::DB {
