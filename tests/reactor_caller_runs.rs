@@ -82,17 +82,21 @@ impl DocumentModel for Watched {
     ) -> Result<Vec<u8>, ReduceError> {
         let input = String::from_utf8_lossy(&action.input).into_owned();
         let doc = input.split('/').next().unwrap_or_default().to_owned();
+        let current = std::thread::current();
+        if current.name() == Some("reactordb-view") {
+            // The view folds what was written: not a job running.
+            return reduce_log(state, input);
+        }
         seen(|s| {
             let busy = s.busy.entry(doc.clone()).or_default();
             *busy += 1;
             if *busy > 1 {
                 s.overlapped.push(doc.clone());
             }
-            let current = std::thread::current();
-            s.thread.insert(
-                input.clone(),
-                (current.id(), current.name().map(str::to_owned)),
-            );
+            // The first reduction is the job's (later ones are reads).
+            s.thread
+                .entry(input.clone())
+                .or_insert_with(|| (current.id(), current.name().map(str::to_owned)));
         });
         if input.contains("/gate") {
             let deadline = Instant::now() + WAIT;
@@ -110,11 +114,16 @@ impl DocumentModel for Watched {
         }
         seen(|s| *s.busy.entry(doc).or_default() -= 1);
         assert!(!input.ends_with("/boom"), "the model panics");
-        let mut items: Vec<String> =
-            serde_json::from_slice(state).map_err(|e| ReduceError::new(e.to_string()))?;
-        items.push(input);
-        Ok(serde_json::to_vec(&items).expect("json"))
+        reduce_log(state, input)
     }
+}
+
+/// The state: the list of inputs so far.
+fn reduce_log(state: &[u8], input: String) -> Result<Vec<u8>, ReduceError> {
+    let mut items: Vec<String> =
+        serde_json::from_slice(state).map_err(|e| ReduceError::new(e.to_string()))?;
+    items.push(input);
+    Ok(serde_json::to_vec(&items).expect("json"))
 }
 
 fn open_watched(dir: &std::path::Path, workers: usize) -> Reactor {
@@ -294,6 +303,95 @@ fn a_failing_or_panicking_call_names_its_error_and_releases_the_document() {
         inline(&reactor, "fail", "c"),
         Err(Error::Shutdown)
     ));
+}
+
+/// Holds `doc` on a caller's thread (a gated job) inside `scope`; returns
+/// the caller once its job is reducing.
+fn hold_on_a_caller<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    reactor: &'s Reactor,
+    doc: &'s str,
+    gate: &'s str,
+) -> std::thread::ScopedJoinHandle<'s, reactordb::Result<ConsistencyToken>> {
+    let caller = scope.spawn(move || inline(reactor, doc, gate));
+    let input = format!("{doc}/{gate}");
+    let deadline = Instant::now() + WAIT;
+    while reduced_on(&input).is_none() {
+        assert!(Instant::now() < deadline, "the call never ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    caller
+}
+
+#[test]
+fn shutdown_waits_for_a_job_running_on_a_callers_thread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open_watched(dir.path(), 1);
+    create(&reactor, "down");
+    std::thread::scope(|s| {
+        let caller = hold_on_a_caller(s, &reactor, "down", "gate");
+        let stopper = s.spawn(|| reactor.shutdown());
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            !stopper.is_finished(),
+            "shutdown returned under a running job"
+        );
+        open_gate("down/gate");
+        stopper.join().expect("shutdown");
+        assert!(caller.is_finished(), "shutdown returned before the write");
+        caller.join().expect("caller").expect("written");
+    });
+    assert_eq!(stored(&reactor, "down"), ["down/gate"]);
+}
+
+#[test]
+fn a_call_queued_on_a_busy_document_times_out_and_its_job_still_lands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open_watched(dir.path(), 1);
+    create(&reactor, "slow");
+    let held = reactor
+        .execute(id("slow"), main(), vec![act("slow", "gate")])
+        .expect("submit");
+    let call = reactor.execute_and_wait(
+        id("slow"),
+        main(),
+        vec![act("slow", "b")],
+        Duration::from_millis(100),
+    );
+    assert!(matches!(call, Err(Error::WaitTimeout { .. })), "{call:?}");
+    open_gate("slow/gate");
+    written(&held);
+    let deadline = Instant::now() + WAIT;
+    while stored(&reactor, "slow").len() < 2 {
+        assert!(Instant::now() < deadline, "the timed-out job never landed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(stored(&reactor, "slow"), ["slow/gate", "slow/b"]);
+}
+
+/// A commit leader that panics on the caller's thread fails the call with
+/// `WorkerPanicked` and still releases the document: the next job on it
+/// gets the poisoned store's error instead of waiting for ever.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_panic_on_the_callers_thread_fails_the_call_and_releases_the_document() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = open_watched(dir.path(), 1);
+    create(&reactor, "leader");
+    reactor.store().panic_nth_write(1);
+    match inline(&reactor, "leader", "a") {
+        Err(Error::JobFailed { error, .. }) => {
+            assert!(matches!(*error, Error::WorkerPanicked), "{error}")
+        }
+        other => panic!("expected WorkerPanicked: {other:?}"),
+    }
+    let next = reactor
+        .execute(id("leader"), main(), vec![act("leader", "b")])
+        .expect("submit");
+    assert!(
+        matches!(*failure(&next), Error::Poisoned),
+        "the store is poisoned"
+    );
 }
 
 /// Callers on many threads, each mixing `execute_and_wait` and `execute`

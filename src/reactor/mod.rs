@@ -445,10 +445,14 @@ impl Reactor {
     /// document's jobs, in order, and this waits for it up to `timeout`
     /// ([`Error::WaitTimeout`]; the job still runs). `timeout` bounds only
     /// that wait: a job run on the calling thread runs to its end, as a
-    /// write cannot be abandoned half-way. Such a job is not in the job
-    /// table ([`job_status`](Self::job_status) does not know it); the same
-    /// job through [`execute`](Self::execute) and [`JobHandle::written`]
-    /// gives the same result.
+    /// write cannot be abandoned half-way (and with
+    /// [`block_when_full`](ReactorBuilder::block_when_full), queueing may
+    /// wait for room first). A job run on the calling thread takes no place
+    /// in the queue (the queue bounds jobs waiting, and this one does not
+    /// wait), so it is never refused with [`Error::QueueFull`], and it is
+    /// not in the job table ([`job_status`](Self::job_status) does not know
+    /// it). Otherwise the result is what [`execute`](Self::execute) and
+    /// [`JobHandle::written`] give.
     pub fn execute_and_wait(
         &self,
         document_id: DocumentId,
@@ -457,13 +461,13 @@ impl Reactor {
         timeout: Duration,
     ) -> Result<ConsistencyToken> {
         let key = (document_id, branch);
-        if !self.inner.queue.claim_idle(&key)? {
+        let Some(claim) = self.inner.queue.claim_idle(&key)? else {
             return self.execute(key.0, key.1, actions)?.written(timeout);
-        }
+        };
         let id = self.inner.jobs.allocate();
         let mut outcomes = self.inner.run(&key, &[(id, Job::execute(actions))]);
         // Jobs queued for the document meanwhile go to the workers.
-        self.inner.queue.done(&key);
+        drop(claim);
         let outcome = outcomes.pop().expect("one outcome per job");
         outcome.map_err(|failure| Error::JobFailed {
             job: id.0,
@@ -618,7 +622,9 @@ impl Reactor {
         self.inner.wait(id, readable, timeout)
     }
 
-    /// Stops accepting jobs, drains the accepted ones and stops the
+    /// Stops accepting jobs, drains the accepted ones (and waits for jobs
+    /// running on callers' threads, see
+    /// [`execute_and_wait`](Self::execute_and_wait)) and stops the
     /// workers. Idempotent.
     pub fn shutdown(&self) {
         self.inner.queue.shutdown();
@@ -727,14 +733,18 @@ impl Inner {
                     self.jobs
                         .set_many(run.iter().map(|(id, _)| (*id, JobStatus::Running)));
                     let outcomes = self.run(&key, &run);
+                    // The document is free before its waiters wake: a
+                    // caller that writes again at once finds it idle.
+                    self.queue.done(&key);
                     self.jobs.set_many(
                         run.iter()
                             .map(|(id, _)| *id)
                             .zip(outcomes.into_iter().map(status_of)),
                     );
-                    self.queue.done(&key);
+                    self.queue.outcomes_recorded();
                 }
                 Taken::DependencyFailed(key, id, dependency) => {
+                    self.queue.done(&key);
                     self.jobs.set(
                         id,
                         failed(
@@ -742,7 +752,7 @@ impl Inner {
                             Vec::new(),
                         ),
                     );
-                    self.queue.done(&key);
+                    self.queue.outcomes_recorded();
                 }
             }
         }

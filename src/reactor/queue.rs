@@ -30,6 +30,9 @@ struct State {
     /// Queued jobs that wait on other jobs: while there are any, every
     /// finished job wakes all workers to re-check them.
     dependent: usize,
+    /// Documents claimed by callers running a job themselves
+    /// ([`JobQueue::claim_idle`]): shutdown waits for them.
+    claimed: usize,
     shutdown: bool,
 }
 
@@ -50,6 +53,8 @@ pub(crate) struct JobQueue {
     state: Mutex<State>,
     work: Condvar,
     space: Condvar,
+    /// Signalled when the last claim is released.
+    unclaimed: Condvar,
     capacity: usize,
     block_when_full: bool,
 }
@@ -60,6 +65,7 @@ impl JobQueue {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             space: Condvar::new(),
+            unclaimed: Condvar::new(),
             capacity,
             block_when_full,
         }
@@ -200,17 +206,17 @@ impl JobQueue {
     }
 
     /// Claims an idle document for a job its caller runs itself (see
-    /// `Reactor::execute_and_wait`): `Ok(true)` when `key` had nothing
-    /// queued or running, and is now marked running (jobs queued for it
-    /// meanwhile wait until [`done`](Self::done)); `Ok(false)` when it is
-    /// busy. Refused once shut down.
-    pub(crate) fn claim_idle(&self, key: &DocKey) -> Result<bool> {
+    /// `Reactor::execute_and_wait`): `Some` when `key` had nothing queued
+    /// or running, and is now marked running until the claim is dropped
+    /// (jobs queued for it meanwhile wait until then, and shutdown waits
+    /// for it); `None` when it is busy. Refused once shut down.
+    pub(crate) fn claim_idle<'q>(&'q self, key: &DocKey) -> Result<Option<Claim<'q>>> {
         let mut st = self.state.lock();
         if st.shutdown {
             return Err(Error::Shutdown);
         }
         if st.docs.contains_key(key) {
-            return Ok(false);
+            return Ok(None);
         }
         st.docs.insert(
             key.clone(),
@@ -219,7 +225,19 @@ impl JobQueue {
                 running: true,
             },
         );
-        Ok(true)
+        st.claimed += 1;
+        Ok(Some(Claim {
+            queue: self,
+            key: key.clone(),
+        }))
+    }
+
+    /// Wakes the workers when queued jobs wait on others: call after
+    /// recording finished jobs' outcomes, which such jobs read.
+    pub(crate) fn outcomes_recorded(&self) {
+        if self.state.lock().dependent > 0 {
+            self.work.notify_all();
+        }
     }
 
     /// Marks the running job (or run) of `key` finished.
@@ -250,10 +268,16 @@ impl JobQueue {
         }
     }
 
+    /// Refuses new jobs and claims, wakes every worker and waits until
+    /// no caller holds a claim (its write is done).
     pub(crate) fn shutdown(&self) {
-        self.state.lock().shutdown = true;
+        let mut st = self.state.lock();
+        st.shutdown = true;
         self.work.notify_all();
         self.space.notify_all();
+        while st.claimed > 0 {
+            self.unclaimed.wait(&mut st);
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -265,5 +289,24 @@ impl JobQueue {
     #[cfg(test)]
     pub(crate) fn documents(&self) -> usize {
         self.state.lock().docs.len()
+    }
+}
+
+/// A document claimed by a caller running its job itself
+/// ([`JobQueue::claim_idle`]). Dropping it (also on a panic) marks the
+/// document done: jobs queued behind it go to the workers.
+pub(crate) struct Claim<'q> {
+    queue: &'q JobQueue,
+    key: DocKey,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.queue.done(&self.key);
+        let mut st = self.queue.state.lock();
+        st.claimed -= 1;
+        if st.claimed == 0 && st.shutdown {
+            self.queue.unclaimed.notify_all();
+        }
     }
 }
