@@ -71,21 +71,16 @@ impl DocumentModel for Watched {
     fn document_type(&self) -> DocumentType {
         Self::document_type()
     }
-    fn initial_state(&self, _scope: &Scope) -> Vec<u8> {
-        b"[]".to_vec()
+    fn initial_state(&self, scope: &Scope) -> Vec<u8> {
+        LogModel.initial_state(scope)
     }
-    fn reduce(
-        &self,
-        _scope: &Scope,
-        state: &[u8],
-        action: &Action,
-    ) -> Result<Vec<u8>, ReduceError> {
+    fn reduce(&self, scope: &Scope, state: &[u8], action: &Action) -> Result<Vec<u8>, ReduceError> {
         let input = String::from_utf8_lossy(&action.input).into_owned();
         let doc = input.split('/').next().unwrap_or_default().to_owned();
         let current = std::thread::current();
         if current.name() == Some("reactordb-view") {
             // The view folds what was written: not a job running.
-            return reduce_log(state, input);
+            return LogModel.reduce(scope, state, action);
         }
         seen(|s| {
             let busy = s.busy.entry(doc.clone()).or_default();
@@ -114,16 +109,9 @@ impl DocumentModel for Watched {
         }
         seen(|s| *s.busy.entry(doc).or_default() -= 1);
         assert!(!input.ends_with("/boom"), "the model panics");
-        reduce_log(state, input)
+        // The state: the list of inputs so far.
+        LogModel.reduce(scope, state, action)
     }
-}
-
-/// The state: the list of inputs so far.
-fn reduce_log(state: &[u8], input: String) -> Result<Vec<u8>, ReduceError> {
-    let mut items: Vec<String> =
-        serde_json::from_slice(state).map_err(|e| ReduceError::new(e.to_string()))?;
-    items.push(input);
-    Ok(serde_json::to_vec(&items).expect("json"))
 }
 
 fn open_watched(dir: &std::path::Path, workers: usize) -> Reactor {
