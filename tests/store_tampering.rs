@@ -97,3 +97,28 @@ fn a_truncated_value_and_a_missing_operation_are_named() {
         .expect("found");
     assert_eq!((broken.index, broken.fault), (5, ChainFault::HeadMismatch));
 }
+
+/// The ordinal (bytes 1..9 of the value) is patched in at commit, after the
+/// chain hash was taken, so the hash does not cover it: `verify` checks it
+/// against the ordinal index and against its predecessor's. A low-bit flip
+/// moves it onto a neighbour's ordinal; a high-bit flip past every ordinal.
+#[test]
+fn a_flipped_ordinal_is_named() {
+    for (byte, index) in [(8, 2), (1, 3), (8, 0)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (clean, target) = build(dir.path());
+        tamper(dir.path(), "target", index, |v| v[byte] ^= 0x01);
+        let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
+        assert!(store.verify(&clean).expect("verify").is_clean());
+        let broken = store
+            .verify(&target)
+            .expect("verify")
+            .first_broken
+            .expect("found");
+        assert_eq!(
+            (broken.index, broken.fault),
+            (index, ChainFault::OrdinalMismatch),
+            "byte {byte} of operation {index}"
+        );
+    }
+}

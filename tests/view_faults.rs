@@ -334,3 +334,46 @@ fn a_model_panicking_on_an_initial_state_fails_the_job_by_name() {
             .expect("submit"),
     );
 }
+
+/// A flipped high bit in the ordinal of a document's last operation (the
+/// ordinal is outside the chain hash) would make a fold stop before that
+/// operation and serve the revision before it as current. The read names
+/// the damage instead.
+#[test]
+fn a_flipped_ordinal_is_named_not_served_as_an_older_revision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let reactor = open(dir.path(), 1);
+        create_counter(&reactor, "c");
+        for n in 0..5 {
+            written(
+                &reactor
+                    .execute(id("c"), main(), vec![increment(&format!("i{n}"))])
+                    .expect("submit"),
+            );
+        }
+    }
+    {
+        let db = common::raw_db(dir.path());
+        let cf = db.cf_handle("operations").expect("cf");
+        let mut key = b"c\0main\0global\0".to_vec();
+        key.extend_from_slice(&4u64.to_be_bytes());
+        let mut value = db.get_cf(cf, &key).expect("get").expect("stored");
+        value[1] ^= 0x01; // the ordinal's high byte
+        db.put_cf(cf, &key, &value).expect("put");
+    }
+    let reactor = open(dir.path(), 1);
+    match reactor.view().get(&id("c"), &ViewFilter::default(), None) {
+        Err(Error::Corrupt { cf, .. }) => assert_eq!(cf, "operations"),
+        Ok(doc) => panic!(
+            "served {:?} from damaged history",
+            doc.state(&Scope::global())
+        ),
+        Err(other) => panic!("expected Corrupt, got {other}"),
+    }
+    let report = reactor.store().verify_all().expect("verify");
+    assert_eq!(
+        report.first_broken.map(|b| (b.index, b.fault)),
+        Some((4, reactordb::ChainFault::OrdinalMismatch))
+    );
+}

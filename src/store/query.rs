@@ -146,6 +146,13 @@ pub struct OperationLocation {
     pub skip: u64,
 }
 
+/// What `Corrupt` names when operations' ordinals do not grow along their
+/// stream.
+const ORDINAL_OUT_OF_ORDER: &str = "operation ordinal (not past its predecessor's)";
+/// What `Corrupt` names when an operation's ordinal is not the one the
+/// ordinal index gives it.
+const ORDINAL_NOT_INDEXED: &str = "operation ordinal (not the ordinal index's)";
+
 fn corrupt(cf: &'static str, what: &'static str) -> Error {
     Error::Corrupt { cf, what }
 }
@@ -452,15 +459,61 @@ impl OperationStore {
             .db()
             .raw_iterator_cf_opt(cf_handles(self.db()).operations, read);
         iter.seek(keys::op_key_from_unit(unit_key, from));
+        let mut previous = Ordinal(0);
         while let Some(value) = iter.value() {
             let (op, ordinal) = codec::decode_operation(value)?;
-            if ordinal > cutoff || !visit(op, ordinal)? {
+            // The ordinal is patched into the value after the chain hash
+            // was taken, so the hash does not cover it: ordinals must grow
+            // along the stream, and the one that ends the visit must be
+            // the ordinal the ordinal index gives this operation. A flipped
+            // ordinal would otherwise cut the history short, silently.
+            if ordinal <= previous {
+                return Err(corrupt(keys::CF_OPERATIONS, ORDINAL_OUT_OF_ORDER));
+            }
+            previous = ordinal;
+            if ordinal > cutoff {
+                self.check_ordinal(unit_key, op.index, ordinal)?;
+                return Ok(());
+            }
+            if !visit(op, ordinal)? {
                 return Ok(());
             }
             iter.next();
         }
         iter.status()?;
         Ok(())
+    }
+
+    /// Whether the ordinal index names the operation at `index` of
+    /// `unit_key` at `ordinal`, as the operation's own value says:
+    /// `Corrupt` when not.
+    pub(crate) fn check_ordinal(
+        &self,
+        unit_key: &[u8],
+        index: u64,
+        ordinal: Ordinal,
+    ) -> Result<()> {
+        if self.ordinal_names(unit_key, index, ordinal)? {
+            Ok(())
+        } else {
+            Err(corrupt(keys::CF_OPERATIONS, ORDINAL_NOT_INDEXED))
+        }
+    }
+
+    /// Whether the ordinal index's entry at `ordinal` is the operation at
+    /// `index` of `unit_key`.
+    pub(crate) fn ordinal_names(
+        &self,
+        unit_key: &[u8],
+        index: u64,
+        ordinal: Ordinal,
+    ) -> Result<bool> {
+        let cf = cf_handles(self.db()).ordinals;
+        let Some(bytes) = self.db().get_pinned_cf(cf, keys::ordinal_key(ordinal))? else {
+            return Ok(false);
+        };
+        let named = codec::decode_ordinal(&bytes)?;
+        Ok(named.op_key == keys::op_key_from_unit(unit_key, index).as_slice())
     }
 
     /// The operation at `index` of the stream `unit_key`, with its ordinal.

@@ -27,6 +27,10 @@ pub enum ChainFault {
     /// The head disagrees with the last operation (its hash, the count, or
     /// the state it keeps).
     HeadMismatch,
+    /// The operation's ordinal (outside its hash: it is assigned at commit)
+    /// is not past its predecessor's, or the ordinal index does not name
+    /// this operation at it.
+    OrdinalMismatch,
 }
 
 /// The first broken place found.
@@ -102,6 +106,7 @@ impl OperationStore {
         let mut expected = 0u64;
         let mut previous = Digest::default();
         let mut last_state_hash = None;
+        let mut last_ordinal = crate::model::Ordinal(0);
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
             let Some(index) = keys::op_key_index(key).filter(|_| key.len() == unit_key.len() + 8)
             else {
@@ -114,7 +119,7 @@ impl OperationStore {
             }
             let decoded = codec::decode_operation(value);
             let parts = codec::split_operation(value);
-            let (Ok((op, _)), Ok(parts)) = (decoded, parts) else {
+            let (Ok((op, ordinal)), Ok(parts)) = (decoded, parts) else {
                 report.first_broken = broken(index, ChainFault::Undecodable);
                 return Ok(());
             };
@@ -122,6 +127,17 @@ impl OperationStore {
                 report.first_broken = broken(index, ChainFault::HashMismatch);
                 return Ok(());
             }
+            let indexed = match self.ordinal_names(&unit_key, index, ordinal) {
+                Ok(named) => named,
+                // A damaged ordinal-index value names nothing.
+                Err(crate::Error::Corrupt { .. }) => false,
+                Err(e) => return Err(e),
+            };
+            if ordinal <= last_ordinal || !indexed {
+                report.first_broken = broken(index, ChainFault::OrdinalMismatch);
+                return Ok(());
+            }
+            last_ordinal = ordinal;
             report.operations_checked += 1;
             previous = parts.hash;
             last_state_hash = Some(op.state_hash);
