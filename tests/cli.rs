@@ -74,16 +74,10 @@ fn verify_is_clean_then_names_a_changed_byte() {
         text(&out.stdout)
     );
 
-    {
-        let raw = common::raw_db(dir.path());
-        let cf = raw.cf_handle("operations").expect("cf");
-        let mut key = b"doc\0main\0global\0".to_vec();
-        key.extend_from_slice(&3u64.to_be_bytes());
-        let mut value = raw.get_cf(cf, &key).expect("get").expect("stored");
-        let last = value.len() - 1;
-        value[last] ^= 0x01;
-        raw.put_cf(cf, &key, &value).expect("put");
-    }
+    common::edit_operation(dir.path(), "doc", 3, |v| {
+        let last = v.len() - 1;
+        v[last] ^= 0x01;
+    });
     let out = run(&["--db", db, "verify"], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(

@@ -15,23 +15,12 @@ fn build(dir: &std::path::Path) -> (reactordb::SyncUnit, reactordb::SyncUnit) {
     (clean, target)
 }
 
-/// Rewrites the value of the operation at `index` of stream `doc`.
-fn tamper(dir: &std::path::Path, doc: &str, index: u64, edit: impl Fn(&mut Vec<u8>)) {
-    let db = raw_db(dir);
-    let cf = db.cf_handle("operations").expect("cf");
-    let mut key = format!("{doc}\0main\0global\0").into_bytes();
-    key.extend_from_slice(&index.to_be_bytes());
-    let mut value = db.get_cf(cf, &key).expect("get").expect("stored");
-    edit(&mut value);
-    db.put_cf(cf, &key, &value).expect("put");
-}
-
 #[test]
 fn a_flipped_byte_in_the_content_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (clean, target) = build(dir.path());
     // The input bytes of the action ("t2") sit near the end of the value.
-    tamper(dir.path(), "target", 2, |v| {
+    edit_operation(dir.path(), "target", 2, |v| {
         let pos = v.windows(2).rposition(|w| w == b"t2").expect("input bytes");
         v[pos + 1] = b'X';
     });
@@ -56,7 +45,7 @@ fn a_rewritten_hash_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, target) = build(dir.path());
     // Bytes 9..41 hold the stored chain hash.
-    tamper(dir.path(), "target", 3, |v| v[20] ^= 0x01);
+    edit_operation(dir.path(), "target", 3, |v| v[20] ^= 0x01);
     let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
     let broken = store
         .verify(&target)
@@ -70,7 +59,7 @@ fn a_rewritten_hash_is_named() {
 fn a_truncated_value_and_a_missing_operation_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, target) = build(dir.path());
-    tamper(dir.path(), "target", 1, |v| v.truncate(30));
+    edit_operation(dir.path(), "target", 1, |v| v.truncate(30));
     let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
     let broken = store
         .verify(&target)
@@ -107,7 +96,7 @@ fn a_flipped_ordinal_is_named() {
     for (byte, index) in [(8, 2), (1, 3), (8, 0)] {
         let dir = tempfile::tempdir().expect("tempdir");
         let (clean, target) = build(dir.path());
-        tamper(dir.path(), "target", index, |v| v[byte] ^= 0x01);
+        edit_operation(dir.path(), "target", index, |v| v[byte] ^= 0x01);
         let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
         assert!(store.verify(&clean).expect("verify").is_clean());
         let broken = store

@@ -353,15 +353,8 @@ fn a_flipped_ordinal_is_named_not_served_as_an_older_revision() {
             );
         }
     }
-    {
-        let db = common::raw_db(dir.path());
-        let cf = db.cf_handle("operations").expect("cf");
-        let mut key = b"c\0main\0global\0".to_vec();
-        key.extend_from_slice(&4u64.to_be_bytes());
-        let mut value = db.get_cf(cf, &key).expect("get").expect("stored");
-        value[1] ^= 0x01; // the ordinal's high byte
-        db.put_cf(cf, &key, &value).expect("put");
-    }
+    // The ordinal's high byte.
+    common::edit_operation(dir.path(), "c", 4, |v| v[1] ^= 0x01);
     let reactor = open(dir.path(), 1);
     match reactor.view().get(&id("c"), &ViewFilter::default(), None) {
         Err(Error::Corrupt { cf, .. }) => assert_eq!(cf, "operations"),

@@ -735,16 +735,18 @@ impl Inner {
                     let outcomes = self.run(&key, &run);
                     // The document is free before its waiters wake: a
                     // caller that writes again at once finds it idle.
-                    self.queue.done(&key);
+                    let dependents = self.queue.done(&key);
                     self.jobs.set_many(
                         run.iter()
                             .map(|(id, _)| *id)
                             .zip(outcomes.into_iter().map(status_of)),
                     );
-                    self.queue.outcomes_recorded();
+                    if dependents {
+                        self.queue.wake_dependents();
+                    }
                 }
                 Taken::DependencyFailed(key, id, dependency) => {
-                    self.queue.done(&key);
+                    let dependents = self.queue.done(&key);
                     self.jobs.set(
                         id,
                         failed(
@@ -752,7 +754,9 @@ impl Inner {
                             Vec::new(),
                         ),
                     );
-                    self.queue.outcomes_recorded();
+                    if dependents {
+                        self.queue.wake_dependents();
+                    }
                 }
             }
         }

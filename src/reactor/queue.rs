@@ -232,16 +232,16 @@ impl JobQueue {
         }))
     }
 
-    /// Wakes the workers when queued jobs wait on others: call after
-    /// recording finished jobs' outcomes, which such jobs read.
-    pub(crate) fn outcomes_recorded(&self) {
-        if self.state.lock().dependent > 0 {
-            self.work.notify_all();
-        }
+    /// Wakes every worker, to re-check the queued jobs that wait on
+    /// others: after [`done`](Self::done) said some do and the finished
+    /// jobs' outcomes, which they read, are recorded.
+    pub(crate) fn wake_dependents(&self) {
+        self.work.notify_all();
     }
 
-    /// Marks the running job (or run) of `key` finished.
-    pub(crate) fn done(&self, key: &DocKey) {
+    /// Marks the running job (or run) of `key` finished. Returns whether
+    /// queued jobs wait on others (see [`wake_dependents`](Self::wake_dependents)).
+    pub(crate) fn done(&self, key: &DocKey) -> bool {
         let mut st = self.state.lock();
         let mut remove = false;
         let mut ready = false;
@@ -266,6 +266,7 @@ impl JobQueue {
         } else if ready {
             self.work.notify_one();
         }
+        dependent
     }
 
     /// Refuses new jobs and claims, wakes every worker and waits until
@@ -302,6 +303,7 @@ pub(crate) struct Claim<'q> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
+        // A caller's job is in no job table: nothing depends on it.
         self.queue.done(&self.key);
         let mut st = self.queue.state.lock();
         st.claimed -= 1;

@@ -22,6 +22,18 @@ pub fn env_opt<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// Rewrites, with raw RocksDB, the stored value of the operation at `index`
+/// of `doc`'s `global` stream on `main` (the database must be closed).
+pub fn edit_operation(dir: &std::path::Path, doc: &str, index: u64, edit: impl Fn(&mut Vec<u8>)) {
+    let db = raw_db(dir);
+    let cf = db.cf_handle("operations").expect("cf");
+    let mut key = format!("{doc}\0main\0global\0").into_bytes();
+    key.extend_from_slice(&index.to_be_bytes());
+    let mut value = db.get_cf(cf, &key).expect("get").expect("stored");
+    edit(&mut value);
+    db.put_cf(cf, &key, &value).expect("put");
+}
+
 /// The seeded scenarios' only source of randomness (xorshift64*): the same
 /// seed gives the same scenario on every machine.
 pub struct Rng(u64);
