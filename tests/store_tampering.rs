@@ -111,3 +111,46 @@ fn a_flipped_ordinal_is_named() {
         );
     }
 }
+
+/// Deduplication trusts the operation-id index: a lost entry would let a
+/// resubmitted action be applied twice. `verify` checks every operation is
+/// indexed under its id, index and skip, in its own stream.
+#[test]
+fn a_lost_or_misdirected_op_id_entry_is_named() {
+    for misdirect in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (clean, target) = build(dir.path());
+        {
+            let db = raw_db(dir.path());
+            let cf = db.cf_handle("op_ids").expect("cf");
+            let id = reactordb::OperationId::derive(
+                &target,
+                &reactordb::ActionId::new("t2").expect("valid"),
+            );
+            let mut key = id.as_bytes().to_vec();
+            key.extend_from_slice(&2u64.to_be_bytes());
+            key.extend_from_slice(&0u64.to_be_bytes());
+            assert!(db.get_cf(cf, &key).expect("get").is_some(), "indexed");
+            if misdirect {
+                // Indexed, but as an operation of the other stream.
+                let mut value = vec![1u8];
+                value.extend_from_slice(b"clean\0main\0global\0");
+                db.put_cf(cf, &key, &value).expect("put");
+            } else {
+                db.delete_cf(cf, &key).expect("delete");
+            }
+        }
+        let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
+        assert!(store.verify(&clean).expect("verify").is_clean());
+        let broken = store
+            .verify_all()
+            .expect("verify")
+            .first_broken
+            .expect("found");
+        assert_eq!(
+            (broken.unit, broken.index, broken.fault),
+            (target, 2, ChainFault::OpIdIndexMismatch),
+            "misdirected: {misdirect}"
+        );
+    }
+}

@@ -31,6 +31,10 @@ pub enum ChainFault {
     /// is not past its predecessor's, or the ordinal index does not name
     /// this operation at it.
     OrdinalMismatch,
+    /// The operation-id index has no entry for this operation (its id,
+    /// index and skip, in this stream): deduplication would miss it, and a
+    /// resubmitted action would be applied twice.
+    OpIdIndexMismatch,
 }
 
 /// The first broken place found.
@@ -64,6 +68,17 @@ impl VerifyReport {
 }
 
 impl OperationStore {
+    /// Whether the operation-id index holds `op` (id, index, skip) as an
+    /// operation of the stream `unit_key`.
+    fn op_id_indexed(&self, unit_key: &[u8], op: &crate::model::Operation) -> Result<bool> {
+        let cf = cf_handles(self.db()).op_ids;
+        let key = keys::op_id_key(&op.id, op.index, op.skip);
+        Ok(match self.db().get_pinned_cf(cf, key)? {
+            Some(value) => codec::decode_op_id(&value).is_ok_and(|unit| unit == unit_key),
+            None => false,
+        })
+    }
+
     /// Recomputes the hash chain of one stream from its first operation and
     /// compares it with every stored hash and with the head.
     pub fn verify(&self, unit: &SyncUnit) -> Result<VerifyReport> {
@@ -138,6 +153,10 @@ impl OperationStore {
                 return Ok(());
             }
             last_ordinal = ordinal;
+            if !self.op_id_indexed(&unit_key, &op)? {
+                report.first_broken = broken(index, ChainFault::OpIdIndexMismatch);
+                return Ok(());
+            }
             report.operations_checked += 1;
             previous = parts.hash;
             last_state_hash = Some(op.state_hash);
