@@ -154,3 +154,24 @@ fn a_lost_or_misdirected_op_id_entry_is_named() {
         );
     }
 }
+
+/// `verify_all` finds streams by their operations too: a lost head is
+/// named, not a stream nobody checks.
+#[test]
+fn a_lost_head_is_named_by_verify_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, target) = build(dir.path());
+    {
+        let db = raw_db(dir.path());
+        let cf = db.cf_handle("heads").expect("cf");
+        db.delete_cf(cf, b"target\0main\0global\0").expect("delete");
+    }
+    let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
+    let report = store.verify_all().expect("verify");
+    let broken = report.first_broken.expect("found");
+    assert_eq!(
+        (broken.unit, broken.fault),
+        (target, ChainFault::HeadMismatch)
+    );
+    assert_eq!(report.operations_checked, 2 + 5, "both streams walked");
+}
