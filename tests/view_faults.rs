@@ -370,3 +370,53 @@ fn a_flipped_ordinal_is_named_not_served_as_an_older_revision() {
         Some((4, reactordb::ChainFault::OrdinalMismatch))
     );
 }
+
+/// An ordinal that does not grow along its stream (a copy of the one
+/// before it) is named by a fold that reads past it. The document's states
+/// are too large for its head to keep (see `HEAD_STATE_MAX`), so the read
+/// folds the stream.
+#[test]
+fn an_ordinal_out_of_order_is_named_by_a_fold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let reactor = open(dir.path(), 1);
+        written(
+            &reactor
+                .create(id("log"), create_input(LogModel::document_type()))
+                .expect("submit"),
+        );
+        let big = "x".repeat(600);
+        for n in 0..4 {
+            written(
+                &reactor
+                    .execute(
+                        id("log"),
+                        main(),
+                        vec![action(&format!("l{n}"), "ADD", &big, 1)],
+                    )
+                    .expect("submit"),
+            );
+        }
+    }
+    let db = common::raw_db(dir.path());
+    let cf = db.cf_handle("operations").expect("cf");
+    let key = |i: u64| {
+        let mut key = b"log\0main\0global\0".to_vec();
+        key.extend_from_slice(&i.to_be_bytes());
+        key
+    };
+    let before = db.get_cf(cf, key(1)).expect("get").expect("stored");
+    drop(db);
+    common::edit_operation(dir.path(), "log", 2, |v| {
+        v[1..9].copy_from_slice(&before[1..9])
+    });
+    let reactor = open(dir.path(), 1);
+    match reactor.view().get(&id("log"), &ViewFilter::default(), None) {
+        Err(Error::Corrupt { cf, .. }) => assert_eq!(cf, "operations"),
+        Ok(doc) => panic!(
+            "served {} bytes of state from damaged history",
+            doc.state(&Scope::global()).map_or(0, <[u8]>::len)
+        ),
+        Err(other) => panic!("expected Corrupt, got {other}"),
+    }
+}
