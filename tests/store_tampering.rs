@@ -175,3 +175,94 @@ fn a_lost_head_is_named_by_verify_all() {
     );
     assert_eq!(report.operations_checked, 2 + 5, "both streams walked");
 }
+
+/// The op-id key of action `action` at `index` (skip 0) of `unit`.
+fn op_id_key(unit: &reactordb::SyncUnit, action: &str, index: u64) -> Vec<u8> {
+    let id =
+        reactordb::OperationId::derive(unit, &reactordb::ActionId::new(action).expect("valid"));
+    let mut key = id.as_bytes().to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    key.extend_from_slice(&0u64.to_be_bytes());
+    key
+}
+
+/// An op-id entry naming an operation the stream does not hold would make
+/// deduplication take a new action as applied: `verify_all` names it, and
+/// the reactor fails the job with `Corrupt` instead of acknowledging an
+/// action it never wrote.
+#[test]
+fn a_dangling_op_id_entry_is_named_and_never_taken_as_applied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, target) = build(dir.path());
+    {
+        let db = raw_db(dir.path());
+        let cf = db.cf_handle("op_ids").expect("cf");
+        let mut value = vec![1u8];
+        value.extend_from_slice(b"target\0main\0global\0");
+        db.put_cf(cf, op_id_key(&target, "ghost", 2), &value)
+            .expect("put");
+    }
+    let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
+    let broken = store
+        .verify_all()
+        .expect("verify")
+        .first_broken
+        .expect("found");
+    assert_eq!(
+        (broken.unit, broken.index, broken.fault),
+        (target, 2, ChainFault::OpIdIndexMismatch)
+    );
+    drop(store);
+
+    // Through the reactor: the entry claims an action of a counter's
+    // global stream that was never written.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let global = reactordb::SyncUnit::new(
+        reactor::id("c"),
+        reactordb::Scope::global(),
+        reactor::main(),
+    );
+    {
+        let reactor = reactor::open(dir.path(), 1);
+        reactor::create_counter(&reactor, "c");
+        reactor::written(
+            &reactor
+                .execute(
+                    reactor::id("c"),
+                    reactor::main(),
+                    vec![reactor::increment("a")],
+                )
+                .expect("submit"),
+        );
+    }
+    {
+        let db = raw_db(dir.path());
+        let cf = db.cf_handle("op_ids").expect("cf");
+        let mut value = vec![1u8];
+        value.extend_from_slice(b"c\0main\0global\0");
+        db.put_cf(cf, op_id_key(&global, "b", 0), &value)
+            .expect("put");
+    }
+    let reactor = reactor::open(dir.path(), 1);
+    let job = reactor
+        .execute(
+            reactor::id("c"),
+            reactor::main(),
+            vec![reactor::increment("b")],
+        )
+        .expect("submit");
+    let error = reactor::failure(&job);
+    assert!(
+        matches!(*error, reactordb::Error::Corrupt { cf: "op_ids", .. }),
+        "{error}"
+    );
+    assert_eq!(
+        reactor
+            .store()
+            .head(&global)
+            .expect("head")
+            .map(|h| h.revision.0),
+        Some(1),
+        "nothing written"
+    );
+}

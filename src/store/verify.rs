@@ -35,7 +35,9 @@ pub enum ChainFault {
     OrdinalMismatch,
     /// The operation-id index has no entry for this operation (its id,
     /// index and skip, in this stream): deduplication would miss it, and a
-    /// resubmitted action would be applied twice.
+    /// resubmitted action would be applied twice. Or (from `verify_all`)
+    /// an entry names an operation the stream does not hold at that index:
+    /// its action would be taken as applied when it never was.
     OpIdIndexMismatch,
 }
 
@@ -106,10 +108,43 @@ impl OperationStore {
         for unit in units.values() {
             self.verify_into(unit, &mut report)?;
             if report.first_broken.is_some() {
-                break;
+                return Ok(report);
             }
         }
+        report.first_broken = self.dangling_op_id()?;
         Ok(report)
+    }
+
+    /// The first operation-id index entry that names no such operation
+    /// (the stream holds no operation of that id and skip at that index):
+    /// deduplication would take its action as applied when it never was.
+    fn dangling_op_id(&self) -> Result<Option<BrokenLink>> {
+        let cfs = cf_handles(self.db());
+        let mut iter = self.db().raw_iterator_cf(cfs.op_ids);
+        iter.seek_to_first();
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            let corrupt = |what| crate::Error::Corrupt {
+                cf: keys::CF_OP_IDS,
+                what,
+            };
+            let (op_id, index, skip) =
+                keys::decode_op_id_key(key).ok_or_else(|| corrupt("op id key"))?;
+            let unit_key = codec::decode_op_id(value)?;
+            let (unit, _) =
+                keys::decode_unit_key(unit_key).ok_or_else(|| corrupt("op id value"))?;
+            let stored = self.get_with_ordinal(unit_key, index);
+            let holds = matches!(&stored, Ok(Some((op, _))) if op.id == op_id && op.skip == skip);
+            if !holds {
+                return Ok(Some(BrokenLink {
+                    unit,
+                    index,
+                    fault: ChainFault::OpIdIndexMismatch,
+                }));
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(None)
     }
 
     /// Every stream that holds operations, read from the operations

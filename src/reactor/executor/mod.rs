@@ -440,8 +440,18 @@ impl Executor {
                 let stored = self
                     .store
                     .get_with_ordinal(&keys::unit_key(&location.unit), location.index)?;
-                if let Some((_, ordinal)) = stored {
-                    sources.push(TokenSource::Stored(ordinal));
+                match stored {
+                    Some((op, ordinal)) if op.id == op_id => {
+                        sources.push(TokenSource::Stored(ordinal))
+                    }
+                    // The index names an operation that is not there: the
+                    // action would be dropped as applied when it never was.
+                    _ => {
+                        return Err(Error::Corrupt {
+                            cf: keys::CF_OP_IDS,
+                            what: "op id entry (names no such operation)",
+                        })
+                    }
                 }
                 continue;
             }
