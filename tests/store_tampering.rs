@@ -242,20 +242,22 @@ fn a_dangling_op_id_entry_is_named_and_never_taken_as_applied() {
         value.extend_from_slice(b"c\0main\0global\0");
         db.put_cf(cf, op_id_key(&global, "b", 0), &value)
             .expect("put");
+        // And one for an undo, which takes the merge path.
+        db.put_cf(cf, op_id_key(&global, "u", 0), &value)
+            .expect("put");
     }
     let reactor = reactor::open(dir.path(), 1);
-    let job = reactor
-        .execute(
-            reactor::id("c"),
-            reactor::main(),
-            vec![reactor::increment("b")],
-        )
-        .expect("submit");
-    let error = reactor::failure(&job);
-    assert!(
-        matches!(*error, reactordb::Error::Corrupt { cf: "op_ids", .. }),
-        "{error}"
-    );
+    let undo = reactor::action("u", reactordb::ACTION_UNDO, "", 1);
+    for action in [reactor::increment("b"), undo] {
+        let job = reactor
+            .execute(reactor::id("c"), reactor::main(), vec![action])
+            .expect("submit");
+        let error = reactor::failure(&job);
+        assert!(
+            matches!(*error, reactordb::Error::Corrupt { cf: "op_ids", .. }),
+            "{error}"
+        );
+    }
     assert_eq!(
         reactor
             .store()

@@ -378,6 +378,23 @@ impl OperationStore {
         Ok(out)
     }
 
+    /// Where an operation id was first stored, as its ordinal: `None` when
+    /// it never was. The deduplication rule, in one place: an op-id entry
+    /// naming an operation its stream does not hold is `Corrupt`, never a
+    /// sign the action was applied.
+    pub(crate) fn applied_at(&self, op_id: &OperationId) -> Result<Option<Ordinal>> {
+        let Some(location) = self.locate(op_id)?.into_iter().next() else {
+            return Ok(None);
+        };
+        match self.get_with_ordinal(&keys::unit_key(&location.unit), location.index)? {
+            Some((op, ordinal)) if op.id == *op_id => Ok(Some(ordinal)),
+            _ => Err(corrupt(
+                keys::CF_OP_IDS,
+                "op id entry (names no such operation)",
+            )),
+        }
+    }
+
     /// Every stored copy of an operation id (a reshuffled operation has
     /// several, at different indexes).
     pub fn locate(&self, op_id: &OperationId) -> Result<Vec<OperationLocation>> {

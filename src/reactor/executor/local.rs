@@ -6,7 +6,6 @@ use super::merged::{creation_of, header_of};
 use super::stored_log::StoredLog;
 use super::{stamp, Executor};
 use crate::error::{Error, Result};
-use crate::keys;
 use crate::merge::{self, ACTION_UNDO};
 use crate::model::{
     Action, Branch, Digest, DocumentId, DocumentType, Operation, OperationId, Ordinal, Scope,
@@ -59,12 +58,9 @@ impl Executor {
     ) -> Result<ConsistencyToken> {
         let unit = SyncUnit::new(document_id.clone(), action.scope.clone(), branch.clone());
         let op_id = OperationId::derive(&unit, &action.id);
-        if let Some(location) = self.store.locate(&op_id)?.first() {
+        if let Some(ordinal) = self.store.applied_at(&op_id)? {
             // A resubmission: applied once already.
-            let stored = self
-                .store
-                .get_with_ordinal(&keys::unit_key(&location.unit), location.index)?;
-            return Ok(ConsistencyToken(stored.map_or(Ordinal(0), |(_, o)| o)));
+            return Ok(ConsistencyToken(ordinal));
         }
         let (_, header) = self.header(document_id, branch)?;
         let action_type = action.action_type.as_str();

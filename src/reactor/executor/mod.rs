@@ -434,25 +434,10 @@ impl Executor {
                 sources.push(TokenSource::Planned(op_id));
                 continue;
             }
-            if let Some(location) = self.store.locate(&op_id)?.first() {
+            if let Some(ordinal) = self.store.applied_at(&op_id)? {
                 // Already applied (a resubmission): nothing to do but
                 // report where it is.
-                let stored = self
-                    .store
-                    .get_with_ordinal(&keys::unit_key(&location.unit), location.index)?;
-                match stored {
-                    Some((op, ordinal)) if op.id == op_id => {
-                        sources.push(TokenSource::Stored(ordinal))
-                    }
-                    // The index names an operation that is not there: the
-                    // action would be dropped as applied when it never was.
-                    _ => {
-                        return Err(Error::Corrupt {
-                            cf: keys::CF_OP_IDS,
-                            what: "op id entry (names no such operation)",
-                        })
-                    }
-                }
+                sources.push(TokenSource::Stored(ordinal));
                 continue;
             }
             let header = plan
