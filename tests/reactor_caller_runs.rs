@@ -221,12 +221,7 @@ fn a_busy_document_queues_the_call_behind_its_jobs_and_holds_the_jobs_behind_it(
     assert!(on_a_worker("busy/b"), "a queued call runs on a worker");
     // A caller holds the document: a job submitted meanwhile waits for it.
     std::thread::scope(|s| {
-        let caller = s.spawn(|| inline(&reactor, "busy", "gate-2"));
-        let deadline = Instant::now() + WAIT;
-        while reduced_on("busy/gate-2").is_none() {
-            assert!(Instant::now() < deadline, "the call never ran");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let caller = hold_on_a_caller(s, &reactor, "busy", "gate-2");
         let queued = reactor
             .execute(id("busy"), main(), vec![act("busy", "c")])
             .expect("submit");

@@ -112,6 +112,25 @@ fn a_flipped_ordinal_is_named() {
     }
 }
 
+/// The op-id key of action `action` at `index` (skip 0) of `unit`.
+fn op_id_key(unit: &reactordb::SyncUnit, action: &str, index: u64) -> Vec<u8> {
+    let id =
+        reactordb::OperationId::derive(unit, &reactordb::ActionId::new(action).expect("valid"));
+    let mut key = id.as_bytes().to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    key.extend_from_slice(&0u64.to_be_bytes());
+    key
+}
+
+/// Sets the op-id entry `key` to name the stream of `doc` (global, main).
+fn put_op_id(dir: &std::path::Path, key: &[u8], doc: &str) {
+    let db = raw_db(dir);
+    let cf = db.cf_handle("op_ids").expect("cf");
+    let mut value = vec![1u8];
+    value.extend_from_slice(format!("{doc}\0main\0global\0").as_bytes());
+    db.put_cf(cf, key, &value).expect("put");
+}
+
 /// Deduplication trusts the operation-id index: a lost entry would let a
 /// resubmitted action be applied twice. `verify` checks every operation is
 /// indexed under its id, index and skip, in its own stream.
@@ -120,25 +139,15 @@ fn a_lost_or_misdirected_op_id_entry_is_named() {
     for misdirect in [false, true] {
         let dir = tempfile::tempdir().expect("tempdir");
         let (clean, target) = build(dir.path());
-        {
+        let key = op_id_key(&target, "t2", 2);
+        if misdirect {
+            // Indexed, but as an operation of the other stream.
+            put_op_id(dir.path(), &key, "clean");
+        } else {
             let db = raw_db(dir.path());
             let cf = db.cf_handle("op_ids").expect("cf");
-            let id = reactordb::OperationId::derive(
-                &target,
-                &reactordb::ActionId::new("t2").expect("valid"),
-            );
-            let mut key = id.as_bytes().to_vec();
-            key.extend_from_slice(&2u64.to_be_bytes());
-            key.extend_from_slice(&0u64.to_be_bytes());
             assert!(db.get_cf(cf, &key).expect("get").is_some(), "indexed");
-            if misdirect {
-                // Indexed, but as an operation of the other stream.
-                let mut value = vec![1u8];
-                value.extend_from_slice(b"clean\0main\0global\0");
-                db.put_cf(cf, &key, &value).expect("put");
-            } else {
-                db.delete_cf(cf, &key).expect("delete");
-            }
+            db.delete_cf(cf, &key).expect("delete");
         }
         let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
         assert!(store.verify(&clean).expect("verify").is_clean());
@@ -176,16 +185,6 @@ fn a_lost_head_is_named_by_verify_all() {
     assert_eq!(report.operations_checked, 2 + 5, "both streams walked");
 }
 
-/// The op-id key of action `action` at `index` (skip 0) of `unit`.
-fn op_id_key(unit: &reactordb::SyncUnit, action: &str, index: u64) -> Vec<u8> {
-    let id =
-        reactordb::OperationId::derive(unit, &reactordb::ActionId::new(action).expect("valid"));
-    let mut key = id.as_bytes().to_vec();
-    key.extend_from_slice(&index.to_be_bytes());
-    key.extend_from_slice(&0u64.to_be_bytes());
-    key
-}
-
 /// An op-id entry naming an operation the stream does not hold would make
 /// deduplication take a new action as applied: `verify_all` names it, and
 /// the reactor fails the job with `Corrupt` instead of acknowledging an
@@ -194,14 +193,7 @@ fn op_id_key(unit: &reactordb::SyncUnit, action: &str, index: u64) -> Vec<u8> {
 fn a_dangling_op_id_entry_is_named_and_never_taken_as_applied() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, target) = build(dir.path());
-    {
-        let db = raw_db(dir.path());
-        let cf = db.cf_handle("op_ids").expect("cf");
-        let mut value = vec![1u8];
-        value.extend_from_slice(b"target\0main\0global\0");
-        db.put_cf(cf, op_id_key(&target, "ghost", 2), &value)
-            .expect("put");
-    }
+    put_op_id(dir.path(), &op_id_key(&target, "ghost", 2), "target");
     let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
     let broken = store
         .verify_all()
@@ -235,17 +227,9 @@ fn a_dangling_op_id_entry_is_named_and_never_taken_as_applied() {
                 .expect("submit"),
         );
     }
-    {
-        let db = raw_db(dir.path());
-        let cf = db.cf_handle("op_ids").expect("cf");
-        let mut value = vec![1u8];
-        value.extend_from_slice(b"c\0main\0global\0");
-        db.put_cf(cf, op_id_key(&global, "b", 0), &value)
-            .expect("put");
-        // And one for an undo, which takes the merge path.
-        db.put_cf(cf, op_id_key(&global, "u", 0), &value)
-            .expect("put");
-    }
+    put_op_id(dir.path(), &op_id_key(&global, "b", 0), "c");
+    // And one for an undo, which takes the merge path.
+    put_op_id(dir.path(), &op_id_key(&global, "u", 0), "c");
     let reactor = reactor::open(dir.path(), 1);
     let undo = reactor::action("u", reactordb::ACTION_UNDO, "", 1);
     for action in [reactor::increment("b"), undo] {
