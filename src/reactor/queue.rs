@@ -1,7 +1,10 @@
 //! The job queue: one FIFO per document, documents in parallel. A document
 //! never has two jobs running; a job whose dependencies are not done waits
 //! at the head of its document's queue. Bounded: a full queue refuses (or
-//! blocks, by option) instead of growing.
+//! blocks, by option) instead of growing. A caller may also claim an idle
+//! document and run its job itself (`claim_idle`, for
+//! `Reactor::execute_and_wait`): the document counts as running until the
+//! claim is dropped, so the one-job-at-a-time rule holds for both.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
