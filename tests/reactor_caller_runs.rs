@@ -207,9 +207,7 @@ fn a_busy_document_queues_the_call_behind_its_jobs_and_holds_the_jobs_behind_it(
     let reactor = open_watched(dir.path(), 1);
     create(&reactor, "busy");
     // A worker holds the document: the call queues behind it.
-    let held = reactor
-        .execute(id("busy"), main(), vec![act("busy", "gate-1")])
-        .expect("submit");
+    let held = hold_on_a_worker(&reactor, "busy", "gate-1");
     std::thread::scope(|s| {
         let caller = s.spawn(|| inline(&reactor, "busy", "b"));
         std::thread::sleep(Duration::from_millis(200));
@@ -288,6 +286,13 @@ fn a_failing_or_panicking_call_names_its_error_and_releases_the_document() {
     ));
 }
 
+/// Holds `doc` on a worker (a gated job, queued); its handle.
+fn hold_on_a_worker(reactor: &Reactor, doc: &str, gate: &str) -> reactordb::JobHandle {
+    reactor
+        .execute(id(doc), main(), vec![act(doc, gate)])
+        .expect("submit")
+}
+
 /// Holds `doc` on a caller's thread (a gated job) inside `scope`; returns
 /// the caller once its job is reducing.
 fn hold_on_a_caller<'s>(
@@ -332,9 +337,7 @@ fn a_call_queued_on_a_busy_document_times_out_and_its_job_still_lands() {
     let dir = tempfile::tempdir().expect("tempdir");
     let reactor = open_watched(dir.path(), 1);
     create(&reactor, "slow");
-    let held = reactor
-        .execute(id("slow"), main(), vec![act("slow", "gate")])
-        .expect("submit");
+    let held = hold_on_a_worker(&reactor, "slow", "gate");
     let call = reactor.execute_and_wait(
         id("slow"),
         main(),

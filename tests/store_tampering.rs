@@ -112,6 +112,15 @@ fn a_flipped_ordinal_is_named() {
     }
 }
 
+/// The first broken place `verify_all` finds; panics when all is clean.
+fn first_broken_of_all(store: &OperationStore) -> reactordb::BrokenLink {
+    store
+        .verify_all()
+        .expect("verify")
+        .first_broken
+        .expect("found")
+}
+
 /// The op-id key of action `action` at `index` (skip 0) of `unit`.
 fn op_id_key(unit: &reactordb::SyncUnit, action: &str, index: u64) -> Vec<u8> {
     let id =
@@ -151,11 +160,7 @@ fn a_lost_or_misdirected_op_id_entry_is_named() {
         }
         let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
         assert!(store.verify(&clean).expect("verify").is_clean());
-        let broken = store
-            .verify_all()
-            .expect("verify")
-            .first_broken
-            .expect("found");
+        let broken = first_broken_of_all(&store);
         assert_eq!(
             (broken.unit, broken.index, broken.fault),
             (target, 2, ChainFault::OpIdIndexMismatch),
@@ -195,11 +200,7 @@ fn a_dangling_op_id_entry_is_named_and_never_taken_as_applied() {
     let (_, target) = build(dir.path());
     put_op_id(dir.path(), &op_id_key(&target, "ghost", 2), "target");
     let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
-    let broken = store
-        .verify_all()
-        .expect("verify")
-        .first_broken
-        .expect("found");
+    let broken = first_broken_of_all(&store);
     assert_eq!(
         (broken.unit, broken.index, broken.fault),
         (target, 2, ChainFault::OpIdIndexMismatch)
