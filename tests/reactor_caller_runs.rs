@@ -302,13 +302,17 @@ fn hold_on_a_caller<'s>(
     gate: &'s str,
 ) -> std::thread::ScopedJoinHandle<'s, reactordb::Result<ConsistencyToken>> {
     let caller = scope.spawn(move || inline(reactor, doc, gate));
-    let input = format!("{doc}/{gate}");
+    wait_reduced(&format!("{doc}/{gate}"));
+    caller
+}
+
+/// Waits until a job has begun reducing `input`.
+fn wait_reduced(input: &str) {
     let deadline = Instant::now() + WAIT;
-    while reduced_on(&input).is_none() {
-        assert!(Instant::now() < deadline, "the call never ran");
+    while reduced_on(input).is_none() {
+        assert!(Instant::now() < deadline, "{input} never ran");
         std::thread::sleep(Duration::from_millis(5));
     }
-    caller
 }
 
 #[test]
@@ -482,4 +486,46 @@ fn mixed_callers(seed: u64) {
     );
     assert_no_overlap(&format!("mixed{seed}-"));
     assert!(reactor.store().verify_all().expect("verify").is_clean());
+}
+
+/// A job run on the caller's thread takes no place in the queue: with the
+/// queue full, `execute` is refused and `execute_and_wait` on an idle
+/// document still runs. Such a job is in no job table: the id its failure
+/// names is unknown to `job_status`.
+#[test]
+fn a_call_on_an_idle_document_runs_while_the_queue_is_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut registry = ModelRegistry::with_examples();
+    registry.register(Watched);
+    let reactor = Reactor::builder(dir.path())
+        .durability(Durability::Buffered)
+        .registry(registry)
+        .workers(1)
+        .queue_capacity(1)
+        .open()
+        .expect("open");
+    for doc in ["full", "free"] {
+        create(&reactor, doc);
+    }
+    let held = hold_on_a_worker(&reactor, "full", "gate");
+    wait_reduced("full/gate");
+    let queued = reactor
+        .execute(id("full"), main(), vec![act("full", "b")])
+        .expect("the queue's one place");
+    let refused = reactor.execute(id("free"), main(), vec![act("free", "x")]);
+    assert!(
+        matches!(refused, Err(Error::QueueFull { .. })),
+        "{refused:?}"
+    );
+    inline(&reactor, "free", "y").expect("runs beside a full queue");
+    match inline(&reactor, "free", "boom") {
+        Err(Error::JobFailed { job, .. }) => {
+            assert!(reactor.job_status(reactordb::JobId(job)).is_none())
+        }
+        other => panic!("expected a failure: {other:?}"),
+    }
+    open_gate("full/gate");
+    written(&held);
+    written(&queued);
+    assert_eq!(stored(&reactor, "free"), ["free/y"]);
 }
