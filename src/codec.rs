@@ -31,6 +31,20 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// The most bytes a stored value may make a decoder allocate. Every
+/// length inside a value is read from disk: without a bound, one flipped
+/// byte in a length prefix asks for terabytes and aborts the process
+/// (found by the `values` fuzz target). Writers stay far below it (an
+/// action's input is bounded by `limits::MAX_ACTION_BYTES`); a claim past
+/// it decodes as `Corrupt`.
+pub(crate) const MAX_DECODED_VALUE: usize = 1 << 30;
+
+/// The configuration every decoder of a stored value uses: `config()` with
+/// [`MAX_DECODED_VALUE`] as its allocation bound.
+pub(crate) fn decode_config() -> impl bincode::config::Config {
+    config().with_limit::<MAX_DECODED_VALUE>()
+}
+
 fn encode_body<T: Serialize>(out: &mut Vec<u8>, body: &T) {
     // Encoding plain structs of integers, strings and bytes into a Vec
     // cannot fail; a failure here is a bug in a Serialize impl.
@@ -43,7 +57,7 @@ fn decode_body<'a, T: Deserialize<'a>>(
     cf: &'static str,
     what: &'static str,
 ) -> Result<T> {
-    match bincode::serde::borrow_decode_from_slice(bytes, config()) {
+    match bincode::serde::borrow_decode_from_slice(bytes, decode_config()) {
         Ok((value, used)) if used == bytes.len() => Ok(value),
         _ => Err(Error::Corrupt { cf, what }),
     }

@@ -93,6 +93,9 @@ mod bus;
 mod codec;
 mod error;
 mod fold;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod merge;
 mod model;
@@ -105,9 +108,6 @@ pub mod workloads;
 
 pub use bus::{Event, EventBus, Subscription};
 pub use error::{Error, IdError, InvalidOperationReason, Result};
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
-pub use merge::fuzz_merge;
 pub use merge::{verify_histories, HistoryReport, ACTION_REDO, ACTION_UNDO, MAX_TIMESTAMP_MS};
 pub use model::{
     Action, ActionId, ActionType, Branch, Digest, DocumentId, DocumentType, NewOperation,
@@ -125,8 +125,8 @@ pub use reactor::{
 };
 pub use store::{
     AtomicTxn, BrokenLink, ChainFault, CommitStats, Cursor, DocumentRevisions, Durability,
-    OperationFilter, OperationLocation, OperationStore, Page, Paging, StoreOptions, StreamInfo,
-    VerifyReport,
+    ExportLine, OperationFilter, OperationLocation, OperationStore, Page, Paging, StoreOptions,
+    StreamInfo, VerifyReport,
 };
 pub use sync::{
     in_process_pair, Channel, ChannelClosed, DeadLetter, DocumentSyncStatus, FaultPlan,

@@ -12,10 +12,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use reactordb::workloads::{self, WorkloadConfig, WorkloadReport};
 use reactordb::{
-    Branch, DocumentId, Durability, NewOperation, Operation, OperationFilter, OperationStore,
-    Paging, Revision, Scope, StoreOptions, SyncUnit,
+    Branch, DocumentId, Durability, ExportLine, OperationFilter, OperationStore, Paging, Revision,
+    Scope, StoreOptions, SyncUnit,
 };
-use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
 #[command(
@@ -384,16 +383,6 @@ fn inspect_view(store: OperationStore, args: &InspectArgs, out: &mut impl Write)
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line of an export: a stream's operation, with its place.
-#[derive(Serialize, Deserialize)]
-struct ExportLine {
-    document_id: DocumentId,
-    document_type: reactordb::DocumentType,
-    scope: Scope,
-    branch: Branch,
-    operation: Operation,
-}
-
 fn export(db: &Path, document: &str) -> CliResult {
     let store = open_existing(db)?;
     let document = DocumentId::new(document)?;
@@ -418,7 +407,7 @@ fn export(db: &Path, document: &str) -> CliResult {
                 branch: s.unit.branch.clone(),
                 operation,
             };
-            writeln!(out, "{}", serde_json::to_string(&line)?)?;
+            writeln!(out, "{}", line.to_json())?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -432,20 +421,10 @@ fn import(db: &Path) -> CliResult {
         if line.trim().is_empty() {
             continue;
         }
-        let entry: ExportLine = serde_json::from_str(&line)
+        let entry = ExportLine::parse(&line)
             .map_err(|e| format!("line {}: not an export line: {e}", n + 1))?;
-        let index = entry.operation.index;
-        store
-            .apply(
-                &entry.document_id,
-                &entry.document_type,
-                &entry.scope,
-                &entry.branch,
-                Revision(index),
-                |txn| {
-                    txn.add_operation(NewOperation::from(entry.operation));
-                },
-            )
+        entry
+            .apply_to(&store)
             .map_err(|e| format!("line {}: {e}", n + 1))?;
         imported += 1;
     }

@@ -17,7 +17,7 @@ use crate::store::{OperationStore, StreamInfo};
 
 mod snapshot;
 
-use snapshot::Snapshot;
+pub(crate) use snapshot::Snapshot;
 pub use snapshot::{verify_snapshots, SnapshotReport};
 
 /// Action type that moves a scope's state to a newer model version.

@@ -51,7 +51,7 @@ impl Snapshot {
             return None;
         }
         let (snapshot, used): (Snapshot, usize) =
-            bincode::serde::decode_from_slice(body, config()).ok()?;
+            bincode::serde::decode_from_slice(body, crate::codec::decode_config()).ok()?;
         (used == body.len()).then_some((snapshot, expected))
     }
 }

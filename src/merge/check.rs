@@ -98,6 +98,7 @@ pub(crate) fn write(raw: &mut Vec<Operation>, incoming: &[Operation]) -> Option<
 }
 
 /// Rewrites a log that may break the invariant, as the migration does.
+#[cfg(test)]
 pub(crate) fn mend(raw: &mut Vec<Operation>) -> Option<Plan> {
     let plan = plan_whole(raw, Vec::new()).expect("an in-memory log reads")?;
     Some(append(raw, plan))

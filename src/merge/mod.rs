@@ -239,13 +239,3 @@ pub(crate) fn collect(len: usize, index_skip: impl Fn(usize) -> (u64, u64)) -> V
 pub(crate) mod check;
 #[cfg(test)]
 mod tests;
-
-/// Runs the merge property check on a fuzzer's bytes (the `merge_model`
-/// target): panics when a replica's history departs from the naive model's
-/// or replicas holding one set disagree.
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
-pub fn fuzz_merge(data: &[u8]) {
-    let mut stats = check::Stats::default();
-    check::scenario(&mut check::Bytes(data), 0, &mut stats);
-}

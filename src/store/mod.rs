@@ -14,6 +14,7 @@ mod apply;
 mod batch;
 mod chain;
 mod commit;
+mod export;
 #[cfg(feature = "fault-injection")]
 mod fault;
 mod heads;
@@ -34,6 +35,7 @@ use crate::model::Ordinal;
 
 pub(crate) use apply::{LogOrder, StreamAppend};
 pub use commit::CommitStats;
+pub use export::ExportLine;
 pub use query::{
     Cursor, DocumentRevisions, OperationFilter, OperationLocation, Page, Paging, StreamInfo,
 };

@@ -33,6 +33,68 @@ mod state;
 mod tests;
 mod wire;
 
+/// The sync decoders on a fuzzer's bytes (the `values` target): stored
+/// sync values, whole frames, a payload inside a valid frame (past the
+/// checksum, which a fuzzer cannot forge), and one operation's bytes.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_decode(selector: u8, bytes: &[u8]) {
+    match selector % 4 {
+        0 => state::fuzz_decode(bytes),
+        1 => {
+            if let Ok(message) = wire::decode_frame(bytes) {
+                assert_eq!(
+                    wire::decode_frame(&wire::encode_frame(&message)).ok(),
+                    Some(message)
+                );
+            }
+        }
+        2 => {
+            let frame = wire::frame_with(wire::PROTOCOL_VERSION, bytes);
+            if let Ok(message) = wire::decode_frame(&frame) {
+                assert_eq!(
+                    wire::decode_frame(&wire::encode_frame(&message)).ok(),
+                    Some(message)
+                );
+            }
+        }
+        _ => {
+            if let Ok(op) = wire::SyncedOperation::decode(bytes) {
+                if op.check().is_ok() {
+                    let _ = op.signed_digest();
+                }
+                assert_eq!(wire::SyncedOperation::decode(&op.encode()), Ok(op));
+            }
+        }
+    }
+}
+
+/// Valid inputs for [`fuzz_decode`], one per selector (`0..4`): what the
+/// `values` seed corpus starts from.
+#[cfg(test)]
+pub(crate) fn fuzz_seeds(operation: &crate::model::OperationWithContext) -> Vec<(u8, Vec<u8>)> {
+    let synced = wire::SyncedOperation::of(operation);
+    let op = wire::WireOperation {
+        ordinal: 7,
+        bytes: synced.encode(),
+        signature: None,
+    };
+    let envelope = wire::Message::Envelope {
+        epoch: 1,
+        first: 1,
+        last: 7,
+        witness: operation.operation.hash,
+        operations: vec![op],
+    };
+    let payload =
+        bincode::serde::encode_to_vec(&envelope, bincode::config::standard()).expect("encodes");
+    vec![
+        (0, state::fuzz_seed()),
+        (1, wire::encode_frame(&envelope)),
+        (2, payload),
+        (3, synced.encode()),
+    ]
+}
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

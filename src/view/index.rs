@@ -58,10 +58,19 @@ pub(crate) fn load_header_record(db: &DB, key: &[u8]) -> Result<Option<HeaderRec
     let Some(bytes) = db.get_pinned_cf(cf(db), key)? else {
         return Ok(None);
     };
+    decode_header_record(&bytes).map(Some)
+}
+
+/// Decodes a header record value (the whole value: trailing bytes are
+/// damage too).
+pub(crate) fn decode_header_record(bytes: &[u8]) -> Result<HeaderRecord> {
     match bytes.split_first() {
-        Some((&V1, body)) => bincode::serde::decode_from_slice(body, bincode::config::standard())
-            .map(|(record, _)| Some(record))
-            .map_err(|_| corrupt("header record")),
+        Some((&V1, body)) => {
+            match bincode::serde::decode_from_slice(body, crate::codec::decode_config()) {
+                Ok((record, used)) if used == body.len() => Ok(record),
+                _ => Err(corrupt("header record")),
+            }
+        }
         _ => Err(corrupt("header record")),
     }
 }

@@ -33,7 +33,10 @@ use crate::store::{OperationStore, Paging};
 
 use crate::fold::{self, Folded, Reducer};
 use cache::{CachedDoc, CachedScope, DocCache};
+#[cfg(not(any(test, feature = "fuzzing")))]
 use index::HeaderRecord;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use index::{decode_header_record, encode_header_record, HeaderRecord};
 
 pub use crate::fold::{verify_snapshots, SnapshotReport};
 pub use read::{ConsistencyToken, Document, ScopeState, ViewFilter};
