@@ -153,6 +153,17 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// An input is larger than a limit of the engine (see the `limits`
+    /// table in the crate docs); nothing was queued or written.
+    #[error("too many {what}: {actual}, at most {max}")]
+    LimitExceeded {
+        /// What was counted.
+        what: &'static str,
+        /// The limit.
+        max: u64,
+        /// What the input had.
+        actual: u64,
+    },
     /// Bytes on disk do not decode: corruption, or a bug.
     #[error("corrupt {what} in column family {cf}")]
     Corrupt {

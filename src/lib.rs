@@ -97,6 +97,7 @@ mod fold;
 #[doc(hidden)]
 pub mod fuzzing;
 mod keys;
+mod limits;
 mod merge;
 mod model;
 mod models;
@@ -108,6 +109,9 @@ pub mod workloads;
 
 pub use bus::{Event, EventBus, Subscription};
 pub use error::{Error, IdError, InvalidOperationReason, Result};
+pub use limits::{
+    MAX_ACTION_BYTES, MAX_ENVELOPE_BYTES, MAX_JOB_ACTIONS, MAX_LOAD_OPERATIONS, MAX_OPERATION_BYTES,
+};
 pub use merge::{verify_histories, HistoryReport, ACTION_REDO, ACTION_UNDO, MAX_TIMESTAMP_MS};
 pub use model::{
     Action, ActionId, ActionType, Branch, Digest, DocumentId, DocumentType, NewOperation,

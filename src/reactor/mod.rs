@@ -182,6 +182,10 @@ impl ReactorBuilder {
                 option: "cached_stream_states",
                 reason: "must be at least 1",
             })?;
+        // Every option is checked before the database opens: bad options
+        // leave nothing on disk.
+        self.view.validate()?;
+        self.store.validate()?;
         let store = OperationStore::open(&self.path, self.store)?;
         let bus = EventBus::new();
         let view = DocumentView::open(store.clone(), &bus, self.registry.clone(), self.view)?;
@@ -425,6 +429,7 @@ impl Reactor {
         branch: Branch,
         actions: Vec<Action>,
     ) -> Result<JobHandle> {
+        crate::limits::check_job(&actions)?;
         let ids = self.inner.submit(vec![(
             (document_id, branch),
             Job::execute(actions),
@@ -460,6 +465,7 @@ impl Reactor {
         actions: Vec<Action>,
         timeout: Duration,
     ) -> Result<ConsistencyToken> {
+        crate::limits::check_job(&actions)?;
         let key = (document_id, branch);
         let Some(claim) = self.inner.queue.claim_idle(&key)? else {
             return self.execute(key.0, key.1, actions)?.written(timeout);
@@ -568,6 +574,11 @@ impl Reactor {
         branch: Branch,
         operations: Vec<OperationWithContext>,
     ) -> Result<JobHandle> {
+        crate::limits::check(
+            "operations in a load",
+            operations.len(),
+            crate::limits::MAX_LOAD_OPERATIONS,
+        )?;
         let ids = self.inner.submit(vec![(
             (document_id, branch),
             Job::load(operations),
@@ -580,6 +591,9 @@ impl Reactor {
     /// between them.
     pub fn submit_batch(&self, batch: Vec<BatchJob>) -> Result<Vec<JobHandle>> {
         let mut jobs = Vec::with_capacity(batch.len());
+        for job in &batch {
+            crate::limits::check_job(&job.actions)?;
+        }
         for (position, job) in batch.into_iter().enumerate() {
             let mut dependencies = Vec::with_capacity(job.depends_on.len());
             for dep in job.depends_on {

@@ -185,12 +185,12 @@ impl OperationStore {
                     &operation.action,
                     &operation.error,
                 );
-                if value.len() > batch::MAX_FIELD {
+                if value.len() > crate::limits::MAX_OPERATION_BYTES {
                     return Err(Error::InvalidOperation {
                         position,
                         reason: InvalidOperationReason::TooLarge {
                             bytes: value.len(),
-                            max: batch::MAX_FIELD,
+                            max: crate::limits::MAX_OPERATION_BYTES,
                         },
                     });
                 }

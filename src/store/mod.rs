@@ -98,7 +98,7 @@ impl StoreOptions {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.block_cache_bytes < (1 << 20) {
             return Err(Error::InvalidOptions {
                 option: "block_cache_bytes",

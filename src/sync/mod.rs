@@ -118,6 +118,7 @@ pub use channel::{
 pub use filter::{RemoteFilter, RemoteOptions};
 pub use sign::SigningKey;
 pub use state::DeadLetter;
+pub(crate) use wire::MAX_PAYLOAD;
 pub use wire::{Signature, PROTOCOL_VERSION};
 
 use state::{RemoteRecord, SyncState};

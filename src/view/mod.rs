@@ -75,7 +75,9 @@ impl Default for ViewOptions {
 }
 
 impl ViewOptions {
-    fn validate(&self) -> Result<NonZeroUsize> {
+    /// Checks the options (the reactor's builder does, before it opens
+    /// anything, so bad options leave nothing on disk).
+    pub(crate) fn validate(&self) -> Result<NonZeroUsize> {
         if self.snapshot_every == 0 {
             return Err(Error::InvalidOptions {
                 option: "snapshot_every",

@@ -141,6 +141,13 @@ impl Executor {
                     context.scope, op.action.scope
                 )));
             }
+            let bytes = crate::limits::action_bytes(&op.action);
+            if bytes > crate::limits::MAX_ACTION_BYTES {
+                return Err(invalid(format!(
+                    "its input and context take {bytes} bytes, more than {}",
+                    crate::limits::MAX_ACTION_BYTES
+                )));
+            }
             if op.timestamp_utc_ms > merge::MAX_TIMESTAMP_MS {
                 return Err(invalid(format!(
                     "timestamp {} is past {}",
