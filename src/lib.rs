@@ -140,6 +140,6 @@ pub use sync::{
 #[cfg(feature = "grpc")]
 pub use sync::{DialOptions, GrpcChannel, GrpcServer, GrpcTransport, Reconnecting, ServeOptions};
 pub use view::{
-    verify_snapshots, ConsistencyToken, Document, DocumentView, ScopeState, SnapshotReport,
-    ViewFilter, ViewOptions,
+    rebuild_view, verify_snapshots, verify_view, ConsistencyToken, Document, DocumentView,
+    ScopeState, SnapshotReport, ViewFault, ViewFilter, ViewOptions, ViewReport,
 };

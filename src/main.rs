@@ -42,9 +42,15 @@ enum Command {
     /// Runs the standard workloads on a fresh database in a temporary
     /// directory: W1 many-docs, W2 hot-doc, W3 contention.
     Bench(BenchArgs),
-    /// Re-checks every hash chain and every view snapshot; exits non-zero
-    /// naming the first broken one.
-    Verify,
+    /// Re-checks every hash chain, view snapshot, merge history and the
+    /// view's metadata; exits non-zero naming the first broken one.
+    Verify {
+        /// Drop the view's data (headers, indexes, snapshots, checkpoint)
+        /// and fold it again from the operations, then verify. Operations
+        /// are never repaired.
+        #[arg(long)]
+        repair_view: bool,
+    },
     /// Lists documents (paged; `--type` filters), shows a document's
     /// streams or, with `--json`, the document itself, or a stream's
     /// operations (`--scope`).
@@ -197,7 +203,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Demo { fresh } => cli::demo::run(&cli.db, *fresh).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench(&cli.db, args),
-        Command::Verify => verify(&cli.db),
+        Command::Verify { repair_view } => verify(&cli.db, *repair_view),
         Command::Inspect(args) => inspect(&cli.db, args),
         Command::Export { document } => export(&cli.db, document),
         Command::Import => import(&cli.db),
@@ -228,8 +234,22 @@ fn open_existing(db: &Path) -> Result<OperationStore, Box<dyn std::error::Error>
     Ok(OperationStore::open(db, options)?)
 }
 
-fn verify(db: &Path) -> CliResult {
+fn verify(db: &Path, repair_view: bool) -> CliResult {
     let store = open_existing(db)?;
+    if repair_view {
+        reactordb::rebuild_view(&store)?;
+        // Opening a view folds its data again, from ordinal 1 (models are
+        // needed only for the snapshots of their scopes).
+        let bus = reactordb::EventBus::new();
+        let view = reactordb::DocumentView::open(
+            store.clone(),
+            &bus,
+            reactordb::ModelRegistry::with_examples(),
+            reactordb::ViewOptions::default(),
+        )?;
+        drop(view);
+        println!("view rebuilt from the operations");
+    }
     let chains = store.verify_all()?;
     if let Some(broken) = chains.first_broken {
         println!(
@@ -246,6 +266,11 @@ fn verify(db: &Path) -> CliResult {
     let histories = reactordb::verify_histories(&store)?;
     if let Some(unit) = histories.first_diverged {
         println!("BROKEN history: {unit} (its raw log is not the merge of its operations)");
+        return Ok(ExitCode::from(2));
+    }
+    let view = reactordb::verify_view(&store)?;
+    if let Some((fault, place)) = view.first_fault {
+        println!("BROKEN view data: {fault:?} at {place} (run verify --repair-view)");
         return Ok(ExitCode::from(2));
     }
     println!(

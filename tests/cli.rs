@@ -88,6 +88,45 @@ fn verify_is_clean_then_names_a_changed_byte() {
 }
 
 #[test]
+fn verify_names_damaged_view_data_and_repair_view_rebuilds_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    database(dir.path());
+    let db = dir.path().to_str().expect("utf8");
+    // Lose the document's type index entry: it drops out of listings.
+    {
+        let raw = common::raw_db(dir.path());
+        let cf = raw.cf_handle("view_meta").expect("cf");
+        let key = b"texample/counter\0doc\0";
+        assert!(
+            raw.get_cf(cf, key).expect("get").is_some(),
+            "the index entry"
+        );
+        raw.delete_cf(cf, key).expect("delete");
+    }
+    let out = run(&["--db", db, "verify"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("BROKEN view data: MissingIndexEntry at texample/counter/doc/"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&["--db", db, "verify", "--repair-view"], None);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("view rebuilt"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&["--db", db, "inspect", "--type", "example/counter"], None);
+    assert!(text(&out.stdout).contains("doc"), "{}", text(&out.stdout));
+}
+
+#[test]
 fn export_then_import_reproduces_the_chain_heads() {
     let (src, dst) = (
         tempfile::tempdir().expect("tempdir"),

@@ -420,3 +420,107 @@ fn an_ordinal_out_of_order_is_named_by_a_fold() {
         Err(other) => panic!("expected Corrupt, got {other}"),
     }
 }
+
+/// A checkpoint past every write would make the view skip writes until
+/// the store caught up with it: the view rebuilds its data from the
+/// operations instead, and new writes are read as usual. A damaged header
+/// record reads as `Corrupt` (never as a missing or other document), and
+/// the next write to the document rewrites it from the operations.
+#[test]
+fn a_damaged_checkpoint_or_header_record_is_rebuilt_from_the_operations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let reactor = open(dir.path(), 1);
+        create_counter(&reactor, "doc");
+        written(
+            &reactor
+                .execute(id("doc"), main(), vec![increment("a")])
+                .expect("submit"),
+        );
+    }
+    let set = |key: &[u8], edit: &dyn Fn(&mut Vec<u8>)| {
+        let raw = common::raw_db(dir.path());
+        let cf = raw.cf_handle("view_meta").expect("cf");
+        let mut value = raw.get_cf(cf, key).expect("get").expect("present");
+        edit(&mut value);
+        raw.put_cf(cf, key, value).expect("put");
+    };
+    set(b"c", &|v| v[0] = 0x7f);
+    {
+        let reactor = open(dir.path(), 1);
+        assert!(reactordb::verify_view(reactor.store())
+            .expect("verify")
+            .is_clean());
+        let token = written(
+            &reactor
+                .execute(id("doc"), main(), vec![increment("b")])
+                .expect("submit"),
+        );
+        let read = reactor
+            .view()
+            .get(&id("doc"), &ViewFilter::default(), Some(token))
+            .expect("the new write is read");
+        let value = reactordb::CounterModel::value(read.state(&Scope::global()).expect("global"));
+        assert_eq!(value, Some(2));
+    }
+    set(b"hdoc\0main\0", &|v| v[3] ^= 0x10);
+    let reactor = open(dir.path(), 1);
+    let report = reactordb::verify_view(reactor.store()).expect("verify");
+    assert!(
+        matches!(
+            report.first_fault,
+            Some((reactordb::ViewFault::UndecodableHeader, _))
+        ),
+        "{report:?}"
+    );
+    reactor.view().clear_cache();
+    // Reads never serve the damaged record: they fold the header from the
+    // operations (or answer `Corrupt`).
+    match reactor.view().get(&id("doc"), &ViewFilter::default(), None) {
+        Err(Error::Corrupt {
+            cf: "view_meta", ..
+        }) => {}
+        Ok(read) => {
+            assert_eq!(read.header.name, "doc");
+            let value =
+                reactordb::CounterModel::value(read.state(&Scope::global()).expect("global"));
+            assert_eq!(value, Some(2));
+        }
+        Err(other) => panic!("a damaged header record: {other:?}"),
+    }
+    // A write to the document scope rewrites the record from the
+    // operations (the view folds it again: the damaged one reads as none).
+    let token = written(
+        &reactor
+            .execute(
+                id("doc"),
+                main(),
+                vec![reactordb::system_action(
+                    reactor.new_action_id(),
+                    1,
+                    &reactordb::SystemAction::SetName {
+                        name: "renamed".into(),
+                    },
+                )],
+            )
+            .expect("submit"),
+    );
+    written(
+        &reactor
+            .execute(id("doc"), main(), vec![increment("c")])
+            .expect("submit"),
+    );
+    reactor.view().wait_for(token).expect("caught up");
+    assert!(reactordb::verify_view(reactor.store())
+        .expect("verify")
+        .is_clean());
+    reactor.view().clear_cache();
+    let read = reactor
+        .view()
+        .get(&id("doc"), &ViewFilter::default(), None)
+        .expect("read");
+    assert_eq!(
+        reactordb::CounterModel::value(read.state(&Scope::global()).expect("global")),
+        Some(3)
+    );
+}

@@ -510,7 +510,7 @@ impl OperationStore {
         index: u64,
         ordinal: Ordinal,
     ) -> Result<()> {
-        if self.ordinal_names(unit_key, index, ordinal)? {
+        if self.ordinal_names(unit_key, index, ordinal, None)? {
             Ok(())
         } else {
             Err(corrupt(keys::CF_OPERATIONS, ORDINAL_NOT_INDEXED))
@@ -518,19 +518,24 @@ impl OperationStore {
     }
 
     /// Whether the ordinal index's entry at `ordinal` is the operation at
-    /// `index` of `unit_key`.
+    /// `index` of `unit_key` (and, given the stream's document type, names
+    /// that type: the ordinal feed serves it as the operation's context).
     pub(crate) fn ordinal_names(
         &self,
         unit_key: &[u8],
         index: u64,
         ordinal: Ordinal,
+        document_type: Option<&str>,
     ) -> Result<bool> {
         let cf = cf_handles(self.db()).ordinals;
         let Some(bytes) = self.db().get_pinned_cf(cf, keys::ordinal_key(ordinal))? else {
             return Ok(false);
         };
         let named = codec::decode_ordinal(&bytes)?;
-        Ok(named.op_key == keys::op_key_from_unit(unit_key, index).as_slice())
+        Ok(
+            named.op_key == keys::op_key_from_unit(unit_key, index).as_slice()
+                && document_type.is_none_or(|t| t == named.document_type),
+        )
     }
 
     /// The operation at `index` of the stream `unit_key`, with its ordinal.

@@ -192,6 +192,8 @@ impl OperationStore {
         let mut previous = Digest::default();
         let mut last_state_hash = None;
         let mut last_ordinal = crate::model::Ordinal(0);
+        let head = self.head_with_state(&unit_key)?;
+        let document_type = head.as_ref().map(|(h, _)| h.document_type.as_str());
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
             let Some(index) = keys::op_key_index(key).filter(|_| key.len() == unit_key.len() + 8)
             else {
@@ -212,7 +214,7 @@ impl OperationStore {
                 report.first_broken = broken(index, ChainFault::HashMismatch);
                 return Ok(());
             }
-            let indexed = match self.ordinal_names(&unit_key, index, ordinal) {
+            let indexed = match self.ordinal_names(&unit_key, index, ordinal, document_type) {
                 Ok(named) => named,
                 // A damaged ordinal-index value names nothing.
                 Err(crate::Error::Corrupt { .. }) => false,
@@ -234,7 +236,6 @@ impl OperationStore {
             iter.next();
         }
         iter.status()?;
-        let head = self.head_with_state(&unit_key)?;
         let head_ok = match &head {
             // A kept state must be the one the last operation hashed.
             Some((h, kept)) => {

@@ -15,7 +15,7 @@ use crate::models::DocumentHeader;
 
 const V1: u8 = 1;
 
-fn cf(db: &DB) -> &rocksdb::ColumnFamily {
+pub(crate) fn cf(db: &DB) -> &rocksdb::ColumnFamily {
     db.cf_handle(keys::CF_VIEW_META)
         .expect("column families are created when the store opens")
 }
@@ -46,11 +46,20 @@ pub(crate) fn header_key(document_id: &DocumentId, branch: &Branch) -> Vec<u8> {
     keys::view_key(view_tag::HEADER, &[document_id.as_str(), branch.as_str()])
 }
 
+/// Header records this build writes: v1 plus a checksum, so a flipped
+/// bit is `Corrupt` (and found by `verify_view`) instead of a document
+/// that reads as missing or as another header.
+const V2: u8 = 2;
+const CHECKSUM: usize = 32;
+
+// Format (v2): {version: u8 = 2}{HeaderRecord: bincode}{blake3 of the bincode: 32 bytes}
 // Format (v1): {version: u8 = 1}{HeaderRecord: bincode}
 pub(crate) fn encode_header_record(record: &HeaderRecord) -> Vec<u8> {
-    let mut out = vec![V1];
+    let mut out = vec![V2];
     bincode::serde::encode_into_std_write(record, &mut out, bincode::config::standard())
         .expect("encoding into a Vec cannot fail");
+    let sum = blake3::hash(&out[1..]);
+    out.extend_from_slice(sum.as_bytes());
     out
 }
 
@@ -64,13 +73,19 @@ pub(crate) fn load_header_record(db: &DB, key: &[u8]) -> Result<Option<HeaderRec
 /// Decodes a header record value (the whole value: trailing bytes are
 /// damage too).
 pub(crate) fn decode_header_record(bytes: &[u8]) -> Result<HeaderRecord> {
-    match bytes.split_first() {
-        Some((&V1, body)) => {
-            match bincode::serde::decode_from_slice(body, crate::codec::decode_config()) {
-                Ok((record, used)) if used == body.len() => Ok(record),
-                _ => Err(corrupt("header record")),
+    let body = match bytes.split_first() {
+        Some((&V1, body)) => body,
+        Some((&V2, rest)) if rest.len() >= CHECKSUM => {
+            let (body, sum) = rest.split_at(rest.len() - CHECKSUM);
+            if blake3::hash(body).as_bytes() != sum {
+                return Err(corrupt("header record (checksum)"));
             }
+            body
         }
+        _ => return Err(corrupt("header record")),
+    };
+    match bincode::serde::decode_from_slice(body, crate::codec::decode_config()) {
+        Ok((record, used)) if used == body.len() => Ok(record),
         _ => Err(corrupt("header record")),
     }
 }
@@ -105,7 +120,7 @@ pub(crate) fn put_header_record(
 /// The index keys a header contributes (none when absent or deleted).
 /// Indexes cover the `main` branch. Slugs and relationship types that could
 /// not be key fields (empty, control characters) are not indexed.
-fn index_entries(header: Option<&DocumentHeader>) -> BTreeSet<Vec<u8>> {
+pub(crate) fn index_entries(header: Option<&DocumentHeader>) -> BTreeSet<Vec<u8>> {
     let mut out = BTreeSet::new();
     let Some(h) = header.filter(|h| !h.deleted && h.branch == Branch::main()) else {
         return out;

@@ -13,6 +13,7 @@
 mod cache;
 mod index;
 mod read;
+mod verify;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -40,6 +41,7 @@ pub(crate) use index::{decode_header_record, encode_header_record, HeaderRecord}
 
 pub use crate::fold::{verify_snapshots, SnapshotReport};
 pub use read::{ConsistencyToken, Document, ScopeState, ViewFilter};
+pub use verify::{rebuild_view, verify_view, ViewFault, ViewReport};
 
 /// Options of [`DocumentView::open`].
 #[derive(Clone, Debug)]
@@ -144,7 +146,18 @@ impl DocumentView {
         options: ViewOptions,
     ) -> Result<Self> {
         let max_documents = options.validate()?;
-        let checkpoint = index::load_checkpoint(store.db())?;
+        let checkpoint = match index::load_checkpoint(store.db()) {
+            Ok(checkpoint) if checkpoint <= store.last_ordinal() => checkpoint,
+            // A checkpoint that does not decode, or is past every write,
+            // would make the view skip writes: its data is rebuilt from
+            // the operations instead.
+            Ok(_) | Err(Error::Corrupt { .. }) => {
+                tracing::warn!("the view's checkpoint is damaged; rebuilding the view");
+                verify::rebuild_view(&store)?;
+                Ordinal(0)
+            }
+            Err(e) => return Err(e),
+        };
         let subscription = bus.subscribe(options.bus_capacity);
         let inner = Arc::new(ViewInner {
             cache: Mutex::new(DocCache::new(max_documents, options.cache_max_bytes)),
@@ -420,12 +433,20 @@ impl ViewInner {
         if let Some(record) = pending.get(key) {
             return Ok(record.clone());
         }
-        Ok(
-            index::load_header_record(self.store.db(), key)?.unwrap_or_else(|| HeaderRecord {
-                revision: 0,
-                state: crate::models::initial_system_state(),
-            }),
-        )
+        let initial = || HeaderRecord {
+            revision: 0,
+            state: crate::models::initial_system_state(),
+        };
+        match index::load_header_record(self.store.db(), key) {
+            Ok(record) => Ok(record.unwrap_or_else(initial)),
+            // A damaged record is folded again from the operations (its
+            // revision 0 sends the caller to a fold) and rewritten.
+            Err(Error::Corrupt { .. }) => {
+                tracing::warn!("a damaged header record is rebuilt from the operations");
+                Ok(initial())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn apply_one(
