@@ -330,17 +330,30 @@ impl HeadState {
     }
 }
 
-/// Version byte of the head values this build writes.
+/// Version byte of the head values this build writes: v3 with a checksum.
+/// Every field of a head steers writes (the revision guard, the stamp of
+/// the next timestamp, whether a merge may plan from the tail, the kept
+/// state's model version), and not all of them can be recomputed cheaply
+/// from the operations, so a flipped byte must fail to decode.
+const HEAD_V4: u8 = 4;
+/// Head values with the kept state, without a checksum.
 const HEAD_V3: u8 = 3;
 /// Head values before the kept state.
 const HEAD_V2: u8 = 2;
+/// Bytes of blake3 that close a v4 head (damage, not forgery, is the
+/// threat: 64 bits are plenty).
+const HEAD_CHECKSUM: usize = 8;
 
+// Format (v4): {version: u8 = 4}{HeadValue: bincode}{Option<HeadState>: bincode}
+//              {blake3 of everything before it: first 8 bytes}
 // Format (v3): {version: u8 = 3}{HeadValue: bincode}{Option<HeadState>: bincode}
 // Format (v2): {version: u8 = 2}{HeadValue: bincode}
 // Format (v1): {version: u8 = 1}{HeadValue without in_merge_order: bincode}
 pub(crate) fn encode_head(head: &HeadValue, state: Option<&HeadState>) -> Vec<u8> {
-    let mut out = vec![HEAD_V3];
+    let mut out = vec![HEAD_V4];
     encode_body(&mut out, &(head, state));
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(&sum.as_bytes()[..HEAD_CHECKSUM]);
     out
 }
 
@@ -355,6 +368,16 @@ pub(crate) fn decode_head_with_state(bytes: &[u8]) -> Result<(HeadValue, Option<
     const CF: &str = crate::keys::CF_HEADS;
     const WHAT: &str = "head value";
     match bytes.split_first() {
+        Some((&HEAD_V4, _)) if bytes.len() > 1 + HEAD_CHECKSUM => {
+            let (summed, sum) = bytes.split_at(bytes.len() - HEAD_CHECKSUM);
+            if &blake3::hash(summed).as_bytes()[..HEAD_CHECKSUM] != sum {
+                return Err(Error::Corrupt {
+                    cf: CF,
+                    what: "head value (checksum)",
+                });
+            }
+            decode_body(&summed[1..], CF, WHAT)
+        }
         Some((&HEAD_V3, body)) => decode_body(body, CF, WHAT),
         Some((&HEAD_V2, body)) => Ok((decode_body(body, CF, WHAT)?, None)),
         Some((&V1, body)) => {

@@ -253,3 +253,47 @@ fn a_dangling_op_id_entry_is_named_and_never_taken_as_applied() {
         "nothing written"
     );
 }
+
+/// The last entry of the ordinal feed lost: the store does not hand its
+/// ordinal out again (the last group commit recorded it beside the feed),
+/// and `verify` names the operation that lost its entry. A lost format
+/// version in a database that holds operations is refused, not assumed.
+#[test]
+fn a_lost_last_ordinal_entry_is_not_reused_and_a_lost_format_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, target) = build(dir.path());
+    let last = {
+        let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
+        store.last_ordinal()
+    };
+    {
+        let db = raw_db(dir.path());
+        let cf = db.cf_handle("ordinals").expect("cf");
+        db.delete_cf(cf, last.get().to_be_bytes()).expect("delete");
+    }
+    let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
+    assert_eq!(
+        store.last_ordinal(),
+        last,
+        "the lost ordinal is still taken"
+    );
+    let broken = first_broken_of_all(&store);
+    assert_eq!((broken.unit.clone(), broken.index), (target.clone(), 4));
+    assert_eq!(broken.fault, ChainFault::OrdinalMismatch);
+    let written = append_ids(&store, &target, &["t5"]);
+    assert_eq!(
+        written[0].context.ordinal,
+        last.next(),
+        "an ordinal was reused"
+    );
+    drop(store);
+
+    {
+        let db = raw_db(dir.path());
+        db.delete(b"meta/format_version").expect("delete");
+    }
+    match OperationStore::open(dir.path(), StoreOptions::default()) {
+        Err(reactordb::Error::Corrupt { cf: "default", .. }) => {}
+        other => panic!("a lost format version was assumed: {:?}", other.map(|_| ())),
+    }
+}

@@ -149,16 +149,39 @@ fn head_v3_fixture_decodes_with_its_kept_state() {
     let kept = HeadState::keep(2, b"{}").expect("small");
     assert!(kept.intact());
     assert_eq!(
-        hex(&encode_head(&head, Some(&kept))),
-        HEAD_V3,
-        "the v3 encoding changed"
+        decode_head_with_state(&unhex(HEAD_V3)).expect("v3 decodes"),
+        (head, Some(kept))
+    );
+}
+
+/// Head value v4: v3 plus a checksum.
+const HEAD_V4: &str = "04fb2c01200909090909090909090909090909090909090909090909090909090909090909fd0068e5cf8b01000003742f78010102206e46dd10defc9b56c29a6ec56b508c21f54c08192194e4df25bf36f0c9c3c279027b7d";
+
+#[test]
+fn head_v4_fixture_decodes_and_any_flipped_byte_is_corrupt() {
+    let head = sample_head(true);
+    let kept = HeadState::keep(2, b"{}").expect("small");
+    let encoded = encode_head(&head, Some(&kept));
+    // The v4 body is the v3 one; a checksum follows.
+    assert_eq!(
+        hex(&encoded[..encoded.len() - 8]),
+        HEAD_V4,
+        "the v4 encoding changed"
     );
     assert_eq!(
-        decode_head_with_state(&unhex(HEAD_V3)).expect("v3 decodes"),
+        decode_head_with_state(&encoded).expect("v4 decodes"),
         (head.clone(), Some(kept))
     );
+    for i in 0..encoded.len() {
+        let mut bad = encoded.clone();
+        bad[i] ^= 0x04;
+        assert!(
+            decode_head_with_state(&bad).is_err(),
+            "a flip at {i} went unnoticed"
+        );
+    }
     let none = encode_head(&head, None);
-    assert_eq!(decode_head_with_state(&none).expect("v3"), (head, None));
+    assert_eq!(decode_head_with_state(&none).expect("v4"), (head, None));
 }
 
 #[test]

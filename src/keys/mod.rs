@@ -39,6 +39,12 @@ pub(crate) const ALL_CFS: [&str; 7] = [
 /// Key of the format-version record in the default column family.
 pub(crate) const META_FORMAT_KEY: &[u8] = b"meta/format_version";
 
+// Format: value {ordinal: u64 BE}
+/// Key of the last committed ordinal in the default column family, written
+/// by every group commit beside the ordinal feed: a lost last feed entry
+/// must not let the store hand its ordinal out again.
+pub(crate) const META_LAST_ORDINAL_KEY: &[u8] = b"meta/last_ordinal";
+
 const FIELD_END: u8 = 0;
 
 fn push_field(out: &mut Vec<u8>, field: &str) {

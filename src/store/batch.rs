@@ -35,6 +35,9 @@ pub(crate) const PUT_OVERHEAD: usize = 1 + 5 + 5 + 5;
 /// Longest key or value a record can carry (its length is a varint32).
 pub(crate) const MAX_FIELD: usize = u32::MAX as usize;
 
+/// RocksDB's id of the default column family.
+pub(crate) const DEFAULT_FAMILY: u32 = 0;
+
 /// Appends one put to `records`; returns where its key and its value are.
 /// Key and value must each be at most [`MAX_FIELD`] bytes.
 pub(crate) fn put(

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use rocksdb::{WriteOptions, DB};
 
-use super::batch::BatchBuilder;
+use super::batch::{self, BatchBuilder};
 
 use crate::codec;
 use crate::error::{Error, Result};
@@ -434,6 +434,9 @@ impl CommitGroup {
                     ordinal = ordinal.next();
                 }
             }
+            if let Some(batch) = &mut batch {
+                batch.append(&last_ordinal_record(ordinal), 1);
+            }
             let batch = batch.map_or_else(rocksdb::WriteBatch::default, BatchBuilder::finish);
             let started = Instant::now();
             #[cfg(feature = "fault-injection")]
@@ -537,6 +540,20 @@ pub(crate) fn cf_handles(db: &DB) -> StoreCfs<'_> {
         ordinals: get(keys::CF_ORDINALS),
         op_ids: get(keys::CF_OP_IDS),
     }
+}
+
+/// The put of the group's last ordinal (`next` is one past it) into the
+/// default column family, as write-batch records.
+fn last_ordinal_record(next: Ordinal) -> Vec<u8> {
+    let mut records = batch::records(32);
+    let last = next.get().saturating_sub(1);
+    batch::put(
+        &mut records,
+        batch::DEFAULT_FAMILY,
+        keys::META_LAST_ORDINAL_KEY,
+        &last.to_be_bytes(),
+    );
+    records
 }
 
 #[cfg(test)]

@@ -232,8 +232,9 @@ impl OperationStore {
             )
         });
         let db = DB::open_cf_descriptors(&db_opts, &path, descriptors)?;
-        let format_version = check_format(&db)?;
-        let next_ordinal = last_ordinal(&db)?.next();
+        let last = last_ordinal(&db)?;
+        let format_version = check_format(&db, last)?;
+        let next_ordinal = last.next();
         let families = batch::FamilyIds::learn(&db)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -335,8 +336,10 @@ impl OperationStore {
 }
 
 /// Writes the format version into a new database, or refuses one written by
-/// a version this build cannot read. Returns the version found.
-fn check_format(db: &DB) -> Result<u32> {
+/// a version this build cannot read, or one that holds operations but no
+/// format version (it was lost: which format its values are in is
+/// unknown). Returns the version found.
+fn check_format(db: &DB, last: Ordinal) -> Result<u32> {
     match db.get(keys::META_FORMAT_KEY)? {
         Some(bytes) => {
             let found = codec::decode_format_version(&bytes)?;
@@ -348,6 +351,10 @@ fn check_format(db: &DB) -> Result<u32> {
             }
             Ok(found)
         }
+        None if last > Ordinal(0) => Err(Error::Corrupt {
+            cf: "default",
+            what: "format version (missing in a database that holds operations)",
+        }),
         None => {
             write_format(db)?;
             Ok(codec::FORMAT_VERSION)
@@ -366,19 +373,33 @@ fn write_format(db: &DB) -> Result<()> {
     Ok(())
 }
 
-/// The last ordinal on disk: the last key of the ordinal feed.
+/// The last ordinal on disk: the last key of the ordinal feed, or the one
+/// the last group commit recorded beside it, whichever is later (so a lost
+/// last feed entry is never handed out again; `verify` reports the
+/// operation that lost it).
 fn last_ordinal(db: &DB) -> Result<Ordinal> {
     let cf = commit::cf_handles(db).ordinals;
-    match db.iterator_cf(cf, IteratorMode::End).next() {
+    let in_feed = match db.iterator_cf(cf, IteratorMode::End).next() {
         Some(entry) => {
             let (key, _) = entry?;
             keys::decode_ordinal_key(&key).ok_or(Error::Corrupt {
                 cf: keys::CF_ORDINALS,
                 what: "ordinal key",
-            })
+            })?
         }
-        None => Ok(Ordinal(0)),
-    }
+        None => Ordinal(0),
+    };
+    let recorded = match db.get(keys::META_LAST_ORDINAL_KEY)? {
+        Some(bytes) => Ordinal(u64::from_be_bytes(bytes.as_slice().try_into().map_err(
+            |_| Error::Corrupt {
+                cf: "default",
+                what: "last ordinal",
+            },
+        )?)),
+        // Databases written before this record, and new ones.
+        None => Ordinal(0),
+    };
+    Ok(in_feed.max(recorded))
 }
 
 #[cfg(test)]

@@ -192,7 +192,13 @@ impl OperationStore {
         let mut previous = Digest::default();
         let mut last_state_hash = None;
         let mut last_ordinal = crate::model::Ordinal(0);
-        let head = self.head_with_state(&unit_key)?;
+        // A head that does not decode (its checksum fails) is reported
+        // where the chain ends, once the chain itself has been checked.
+        let (head, head_damaged) = match self.head_with_state(&unit_key) {
+            Ok(head) => (head, false),
+            Err(crate::Error::Corrupt { .. }) => (None, true),
+            Err(e) => return Err(e),
+        };
         let document_type = head.as_ref().map(|(h, _)| h.document_type.as_str());
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
             let Some(index) = keys::op_key_index(key).filter(|_| key.len() == unit_key.len() + 8)
@@ -245,10 +251,10 @@ impl OperationStore {
                         .as_ref()
                         .is_none_or(|k| k.intact() && Some(k.digest) == last_state_hash)
             }
-            None => expected == 0,
+            None => expected == 0 && !head_damaged,
         };
         if !head_ok {
-            let at = head.map_or(0, |(h, _)| h.next_index);
+            let at = head.map_or(expected, |(h, _)| h.next_index);
             report.first_broken = broken(at, ChainFault::HeadMismatch);
         }
         Ok(())
