@@ -420,6 +420,10 @@ fn crash_loop(mode: &str) {
         }
         child.wait().expect("reap");
         check(dir.path(), mode, &reports, cycle);
+        if (cycle + 1) % 50 == 0 {
+            // Long runs show their progress (stderr: CI captures it).
+            eprintln!("reactor crash ({mode}): {} cycles checked", cycle + 1);
+        }
     }
     let acked: usize = reports.acked.values().map(BTreeSet::len).sum();
     let planned: usize = reports.planned.values().map(Vec::len).sum();

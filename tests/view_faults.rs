@@ -421,6 +421,52 @@ fn an_ordinal_out_of_order_is_named_by_a_fold() {
     }
 }
 
+/// An operation lost from the middle of a stream (or a value moved under
+/// another key): a fold meets an index that is not the next one and
+/// answers `Corrupt`, instead of counting the rest one revision short.
+#[test]
+fn a_lost_middle_operation_is_named_by_a_fold_not_counted_short() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let reactor = open(dir.path(), 1);
+        written(
+            &reactor
+                .create(id("log"), create_input(LogModel::document_type()))
+                .expect("submit"),
+        );
+        // States over the kept-state bound: cold reads fold the log.
+        let big = "x".repeat(600);
+        for n in 0..4 {
+            written(
+                &reactor
+                    .execute(
+                        id("log"),
+                        main(),
+                        vec![action(&format!("l{n}"), "ADD", &big, 1)],
+                    )
+                    .expect("submit"),
+            );
+        }
+    }
+    {
+        let db = common::raw_db(dir.path());
+        let cf = db.cf_handle("operations").expect("cf");
+        let mut key = b"log\0main\0global\0".to_vec();
+        key.extend_from_slice(&1u64.to_be_bytes());
+        db.delete_cf(cf, key).expect("delete");
+    }
+    let reactor = open(dir.path(), 1);
+    reactor.view().clear_cache();
+    match reactor.view().get(&id("log"), &ViewFilter::default(), None) {
+        Err(Error::Corrupt { cf, .. }) => assert_eq!(cf, "operations"),
+        Ok(doc) => panic!(
+            "served revision {:?} from a log with a hole",
+            doc.scopes.get(&Scope::global()).map(|s| s.revision)
+        ),
+        Err(other) => panic!("expected Corrupt, got {other}"),
+    }
+}
+
 /// A checkpoint past every write would make the view skip writes until
 /// the store caught up with it: the view rebuilds its data from the
 /// operations instead, and new writes are read as usual. A damaged header

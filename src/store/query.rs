@@ -149,6 +149,9 @@ pub struct OperationLocation {
 /// What `Corrupt` names when operations' ordinals do not grow along their
 /// stream.
 const ORDINAL_OUT_OF_ORDER: &str = "operation ordinal (not past its predecessor's)";
+/// What `Corrupt` names when a read meets an operation whose index is not
+/// the next one of its stream (a gap, or a value under another key).
+const INDEX_OUT_OF_PLACE: &str = "operation index (not the next of its stream)";
 /// What `Corrupt` names when an operation's ordinal is not the one the
 /// ordinal index gives it.
 const ORDINAL_NOT_INDEXED: &str = "operation ordinal (not the ordinal index's)";
@@ -477,8 +480,15 @@ impl OperationStore {
             .raw_iterator_cf_opt(cf_handles(self.db()).operations, read);
         iter.seek(keys::op_key_from_unit(unit_key, from));
         let mut previous = Ordinal(0);
+        let mut expected = from;
         while let Some(value) = iter.value() {
             let (op, ordinal) = codec::decode_operation(value)?;
+            // Indexes run on without a gap: a lost or moved operation
+            // would otherwise shift every revision after it.
+            if op.index != expected {
+                return Err(corrupt(keys::CF_OPERATIONS, INDEX_OUT_OF_PLACE));
+            }
+            expected += 1;
             // The ordinal is patched into the value after the chain hash
             // was taken, so the hash does not cover it: ordinals must grow
             // along the stream, and the one that ends the visit must be

@@ -19,7 +19,7 @@
 //! Each cursor is in the ordinal frame of the store that assigned the
 //! ordinals: the outbox cursor in ours, the inbox cursor in the remote's.
 //! Remote names are NUL-terminated in keys, so no name is a prefix of
-//! another's keys. Values are bincode with a leading version byte.
+//! another's keys. Values are bincode with a leading version byte and (v2) a checksum.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -29,25 +29,41 @@ use crate::error::{Error, Result};
 use crate::model::{Digest, OperationId};
 use crate::store::{OperationStore, SyncBatch};
 
-const VALUE_VERSION: u8 = 1;
+/// Values this build writes: v1 with a checksum, so a flipped cursor, epoch
+/// or record is `Corrupt` rather than a cursor that silently skips or
+/// repeats operations.
+const VALUE_VERSION: u8 = 2;
+/// Values without a checksum (still read).
+const VALUE_V1: u8 = 1;
+const CHECKSUM: usize = 8;
 const CF: &str = crate::keys::CF_SYNC;
 
+// Format (v2): {version: u8 = 2}{bincode}{blake3 of everything before it: first 8 bytes}
+// Format (v1): {version: u8 = 1}{bincode}
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![VALUE_VERSION];
     bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
         .expect("encoding into a Vec cannot fail");
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(&sum.as_bytes()[..CHECKSUM]);
     out
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
     let corrupt = Error::Corrupt { cf: CF, what };
-    match bytes.split_first() {
-        Some((&VALUE_VERSION, body)) => {
-            match bincode::serde::decode_from_slice(body, crate::codec::decode_config()) {
-                Ok((value, used)) if used == body.len() => Ok(value),
-                _ => Err(corrupt),
+    let body = match bytes.split_first() {
+        Some((&VALUE_VERSION, _)) if bytes.len() > CHECKSUM => {
+            let (summed, sum) = bytes.split_at(bytes.len() - CHECKSUM);
+            if &blake3::hash(summed).as_bytes()[..CHECKSUM] != sum {
+                return Err(corrupt);
             }
+            &summed[1..]
         }
+        Some((&VALUE_V1, body)) => body,
+        _ => return Err(corrupt),
+    };
+    match bincode::serde::decode_from_slice(body, crate::codec::decode_config()) {
+        Ok((value, used)) if used == body.len() => Ok(value),
         _ => Err(corrupt),
     }
 }
