@@ -1,10 +1,11 @@
 //! The merge rule's own cases, and the property check (`check`) run over
-//! many seeds and over the fuzz target's seed corpus.
+//! many seeds (the fuzz target's seed corpus is replayed by
+//! `fuzzing::tests`).
 //!
 //! `REACTORDB_MERGE_SCENARIOS=100000 cargo test --lib merge::tests -- --nocapture`
 //! runs the long mode.
 
-use super::check::{collected, mend, op, scenario, write, Bytes, Choices, Stats};
+use super::check::{collected, mend, op, scenario, write, Choices, Stats};
 use super::*;
 
 /// splitmix64: a seeded generator with no dependency.
@@ -40,20 +41,6 @@ fn every_replica_history_is_a_function_of_its_set() {
         stats.checks,
         stats.raw_ops as f64 / stats.distinct_ops.max(1) as f64
     );
-}
-
-#[test]
-fn the_fuzz_seed_corpus_replays_clean() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/merge_model");
-    let mut stats = Stats::default();
-    let mut files = 0;
-    for entry in std::fs::read_dir(&dir).expect("the seed corpus") {
-        let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
-        scenario(&mut Bytes(&bytes), 0, &mut stats);
-        files += 1;
-    }
-    assert!(files > 0, "no seeds in {}", dir.display());
-    assert_eq!(stats.scenarios, files);
 }
 
 // ---- the rule's own cases -------------------------------------------
