@@ -91,6 +91,12 @@ fn verify_is_clean_then_names_a_changed_byte() {
 fn verify_names_damaged_view_data_and_repair_view_rebuilds_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     database(dir.path());
+    {
+        // The view has indexed everything before its files are edited.
+        let reactor = open(dir.path(), 1);
+        let token = reactordb::ConsistencyToken(reactor.store().last_ordinal());
+        reactor.view().wait_for(token).expect("caught up");
+    }
     let db = dir.path().to_str().expect("utf8");
     // Lose the document's type index entry: it drops out of listings.
     {

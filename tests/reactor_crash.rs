@@ -28,11 +28,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::docs::{reference_counter, stream_ops};
-use common::reactor::{create_input, id, main, WAIT};
+use common::reactor::{create_input, id, increment_by, main, WAIT};
 use common::Rng;
 use reactordb::{
-    Action, ActionId, ActionType, ConsistencyToken, CounterModel, Durability, JobHandle,
-    ModelRegistry, Ordinal, Paging, Reactor, Scope, SyncUnit, ViewFilter, ViewOptions,
+    ConsistencyToken, CounterModel, Durability, JobHandle, ModelRegistry, Ordinal, Paging, Reactor,
+    Scope, SyncUnit, ViewFilter, ViewOptions,
 };
 
 const CHILD_DIR: &str = "REACTORDB_CRASH_CHILD_DIR";
@@ -64,16 +64,6 @@ fn durability(mode: &str) -> Durability {
         "synced" => Durability::Synced,
         _ => Durability::Buffered,
     }
-}
-
-fn increment(action_id: &str, scope: Scope, amount: i64) -> Action {
-    Action::new(
-        ActionId::new(action_id).expect("valid"),
-        ActionType::new("INCREMENT").expect("valid"),
-        scope,
-        1,
-        amount.to_string().into_bytes(),
-    )
 }
 
 fn doc_name(d: usize) -> String {
@@ -189,8 +179,8 @@ fn reactor_crash_child() {
                 for k in 0..=rng.below(3) {
                     let action = format!("p{prefix}-a{next}-{k}");
                     let amount = rng.below(9) as i64 - 4;
-                    actions.push(increment(&action, Scope::global(), amount));
-                    actions.push(increment(&format!("{action}-l"), Scope::local(), amount));
+                    actions.push(increment_by(&action, Scope::global(), amount));
+                    actions.push(increment_by(&format!("{action}-l"), Scope::local(), amount));
                     ids.push(action);
                 }
                 writeln!(out, "plan {doc} {}", ids.join(" ")).expect("stdout");
@@ -220,7 +210,7 @@ fn reactor_crash_child() {
                 peer.execute_and_wait(
                     id(&peer_doc(d)),
                     main(),
-                    vec![increment(&action, Scope::global(), amount)],
+                    vec![increment_by(&action, Scope::global(), amount)],
                     WAIT,
                 )
                 .expect("peer writes");

@@ -23,13 +23,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::reactor::{create_input, id, main, WAIT};
+use common::reactor::{create_input, id, increment_by, main, WAIT};
 use common::Rng;
 use reactordb::{
-    in_process_pair, rebuild_view, verify_histories, verify_snapshots, verify_view, Action,
-    ActionId, ActionType, CounterModel, Document, Durability, Error, ModelRegistry,
-    OperationFilter, OperationStore, Paging, Reactor, RemoteOptions, Revision, Scope, StoreOptions,
-    SyncManager, SyncOptions, ViewFilter, ViewOptions,
+    in_process_pair, rebuild_view, verify_histories, verify_snapshots, verify_view, CounterModel,
+    Document, Durability, Error, ModelRegistry, OperationFilter, OperationStore, Paging, Reactor,
+    RemoteOptions, Revision, Scope, StoreOptions, SyncManager, SyncOptions, ViewFilter,
+    ViewOptions,
 };
 
 const DOCS: usize = 4;
@@ -50,16 +50,6 @@ fn doc(d: usize) -> String {
     format!("doc-{d}")
 }
 
-fn increment(action_id: &str, scope: Scope, amount: i64) -> Action {
-    Action::new(
-        ActionId::new(action_id).expect("valid"),
-        ActionType::new("INCREMENT").expect("valid"),
-        scope,
-        1,
-        amount.to_string().into_bytes(),
-    )
-}
-
 /// The pristine database: every kind of key the engine writes.
 fn build(dir: &Path) {
     let reactor = open(dir).expect("open");
@@ -73,8 +63,8 @@ fn build(dir: &Path) {
             .expect("created");
         for k in 0..5 {
             let actions = vec![
-                increment(&format!("{d}-{k}"), Scope::global(), k + 1),
-                increment(&format!("{d}-{k}-l"), Scope::local(), 1),
+                increment_by(&format!("{d}-{k}"), Scope::global(), k + 1),
+                increment_by(&format!("{d}-{k}-l"), Scope::local(), 1),
             ];
             reactor
                 .execute(id(&doc(d)), main(), actions)

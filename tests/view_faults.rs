@@ -371,6 +371,29 @@ fn a_flipped_ordinal_is_named_not_served_as_an_older_revision() {
     );
 }
 
+/// A `log` document of four operations whose states are too large for
+/// its head to keep (see `HEAD_STATE_MAX`): cold reads fold its stream.
+fn write_large_log(dir: &std::path::Path) {
+    let reactor = open(dir, 1);
+    written(
+        &reactor
+            .create(id("log"), create_input(LogModel::document_type()))
+            .expect("submit"),
+    );
+    let big = "x".repeat(600);
+    for n in 0..4 {
+        written(
+            &reactor
+                .execute(
+                    id("log"),
+                    main(),
+                    vec![action(&format!("l{n}"), "ADD", &big, 1)],
+                )
+                .expect("submit"),
+        );
+    }
+}
+
 /// An ordinal that does not grow along its stream (a copy of the one
 /// before it) is named by a fold that reads past it. The document's states
 /// are too large for its head to keep (see `HEAD_STATE_MAX`), so the read
@@ -378,26 +401,7 @@ fn a_flipped_ordinal_is_named_not_served_as_an_older_revision() {
 #[test]
 fn an_ordinal_out_of_order_is_named_by_a_fold() {
     let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let reactor = open(dir.path(), 1);
-        written(
-            &reactor
-                .create(id("log"), create_input(LogModel::document_type()))
-                .expect("submit"),
-        );
-        let big = "x".repeat(600);
-        for n in 0..4 {
-            written(
-                &reactor
-                    .execute(
-                        id("log"),
-                        main(),
-                        vec![action(&format!("l{n}"), "ADD", &big, 1)],
-                    )
-                    .expect("submit"),
-            );
-        }
-    }
+    write_large_log(dir.path());
     let db = common::raw_db(dir.path());
     let cf = db.cf_handle("operations").expect("cf");
     let key = |i: u64| {
@@ -427,27 +431,7 @@ fn an_ordinal_out_of_order_is_named_by_a_fold() {
 #[test]
 fn a_lost_middle_operation_is_named_by_a_fold_not_counted_short() {
     let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let reactor = open(dir.path(), 1);
-        written(
-            &reactor
-                .create(id("log"), create_input(LogModel::document_type()))
-                .expect("submit"),
-        );
-        // States over the kept-state bound: cold reads fold the log.
-        let big = "x".repeat(600);
-        for n in 0..4 {
-            written(
-                &reactor
-                    .execute(
-                        id("log"),
-                        main(),
-                        vec![action(&format!("l{n}"), "ADD", &big, 1)],
-                    )
-                    .expect("submit"),
-            );
-        }
-    }
+    write_large_log(dir.path());
     {
         let db = common::raw_db(dir.path());
         let cf = db.cf_handle("operations").expect("cf");
@@ -478,11 +462,13 @@ fn a_damaged_checkpoint_or_header_record_is_rebuilt_from_the_operations() {
     {
         let reactor = open(dir.path(), 1);
         create_counter(&reactor, "doc");
-        written(
+        let token = written(
             &reactor
                 .execute(id("doc"), main(), vec![increment("a")])
                 .expect("submit"),
         );
+        // The view's checkpoint and header record are on disk.
+        reactor.view().wait_for(token).expect("caught up");
     }
     let set = |key: &[u8], edit: &dyn Fn(&mut Vec<u8>)| {
         let raw = common::raw_db(dir.path());
@@ -551,12 +537,12 @@ fn a_damaged_checkpoint_or_header_record_is_rebuilt_from_the_operations() {
             )
             .expect("submit"),
     );
-    written(
+    let last = written(
         &reactor
             .execute(id("doc"), main(), vec![increment("c")])
             .expect("submit"),
     );
-    reactor.view().wait_for(token).expect("caught up");
+    reactor.view().wait_for(token.max(last)).expect("caught up");
     assert!(reactordb::verify_view(reactor.store())
         .expect("verify")
         .is_clean());

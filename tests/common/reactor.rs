@@ -85,6 +85,17 @@ pub fn action(action_id: &str, action_type: &str, input: &str, ts: u64) -> Actio
     )
 }
 
+/// A counter increment of `amount` in `scope`.
+pub fn increment_by(action_id: &str, scope: Scope, amount: i64) -> Action {
+    Action::new(
+        ActionId::new(action_id).expect("valid"),
+        ActionType::new("INCREMENT").expect("valid"),
+        scope,
+        1,
+        amount.to_string().into_bytes(),
+    )
+}
+
 pub fn increment(action_id: &str) -> Action {
     action(action_id, "INCREMENT", "1", 1)
 }
