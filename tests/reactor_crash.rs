@@ -111,6 +111,18 @@ fn load_from_peer(
     Some((job, ids))
 }
 
+/// Creates the counter `doc` unless an earlier cycle did (its creation is
+/// stored: the `document` scope has a head).
+fn ensure_counter(reactor: &Reactor, doc: &str) {
+    let creation = SyncUnit::new(id(doc), Scope::document(), main());
+    if reactor.store().head(&creation).expect("head").is_none() {
+        let job = reactor
+            .create(id(doc), create_input(CounterModel::document_type()))
+            .expect("submit");
+        job.written(WAIT).expect("created");
+    }
+}
+
 /// The child: writes until killed, printing `plan` before each job is
 /// submitted and `ack` once it is written.
 #[test]
@@ -124,28 +136,10 @@ fn reactor_crash_child() {
     let peer = open(&dir.join("peer"), durability);
     let mut out = std::io::stdout().lock();
     for d in 0..DOCS {
-        let creation = SyncUnit::new(id(&doc_name(d)), Scope::document(), main());
-        if reactor.store().head(&creation).expect("head").is_none() {
-            let job = reactor
-                .create(
-                    id(&doc_name(d)),
-                    create_input(CounterModel::document_type()),
-                )
-                .expect("submit");
-            job.written(WAIT).expect("created");
-        }
+        ensure_counter(&reactor, &doc_name(d));
     }
     for d in 0..PEER_DOCS {
-        let creation = SyncUnit::new(id(&peer_doc(d)), Scope::document(), main());
-        if peer.store().head(&creation).expect("head").is_none() {
-            let job = peer
-                .create(
-                    id(&peer_doc(d)),
-                    create_input(CounterModel::document_type()),
-                )
-                .expect("submit");
-            job.written(WAIT).expect("created");
-        }
+        ensure_counter(&peer, &peer_doc(d));
     }
     // Everything the peer holds first (loads are idempotent), then what
     // it writes from here on.
