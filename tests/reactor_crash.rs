@@ -12,13 +12,20 @@
 //! - the ordinal feed is gapless, every chain verifies, every snapshot
 //!   chain verifies, and each stream's raw log is the effective history of
 //!   the set it holds (`verify_histories`);
-//! - the view, reopened, equals an independent fold of the store.
+//! - the view, reopened, serves every scope at its head revision and
+//!   equals an independent fold of the store.
+//!
+//! The first two and the view's revisions are checked for each cycle's
+//! reports after every kill (point reads); the rest read the whole store,
+//! and run after every kill unless `REACTORDB_CRASH_FULL_CHECK_EVERY=N`
+//! spaces them out (the last cycle always runs them).
 //!
 //! Run in both durabilities: `Synced` (survives power loss) and `Buffered`
 //! (survives a process crash, which is what a SIGKILL is; a machine crash
 //! may lose its last acknowledged writes). CI runs 20 cycles of each; the
-//! long mode: `REACTORDB_CRASH_CYCLES=500 cargo test --release --features
-//! fault-injection --test reactor_crash -- --nocapture`.
+//! long mode: `REACTORDB_CRASH_CYCLES=500 REACTORDB_CRASH_FULL_CHECK_EVERY=25
+//! cargo test --release --features fault-injection --test reactor_crash --
+//! --nocapture --test-threads 1`.
 
 mod common;
 
@@ -31,8 +38,8 @@ use common::docs::{reference_counter, stream_ops};
 use common::reactor::{create_input, id, increment_by, main, WAIT};
 use common::Rng;
 use reactordb::{
-    ConsistencyToken, CounterModel, Durability, JobHandle, ModelRegistry, Ordinal, Paging, Reactor,
-    Scope, SyncUnit, ViewFilter, ViewOptions,
+    ActionId, ConsistencyToken, CounterModel, Durability, JobHandle, ModelRegistry, OperationId,
+    Ordinal, Paging, Reactor, Scope, SyncUnit, ViewFilter, ViewOptions,
 };
 
 const CHILD_DIR: &str = "REACTORDB_CRASH_CHILD_DIR";
@@ -244,6 +251,10 @@ struct Reports {
     acked: BTreeMap<String, BTreeSet<String>>,
     /// Per (document, scope): undos and redos acknowledged.
     markers: BTreeMap<(String, String), usize>,
+    /// What this cycle's child reported (planned jobs and acknowledged
+    /// actions, per document): the cheap check looks these up alone.
+    new_planned: Vec<(String, Vec<String>)>,
+    new_acked: Vec<(String, String)>,
 }
 
 impl Reports {
@@ -252,18 +263,20 @@ impl Reports {
         let mut words = line.split_whitespace();
         match (words.next(), words.next()) {
             (Some("plan"), Some(doc)) => {
-                self.planned
-                    .entry(doc.to_owned())
-                    .or_default()
-                    .push(words.map(str::to_owned).collect());
+                let job: Vec<String> = words.map(str::to_owned).collect();
+                self.new_planned.push((doc.to_owned(), job.clone()));
+                self.planned.entry(doc.to_owned()).or_default().push(job);
                 false
             }
             (Some("ack"), Some("job" | "load")) => {
                 let doc = words.next().expect("doc");
-                self.acked
-                    .entry(doc.to_owned())
-                    .or_default()
-                    .extend(words.map(str::to_owned));
+                for action in words {
+                    self.new_acked.push((doc.to_owned(), action.to_owned()));
+                    self.acked
+                        .entry(doc.to_owned())
+                        .or_default()
+                        .insert(action.to_owned());
+                }
                 true
             }
             (Some("ack"), Some("undo")) => {
@@ -286,9 +299,97 @@ fn ids_of(reactor: &Reactor, doc: &str, scope: &Scope) -> BTreeSet<String> {
         .collect()
 }
 
-/// The checks after one kill, on the reopened database.
-fn check(dir: &Path, mode: &str, reports: &Reports, cycle: usize) {
-    let reactor = open(&dir.join("reactor"), durability(mode));
+fn all_docs() -> Vec<String> {
+    (0..DOCS)
+        .map(doc_name)
+        .chain((0..PEER_DOCS).map(peer_doc))
+        .collect()
+}
+
+/// Whether the action `action` of `doc` is stored in `scope` (found by
+/// its operation id: point reads, whatever the store's size).
+fn stored(reactor: &Reactor, doc: &str, scope: Scope, action: &str) -> bool {
+    let unit = SyncUnit::new(id(doc), scope, main());
+    let op_id = OperationId::derive(&unit, &ActionId::new(action).expect("action id"));
+    !reactor.store().locate(&op_id).expect("locate").is_empty()
+}
+
+/// The checks whose cost does not grow with the store, after every kill:
+/// this cycle's acknowledged actions are stored, its planned jobs whole or
+/// absent, the feed past the last cycle's end gapless, and each scope the
+/// view serves at the store's head revision. Returns the last ordinal.
+fn check_cycle(
+    reactor: &Reactor,
+    mode: &str,
+    reports: &mut Reports,
+    cycle: usize,
+    since: u64,
+) -> u64 {
+    let store = reactor.store();
+    for (doc, action) in reports.new_acked.drain(..) {
+        assert!(
+            stored(reactor, &doc, Scope::global(), &action),
+            "{mode} cycle {cycle}, {doc}: lost acknowledged {action}"
+        );
+    }
+    for (doc, job) in reports.new_planned.drain(..) {
+        let halves: BTreeSet<(bool, bool)> = job
+            .iter()
+            .map(|a| {
+                let local = format!("{a}-l");
+                (
+                    stored(reactor, &doc, Scope::global(), a),
+                    stored(reactor, &doc, Scope::local(), &local),
+                )
+            })
+            .collect();
+        assert!(
+            halves == BTreeSet::from([(true, true)]) || halves == BTreeSet::from([(false, false)]),
+            "{mode} cycle {cycle}, {doc}: job {job:?} is half-written: {halves:?}"
+        );
+    }
+    let last = store.last_ordinal().get();
+    assert!(
+        last >= since,
+        "{mode} cycle {cycle}: the feed went back from {since} to {last}"
+    );
+    let tail: Vec<u64> = store
+        .get_since_ordinal(Ordinal(since + 1), Paging::all())
+        .expect("feed")
+        .items
+        .iter()
+        .map(|o| o.context.ordinal.get())
+        .collect();
+    assert_eq!(
+        tail,
+        (since + 1..=last).collect::<Vec<_>>(),
+        "{mode} cycle {cycle}: feed"
+    );
+    let token = ConsistencyToken(store.last_ordinal());
+    for doc in all_docs() {
+        let read = reactor
+            .view()
+            .get(&id(&doc), &ViewFilter::default(), Some(token))
+            .expect("read");
+        for scope in [Scope::global(), Scope::local()] {
+            let unit = SyncUnit::new(id(&doc), scope.clone(), main());
+            let head = common::revision(store, &unit);
+            let served = read.scopes.get(&scope).map_or(0, |s| s.revision.get());
+            assert_eq!(
+                served, head,
+                "{mode} cycle {cycle}, {doc} {scope}: view revision"
+            );
+        }
+    }
+    last
+}
+
+/// The checks over the whole store, every few cycles in the long mode
+/// (each reads everything written so far): every acknowledged operation
+/// of every cycle stored, every job ever planned whole or absent, the feed
+/// gapless from 1, every chain and snapshot chain intact, every raw log
+/// its effective history, and the view equal to an independent fold.
+fn check_all(reactor: &Reactor, mode: &str, reports: &Reports, cycle: usize) {
     let store = reactor.store();
     let ops = common::assert_gapless_and_intact(store);
     assert!(ops > 0, "cycle {cycle}: nothing stored");
@@ -299,14 +400,10 @@ fn check(dir: &Path, mode: &str, reports: &Reports, cycle: usize) {
         snapshots.first_broken.is_none(),
         "cycle {cycle}: {snapshots:?}"
     );
-    let docs: Vec<String> = (0..DOCS)
-        .map(doc_name)
-        .chain((0..PEER_DOCS).map(peer_doc))
-        .collect();
     let token = ConsistencyToken(store.last_ordinal());
-    for doc in &docs {
-        let global = ids_of(&reactor, doc, &Scope::global());
-        let local = ids_of(&reactor, doc, &Scope::local());
+    for doc in &all_docs() {
+        let global = ids_of(reactor, doc, &Scope::global());
+        let local = ids_of(reactor, doc, &Scope::local());
         if let Some(acked) = reports.acked.get(doc) {
             let lost: Vec<_> = acked.difference(&global).collect();
             assert!(
@@ -356,6 +453,11 @@ fn check(dir: &Path, mode: &str, reports: &Reports, cycle: usize) {
 
 fn crash_loop(mode: &str) {
     let cycles: usize = common::env_or("REACTORDB_CRASH_CYCLES", 20);
+    // The whole-store checks read everything written so far: every cycle
+    // in CI, every few in a long run (which would otherwise spend its
+    // time rereading early cycles).
+    let full_every: usize = common::env_or::<usize>("REACTORDB_CRASH_FULL_CHECK_EVERY", 1).max(1);
+    let mut fed = 0;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut reports = Reports::default();
     let mut rng = Rng::seeded(0xc4a5 + mode.len() as u64);
@@ -403,7 +505,12 @@ fn crash_loop(mode: &str) {
             );
         }
         child.wait().expect("reap");
-        check(dir.path(), mode, &reports, cycle);
+        let reactor = open(&dir.path().join("reactor"), durability(mode));
+        fed = check_cycle(&reactor, mode, &mut reports, cycle, fed);
+        if (cycle + 1) % full_every == 0 || cycle + 1 == cycles {
+            check_all(&reactor, mode, &reports, cycle);
+        }
+        drop(reactor);
         if (cycle + 1) % 50 == 0 {
             // Long runs show their progress (stderr: CI captures it).
             eprintln!("reactor crash ({mode}): {} cycles checked", cycle + 1);

@@ -170,9 +170,13 @@ fn a_lost_or_misdirected_op_id_entry_is_named() {
 }
 
 /// `verify_all` finds streams by their operations too: a lost head is
-/// named, not a stream nobody checks.
+/// named, not a stream nobody checks. Reads that list streams or read
+/// that head answer `Corrupt` naming the heads family (never a stream
+/// that reads as empty), and an append at index 0, what a writer that
+/// believed the stream new would send, is refused: it would overwrite the
+/// stream's history.
 #[test]
-fn a_lost_head_is_named_by_verify_all() {
+fn a_lost_head_is_named_by_verify_all_and_refused_by_reads_and_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, target) = build(dir.path());
     {
@@ -185,9 +189,28 @@ fn a_lost_head_is_named_by_verify_all() {
     let broken = report.first_broken.expect("found");
     assert_eq!(
         (broken.unit, broken.fault),
-        (target, ChainFault::HeadMismatch)
+        (target.clone(), ChainFault::HeadMismatch)
     );
     assert_eq!(report.operations_checked, 2 + 5, "both streams walked");
+    let lost_head =
+        |r: reactordb::Result<_>| matches!(r, Err(reactordb::Error::Corrupt { cf: "heads", .. }));
+    let doc = target.document_id.clone();
+    assert!(lost_head(store.head(&target).map(|_| ())));
+    assert!(lost_head(store.streams(&doc).map(|_| ())));
+    assert!(lost_head(store.all_streams().map(|_| ())));
+    assert!(lost_head(
+        store.get_revisions(&doc, &target.branch).map(|_| ())
+    ));
+    let first = store.get(&target, 0).expect("read").expect("stored");
+    let before = store.last_ordinal();
+    let overwrite = vec![op(&target, 0, "intruder", 9_000)];
+    assert!(lost_head(append(&store, &target, 0, overwrite).map(|_| ())));
+    assert_eq!(store.get(&target, 0).expect("read"), Some(first));
+    assert_eq!(store.last_ordinal(), before, "nothing written");
+    // Other streams read and write as before.
+    let clean = unit("clean", "global");
+    assert_eq!(revision(&store, &clean), 2);
+    append_ids(&store, &clean, &["c2"]);
 }
 
 /// An op-id entry naming an operation the stream does not hold would make
@@ -296,4 +319,68 @@ fn a_lost_last_ordinal_entry_is_not_reused_and_a_lost_format_is_refused() {
         Err(reactordb::Error::Corrupt { cf: "default", .. }) => {}
         other => panic!("a lost format version was assumed: {:?}", other.map(|_| ())),
     }
+}
+
+/// The ordinal feed (what the view and sync catch up from) never skips:
+/// a lost entry in its middle or at its end, or an entry naming another
+/// operation, is `Corrupt { cf: "ordinals" }` for a read that passes it,
+/// instead of a feed that silently leaves an operation out. Reads that
+/// end before the damage are served.
+#[test]
+fn a_gap_or_a_misdirected_entry_in_the_ordinal_feed_is_refused() {
+    let feed = |store: &OperationStore, from: u64, limit: usize| {
+        store
+            .get_since_ordinal(reactordb::Ordinal(from), reactordb::Paging::first(limit))
+            .map(|p| p.items.len())
+    };
+    let feed_corrupt = |r: reactordb::Result<usize>| {
+        matches!(r, Err(reactordb::Error::Corrupt { cf: "ordinals", .. }))
+    };
+    // 7 operations: ordinals 1..=7.
+    for lost in [3u64, 7] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        build(dir.path());
+        {
+            let db = raw_db(dir.path());
+            let cf = db.cf_handle("ordinals").expect("cf");
+            db.delete_cf(cf, lost.to_be_bytes()).expect("delete");
+        }
+        let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
+        assert!(feed_corrupt(feed(&store, 1, 100)), "entry {lost} lost");
+        assert!(feed_corrupt(feed(&store, lost, 100)), "entry {lost} lost");
+        // A page that ends before the gap is served; the next one is not.
+        let page = store
+            .get_since_ordinal(
+                reactordb::Ordinal(1),
+                reactordb::Paging::first(lost as usize - 2),
+            )
+            .expect("before it");
+        assert_eq!(page.items.len(), lost as usize - 2);
+        let next = store.get_since_ordinal(
+            reactordb::Ordinal(1),
+            reactordb::Paging {
+                cursor: page.next_cursor,
+                limit: 100,
+            },
+        );
+        assert!(
+            feed_corrupt(next.map(|p| p.items.len())),
+            "entry {lost} lost"
+        );
+    }
+    // Entry 2 rewritten to name the operation at ordinal 5.
+    let dir = tempfile::tempdir().expect("tempdir");
+    build(dir.path());
+    {
+        let db = raw_db(dir.path());
+        let cf = db.cf_handle("ordinals").expect("cf");
+        let fifth = db
+            .get_cf(cf, 5u64.to_be_bytes())
+            .expect("get")
+            .expect("stored");
+        db.put_cf(cf, 2u64.to_be_bytes(), fifth).expect("put");
+    }
+    let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
+    assert!(feed_corrupt(feed(&store, 1, 100)));
+    assert_eq!(feed(&store, 3, 100).expect("after it"), 5);
 }

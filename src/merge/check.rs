@@ -32,6 +32,12 @@ pub(crate) trait Choices {
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
+    /// Whether the choices have run out (a fuzzer's input is spent): the
+    /// scenario stops taking steps, so its length follows the input's
+    /// and a short input is a short run. A seeded generator never runs out.
+    fn exhausted(&self) -> bool {
+        false
+    }
     /// Shuffles in place.
     fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
@@ -54,6 +60,9 @@ impl Choices for Bytes<'_> {
             }
             None => 0,
         }
+    }
+    fn exhausted(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -331,6 +340,9 @@ pub(crate) fn scenario(rng: &mut impl Choices, seed: u64, stats: &mut Stats) {
     let mut written: Vec<(String, String)> = Vec::new(); // (action id, type)
     let steps = 10 + rng.below(40);
     for _ in 0..steps {
+        if rng.exhausted() {
+            break;
+        }
         // A coarse clock makes equal timestamps across replicas common.
         time += rng.below(3);
         let r = rng.below(n as u64) as usize;

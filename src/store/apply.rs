@@ -445,7 +445,12 @@ impl OperationStore {
             let cf = super::commit::cf_handles(&self.inner.db).heads;
             slot.head = match self.inner.db.get_pinned_cf(cf, unit_key)? {
                 Some(bytes) => Some(codec::decode_head(&bytes)?),
-                None => None,
+                // A stream without a head is new, unless its head was
+                // lost: appending at index 0 would overwrite its history.
+                None => {
+                    self.check_no_operations(unit_key)?;
+                    None
+                }
             };
             slot.loaded = true;
         }

@@ -155,6 +155,13 @@ const INDEX_OUT_OF_PLACE: &str = "operation index (not the next of its stream)";
 /// What `Corrupt` names when an operation's ordinal is not the one the
 /// ordinal index gives it.
 const ORDINAL_NOT_INDEXED: &str = "operation ordinal (not the ordinal index's)";
+/// What `Corrupt` names when the ordinal feed skips an ordinal (a lost
+/// entry) below the store's last.
+const FEED_GAP: &str = "ordinal feed (an ordinal is missing)";
+/// What `Corrupt` names when a stream holds operations but has no head:
+/// read as empty, it would drop a scope from reads and let a writer
+/// append at index 0 over its history.
+pub(crate) const HEAD_LOST: &str = "stream head (lost: its stream holds operations)";
 
 fn corrupt(cf: &'static str, what: &'static str) -> Error {
     Error::Corrupt { cf, what }
@@ -249,20 +256,35 @@ impl OperationStore {
         paging: Paging,
     ) -> Result<Page<OperationWithContext>> {
         paging.check()?;
-        let from = paging.cursor.map_or(from.get(), |c| c.0.max(from.get()));
+        let from = paging
+            .cursor
+            .map_or(from.get(), |c| c.0.max(from.get()))
+            .max(1);
+        // Read before the iterator is made, so everything up to it is in
+        // the iterator's view: the feed must reach it without a gap.
+        let last = self.last_ordinal().get();
         let cfs = cf_handles(self.db());
         let mut iter = self.db().raw_iterator_cf(cfs.ordinals);
         iter.seek(keys::ordinal_key(Ordinal(from)));
         // First the feed entries, then one batched read of the operations.
         let mut entries = Vec::new();
         let mut next_cursor = None;
+        let mut expected = from;
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
             let ordinal = keys::decode_ordinal_key(key)
                 .ok_or_else(|| corrupt(keys::CF_ORDINALS, "ordinal key"))?;
             if entries.len() == paging.limit {
-                next_cursor = Some(Cursor(ordinal.get()));
+                // The next page starts where this one stopped, not at the
+                // next key found: that one checks for a gap.
+                next_cursor = Some(Cursor(expected));
                 break;
             }
+            // The feed is gapless: a lost entry would make the view and
+            // sync skip an operation, silently.
+            if ordinal.get() != expected {
+                return Err(corrupt(keys::CF_ORDINALS, FEED_GAP));
+            }
+            expected += 1;
             let entry = codec::decode_ordinal(value)?;
             let document_type = DocumentType::new(entry.document_type)
                 .map_err(|_| corrupt(keys::CF_ORDINALS, "ordinal value"))?;
@@ -270,16 +292,44 @@ impl OperationStore {
             iter.next();
         }
         iter.status()?;
+        if next_cursor.is_none() && expected <= last {
+            return Err(corrupt(keys::CF_ORDINALS, FEED_GAP));
+        }
         let values =
             self.db()
                 .batched_multi_get_cf(cfs.operations, entries.iter().map(|e| &e.2), false);
         let mut items = Vec::with_capacity(entries.len());
+        // The document type an entry names is served as the operation's
+        // context: it must be its stream's (one head read per stream per
+        // page), or a flipped byte would serve another type.
+        let mut stream_types: BTreeMap<Vec<u8>, DocumentType> = BTreeMap::new();
         for ((ordinal, document_type, op_key), value) in entries.into_iter().zip(values) {
             let value =
                 value?.ok_or_else(|| corrupt(keys::CF_ORDINALS, "entry without operation"))?;
-            let (operation, _) = codec::decode_operation(&value)?;
+            let (operation, stored_at) = codec::decode_operation(&value)?;
+            // The operation's own value records its ordinal: an entry
+            // naming another operation would serve it in the wrong place.
+            if stored_at != ordinal {
+                return Err(corrupt(
+                    keys::CF_ORDINALS,
+                    "entry (names an operation of another ordinal)",
+                ));
+            }
             let (unit, _) = keys::decode_op_key(&op_key)
                 .ok_or_else(|| corrupt(keys::CF_ORDINALS, "operation key"))?;
+            let unit_key = &op_key[..op_key.len() - 8];
+            if !stream_types.contains_key(unit_key) {
+                let (head, _) = self
+                    .head_with_state(unit_key)?
+                    .ok_or_else(|| corrupt(keys::CF_HEADS, HEAD_LOST))?;
+                stream_types.insert(unit_key.to_vec(), head.document_type);
+            }
+            if stream_types[unit_key] != document_type {
+                return Err(corrupt(
+                    keys::CF_ORDINALS,
+                    "entry (names another document type than its stream's)",
+                ));
+            }
             items.push(OperationWithContext {
                 operation,
                 context: context_of(&unit, &document_type, ordinal),
@@ -290,9 +340,60 @@ impl OperationStore {
 
     /// The head of one stream, `None` when it holds no operation.
     pub fn head(&self, unit: &SyncUnit) -> Result<Option<StreamInfo>> {
-        Ok(self
-            .head_with_state(&keys::unit_key(unit))?
-            .map(|(head, _)| stream_info(unit.clone(), head)))
+        let unit_key = keys::unit_key(unit);
+        match self.head_with_state(&unit_key)? {
+            Some((head, _)) => Ok(Some(stream_info(unit.clone(), head))),
+            None => {
+                self.check_no_operations(&unit_key)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// `Corrupt` when the stream `unit_key`, which has no head, holds an
+    /// operation (one seek: paid only where a stream looks empty).
+    pub(crate) fn check_no_operations(&self, unit_key: &[u8]) -> Result<()> {
+        let mut iter = self.db().raw_iterator_cf(cf_handles(self.db()).operations);
+        iter.seek(unit_key);
+        if iter.key().is_some_and(|key| key.starts_with(unit_key)) {
+            return Err(corrupt(keys::CF_HEADS, HEAD_LOST));
+        }
+        iter.status()?;
+        Ok(())
+    }
+
+    /// `Corrupt` when a stream under `prefix` holds operations but is not
+    /// among `head_keys` (the heads found under `prefix`, in key order). A
+    /// skip scan of the operations family: one seek per stream.
+    fn check_no_lost_head(&self, prefix: &[u8], head_keys: &[Vec<u8>]) -> Result<()> {
+        let mut read = ReadOptions::default();
+        if let Some(upper) = keys::prefix_upper_bound(prefix) {
+            read.set_iterate_upper_bound(upper);
+        }
+        let mut iter = self
+            .db()
+            .raw_iterator_cf_opt(cf_handles(self.db()).operations, read);
+        iter.seek(prefix);
+        while let Some(key) = iter.key() {
+            let unit_key = match keys::decode_unit_key(key) {
+                Some((_, rest)) if rest.len() == 8 => &key[..key.len() - 8],
+                _ => return Err(corrupt(keys::CF_OPERATIONS, "operation key")),
+            };
+            if head_keys
+                .binary_search_by(|k| k.as_slice().cmp(unit_key))
+                .is_err()
+            {
+                return Err(corrupt(keys::CF_HEADS, HEAD_LOST));
+            }
+            // A unit key ends with its field terminator, so its upper
+            // bound always exists: the next stream's first key.
+            let Some(next) = keys::prefix_upper_bound(unit_key) else {
+                break;
+            };
+            iter.seek(next);
+        }
+        iter.status()?;
+        Ok(())
     }
 
     /// The head record of the stream `unit_key` and the state it keeps
@@ -340,6 +441,15 @@ impl OperationStore {
         self.heads_with_prefix(&[])
     }
 
+    /// Every stream that has a head, without the lost-head check (for
+    /// `verify_all`, which reports a lost head as a finding).
+    pub(crate) fn all_heads(&self) -> Result<Vec<StreamInfo>> {
+        self.heads_under(&[], |unit, value| {
+            Ok(stream_info(unit, codec::decode_head(value)?))
+        })
+        .map(|(heads, _)| heads)
+    }
+
     fn heads_with_prefix(&self, prefix: &[u8]) -> Result<Vec<StreamInfo>> {
         self.heads_with_prefix_as(prefix, |unit, value| {
             Ok(stream_info(unit, codec::decode_head(value)?))
@@ -363,8 +473,22 @@ impl OperationStore {
         prefix: &[u8],
         decode: impl Fn(SyncUnit, &[u8]) -> Result<T>,
     ) -> Result<Vec<T>> {
+        let (out, head_keys) = self.heads_under(prefix, decode)?;
+        // Heads are what lists a document's streams: a stream whose head
+        // was lost must not read as absent.
+        self.check_no_lost_head(prefix, &head_keys)?;
+        Ok(out)
+    }
+
+    /// The heads under `prefix`, decoded, with their keys (in key order).
+    fn heads_under<T>(
+        &self,
+        prefix: &[u8],
+        decode: impl Fn(SyncUnit, &[u8]) -> Result<T>,
+    ) -> Result<(Vec<T>, Vec<Vec<u8>>)> {
         let cf = cf_handles(self.db()).heads;
         let mut out = Vec::new();
+        let mut head_keys = Vec::new();
         for entry in self
             .db()
             .iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward))
@@ -377,8 +501,9 @@ impl OperationStore {
                 .filter(|(_, rest)| rest.is_empty())
                 .ok_or_else(|| corrupt(keys::CF_HEADS, "head key"))?;
             out.push(decode(unit, &value)?);
+            head_keys.push(key.into_vec());
         }
-        Ok(out)
+        Ok((out, head_keys))
     }
 
     /// Where an operation id was first stored, as its ordinal: `None` when

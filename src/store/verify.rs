@@ -97,7 +97,7 @@ impl OperationStore {
     /// first broken link.
     pub fn verify_all(&self) -> Result<VerifyReport> {
         let mut units: BTreeMap<Vec<u8>, SyncUnit> = self
-            .all_streams()?
+            .all_heads()?
             .into_iter()
             .map(|s| (keys::unit_key(&s.unit), s.unit))
             .collect();
