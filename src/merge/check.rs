@@ -18,7 +18,8 @@
 //! comparator and settles cancellation by iterating to a fixpoint instead
 //! of one backward pass.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::plan::Plan;
 use super::*;
@@ -188,34 +189,87 @@ fn naive_key(op: &Operation) -> NaiveKey {
     )
 }
 
+/// Keys the model's maps by operation ids, which are already uniform
+/// hashes (blake3): their first bytes are the hash. A fuzzer spends most
+/// of its time in instrumented code, and SipHash was a seventh of it.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// An operation the model holds, with its sort key and marker target
+/// computed once by the model's own definitions when it arrived (they
+/// hash and parse; recomputing them every step is what made the check
+/// slow, not what made it independent).
+struct Held {
+    op: Operation,
+    key: NaiveKey,
+    target: Option<[u8; 16]>,
+}
+
+impl Held {
+    fn new(op: Operation) -> Self {
+        Held {
+            key: naive_key(&op),
+            target: naive_target(&op),
+            op,
+        }
+    }
+}
+
 /// The history of a set: winners per id, sorted, cancellation to a
 /// fixpoint (markers point backwards, so Jacobi iteration settles).
-fn naive_history(set: &[Operation]) -> Vec<&Operation> {
-    // Keys and targets are computed once per operation (they hash and
-    // parse): the definitions are unchanged, only not recomputed.
-    let mut keyed: Vec<(NaiveKey, &Operation)> = Vec::new();
+fn naive_history(set: &[Held]) -> Vec<&Held> {
+    // Maps instead of nested scans: a fuzzer instruments every comparison,
+    // and quadratic scans were most of its time.
+    let mut keyed: Vec<&Held> = Vec::new();
+    let mut slot_of: IdMap<OperationId, usize> = IdMap::default();
     for candidate in set {
-        let key = naive_key(candidate);
-        match keyed.iter().position(|(_, w)| w.id == candidate.id) {
-            None => keyed.push((key, candidate)),
-            Some(i) => {
-                if key < keyed[i].0 {
-                    keyed[i] = (key, candidate);
+        match slot_of.get(&candidate.op.id) {
+            None => {
+                slot_of.insert(candidate.op.id, keyed.len());
+                keyed.push(candidate);
+            }
+            Some(&i) => {
+                if candidate.key < keyed[i].key {
+                    keyed[i] = candidate;
                 }
             }
         }
     }
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    let winners: Vec<&Operation> = keyed.into_iter().map(|(_, op)| op).collect();
-    let targets: Vec<Option<[u8; 16]>> = winners.iter().map(|op| naive_target(op)).collect();
+    keyed.sort_by(|a, b| a.key.cmp(&b.key));
+    // Each operation's markers: the positions of the winners naming it.
+    let mut markers_of: IdMap<[u8; 16], Vec<usize>> = IdMap::default();
+    for (m, held) in keyed.iter().enumerate() {
+        if let Some(target) = held.target {
+            markers_of.entry(target).or_default().push(m);
+        }
+    }
+    let winners: Vec<&Operation> = keyed.iter().map(|h| &h.op).collect();
     let n = winners.len();
     let mut live = vec![true; n];
     loop {
         let mut next = vec![true; n];
         for (x, slot) in next.iter_mut().enumerate() {
+            let Some(markers) = markers_of.get(&winners[x].id.0) else {
+                continue;
+            };
             let x_type = winners[x].action.action_type.as_str();
-            for m in x + 1..n {
-                if !live[m] || targets[m] != Some(winners[x].id.0) {
+            for &m in markers {
+                if m <= x || !live[m] {
                     continue;
                 }
                 let ok = match winners[m].action.action_type.as_str() {
@@ -235,18 +289,18 @@ fn naive_history(set: &[Operation]) -> Vec<&Operation> {
         }
         live = next;
     }
-    winners
+    keyed
         .into_iter()
         .zip(live)
         .filter(|(_, l)| *l)
-        .map(|(op, _)| op)
+        .map(|(held, _)| held)
         .collect()
 }
 
-fn naive_ids(set: &[Operation]) -> Vec<(String, [u8; 32])> {
+fn naive_ids(set: &[Held]) -> Vec<(String, [u8; 32])> {
     naive_history(set)
         .into_iter()
-        .map(|op| (op.action.id.to_string(), naive_content(op)))
+        .map(|held| (held.op.action.id.to_string(), held.key.4))
         .collect()
 }
 
@@ -278,8 +332,15 @@ fn dump(ops: &[Operation]) -> String {
 
 struct Replica {
     raw: Vec<Operation>,
+    /// How many raw operations `raw_smallest` has taken in (the raw log
+    /// only grows).
+    raw_seen: usize,
     /// Every operation version this replica received, as the model keeps it.
-    set: Vec<Operation>,
+    set: Vec<Held>,
+    /// Where each id's versions are in `set`.
+    versions: IdMap<OperationId, Vec<usize>>,
+    /// The smallest key the raw log holds per id.
+    raw_smallest: IdMap<OperationId, NaiveKey>,
     skew: u64,
 }
 
@@ -293,15 +354,34 @@ impl Replica {
     }
     fn receive(&mut self, ops: &[Operation]) {
         for op in ops {
-            if !self.set.iter().any(|held| {
-                held.id == op.id
-                    && held.action == op.action
-                    && held.timestamp_utc_ms == op.timestamp_utc_ms
-            }) {
-                self.set.push(op.clone());
-            }
+            self.hold(op);
         }
         write(&mut self.raw, ops);
+    }
+    /// The version of `op` the set holds (same id, action and timestamp:
+    /// the same content), if any.
+    fn held(&self, op: &Operation) -> Option<&Held> {
+        self.versions
+            .get(&op.id)?
+            .iter()
+            .map(|&i| &self.set[i])
+            .find(|h| h.op.action == op.action && h.op.timestamp_utc_ms == op.timestamp_utc_ms)
+    }
+    /// Adds a version to the set unless it holds that very one (the model
+    /// keys a version once, when it first arrives).
+    fn hold(&mut self, op: &Operation) {
+        if self.held(op).is_none() {
+            self.versions.entry(op.id).or_default().push(self.set.len());
+            self.set.push(Held::new(op.clone()));
+        }
+    }
+    fn holds_creation(&self) -> bool {
+        self.set
+            .iter()
+            .any(|h| h.op.action.action_type.as_str() == "CREATE_DOCUMENT")
+    }
+    fn set_ops(&self) -> Vec<Operation> {
+        self.set.iter().map(|h| h.op.clone()).collect()
     }
 }
 
@@ -331,7 +411,10 @@ pub(crate) fn scenario(rng: &mut impl Choices, seed: u64, stats: &mut Stats) {
     let mut replicas: Vec<Replica> = (0..n)
         .map(|_| Replica {
             raw: Vec::new(),
+            raw_seen: 0,
             set: Vec::new(),
+            versions: IdMap::default(),
+            raw_smallest: IdMap::default(),
             skew: rng.below(4) * 3,
         })
         .collect();
@@ -356,12 +439,7 @@ pub(crate) fn scenario(rng: &mut impl Choices, seed: u64, stats: &mut Stats) {
             let (action_id, action_type) = if reuse {
                 // One action id, other content: two versions of one op.
                 written[rng.below(written.len() as u64) as usize].clone()
-            } else if !replicas[r]
-                .set
-                .iter()
-                .any(|o| o.action.action_type.as_str() == "CREATE_DOCUMENT")
-                && rng.chance(15)
-            {
+            } else if !replicas[r].holds_creation() && rng.chance(15) {
                 (format!("c{next_id}"), "CREATE_DOCUMENT".to_owned())
             } else {
                 let t = TYPES[rng.below(TYPES.len() as u64) as usize];
@@ -371,7 +449,7 @@ pub(crate) fn scenario(rng: &mut impl Choices, seed: u64, stats: &mut Stats) {
                 // A marker's id reused: another version naming another
                 // target (any operation held; the rule decides if it counts).
                 let set = &replicas[r].set;
-                marker_input(&set[rng.below(set.len() as u64) as usize].id)
+                marker_input(&set[rng.below(set.len() as u64) as usize].op.id)
             } else {
                 format!("{r}:{next_id}").into_bytes()
             };
@@ -380,8 +458,8 @@ pub(crate) fn scenario(rng: &mut impl Choices, seed: u64, stats: &mut Stats) {
             let replica = &mut replicas[r];
             let plain = action_type != "CREATE_DOCUMENT"
                 && !is_marker(&action_type)
-                && !replica.set.iter().any(|o| o.id == new.id);
-            replica.set.push(new.clone());
+                && !replica.set.iter().any(|h| h.op.id == new.id);
+            replica.hold(&new);
             let head = replica.raw.len();
             let plan = write(&mut replica.raw, std::slice::from_ref(&new));
             if plain {
@@ -398,7 +476,7 @@ pub(crate) fn scenario(rng: &mut impl Choices, seed: u64, stats: &mut Stats) {
             // Undo (< 57) or redo, resolved from what this replica holds.
             let undo = choice < 57;
             let history = naive_history(&replicas[r].set);
-            let target = history.iter().rev().find(|o| {
+            let target = history.iter().rev().map(|h| &h.op).find(|o| {
                 let t = o.action.action_type.as_str();
                 if undo {
                     t != "UNDO" && t != "REDO"
@@ -448,39 +526,54 @@ pub(crate) fn scenario(rng: &mut impl Choices, seed: u64, stats: &mut Stats) {
             touched = vec![q];
         }
         // Only a replica that wrote or received can have changed.
-        for (i, replica) in replicas.iter().enumerate() {
+        for (i, replica) in replicas.iter_mut().enumerate() {
             if !touched.contains(&i) {
                 continue;
             }
             stats.checks += 1;
             // The log holds the set: for each id received, a version at
             // least as small as any received (losers need not be kept).
-            let raw_keys: Vec<(OperationId, NaiveKey)> =
-                replica.raw.iter().map(|h| (h.id, naive_key(h))).collect();
+            for k in replica.raw_seen..replica.raw.len() {
+                let op = &replica.raw[k];
+                // A raw operation is a copy of a version received (its key
+                // is known), or something the model never sent: keyed
+                // from scratch.
+                let key = match replica.held(op) {
+                    Some(held) => held.key.clone(),
+                    None => naive_key(op),
+                };
+                let smallest = replica.raw_smallest.entry(op.id).or_insert(key.clone());
+                if key < *smallest {
+                    *smallest = key;
+                }
+            }
+            replica.raw_seen = replica.raw.len();
+            let raw_smallest = &replica.raw_smallest;
             assert!(
-                replica.set.iter().all(|o| {
-                    let key = naive_key(o);
-                    raw_keys.iter().any(|(id, k)| *id == o.id && *k <= key)
-                }),
+                replica
+                    .set
+                    .iter()
+                    .all(|h| raw_smallest.get(&h.op.id).is_some_and(|k| *k <= h.key)),
                 "seed {seed}: replica {i}'s raw log lost an operation it received"
             );
             assert_eq!(
                 collected(&replica.raw),
                 naive_ids(&replica.set),
                 "seed {seed}: replica {i} diverged from the model\nset:\n{}\nraw:\n{}",
-                dump(&replica.set),
+                dump(&replica.set_ops()),
                 dump(&replica.raw)
             );
         }
     }
-    // Everyone sends everything to everyone: equal sets, equal histories.
-    for r in 0..n {
-        for q in 0..n {
-            if r != q {
-                let all = replicas[r].raw.clone();
-                replicas[q].receive(&all);
-            }
-        }
+    // Everything reaches everyone (all to replica 0, then its log to the
+    // others): equal sets, equal histories.
+    for r in 1..n {
+        let all = replicas[r].raw.clone();
+        replicas[0].receive(&all);
+    }
+    for q in 1..n {
+        let all = replicas[0].raw.clone();
+        replicas[q].receive(&all);
     }
     let first = collected(&replicas[0].raw);
     assert_eq!(first, naive_ids(&replicas[0].set), "seed {seed}");
