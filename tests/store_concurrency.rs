@@ -283,3 +283,51 @@ fn a_lone_caller_commits_each_append_in_a_write_of_its_own() {
     assert_eq!(stats.appends_per_write(), 1.0);
     assert!(!stats.write_time.is_zero());
 }
+
+/// Listings cross-check heads against the operations family (a stream
+/// holding operations without a head is `Corrupt`, a lost head): streams
+/// created by another thread while a listing or a head read runs never
+/// look lost. The reader takes the newest streams, the ones a writer is
+/// creating, with `streams`, `all_streams`, `get_revisions` and `head`.
+#[test]
+fn streams_being_created_never_look_like_lost_heads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    let created = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, created, done) = (store.clone(), created.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 0..600 {
+                let doc = format!("doc-{i}");
+                append_ids(&store, &unit(&doc, "global"), &["g"]);
+                append_ids(&store, &unit(&doc, "local"), &["l"]);
+                created.store(i + 1, Ordering::Release);
+            }
+            done.store(true, Ordering::Release);
+        })
+    };
+    let mut reads = 0u64;
+    while !done.load(Ordering::Acquire) {
+        // The stream the writer is creating now, and the one after it.
+        let i = created.load(Ordering::Acquire);
+        for doc in [format!("doc-{i}"), format!("doc-{}", i + 1)] {
+            let id = reactordb::DocumentId::new(doc.as_str()).expect("valid");
+            let listed = store.streams(&id).expect("streams");
+            assert!(listed.len() <= 2);
+            store
+                .get_revisions(&id, &reactordb::Branch::main())
+                .expect("revisions");
+            for scope in ["global", "local"] {
+                store.head(&unit(&doc, scope)).expect("head");
+            }
+        }
+        if reads % 16 == 0 {
+            store.all_streams().expect("all streams");
+        }
+        reads += 1;
+    }
+    writer.join().expect("writer");
+    assert_eq!(store.all_streams().expect("all streams").len(), 1_200);
+    assert!(reads > 100, "the reader ran alongside: {reads} rounds");
+}

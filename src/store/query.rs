@@ -343,10 +343,16 @@ impl OperationStore {
         let unit_key = keys::unit_key(unit);
         match self.head_with_state(&unit_key)? {
             Some((head, _)) => Ok(Some(stream_info(unit.clone(), head))),
-            None => {
-                self.check_no_operations(&unit_key)?;
-                Ok(None)
-            }
+            // No head: a new stream, or one whose head was lost. Read
+            // again once operations are seen, since a writer may have
+            // created the stream between the two reads.
+            None => match self.check_no_operations(&unit_key) {
+                Ok(()) => Ok(None),
+                Err(lost) => match self.head_with_state(&unit_key)? {
+                    Some((head, _)) => Ok(Some(stream_info(unit.clone(), head))),
+                    None => Err(lost),
+                },
+            },
         }
     }
 
@@ -362,10 +368,10 @@ impl OperationStore {
         Ok(())
     }
 
-    /// `Corrupt` when a stream under `prefix` holds operations but is not
-    /// among `head_keys` (the heads found under `prefix`, in key order). A
-    /// skip scan of the operations family: one seek per stream.
-    fn check_no_lost_head(&self, prefix: &[u8], head_keys: &[Vec<u8>]) -> Result<()> {
+    /// The streams under `prefix` that hold operations (their unit keys,
+    /// in key order): a skip scan of the operations family, one seek per
+    /// stream.
+    fn streams_holding_operations(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
         let mut read = ReadOptions::default();
         if let Some(upper) = keys::prefix_upper_bound(prefix) {
             read.set_iterate_upper_bound(upper);
@@ -374,26 +380,23 @@ impl OperationStore {
             .db()
             .raw_iterator_cf_opt(cf_handles(self.db()).operations, read);
         iter.seek(prefix);
+        let mut out = Vec::new();
         while let Some(key) = iter.key() {
             let unit_key = match keys::decode_unit_key(key) {
-                Some((_, rest)) if rest.len() == 8 => &key[..key.len() - 8],
+                Some((_, rest)) if rest.len() == 8 => key[..key.len() - 8].to_vec(),
                 _ => return Err(corrupt(keys::CF_OPERATIONS, "operation key")),
             };
-            if head_keys
-                .binary_search_by(|k| k.as_slice().cmp(unit_key))
-                .is_err()
-            {
-                return Err(corrupt(keys::CF_HEADS, HEAD_LOST));
-            }
             // A unit key ends with its field terminator, so its upper
             // bound always exists: the next stream's first key.
-            let Some(next) = keys::prefix_upper_bound(unit_key) else {
-                break;
-            };
-            iter.seek(next);
+            let next = keys::prefix_upper_bound(&unit_key);
+            out.push(unit_key);
+            match next {
+                Some(next) => iter.seek(next),
+                None => break,
+            }
         }
         iter.status()?;
-        Ok(())
+        Ok(out)
     }
 
     /// The head record of the stream `unit_key` and the state it keeps
@@ -473,10 +476,18 @@ impl OperationStore {
         prefix: &[u8],
         decode: impl Fn(SyncUnit, &[u8]) -> Result<T>,
     ) -> Result<Vec<T>> {
-        let (out, head_keys) = self.heads_under(prefix, decode)?;
         // Heads are what lists a document's streams: a stream whose head
-        // was lost must not read as absent.
-        self.check_no_lost_head(prefix, &head_keys)?;
+        // was lost must not read as absent. The operations are read first:
+        // a head is written in the same batch as its stream's first
+        // operations, so every stream seen holding operations has a head
+        // the later read sees, even while streams are being created.
+        let with_operations = self.streams_holding_operations(prefix)?;
+        let (out, head_keys) = self.heads_under(prefix, decode)?;
+        for unit_key in &with_operations {
+            if head_keys.binary_search(unit_key).is_err() {
+                return Err(corrupt(keys::CF_HEADS, HEAD_LOST));
+            }
+        }
         Ok(out)
     }
 
