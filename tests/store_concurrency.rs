@@ -322,7 +322,7 @@ fn streams_being_created_never_look_like_lost_heads() {
                 store.head(&unit(&doc, scope)).expect("head");
             }
         }
-        if reads % 16 == 0 {
+        if reads.is_multiple_of(16) {
             store.all_streams().expect("all streams");
         }
         reads += 1;
