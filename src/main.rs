@@ -236,6 +236,17 @@ fn open_existing(db: &Path) -> Result<OperationStore, Box<dyn std::error::Error>
 
 fn verify(db: &Path, repair_view: bool) -> CliResult {
     let store = open_existing(db)?;
+    // The chains first: a view cannot be rebuilt from damaged operations,
+    // and its rebuild would stop at the damage with a bare `Corrupt`
+    // instead of the finding named below.
+    let chains = store.verify_all()?;
+    if let Some(broken) = chains.first_broken {
+        println!(
+            "BROKEN chain: {} at index {} ({:?})",
+            broken.unit, broken.index, broken.fault
+        );
+        return Ok(ExitCode::from(2));
+    }
     if repair_view {
         reactordb::rebuild_view(&store)?;
         // Opening a view folds its data again, from ordinal 1 (models are
@@ -249,14 +260,6 @@ fn verify(db: &Path, repair_view: bool) -> CliResult {
         )?;
         drop(view);
         println!("view rebuilt from the operations");
-    }
-    let chains = store.verify_all()?;
-    if let Some(broken) = chains.first_broken {
-        println!(
-            "BROKEN chain: {} at index {} ({:?})",
-            broken.unit, broken.index, broken.fault
-        );
-        return Ok(ExitCode::from(2));
     }
     let snapshots = reactordb::verify_snapshots(&store)?;
     if let Some((unit, revision)) = snapshots.first_broken {

@@ -284,7 +284,7 @@ impl OperationStore {
             if ordinal.get() != expected {
                 return Err(corrupt(keys::CF_ORDINALS, FEED_GAP));
             }
-            expected += 1;
+            expected = expected.saturating_add(1);
             let entry = codec::decode_ordinal(value)?;
             let document_type = DocumentType::new(entry.document_type)
                 .map_err(|_| corrupt(keys::CF_ORDINALS, "ordinal value"))?;
@@ -319,9 +319,12 @@ impl OperationStore {
                 .ok_or_else(|| corrupt(keys::CF_ORDINALS, "operation key"))?;
             let unit_key = &op_key[..op_key.len() - 8];
             if !stream_types.contains_key(unit_key) {
-                let (head, _) = self
-                    .head_with_state(unit_key)?
+                // The head alone, not the state it may keep.
+                let bytes = self
+                    .db()
+                    .get_pinned_cf(cfs.heads, unit_key)?
                     .ok_or_else(|| corrupt(keys::CF_HEADS, HEAD_LOST))?;
+                let head = codec::decode_head(&bytes)?;
                 stream_types.insert(unit_key.to_vec(), head.document_type);
             }
             if stream_types[unit_key] != document_type {
@@ -346,26 +349,37 @@ impl OperationStore {
             // No head: a new stream, or one whose head was lost. Read
             // again once operations are seen, since a writer may have
             // created the stream between the two reads.
-            None => match self.check_no_operations(&unit_key) {
-                Ok(()) => Ok(None),
-                Err(lost) => match self.head_with_state(&unit_key)? {
-                    Some((head, _)) => Ok(Some(stream_info(unit.clone(), head))),
-                    None => Err(lost),
-                },
+            None if self.holds_operations(&unit_key)? => match self.head_with_state(&unit_key)? {
+                Some((head, _)) => Ok(Some(stream_info(unit.clone(), head))),
+                None => Err(corrupt(keys::CF_HEADS, HEAD_LOST)),
             },
+            None => Ok(None),
         }
     }
 
     /// `Corrupt` when the stream `unit_key`, which has no head, holds an
     /// operation (one seek: paid only where a stream looks empty).
     pub(crate) fn check_no_operations(&self, unit_key: &[u8]) -> Result<()> {
-        let mut iter = self.db().raw_iterator_cf(cf_handles(self.db()).operations);
-        iter.seek(unit_key);
-        if iter.key().is_some_and(|key| key.starts_with(unit_key)) {
+        if self.holds_operations(unit_key)? {
             return Err(corrupt(keys::CF_HEADS, HEAD_LOST));
         }
-        iter.status()?;
         Ok(())
+    }
+
+    /// Whether the stream `unit_key` holds any operation (one seek, bounded
+    /// to the stream so it reads no other stream's block).
+    fn holds_operations(&self, unit_key: &[u8]) -> Result<bool> {
+        let mut read = ReadOptions::default();
+        if let Some(upper) = keys::prefix_upper_bound(unit_key) {
+            read.set_iterate_upper_bound(upper);
+        }
+        let mut iter = self
+            .db()
+            .raw_iterator_cf_opt(cf_handles(self.db()).operations, read);
+        iter.seek(unit_key);
+        let holds = iter.valid();
+        iter.status()?;
+        Ok(holds)
     }
 
     /// The streams under `prefix` that hold operations (their unit keys,
