@@ -371,6 +371,41 @@ fn a_flipped_ordinal_is_named_not_served_as_an_older_revision() {
     );
 }
 
+/// A lost head is not a scope that reads as absent: a cold read of its
+/// document answers `Corrupt { cf: "heads" }` for a lost `global` head and
+/// for a lost `document` head (which would otherwise read as "no such
+/// document"), though the view's checkpoint is past every write (the
+/// feed, which also checks heads, is not read).
+#[test]
+fn a_lost_head_fails_a_cold_read_instead_of_dropping_its_scope() {
+    for scope in ["global", "document"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let reactor = open(dir.path(), 1);
+            create_counter(&reactor, "c");
+            let token = reactor
+                .execute_and_wait(id("c"), main(), vec![increment("i0")], WAIT)
+                .expect("written");
+            reactor.view().wait_for(token).expect("view caught up");
+        }
+        {
+            let db = common::raw_db(dir.path());
+            let cf = db.cf_handle("heads").expect("cf");
+            db.delete_cf(cf, format!("c\0main\0{scope}\0"))
+                .expect("delete");
+        }
+        let reactor = open(dir.path(), 1);
+        match reactor.view().get(&id("c"), &ViewFilter::default(), None) {
+            Err(Error::Corrupt { cf: "heads", .. }) => {}
+            Ok(doc) => panic!(
+                "{scope}: served {:?}",
+                doc.scopes.keys().collect::<Vec<_>>()
+            ),
+            Err(other) => panic!("{scope}: expected Corrupt, got {other}"),
+        }
+    }
+}
+
 /// A `log` document of four operations whose states are too large for
 /// its head to keep (see `HEAD_STATE_MAX`): cold reads fold its stream.
 fn write_large_log(dir: &std::path::Path) {

@@ -243,10 +243,7 @@ impl ViewInner {
         let mut doc = CachedDoc::default();
         let mut repairs = WriteBatch::default();
         let mut pending = fold::PendingSnapshots::new();
-        for (stream, kept) in self.store.streams_with_state(id)? {
-            if &stream.unit.branch != branch {
-                continue;
-            }
+        for (stream, kept) in self.store.streams_with_state(id, branch)? {
             let unit_key = keys::unit_key(&stream.unit);
             let scope = &stream.unit.scope;
             let kept = match &kept {
