@@ -217,45 +217,22 @@ fn read_all(reactor: &Arc<Reactor>) -> Reads {
 /// The reads that differ, side by side (a failure's message).
 fn differences(reads: &Reads, baseline: &Reads) -> String {
     let mut out = String::new();
-    let mut field = |name: &str, got: String, want: String| {
-        if got != want {
-            out.push_str(&format!("\n{name}: {got}\nwanted {want}"));
-        }
-    };
-    field(
-        "documents",
-        format!("{:?}", reads.documents),
-        format!("{:?}", baseline.documents),
-    );
-    field(
-        "slugs",
-        format!("{:?}", reads.slugs),
-        format!("{:?}", baseline.slugs),
-    );
-    field(
-        "by_type",
-        format!("{:?}", reads.by_type),
-        format!("{:?}", baseline.by_type),
-    );
-    field(
-        "relationships",
-        format!("{:?}", reads.relationships),
-        format!("{:?}", baseline.relationships),
-    );
-    field(
-        "streams",
-        format!("{:?}", reads.streams),
-        format!("{:?}", baseline.streams),
-    );
-    field(
-        "feed",
-        format!("{:?}", reads.feed),
-        format!("{:?}", baseline.feed),
-    );
-    field(
-        "remotes",
-        format!("{:?}", reads.remotes),
-        format!("{:?}", baseline.remotes),
+    macro_rules! compare {
+        ($($field:ident),*) => {$(
+            let (got, want) = (format!("{:?}", reads.$field), format!("{:?}", baseline.$field));
+            if got != want {
+                out.push_str(&format!("\n{}: {got}\nwanted {want}", stringify!($field)));
+            }
+        )*};
+    }
+    compare!(
+        documents,
+        slugs,
+        by_type,
+        relationships,
+        streams,
+        feed,
+        remotes
     );
     out
 }
