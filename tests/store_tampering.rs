@@ -348,6 +348,9 @@ fn a_gap_or_a_misdirected_entry_in_the_ordinal_feed_is_refused() {
         let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
         assert!(feed_corrupt(feed(&store, 1, 100)), "entry {lost} lost");
         assert!(feed_corrupt(feed(&store, lost, 100)), "entry {lost} lost");
+        // A full page whose range spans the gap, not only a page that ends
+        // short of the last ordinal.
+        assert!(feed_corrupt(feed(&store, lost - 1, 2)), "entry {lost} lost");
         // A page that ends before the gap is served; the next one is not.
         let page = store
             .get_since_ordinal(
