@@ -161,7 +161,7 @@ const FEED_GAP: &str = "ordinal feed (an ordinal is missing)";
 /// What `Corrupt` names when a stream holds operations but has no head:
 /// read as empty, it would drop a scope from reads and let a writer
 /// append at index 0 over its history.
-pub(crate) const HEAD_LOST: &str = "stream head (lost: its stream holds operations)";
+const HEAD_LOST: &str = "stream head (lost: its stream holds operations)";
 
 fn corrupt(cf: &'static str, what: &'static str) -> Error {
     Error::Corrupt { cf, what }
