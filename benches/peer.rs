@@ -11,9 +11,12 @@
 
 use std::time::Duration;
 
-use reactordb::workloads::{self, closed_loop, ServiceError};
+#[path = "../src/cli/workloads.rs"]
+mod workloads;
+
 use reactordb::Durability;
 use rusqlite::{params, Connection, OptionalExtension};
+use workloads::{closed_loop, ServiceError};
 
 /// The SQLite event store: `clients` threads, each its own connection and
 /// stream, appending one ~200-byte event per transaction for `run_for`.

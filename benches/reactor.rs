@@ -14,11 +14,14 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
-use reactordb::workloads::{self, WorkloadConfig};
+#[path = "../src/cli/workloads.rs"]
+mod workloads;
+
 use reactordb::{
     Action, ActionId, ActionType, Branch, CounterModel, CreateDocumentInput, DocumentId,
     Durability, JobStatus, ModelRegistry, Reactor, Scope,
 };
+use workloads::WorkloadConfig;
 
 fn reactor(dir: &std::path::Path, docs: usize) -> Reactor {
     let reactor = Reactor::builder(dir)

@@ -1,6 +1,7 @@
 //! A tour of reactordb as it stands: the Operation Store (write side), the
 //! event bus and the Document View (read side), on a database in
-//! `./reactordb-data` (or the directory given as the first argument).
+//! `./reactordb-tour` (or the directory given as the first argument): its
+//! own, never the demo's `./reactordb-data`.
 //!
 //! It creates counter and todo documents, writes through the store, reads
 //! its own writes through the view with consistency tokens, shows an undo,
@@ -94,7 +95,7 @@ impl Writer {
 fn main() -> Res<()> {
     let dir = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "reactordb-data".to_owned());
+        .unwrap_or_else(|| "reactordb-tour".to_owned());
     let store = OperationStore::open(&dir, StoreOptions::with_durability(Durability::Buffered))?;
     let bus = EventBus::new();
     let view = DocumentView::open(

@@ -184,6 +184,13 @@ pub enum Error {
     /// since what reached disk is unknown.
     #[error("the store refused the write: an earlier commit failed; reopen it")]
     Poisoned,
+    /// `close` found other handles of the store still alive: the database
+    /// stays open for them (its write-ahead log was synced).
+    #[error("the store is still open through {handles} other handle(s)")]
+    StillOpen {
+        /// Handles still alive.
+        handles: usize,
+    },
     /// The RocksDB this crate is linked against behaves in a way the store
     /// does not support (checked at open).
     #[error("unsupported RocksDB: {reason}")]

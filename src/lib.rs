@@ -105,7 +105,6 @@ mod reactor;
 mod store;
 mod sync;
 mod view;
-pub mod workloads;
 
 pub use bus::{Event, EventBus, Subscription};
 pub use error::{Error, IdError, InvalidOperationReason, Result};

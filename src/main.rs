@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use reactordb::workloads::{self, WorkloadConfig, WorkloadReport};
+use cli::workloads::{self, WorkloadConfig, WorkloadReport};
 use reactordb::{
     Branch, DocumentId, Durability, ExportLine, OperationFilter, OperationStore, Paging, Revision,
     Scope, StoreOptions, SyncUnit,
@@ -594,7 +594,9 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
     }
     if matches!(args.workload, WorkloadArg::All | WorkloadArg::Raw) {
         let dir = tempfile::tempdir()?;
-        for r in workloads::store_vs_raw(dir.path(), args.raw_ops, durability)? {
+        for r in workloads::store_vs_raw(dir.path(), args.raw_ops, durability)
+            .map_err(|e| e.to_string())?
+        {
             print(&r)?;
         }
     }

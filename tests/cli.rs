@@ -161,6 +161,68 @@ fn export_then_import_reproduces_the_chain_heads() {
     assert_eq!(heads(src.path()), heads(&target));
 }
 
+/// The raw JSON text of a line's `operation.action.input`.
+fn raw_input(line: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        #[serde(borrow)]
+        operation: Op<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Op<'a> {
+        #[serde(borrow)]
+        action: Act<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Act<'a> {
+        #[serde(borrow)]
+        input: &'a serde_json::value::RawValue,
+    }
+    let line: Line<'_> = serde_json::from_str(line).expect("an export line");
+    line.operation.action.input.get().to_owned()
+}
+
+#[test]
+fn export_shows_json_inputs_as_json_and_import_reads_base64_too() {
+    use base64::Engine;
+    let (src, dst) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    database(src.path());
+    let exported = run(
+        &["--db", src.path().to_str().expect("utf8"), "export", "doc"],
+        None,
+    );
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    let lines: Vec<String> = text(&exported.stdout).lines().map(str::to_owned).collect();
+    // The creation's input is a JSON object, each increment's a number:
+    // shown as themselves, never as arrays of byte values.
+    assert!(raw_input(&lines[0]).starts_with('{'), "{}", lines[0]);
+    for line in &lines[1..] {
+        assert_eq!(raw_input(line), "1", "{line}");
+    }
+    // The same lines with every input in the base64 form import to the
+    // same chain heads: the bytes are the same.
+    let as_base64: String = lines
+        .iter()
+        .map(|line| {
+            let raw = raw_input(line);
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&raw);
+            let from = format!(r#""input":{raw}"#);
+            assert_eq!(line.matches(&from).count(), 1, "{line}");
+            line.replacen(&from, &format!(r#""input":{{"base64":"{encoded}"}}"#), 1) + "\n"
+        })
+        .collect();
+    let target = dst.path().join("copy");
+    let imported = run(
+        &["--db", target.to_str().expect("utf8"), "import"],
+        Some(as_base64.as_bytes()),
+    );
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    assert_eq!(heads(src.path()), heads(&target));
+}
+
 #[test]
 fn backup_opens_as_a_database_of_its_own() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -267,6 +329,14 @@ fn demo_runs_prints_its_table_and_leaves_a_clean_database() {
         "{stdout}"
     );
     assert!(stdout.contains("\"slug\": \"list-0\""), "{stdout}");
+    // The document shown is named by its id, which `inspect` knows.
+    let shown = stdout
+        .lines()
+        .find(|l| l.contains("(slug list-0) as JSON"))
+        .and_then(|l| l.split(' ').next())
+        .expect("the shown document's line");
+    let inspect = run(&["--db", db, "inspect", shown, "--json"], None);
+    assert!(inspect.status.success(), "{}", text(&inspect.stderr));
     let verify = run(&["--db", db, "verify"], None);
     assert!(verify.status.success(), "{}", text(&verify.stdout));
     let err = one_line_error(&run(&["--db", db, "demo"], None));

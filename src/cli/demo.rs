@@ -373,7 +373,10 @@ pub(crate) fn run(db: &Path, fresh: bool) -> DemoResult<()> {
     );
     println!("{:<34} {:>14.1}", "wall s", started.elapsed().as_secs_f64());
     println!();
-    println!("list-0 as JSON:");
+    println!(
+        "{} (slug list-0) as JSON (`reactordb inspect {} --json`):",
+        shown.header.id, shown.header.id
+    );
     let state = shown
         .state(&Scope::global())
         .and_then(|s| serde_json::from_slice::<serde_json::Value>(s).ok());

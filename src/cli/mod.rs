@@ -7,3 +7,4 @@ pub(crate) mod service_bench;
 pub(crate) mod sync;
 #[cfg(feature = "grpc")]
 pub(crate) mod sync_bench;
+pub(crate) mod workloads;

@@ -9,6 +9,11 @@
 //! the last), job latency p50/p99 (submitted until written, in a bounded
 //! histogram), cold reads/s (the view's cache cleared, RocksDB's block
 //! cache left as it is), peak RSS, and bytes on disk per stored operation.
+//! Beside them, the step's anchor: the bare `OperationStore` driven the
+//! same way (the same documents in the same round-robin order, one
+//! single-operation `apply` per action, on a fresh database after the
+//! reactor's), so each step shows how much of the slope is the store's
+//! own and how much is the reactor's work above it.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,15 +23,20 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use reactordb::{
     Action, ActionId, ActionType, Branch, ConsistencyToken, CounterModel, CreateDocumentInput,
-    DocumentId, Durability, JobHandle, ModelRegistry, Reactor, Scope, ViewFilter,
+    Digest, DocumentId, Durability, JobHandle, ModelRegistry, NewOperation, OperationStore,
+    Reactor, Revision, Scope, StoreOptions, ViewFilter,
 };
 use serde::{Deserialize, Serialize};
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// Jobs submitted and not yet written, at most: the harness's own memory
-/// stays flat however many documents a step has.
-const IN_FLIGHT: usize = 4_096;
+/// stays flat however many documents a step has. Fewer than the smallest
+/// step's documents, so no step has two jobs of one document queued at
+/// once: a worker writes queued jobs of a document as one run, and a base
+/// step that did so (4,096 in flight over 1,000 documents) measured that
+/// batching, which larger steps cannot have, instead of an action's cost.
+const IN_FLIGHT: usize = 512;
 /// Cold reads per step, at most (spread over all documents).
 const COLD_READS: usize = 100_000;
 const WAIT: Duration = Duration::from_secs(600);
@@ -59,6 +69,9 @@ pub(crate) struct ScaleStep {
     /// Bytes of the database directory per stored operation (creations
     /// included), after the step.
     pub disk_bytes_per_op: f64,
+    /// The anchor: single-operation appends per second through the bare
+    /// store, same documents, same order, same durability.
+    pub store_actions_per_s: f64,
 }
 
 /// Runs each step in a child process and prints one table (or JSON lines)
@@ -75,17 +88,19 @@ pub(crate) fn run(
     let exe = std::env::current_exe()?;
     if !json {
         println!(
-            "{:>9} {:>9} {:>10} {:>8} {:>8} {:>12} {:>8} {:>9} {:>10} {:>8}",
+            "{:>9} {:>9} {:>10} {:>10} {:>8} {:>8} {:>12} {:>8} {:>9} {:>10} {:>8} {:>8}",
             "docs",
             "actions",
             "actions/s",
+            "store/s",
             "p50_ms",
             "p99_ms",
             "cold_reads/s",
             "rss_mb",
             "disk_B/op",
             "×actions/s",
-            "×reads/s"
+            "×reads/s",
+            "×store/s"
         );
     }
     let mut first: Option<ScaleStep> = None;
@@ -100,9 +115,10 @@ pub(crate) fn run(
         results.sort_by(|a, b| a.actions_per_s.total_cmp(&b.actions_per_s));
         let step = results.swap_remove(results.len() / 2);
         let base = first.get_or_insert_with(|| step.clone());
-        let (ratio_writes, ratio_reads) = (
+        let (ratio_writes, ratio_reads, ratio_store) = (
             step.actions_per_s / base.actions_per_s,
             step.cold_reads_per_s / base.cold_reads_per_s,
+            step.store_actions_per_s / base.store_actions_per_s,
         );
         if json {
             println!(
@@ -112,21 +128,24 @@ pub(crate) fn run(
                     "runs": runs,
                     "actions_per_s_ratio": ratio_writes,
                     "cold_reads_ratio": ratio_reads,
+                    "store_actions_per_s_ratio": ratio_store,
                 })
             );
         } else {
             println!(
-                "{:>9} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>12.0} {:>8.1} {:>9.0} {:>10.2} {:>8.2}",
+                "{:>9} {:>9} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>12.0} {:>8.1} {:>9.0} {:>10.2} {:>8.2} {:>8.2}",
                 step.docs,
                 step.actions,
                 step.actions_per_s,
+                step.store_actions_per_s,
                 step.p50_ms,
                 step.p99_ms,
                 step.cold_reads_per_s,
                 step.peak_rss_mb,
                 step.disk_bytes_per_op,
                 ratio_writes,
-                ratio_reads
+                ratio_reads,
+                ratio_store
             );
         }
     }
@@ -232,6 +251,11 @@ pub(crate) fn run_step(
     let cold_reads_per_s = reads as f64 / start.elapsed().as_secs_f64();
     let ops = reactor.store().last_ordinal().get();
     drop(reactor);
+    // Taken before the anchor runs: they are the reactor's.
+    let peak_rss_mb = super::workloads::peak_rss_mb();
+    let disk_bytes_per_op = dir_bytes(dir)? as f64 / ops.max(1) as f64;
+    let store_actions_per_s =
+        store_anchor(&dir.join("store-anchor"), docs, actions_per_doc, durability)?;
 
     let step = ScaleStep {
         docs,
@@ -242,11 +266,81 @@ pub(crate) fn run_step(
         p50_ms: latencies.value_at_quantile(0.5) as f64 / 1e3,
         p99_ms: latencies.value_at_quantile(0.99) as f64 / 1e3,
         cold_reads_per_s,
-        peak_rss_mb: reactordb::workloads::peak_rss_mb(),
-        disk_bytes_per_op: dir_bytes(dir)? as f64 / ops.max(1) as f64,
+        peak_rss_mb,
+        disk_bytes_per_op,
+        store_actions_per_s,
     };
     println!("{}", serde_json::to_string(&step)?);
     Ok(())
+}
+
+/// Threads driving the bare store: more appends in flight than cores, so
+/// the store's group commit shares writes as the reactor's workers do.
+const ANCHOR_THREADS: usize = 16;
+
+/// The step's anchor on a fresh store in `dir`: every document gets one
+/// `document`-scope operation (untimed, the reactor's creation), then
+/// `actions_per_doc` rounds over all documents in order, one
+/// single-operation `apply` to its `global` stream each, split over
+/// [`ANCHOR_THREADS`] threads by document. Appends per second of the
+/// rounds.
+fn store_anchor(
+    dir: &Path,
+    docs: usize,
+    actions_per_doc: usize,
+    durability: Durability,
+) -> BenchResult<f64> {
+    let store = OperationStore::open(dir, StoreOptions::with_durability(durability))?;
+    let document_type = CounterModel::document_type();
+    let increment = ActionType::new("INCREMENT")?;
+    let create = ActionType::new("CREATE_DOCUMENT")?;
+    let append = |d: usize, scope: &Scope, n: usize, action_type: &ActionType| -> BenchResult<()> {
+        let id = DocumentId::new(format!("doc-{d:07}"))?;
+        let action = Action::new(
+            ActionId::new(format!("d{d}-{scope}-a{n}"))?,
+            action_type.clone(),
+            scope.clone(),
+            1_700_000_000_000 + n as u64,
+            Vec::new(),
+        );
+        store.apply(
+            &id,
+            &document_type,
+            scope,
+            &Branch::main(),
+            Revision(n as u64),
+            |txn| {
+                txn.add_operation(NewOperation::new(n as u64, action, Digest::default()));
+            },
+        )?;
+        Ok(())
+    };
+    let rounds = |from: usize, to: usize, scope: &Scope, action_type: &ActionType| {
+        std::thread::scope(|threads| -> BenchResult<()> {
+            let workers: Vec<_> = (0..ANCHOR_THREADS)
+                .map(|t| {
+                    threads.spawn(move || -> Result<(), String> {
+                        for n in from..to {
+                            for d in (t..docs).step_by(ANCHOR_THREADS) {
+                                append(d, scope, n, action_type).map_err(|e| e.to_string())?;
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker
+                    .join()
+                    .map_err(|_| "a store anchor thread panicked")??;
+            }
+            Ok(())
+        })
+    };
+    rounds(0, 1, &Scope::document(), &create)?;
+    let start = Instant::now();
+    rounds(0, actions_per_doc, &Scope::global(), &increment)?;
+    Ok((docs * actions_per_doc) as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Jobs in flight: a waiter thread takes each handle in submission order,

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use reactordb::workloads;
+use super::workloads;
 use reactordb::Durability;
 use serde::Serialize;
 

@@ -99,7 +99,7 @@ mod tests {
                 scope: Scope::new(names[2].clone()).expect("valid"),
                 timestamp_utc_ms: numbers[3],
                 input,
-                context: context.map(serde_bytes::ByteBuf::from),
+                context,
             };
             let content = ContentRef {
                 id: &OperationId(id),

@@ -23,7 +23,7 @@ fn sample_operation() -> Operation {
         scope: Scope::global(),
         timestamp_utc_ms: 1_700_000_000_100,
         input: b"{\"v\":1}".to_vec(),
-        context: Some(serde_bytes::ByteBuf::from(vec![1, 2])),
+        context: Some(vec![1, 2]),
     };
     Operation {
         id,

@@ -2,6 +2,7 @@
 //! revisions, ordinals, actions and operations. Pure data; no storage here.
 
 mod ids;
+mod input_text;
 mod operation;
 
 pub use ids::{

@@ -169,11 +169,13 @@ pub struct Action {
     pub scope: Scope,
     /// When the author created the action (milliseconds since the Unix epoch).
     pub timestamp_utc_ms: u64,
-    /// The model-specific input, encoded by the model.
-    #[serde(with = "serde_bytes")]
+    /// The model-specific input, encoded by the model. In JSON (export,
+    /// import) it shows as the JSON it is, or as `{"base64": "…"}`.
+    #[serde(with = "super::input_text")]
     pub input: Vec<u8>,
     /// Opaque signing/app context carried with the action, if any.
-    pub context: Option<serde_bytes::ByteBuf>,
+    #[serde(with = "serde_bytes", default)]
+    pub context: Option<Vec<u8>>,
 }
 
 impl Action {

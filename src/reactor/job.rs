@@ -2,6 +2,7 @@
 
 use super::jobs::JobId;
 use crate::model::{Action, OperationWithContext};
+use crate::store::Durability;
 
 /// A unit of work on one document (and branch).
 #[derive(Debug)]
@@ -11,6 +12,8 @@ pub(crate) enum Job {
     Execute {
         actions: Vec<Action>,
         dependencies: Vec<JobId>,
+        /// Overrides the store's durability for this job's write.
+        durability: Option<Durability>,
     },
     /// Merge operations from a peer.
     Load {
@@ -24,6 +27,16 @@ impl Job {
         Job::Execute {
             actions,
             dependencies: Vec::new(),
+            durability: None,
+        }
+    }
+
+    /// An execution written with `durability` instead of the store's.
+    pub(crate) fn execute_with(actions: Vec<Action>, durability: Durability) -> Self {
+        Job::Execute {
+            actions,
+            dependencies: Vec::new(),
+            durability: Some(durability),
         }
     }
 
@@ -56,7 +69,7 @@ impl Job {
     /// their own (a merge re-reads the whole stream), and so do undo and redo,
     /// which re-order history.
     pub(crate) fn joins_runs(&self) -> bool {
-        matches!(self, Job::Execute { dependencies, actions }
+        matches!(self, Job::Execute { dependencies, actions, .. }
             if dependencies.is_empty()
                 && !actions.iter().any(|a| crate::merge::is_marker(a.action_type.as_str())))
     }
@@ -66,4 +79,25 @@ impl Job {
             Job::Execute { dependencies, .. } | Job::Load { dependencies, .. } => dependencies,
         }
     }
+}
+
+/// The durability a run of jobs is written with: the strongest any job
+/// asks for (a synced job's fsync covers its neighbours too); `None`, the
+/// store's, when a job asks for nothing and none asks for `Synced`.
+pub(crate) fn run_durability<'a>(jobs: impl IntoIterator<Item = &'a Job>) -> Option<Durability> {
+    let mut strongest = Some(Durability::Buffered);
+    for job in jobs {
+        match job {
+            Job::Execute {
+                durability: Some(Durability::Synced),
+                ..
+            } => return Some(Durability::Synced),
+            Job::Execute {
+                durability: Some(Durability::Buffered),
+                ..
+            } => {}
+            _ => strongest = None,
+        }
+    }
+    strongest
 }

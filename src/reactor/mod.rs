@@ -411,15 +411,102 @@ impl Reactor {
     /// Creates a document on `main`. Fails with [`Error::ModelNotFound`]
     /// (at submission) when no model of its type and version is registered.
     pub fn create(&self, document_id: DocumentId, input: CreateDocumentInput) -> Result<JobHandle> {
-        self.inner
-            .registry
-            .require(&input.document_type, input.model_version)?;
-        let action = system_action(
-            self.new_action_id(),
-            (self.inner.clock)(),
-            &SystemAction::CreateDocument(input),
-        );
-        self.execute(document_id, Branch::main(), vec![action])
+        self.create_on(document_id, Branch::main(), input)
+    }
+
+    /// Creates a document on `branch` (as [`create`](Self::create) does on
+    /// `main`).
+    pub fn create_on(
+        &self,
+        document_id: DocumentId,
+        branch: Branch,
+        input: CreateDocumentInput,
+    ) -> Result<JobHandle> {
+        self.execute_system(document_id, branch, SystemAction::CreateDocument(input))
+    }
+
+    /// Executes one header action (the `document` scope) on any branch, as
+    /// a job: the general form of [`create_on`](Self::create_on),
+    /// [`set_name`](Self::set_name), [`set_meta`](Self::set_meta),
+    /// [`delete_document`](Self::delete_document) and the relationship
+    /// helpers. A creation fails with [`Error::ModelNotFound`] at
+    /// submission when its model is not registered.
+    pub fn execute_system(
+        &self,
+        document_id: DocumentId,
+        branch: Branch,
+        action: SystemAction,
+    ) -> Result<JobHandle> {
+        if let SystemAction::CreateDocument(input) = &action {
+            self.inner
+                .registry
+                .require(&input.document_type, input.model_version)?;
+        }
+        let action = system_action(self.new_action_id(), (self.inner.clock)(), &action);
+        self.execute(document_id, branch, vec![action])
+    }
+
+    /// Renames a document (`SET_NAME`).
+    pub fn set_name(
+        &self,
+        document_id: DocumentId,
+        branch: Branch,
+        name: impl Into<String>,
+    ) -> Result<JobHandle> {
+        let name = name.into();
+        self.execute_system(document_id, branch, SystemAction::SetName { name })
+    }
+
+    /// Sets one metadata entry of a document's header, or removes it with
+    /// `None` (`SET_META`).
+    pub fn set_meta(
+        &self,
+        document_id: DocumentId,
+        branch: Branch,
+        key: impl Into<String>,
+        value: Option<String>,
+    ) -> Result<JobHandle> {
+        let key = key.into();
+        self.execute_system(document_id, branch, SystemAction::SetMeta { key, value })
+    }
+
+    /// Moves a document from model version `from_version` to `to_version`
+    /// (`UPGRADE_DOCUMENT`), as one job: the header first, then each of
+    /// `scopes`, whose states the new version's model upgrades. Each scope
+    /// is upgraded by an operation of its own, so name every scope the
+    /// document's model writes (a scope left out stays at the older
+    /// version). The job fails with [`Error::ModelNotFound`] when the new
+    /// version is not registered, and writes nothing.
+    pub fn upgrade_document(
+        &self,
+        document_id: DocumentId,
+        branch: Branch,
+        from_version: u32,
+        to_version: u32,
+        scopes: &[Scope],
+    ) -> Result<JobHandle> {
+        let upgrade = SystemAction::UpgradeDocument {
+            from_version,
+            to_version,
+        };
+        let now = (self.inner.clock)();
+        let mut actions = vec![system_action(self.new_action_id(), now, &upgrade)];
+        // What a scope's fold reads from an upgrade (`fold`'s `UpgradeInput`).
+        let input = serde_json::to_vec(&serde_json::json!({
+            "from_version": from_version,
+            "to_version": to_version,
+        }))
+        .expect("serde_json encodes plain data");
+        for scope in scopes.iter().filter(|scope| **scope != Scope::document()) {
+            actions.push(Action::new(
+                self.new_action_id(),
+                ActionType::new(upgrade.action_type())?,
+                scope.clone(),
+                now,
+                input.clone(),
+            ));
+        }
+        self.execute(document_id, branch, actions)
     }
 
     /// Executes actions on a document, in order, as one job.
@@ -429,12 +516,34 @@ impl Reactor {
         branch: Branch,
         actions: Vec<Action>,
     ) -> Result<JobHandle> {
-        crate::limits::check_job(&actions)?;
-        let ids = self.inner.submit(vec![(
-            (document_id, branch),
-            Job::execute(actions),
-            Vec::new(),
-        )])?;
+        self.submit_job(document_id, branch, Job::execute(actions))
+    }
+
+    /// [`execute`](Self::execute), written with `durability` instead of the
+    /// store's: a `Synced` job in a `Buffered` reactor is acknowledged
+    /// (`WriteReady`) only once fsynced; a `Buffered` one in a `Synced`
+    /// reactor does not wait for an fsync. Jobs of one document written
+    /// together take the strongest durability any of them asks for. A
+    /// `Synced` resubmission of actions already written syncs the log
+    /// before it is acknowledged (their first write may have been
+    /// `Buffered`).
+    pub fn execute_with(
+        &self,
+        document_id: DocumentId,
+        branch: Branch,
+        actions: Vec<Action>,
+        durability: Durability,
+    ) -> Result<JobHandle> {
+        self.submit_job(document_id, branch, Job::execute_with(actions, durability))
+    }
+
+    fn submit_job(&self, document_id: DocumentId, branch: Branch, job: Job) -> Result<JobHandle> {
+        if let Job::Execute { actions, .. } = &job {
+            crate::limits::check_job(actions)?;
+        }
+        let ids = self
+            .inner
+            .submit(vec![((document_id, branch), job, Vec::new())])?;
         Ok(self.handles(ids).remove(0))
     }
 
@@ -465,13 +574,40 @@ impl Reactor {
         actions: Vec<Action>,
         timeout: Duration,
     ) -> Result<ConsistencyToken> {
-        crate::limits::check_job(&actions)?;
+        self.run_and_wait(document_id, branch, Job::execute(actions), timeout)
+    }
+
+    /// [`execute_and_wait`](Self::execute_and_wait), written with
+    /// `durability` instead of the store's (as
+    /// [`execute_with`](Self::execute_with)).
+    pub fn execute_and_wait_with(
+        &self,
+        document_id: DocumentId,
+        branch: Branch,
+        actions: Vec<Action>,
+        durability: Durability,
+        timeout: Duration,
+    ) -> Result<ConsistencyToken> {
+        let job = Job::execute_with(actions, durability);
+        self.run_and_wait(document_id, branch, job, timeout)
+    }
+
+    fn run_and_wait(
+        &self,
+        document_id: DocumentId,
+        branch: Branch,
+        job: Job,
+        timeout: Duration,
+    ) -> Result<ConsistencyToken> {
+        if let Job::Execute { actions, .. } = &job {
+            crate::limits::check_job(actions)?;
+        }
         let key = (document_id, branch);
         let Some(claim) = self.inner.queue.claim_idle(&key)? else {
-            return self.execute(key.0, key.1, actions)?.written(timeout);
+            return self.submit_job(key.0, key.1, job)?.written(timeout);
         };
         let id = self.inner.jobs.allocate();
-        let mut outcomes = self.inner.run(&key, &[(id, Job::execute(actions))]);
+        let mut outcomes = self.inner.run(&key, &[(id, job)]);
         // Jobs queued for the document meanwhile go to the workers.
         drop(claim);
         let outcome = outcomes.pop().expect("one outcome per job");
@@ -479,16 +615,6 @@ impl Reactor {
             job: id.0,
             error: failure.error,
         })
-    }
-
-    fn system(
-        &self,
-        document_id: DocumentId,
-        branch: Branch,
-        action: SystemAction,
-    ) -> Result<JobHandle> {
-        let action = system_action(self.new_action_id(), (self.inner.clock)(), &action);
-        self.execute(document_id, branch, vec![action])
     }
 
     /// Undoes the latest effective operation of `scope` that is not itself
@@ -526,7 +652,7 @@ impl Reactor {
 
     /// Deletes a document (reads then report it deleted).
     pub fn delete_document(&self, document_id: DocumentId, branch: Branch) -> Result<JobHandle> {
-        self.system(document_id, branch, SystemAction::DeleteDocument)
+        self.execute_system(document_id, branch, SystemAction::DeleteDocument)
     }
 
     /// Adds a typed relationship from `source` to `target`.
@@ -536,7 +662,7 @@ impl Reactor {
         target: DocumentId,
         relationship_type: &str,
     ) -> Result<JobHandle> {
-        self.system(
+        self.execute_system(
             source,
             Branch::main(),
             SystemAction::AddRelationship {
@@ -553,7 +679,7 @@ impl Reactor {
         target: DocumentId,
         relationship_type: &str,
     ) -> Result<JobHandle> {
-        self.system(
+        self.execute_system(
             source,
             Branch::main(),
             SystemAction::RemoveRelationship {
@@ -645,6 +771,17 @@ impl Reactor {
         for worker in self.workers.lock().drain(..) {
             let _ = worker.join();
         }
+    }
+
+    /// Shuts down (as [`shutdown`](Self::shutdown)), fsyncs the
+    /// write-ahead log, so every job acknowledged under `Buffered`
+    /// survives power loss, then closes as dropping does. Unlike a drop,
+    /// it reports a failed sync.
+    pub fn close(self) -> Result<()> {
+        self.shutdown();
+        let synced = self.store().sync_wal();
+        drop(self);
+        synced
     }
 }
 
@@ -791,7 +928,9 @@ impl Inner {
                     Job::Load { .. } => &[],
                 })
                 .collect();
-            self.executor.execute_run(&key.0, &key.1, &actions)
+            let durability = job::run_durability(run.iter().map(|(_, job)| job));
+            self.executor
+                .execute_run(&key.0, &key.1, &actions, durability)
         }));
         match together {
             Ok(outcomes) => outcomes,

@@ -59,7 +59,7 @@ struct Span {
 }
 use super::heads::{lock_in_order, HeadSlot};
 use super::txn::{self, AtomicTxn};
-use super::{batch, chain, OperationStore};
+use super::{batch, chain, Durability, OperationStore};
 
 impl OperationStore {
     /// Appends operations to the stream `(document_id, scope, branch)` at
@@ -95,7 +95,7 @@ impl OperationStore {
         let unit = SyncUnit::new(document_id.clone(), scope.clone(), branch.clone());
         let mut txn = AtomicTxn::new(unit.clone(), revision);
         build(&mut txn);
-        let (operations, conditions) = txn.into_parts();
+        let (operations, conditions, durability) = txn.into_parts();
         self.append_parts(
             vec![StreamAppend {
                 order: LogOrder::Unknown,
@@ -106,6 +106,7 @@ impl OperationStore {
                 operations,
             }],
             conditions,
+            durability,
         )
     }
 
@@ -116,11 +117,17 @@ impl OperationStore {
     /// read set. The stale-revision rules of [`apply`](Self::apply) hold
     /// for a single part; with several, a stale part fails the whole write
     /// unless every part is an idempotent replay.
+    ///
+    /// `durability` overrides the store's for this write (`None`: the
+    /// store's). A replay under `Synced` syncs the write-ahead log before it
+    /// answers: the write it replays may have been acknowledged `Buffered`.
     pub(crate) fn append_parts(
         &self,
         parts: Vec<StreamAppend>,
         conditions: Vec<(SyncUnit, Revision)>,
+        durability: Option<Durability>,
     ) -> Result<Vec<OperationWithContext>> {
+        let sync = durability.unwrap_or(self.inner.durability) == Durability::Synced;
         if self.inner.commit.is_poisoned() {
             return Err(Error::Poisoned);
         }
@@ -314,7 +321,11 @@ impl OperationStore {
             *document_type = Some(span.document_type.clone());
         }
         if let Some(first_stale) = first_stale {
-            return self.stale_parts(&spans, first_stale, &heads, slot_of, &stored);
+            let replayed = self.stale_parts(&spans, first_stale, &heads, slot_of, &stored)?;
+            if sync {
+                self.sync_wal()?;
+            }
+            return Ok(replayed);
         }
         if stored.is_empty() {
             return Ok(Vec::new());
@@ -374,6 +385,7 @@ impl OperationStore {
             // memory.)
             count: (3 * stored.len() + head_records) as u32,
             ordinals,
+            sync,
         };
         let first = self.inner.commit.commit(&self.inner.db, write)?;
         for (slot, head) in heads.into_iter().enumerate() {

@@ -56,6 +56,8 @@ pub(crate) struct PendingWrite {
     pub(crate) count: u32,
     /// One per operation, in order.
     pub(crate) ordinals: Vec<OrdinalSlots>,
+    /// Acknowledged only once fsynced: the group it commits in syncs.
+    pub(crate) sync: bool,
 }
 
 enum Status {
@@ -102,7 +104,10 @@ pub(crate) struct CommitGroup {
     /// Faults a test asked for.
     #[cfg(feature = "fault-injection")]
     pub(crate) faults: super::fault::Faults,
-    write_options: WriteOptions,
+    /// For a group with a synced member, and for one without.
+    synced: WriteOptions,
+    buffered: WriteOptions,
+    /// The store's durability: whether its leaders gather callers.
     sync: bool,
     /// Recent duration of one group's write, in nanoseconds (a moving
     /// average): how long a leader may wait to gather callers.
@@ -114,6 +119,7 @@ pub(crate) struct CommitGroup {
 #[derive(Default)]
 struct Totals {
     writes: AtomicU64,
+    syncs: AtomicU64,
     appends: AtomicU64,
     operations: AtomicU64,
     write_nanos: AtomicU64,
@@ -128,9 +134,14 @@ struct Totals {
 /// Each counter is exact, but a reading taken while a group commits may
 /// already count its write and not yet its appends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CommitStats {
     /// Successful RocksDB writes, each the commit of one group.
     pub writes: u64,
+    /// Fsyncs of the write-ahead log: synced group writes, and
+    /// [`sync_wal`](super::OperationStore::sync_wal) calls (explicit, or a
+    /// synced replay's).
+    pub syncs: u64,
     /// Appends they committed: each `apply` that wrote anything is one.
     pub appends: u64,
     /// Operations they committed.
@@ -154,6 +165,7 @@ impl CommitStats {
     pub fn since(&self, earlier: &CommitStats) -> CommitStats {
         CommitStats {
             writes: self.writes.saturating_sub(earlier.writes),
+            syncs: self.syncs.saturating_sub(earlier.syncs),
             appends: self.appends.saturating_sub(earlier.appends),
             operations: self.operations.saturating_sub(earlier.operations),
             write_time: self.write_time.saturating_sub(earlier.write_time),
@@ -224,8 +236,8 @@ impl Drop for LeaderGuard<'_> {
 
 impl CommitGroup {
     pub(crate) fn new(next_ordinal: Ordinal, sync: bool) -> Self {
-        let mut write_options = WriteOptions::default();
-        write_options.set_sync(sync);
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
         Self {
             queue: Mutex::new(Queue {
                 waiting: VecDeque::new(),
@@ -242,7 +254,8 @@ impl CommitGroup {
             committed: AtomicU64::new(next_ordinal.get().saturating_sub(1)),
             #[cfg(feature = "fault-injection")]
             faults: super::fault::Faults::default(),
-            write_options,
+            synced,
+            buffered: WriteOptions::default(),
             sync,
             write_nanos: AtomicU64::new(0),
             totals: Totals::default(),
@@ -253,6 +266,7 @@ impl CommitGroup {
         let totals = &self.totals;
         CommitStats {
             writes: totals.writes.load(Ordering::Relaxed),
+            syncs: totals.syncs.load(Ordering::Relaxed),
             appends: totals.appends.load(Ordering::Relaxed),
             operations: totals.operations.load(Ordering::Relaxed),
             write_time: Duration::from_nanos(totals.write_nanos.load(Ordering::Relaxed)),
@@ -304,6 +318,11 @@ impl CommitGroup {
         let old = self.write_nanos.load(Ordering::Relaxed);
         let average = if old == 0 { took } else { (old * 7 + took) / 8 };
         self.write_nanos.store(average, Ordering::Relaxed);
+    }
+
+    /// Counts an fsync of the log made outside a group write.
+    pub(crate) fn count_sync(&self) {
+        self.totals.syncs.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
@@ -438,6 +457,8 @@ impl CommitGroup {
                 batch.append(&last_ordinal_record(ordinal), 1);
             }
             let batch = batch.map_or_else(rocksdb::WriteBatch::default, BatchBuilder::finish);
+            let sync = group.iter().any(|(_, w)| w.sync);
+            let options = if sync { &self.synced } else { &self.buffered };
             let started = Instant::now();
             #[cfg(feature = "fault-injection")]
             let injected = self.faults.before_write();
@@ -445,18 +466,18 @@ impl CommitGroup {
             let injected: Option<Failure> = None;
             let written = match injected {
                 Some(failure) => Err(failure),
-                None => db
-                    .write_opt(batch, &self.write_options)
-                    .map_err(Failure::Rocks),
+                None => db.write_opt(batch, options).map_err(Failure::Rocks),
             };
             let took = started.elapsed();
-            if self.sync {
-                // Only a synced store gathers, so only it needs the average.
+            if self.sync && sync {
+                // Only a synced store gathers, so only it needs the average
+                // (of synced writes: a buffered group's is no guide).
                 self.record_write_time(took);
             }
             if written.is_ok() {
                 let operations = ordinal.get() - first.get();
-                self.totals.count(group.len() as u64, operations, took);
+                self.totals
+                    .count(group.len() as u64, operations, took, sync);
                 // Groups are written one at a time, in ordinal order.
                 self.committed
                     .store(ordinal.get().saturating_sub(1), Ordering::Release);
@@ -484,8 +505,9 @@ impl CommitGroup {
 }
 
 impl Totals {
-    fn count(&self, appends: u64, operations: u64, took: Duration) {
+    fn count(&self, appends: u64, operations: u64, took: Duration, synced: bool) {
         self.writes.fetch_add(1, Ordering::Relaxed);
+        self.syncs.fetch_add(u64::from(synced), Ordering::Relaxed);
         self.appends.fetch_add(appends, Ordering::Relaxed);
         self.operations.fetch_add(operations, Ordering::Relaxed);
         self.write_nanos.fetch_add(nanos(took), Ordering::Relaxed);

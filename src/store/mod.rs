@@ -310,6 +310,50 @@ impl OperationStore {
         &self.inner.db
     }
 
+    /// Fsyncs the write-ahead log: every write acknowledged before the
+    /// call (`Buffered` ones included) then survives power loss. One fsync,
+    /// whatever the number of writes it covers.
+    pub fn sync_wal(&self) -> Result<()> {
+        self.inner.db.flush_wal(true)?;
+        self.inner.commit.count_sync();
+        Ok(())
+    }
+
+    /// Writes every column family's memtables to table files and fsyncs
+    /// the write-ahead log: afterwards, reopening replays no log. (What a
+    /// service does before a planned stop, or before copying the
+    /// directory with the process stopped.)
+    pub fn flush(&self) -> Result<()> {
+        self.sync_wal()?;
+        let families: Vec<_> = keys::ALL_CFS
+            .iter()
+            .filter_map(|name| self.inner.db.cf_handle(name))
+            .collect();
+        let mut options = rocksdb::FlushOptions::default();
+        options.set_wait(true);
+        self.inner.db.flush_cfs_opt(&families, &options)?;
+        Ok(())
+    }
+
+    /// Closes this handle: syncs the write-ahead log, then drops it.
+    /// RocksDB closes the database (and releases its directory lock) when
+    /// the last handle goes; if other clones of this store are still
+    /// alive, the database stays open for them and this fails with
+    /// [`Error::StillOpen`] naming how many (the sync happened either
+    /// way: nothing acknowledged is lost).
+    pub fn close(self) -> Result<()> {
+        self.sync_wal()?;
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => {
+                drop(inner);
+                Ok(())
+            }
+            Err(shared) => Err(Error::StillOpen {
+                handles: Arc::strong_count(&shared) - 1,
+            }),
+        }
+    }
+
     /// The database's format version: this build's, or an older one this
     /// build reads and the reactor migrates at open.
     pub fn format_version(&self) -> u32 {

@@ -49,7 +49,7 @@ fn open() -> (tempfile::TempDir, OperationStore) {
 fn a_stale_part_fails_the_whole_write() {
     let (_dir, store) = open();
     store
-        .append_parts(vec![part(Scope::local(), 0, &["l0"])], Vec::new())
+        .append_parts(vec![part(Scope::local(), 0, &["l0"])], Vec::new(), None)
         .expect("first");
     // The global part is fine, the local one stale: nothing is written.
     let err = store
@@ -59,6 +59,7 @@ fn a_stale_part_fails_the_whole_write() {
                 part(Scope::local(), 0, &["l1"]),
             ],
             Vec::new(),
+            None,
         )
         .expect_err("stale");
     assert!(matches!(err, Error::RevisionMismatch { .. }), "{err:?}");
@@ -76,7 +77,9 @@ fn one_stream_in_two_parts_continues_and_replays_whole() {
             part(Scope::global(), 2, &["g2"]),
         ]
     };
-    let stored = store.append_parts(write(), Vec::new()).expect("write");
+    let stored = store
+        .append_parts(write(), Vec::new(), None)
+        .expect("write");
     let order: Vec<_> = stored
         .iter()
         .map(|o| (o.operation.action.id.to_string(), o.context.ordinal.get()))
@@ -99,7 +102,9 @@ fn one_stream_in_two_parts_continues_and_replays_whole() {
     );
     assert!(store.verify_all().expect("verify").is_clean());
     // The same write again: an idempotent replay of every part.
-    let again = store.append_parts(write(), Vec::new()).expect("replay");
+    let again = store
+        .append_parts(write(), Vec::new(), None)
+        .expect("replay");
     assert_eq!(again.len(), 4);
     assert_eq!(store.last_ordinal(), Ordinal(4));
 }

@@ -6,6 +6,8 @@ use std::collections::HashSet;
 use crate::error::{Error, InvalidOperationReason, Result};
 use crate::model::{NewOperation, Revision, Scope, SyncUnit};
 
+use super::Durability;
+
 /// Collects what one `apply` writes to its stream, and the read set it
 /// depends on. Built inside the closure passed to
 /// [`OperationStore::apply`](crate::OperationStore::apply).
@@ -15,7 +17,16 @@ pub struct AtomicTxn {
     revision: Revision,
     operations: Vec<NewOperation>,
     conditions: Vec<(SyncUnit, Revision)>,
+    durability: Option<Durability>,
 }
+
+/// What a transaction asks for: its operations, its read set and its
+/// durability override.
+pub(crate) type TxnParts = (
+    Vec<NewOperation>,
+    Vec<(SyncUnit, Revision)>,
+    Option<Durability>,
+);
 
 impl AtomicTxn {
     pub(crate) fn new(unit: SyncUnit, revision: Revision) -> Self {
@@ -24,6 +35,7 @@ impl AtomicTxn {
             revision,
             operations: Vec::new(),
             conditions: Vec::new(),
+            durability: None,
         }
     }
 
@@ -67,8 +79,18 @@ impl AtomicTxn {
         self
     }
 
-    pub(crate) fn into_parts(self) -> (Vec<NewOperation>, Vec<(SyncUnit, Revision)>) {
-        (self.operations, self.conditions)
+    /// Acknowledges this append with `durability` instead of the store's
+    /// (per transaction, as in redb). A `Synced` append in a `Buffered`
+    /// store shares its fsync with the group it commits in; a `Buffered`
+    /// one in a `Synced` store is written without waiting for an fsync,
+    /// unless it shares a group with a synced append.
+    pub fn set_durability(&mut self, durability: Durability) -> &mut Self {
+        self.durability = Some(durability);
+        self
+    }
+
+    pub(crate) fn into_parts(self) -> TxnParts {
+        (self.operations, self.conditions, self.durability)
     }
 }
 

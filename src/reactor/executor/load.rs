@@ -95,7 +95,7 @@ impl Executor {
                 &loaded,
             )?);
         }
-        let last = self.write_prepared(prepared)?;
+        let last = self.write_prepared(prepared, None)?;
         if header_changed {
             self.forget_document(document_id);
         } else if !by_scope.contains_key(&document) {

@@ -12,6 +12,7 @@ use crate::model::{
     SyncUnit,
 };
 use crate::models::SystemAction;
+use crate::store::Durability;
 use crate::view::ConsistencyToken;
 
 /// Action type of a document's creation.
@@ -55,11 +56,16 @@ impl Executor {
         document_id: &DocumentId,
         branch: &Branch,
         action: &Action,
+        durability: Option<Durability>,
     ) -> Result<ConsistencyToken> {
         let unit = SyncUnit::new(document_id.clone(), action.scope.clone(), branch.clone());
         let op_id = OperationId::derive(&unit, &action.id);
         if let Some(ordinal) = self.store.applied_at(&op_id)? {
-            // A resubmission: applied once already.
+            // A resubmission: applied once already (perhaps acknowledged
+            // `Buffered`: a synced one syncs before answering).
+            if durability == Some(Durability::Synced) {
+                self.store.sync_wal()?;
+            }
             return Ok(ConsistencyToken(ordinal));
         }
         let (_, header) = self.header(document_id, branch)?;
@@ -133,7 +139,7 @@ impl Executor {
         }
         let mut all = vec![prepared];
         all.extend(others);
-        let last = self.write_prepared(all);
+        let last = self.write_prepared(all, durability);
         if last.is_err() {
             self.forget_document(document_id);
         }

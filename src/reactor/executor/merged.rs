@@ -16,7 +16,7 @@ use crate::model::{
     SyncUnit,
 };
 use crate::models::{decode_header, DocumentHeader};
-use crate::store::{LogOrder, StreamAppend};
+use crate::store::{Durability, LogOrder, StreamAppend};
 
 /// One stream's merge, planned and reduced, not yet written.
 pub(super) struct Prepared {
@@ -196,7 +196,11 @@ impl Executor {
 
     /// Writes prepared merges (one per stream) in one atomic write: every
     /// scope or none. Returns the last ordinal written.
-    pub(super) fn write_prepared(&self, prepared: Vec<Prepared>) -> Result<Ordinal> {
+    pub(super) fn write_prepared(
+        &self,
+        prepared: Vec<Prepared>,
+        durability: Option<Durability>,
+    ) -> Result<Ordinal> {
         let mut heads = Vec::with_capacity(prepared.len());
         let mut parts = Vec::with_capacity(prepared.len());
         for p in prepared {
@@ -212,7 +216,7 @@ impl Executor {
                 state: None,
             });
         }
-        let stored = self.append(parts)?;
+        let stored = self.append(parts, durability)?;
         let mut cache = self.heads.lock();
         for (unit_key, head) in heads {
             match head {

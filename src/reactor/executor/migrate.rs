@@ -119,7 +119,7 @@ impl Executor {
             let (_, header) = self.header(&unit.document_id, &unit.branch)?;
             let prepared =
                 self.prepare_plan(header.as_deref(), &stream.document_type, plan, &log, true)?;
-            self.write_prepared(vec![prepared])?;
+            self.write_prepared(vec![prepared], None)?;
             self.forget_document(&unit.document_id);
             report.rewritten += 1;
         }

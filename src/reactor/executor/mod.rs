@@ -34,7 +34,7 @@ use crate::model::{
     OperationWithContext, Ordinal, Revision, Scope, SyncUnit,
 };
 use crate::models::{decode_header, DocumentHeader, ModelRegistry};
-use crate::store::{LogOrder, OperationStore, StreamAppend};
+use crate::store::{Durability, LogOrder, OperationStore, StreamAppend};
 use crate::view::ConsistencyToken;
 
 /// A stream's head as the executor knows it.
@@ -288,6 +288,7 @@ impl Executor {
         document_id: &DocumentId,
         branch: &Branch,
         jobs: &[&[Action]],
+        durability: Option<Durability>,
     ) -> Vec<Outcome> {
         // A job that must take the merge path (an undo, a redo, a creation
         // behind operations that arrived first) runs alone, in its place.
@@ -296,15 +297,20 @@ impl Executor {
         for (k, job) in jobs.iter().enumerate() {
             if let [action] = job {
                 if self.needs_merge(document_id, branch, action) {
-                    outcomes.extend(self.execute_batched(document_id, branch, &jobs[start..k]));
+                    outcomes.extend(self.execute_batched(
+                        document_id,
+                        branch,
+                        &jobs[start..k],
+                        durability,
+                    ));
                     outcomes.push(self.with_retries(document_id, || {
-                        self.execute_merged(document_id, branch, action)
+                        self.execute_merged(document_id, branch, action, durability)
                     }));
                     start = k + 1;
                 }
             }
         }
-        outcomes.extend(self.execute_batched(document_id, branch, &jobs[start..]));
+        outcomes.extend(self.execute_batched(document_id, branch, &jobs[start..], durability));
         outcomes
     }
 
@@ -314,6 +320,7 @@ impl Executor {
         document_id: &DocumentId,
         branch: &Branch,
         jobs: &[&[Action]],
+        durability: Option<Durability>,
     ) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
         let mut history: Vec<Arc<Error>> = Vec::new();
@@ -323,7 +330,7 @@ impl Executor {
                 break;
             }
             let live_jobs: Vec<&[Action]> = live.iter().map(|&i| jobs[i]).collect();
-            match self.try_run(document_id, branch, &live_jobs) {
+            match self.try_run(document_id, branch, &live_jobs, durability) {
                 Ok(tokens) => {
                     for (i, token) in live.into_iter().zip(tokens) {
                         outcomes[i] = Some(Ok(token));
@@ -366,6 +373,7 @@ impl Executor {
         document_id: &DocumentId,
         branch: &Branch,
         jobs: &[&[Action]],
+        durability: Option<Durability>,
     ) -> std::result::Result<Vec<ConsistencyToken>, RunError> {
         let mut plan = RunPlan::default();
         let (doc_head, _) = self
@@ -396,8 +404,19 @@ impl Executor {
             sources.push(job);
         }
         let written = self
-            .write_plan(document_id, branch, plan)
+            .write_plan(document_id, branch, plan, durability)
             .map_err(|e| RunError::Run(Box::new(e)))?;
+        let replayed = sources
+            .iter()
+            .flatten()
+            .any(|source| matches!(source, TokenSource::Stored(_)));
+        if replayed && durability == Some(Durability::Synced) {
+            // A resubmitted action writes nothing, and its first write may
+            // have been acknowledged `Buffered`: sync before answering.
+            self.store
+                .sync_wal()
+                .map_err(|e| RunError::Run(Box::new(e)))?;
+        }
         Ok(sources
             .into_iter()
             .map(|job| {
@@ -542,6 +561,7 @@ impl Executor {
         document_id: &DocumentId,
         branch: &Branch,
         mut plan: RunPlan,
+        durability: Option<Durability>,
     ) -> Result<HashMap<OperationId, Ordinal>> {
         let mut written = HashMap::new();
         let mut as_planned = true;
@@ -582,7 +602,7 @@ impl Executor {
                     }
                 })
                 .collect();
-            let stored = self.append(parts)?;
+            let stored = self.append(parts, durability)?;
             as_planned = stored.len() == planned_ops.len()
                 && stored.iter().zip(&planned_ops).all(|(op, planned)| {
                     (op.operation.state_hash, op.operation.timestamp_utc_ms) == *planned
@@ -609,10 +629,16 @@ impl Executor {
     }
 
     /// Appends to one or more streams in one atomic write and announces
-    /// it; returns what was stored.
-    fn append(&self, parts: Vec<StreamAppend>) -> Result<Arc<[OperationWithContext]>> {
-        let stored: Arc<[OperationWithContext]> =
-            self.store.append_parts(parts, Vec::new())?.into();
+    /// it; returns what was stored. `durability` overrides the store's.
+    fn append(
+        &self,
+        parts: Vec<StreamAppend>,
+        durability: Option<Durability>,
+    ) -> Result<Arc<[OperationWithContext]>> {
+        let stored: Arc<[OperationWithContext]> = self
+            .store
+            .append_parts(parts, Vec::new(), durability)?
+            .into();
         self.bus.emit_from_engine(Event::OperationsWritten {
             operations: Arc::clone(&stored),
         });

@@ -13,6 +13,12 @@
 //!   bare store driven the same way ([`service_store`]).
 //!
 //! Job latency runs from submission until the view shows the job's writes.
+//!
+//! Only the public API is used: the file is a module of the binary
+//! (`cli::workloads`) and is included by the criterion benches by path,
+//! so the library itself carries no benchmark code.
+
+#![allow(dead_code)] // each including target uses its own part
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,12 +28,11 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
-use crate::model::{Action, ActionId, ActionType, Branch, DocumentId, Ordinal, Scope};
-use crate::models::{CounterModel, CreateDocumentInput, ModelRegistry};
-use crate::reactor::{JobHandle, Reactor};
-use crate::store::Durability;
-use crate::view::{ConsistencyToken, ViewFilter};
+use reactordb::{
+    Action, ActionId, ActionType, Branch, CommitStats, ConsistencyToken, CounterModel,
+    CreateDocumentInput, DocumentId, Durability, Error, JobHandle, ModelRegistry, Ordinal, Reactor,
+    Result, Scope, ViewFilter,
+};
 
 /// How to run a workload.
 #[derive(Clone, Debug)]
@@ -388,9 +393,12 @@ type Entry = (Box<[u8]>, Box<[u8]>);
 /// calls made (read back from the store's column families) written as one
 /// raw `WriteBatch` per operation into a fresh database with the same
 /// column families. Two reports: `store-apply` and `raw-batch`.
-pub fn store_vs_raw(dir: &Path, ops: usize, durability: Durability) -> Result<[WorkloadReport; 2]> {
-    use crate::model::{Digest, NewOperation, Revision};
-    use crate::store::{OperationStore, StoreOptions};
+pub fn store_vs_raw(
+    dir: &Path,
+    ops: usize,
+    durability: Durability,
+) -> Result<[WorkloadReport; 2], ServiceError> {
+    use reactordb::{Digest, NewOperation, OperationStore, Revision, StoreOptions};
     let config = WorkloadConfig {
         docs: 1,
         actions: ops,
@@ -425,47 +433,40 @@ pub fn store_vs_raw(dir: &Path, ops: usize, durability: Durability) -> Result<[W
     }
     let ours = start.elapsed();
 
-    // The same puts, per operation: its operation, ordinal and op-id
-    // entries, and the stream head.
-    let db = store.db();
-    let read = |name: &str| -> Result<Vec<Entry>> {
-        let cf = db.cf_handle(name).ok_or(Error::Corrupt {
-            cf: "raw",
-            what: "missing column family",
-        })?;
-        db.iterator_cf(cf, rocksdb::IteratorMode::Start)
-            .map(|e| e.map_err(Error::from))
-            .collect()
-    };
-    let names = [
-        crate::keys::CF_OPERATIONS,
-        crate::keys::CF_ORDINALS,
-        crate::keys::CF_OP_IDS,
-        crate::keys::CF_HEADS,
-    ];
-    let [operations, ordinals, op_ids, heads] = names.map(read);
-    let (operations, ordinals, op_ids, heads) = (operations?, ordinals?, op_ids?, heads?);
     drop(store);
+
+    // The same puts, per operation: its operation, ordinal and op-id
+    // entries, and the stream head, read back from the store's column
+    // families through a read-only raw handle.
+    const NAMES: [&str; 4] = ["operations", "ordinals", "op_ids", "heads"];
+    let options = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&options, &ours_dir)?;
+    let ours_db = rocksdb::DB::open_cf_for_read_only(&options, &ours_dir, cfs, false)?;
+    let read = |name: &str| -> Result<Vec<Entry>, ServiceError> {
+        let cf = ours_db
+            .cf_handle(name)
+            .ok_or_else(|| format!("the store has no column family {name}"))?;
+        Ok(ours_db
+            .iterator_cf(cf, rocksdb::IteratorMode::Start)
+            .collect::<Result<_, _>>()?)
+    };
+    let [operations, ordinals, op_ids, heads] = NAMES.map(read);
+    let (operations, ordinals, op_ids, heads) = (operations?, ordinals?, op_ids?, heads?);
+    drop(ours_db);
     let raw_dir = dir.join("raw");
     drop(OperationStore::open(
         &raw_dir,
         StoreOptions::with_durability(durability),
     )?);
-    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &raw_dir)?;
-    let raw = rocksdb::DB::open_cf(&rocksdb::Options::default(), &raw_dir, cfs)?;
-    let handles = names.map(|n| raw.cf_handle(n));
+    let cfs = rocksdb::DB::list_cf(&options, &raw_dir)?;
+    let raw = rocksdb::DB::open_cf(&options, &raw_dir, cfs)?;
+    let handles = NAMES.map(|n| raw.cf_handle(n));
     let [Some(h_ops), Some(h_ords), Some(h_ids), Some(h_heads)] = handles else {
-        return Err(Error::Corrupt {
-            cf: "raw",
-            what: "missing column family",
-        });
+        return Err("the raw database lacks the store's column families".into());
     };
     let mut write = rocksdb::WriteOptions::default();
     write.set_sync(durability == Durability::Synced);
-    let head = heads.first().ok_or(Error::Corrupt {
-        cf: "raw",
-        what: "no head",
-    })?;
+    let head = heads.first().ok_or("the store wrote no head")?;
     let start = Instant::now();
     for i in 0..operations.len().min(ordinals.len()).min(op_ids.len()) {
         let mut batch = rocksdb::WriteBatch::default();
@@ -537,7 +538,7 @@ pub fn service_reactor(
     clients: usize,
     durability: Durability,
     run_for: Duration,
-) -> Result<(f64, crate::store::CommitStats), ServiceError> {
+) -> Result<(f64, CommitStats), ServiceError> {
     let reactor = Arc::new(
         Reactor::builder(dir)
             .durability(durability)
@@ -572,9 +573,8 @@ pub fn service_store(
     clients: usize,
     durability: Durability,
     run_for: Duration,
-) -> Result<(f64, crate::store::CommitStats), ServiceError> {
-    use crate::model::{Digest, NewOperation, Revision};
-    use crate::store::{OperationStore, StoreOptions};
+) -> Result<(f64, CommitStats), ServiceError> {
+    use reactordb::{Digest, NewOperation, OperationStore, Revision, StoreOptions};
     let store = OperationStore::open(dir, StoreOptions::with_durability(durability))?;
     let before = store.commit_stats();
     let per_s = {
