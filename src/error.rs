@@ -184,6 +184,9 @@ pub enum Error {
     /// since what reached disk is unknown.
     #[error("the store refused the write: an earlier commit failed; reopen it")]
     Poisoned,
+    /// A write through a store opened read-only or as a secondary instance.
+    #[error("the store is open read-only: it refuses writes")]
+    ReadOnly,
     /// `close` found other handles of the store still alive: the database
     /// stays open for them (its write-ahead log was synced).
     #[error("the store is still open through {handles} other handle(s)")]

@@ -222,8 +222,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Opens an existing database; a missing one is an error, not a new one.
-fn open_existing(db: &Path) -> Result<OperationStore, Box<dyn std::error::Error>> {
+/// Opens an existing database as its writer; a missing one is an error,
+/// not a new one, and one another process holds is named as such.
+fn open_existing(db: &Path, doing: &str) -> Result<OperationStore, Box<dyn std::error::Error>> {
     if !db.join("CURRENT").exists() {
         return Err(format!("no database at {}", db.display()).into());
     }
@@ -231,11 +232,51 @@ fn open_existing(db: &Path) -> Result<OperationStore, Box<dyn std::error::Error>
         create_if_missing: false,
         ..StoreOptions::default()
     };
-    Ok(OperationStore::open(db, options)?)
+    OperationStore::open(db, options).map_err(|e| held_by_another(db, doing, e))
+}
+
+/// RocksDB's lock error, said plainly: what needs the writer needs the
+/// process that holds the database.
+fn held_by_another(db: &Path, doing: &str, e: reactordb::Error) -> Box<dyn std::error::Error> {
+    if e.to_string().contains("lock") {
+        format!(
+            "{} is held by another process: {doing} needs the process that owns it{}; \
+             verify, inspect and export can read a database in use",
+            db.display(),
+            if doing == "backup" {
+                " (call OperationStore::backup there)"
+            } else {
+                ""
+            }
+        )
+        .into()
+    } else {
+        e.into()
+    }
+}
+
+/// Opens an existing database to read it, even while another process
+/// writes it: a RocksDB secondary instance, whose own files live in a
+/// temporary directory dropped with it. Writes nothing to the database.
+fn open_reader(
+    db: &Path,
+) -> Result<(OperationStore, tempfile::TempDir), Box<dyn std::error::Error>> {
+    if !db.join("CURRENT").exists() {
+        return Err(format!("no database at {}", db.display()).into());
+    }
+    let secondary = tempfile::tempdir()?;
+    let store = OperationStore::open_secondary(db, secondary.path(), StoreOptions::default())?;
+    Ok((store, secondary))
 }
 
 fn verify(db: &Path, repair_view: bool) -> CliResult {
-    let store = open_existing(db)?;
+    // Only a repair writes; a check reads, even a database in use.
+    let (store, _secondary) = if repair_view {
+        (open_existing(db, "verify --repair-view")?, None)
+    } else {
+        let (store, secondary) = open_reader(db)?;
+        (store, Some(secondary))
+    };
     // The chains first: a view cannot be rebuilt from damaged operations,
     // and its rebuild would stop at the damage with a bare `Corrupt`
     // instead of the finding named below.
@@ -284,7 +325,7 @@ fn verify(db: &Path, repair_view: bool) -> CliResult {
 }
 
 fn inspect(db: &Path, args: &InspectArgs) -> CliResult {
-    let store = open_existing(db)?;
+    let (store, _secondary) = open_reader(db)?;
     let out = std::io::stdout();
     let mut out = out.lock();
     if args.document_type.is_some() || args.json {
@@ -357,9 +398,8 @@ fn inspect(db: &Path, args: &InspectArgs) -> CliResult {
 /// JSON (states rendered by the example models where they know the type).
 fn inspect_view(store: OperationStore, args: &InspectArgs, out: &mut impl Write) -> CliResult {
     let registry = reactordb::ModelRegistry::with_examples();
-    let view = reactordb::DocumentView::open(
+    let view = reactordb::DocumentView::open_read_only(
         store.clone(),
-        &reactordb::EventBus::new(),
         registry.clone(),
         reactordb::ViewOptions::default(),
     )?;
@@ -412,7 +452,7 @@ fn inspect_view(store: OperationStore, args: &InspectArgs, out: &mut impl Write)
 }
 
 fn export(db: &Path, document: &str) -> CliResult {
-    let store = open_existing(db)?;
+    let (store, _secondary) = open_reader(db)?;
     let document = DocumentId::new(document)?;
     let streams = store.streams(&document)?;
     if streams.is_empty() {
@@ -442,7 +482,8 @@ fn export(db: &Path, document: &str) -> CliResult {
 }
 
 fn import(db: &Path) -> CliResult {
-    let store = OperationStore::open(db, StoreOptions::default())?;
+    let store = OperationStore::open(db, StoreOptions::default())
+        .map_err(|e| held_by_another(db, "import", e))?;
     let mut imported = 0u64;
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
         let line = line?;
@@ -464,7 +505,7 @@ fn backup(db: &Path, path: &Path) -> CliResult {
     if path.exists() {
         return Err(format!("{} already exists", path.display()).into());
     }
-    let store = open_existing(db)?;
+    let store = open_existing(db, "backup")?;
     store.backup(path)?;
     println!("backup written to {}", path.display());
     Ok(ExitCode::SUCCESS)

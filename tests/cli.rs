@@ -223,6 +223,90 @@ fn export_shows_json_inputs_as_json_and_import_reads_base64_too() {
     assert_eq!(heads(src.path()), heads(&target));
 }
 
+/// Every file under `dir` with a hash of its bytes.
+fn contents(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let hash = blake3::hash(&std::fs::read(&path).expect("read"));
+                let name = path
+                    .strip_prefix(dir)
+                    .expect("inside")
+                    .display()
+                    .to_string();
+                out.insert(name, hash.to_hex().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The read-only commands, each of which must succeed on `db`.
+fn read_everything(db: &str) {
+    for args in [
+        vec!["verify"],
+        vec!["inspect"],
+        vec!["inspect", "doc"],
+        vec!["inspect", "doc", "--json"],
+        vec!["inspect", "doc", "--scope", "global"],
+        vec!["inspect", "--type", "example/counter"],
+        vec!["export", "doc"],
+    ] {
+        let mut all = vec!["--db", db];
+        all.extend(args.iter().copied());
+        let out = run(&all, None);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(!out.stdout.is_empty(), "{args:?} printed nothing");
+    }
+}
+
+#[test]
+fn read_only_commands_write_nothing_and_read_a_database_in_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    database(dir.path());
+    let db = dir.path().to_str().expect("utf8");
+    let before = contents(dir.path());
+    read_everything(db);
+    assert_eq!(
+        contents(dir.path()),
+        before,
+        "a read-only command changed a file"
+    );
+
+    // Held by a live reactor (this process): they still read it, and what
+    // needs the writer says so.
+    let reactor = open(dir.path(), 2);
+    written(
+        &reactor
+            .execute(id("doc"), main(), vec![increment("live")])
+            .expect("submit"),
+    );
+    read_everything(db);
+    let json = run(&["--db", db, "inspect", "doc", "--json"], None);
+    assert!(
+        text(&json.stdout).contains("\"revision\": 6"),
+        "{}",
+        text(&json.stdout)
+    );
+    let copy = dir.path().join("copy");
+    let err = one_line_error(&run(
+        &["--db", db, "backup", copy.to_str().expect("utf8")],
+        None,
+    ));
+    assert!(
+        err.contains("held by another process") && err.contains("OperationStore::backup"),
+        "{err}"
+    );
+    let err = one_line_error(&run(&["--db", db, "import"], Some(b"")));
+    assert!(err.contains("held by another process"), "{err}");
+    drop(reactor);
+}
+
 #[test]
 fn backup_opens_as_a_database_of_its_own() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -264,8 +348,14 @@ fn bad_input_gets_one_clear_line_and_a_failure_code() {
     let err = one_line_error(&run(&["--db", db, "import"], Some(b"{not json\n")));
     assert!(err.contains("line 1"), "{err}");
     {
+        // Held by another handle: what needs the writer says so, in a line.
         let _held = OperationStore::open(dir.path(), StoreOptions::default()).expect("open");
-        one_line_error(&run(&["--db", db, "verify"], None));
+        let copy = dir.path().join("held-copy");
+        let err = one_line_error(&run(
+            &["--db", db, "backup", copy.to_str().expect("utf8")],
+            None,
+        ));
+        assert!(err.contains("held by another process"), "{err}");
     }
     let err = one_line_error(&run(&["--db", db, "backup", db], None));
     assert!(err.contains("already exists"), "{err}");

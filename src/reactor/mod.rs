@@ -53,6 +53,8 @@ pub struct ReactorBuilder {
     retained_jobs: usize,
     cached_stream_states: usize,
     clock: Clock,
+    id_source: Option<IdSource>,
+    inline: bool,
 }
 
 impl std::fmt::Debug for ReactorBuilder {
@@ -66,6 +68,7 @@ impl std::fmt::Debug for ReactorBuilder {
             .field("queue_capacity", &self.queue_capacity)
             .field("block_when_full", &self.block_when_full)
             .field("max_retries", &self.max_retries)
+            .field("inline", &self.inline)
             .finish_non_exhaustive()
     }
 }
@@ -78,10 +81,39 @@ impl std::fmt::Debug for ReactorBuilder {
 /// history.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// Where the ids of the actions the reactor makes itself come from
+/// (`create`, `undo`, `redo`, the header helpers, and
+/// [`Reactor::new_action_id`]). Each call must give an id not given before
+/// for the same stream: a repeated id is taken for a resubmission, and
+/// its action is not applied again. Default: a blake3 hash of the wall
+/// clock, a counter and the process id.
+pub type IdSource = Arc<dyn Fn() -> ActionId + Send + Sync>;
+
 impl ReactorBuilder {
     /// The clock for the reactor's own actions. Default: the wall clock.
     pub fn clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The source of the ids of the reactor's own actions (with
+    /// [`clock`](Self::clock) and [`inline`](Self::inline), a run is
+    /// reproducible). Default: see [`IdSource`].
+    pub fn id_source(mut self, ids: impl Fn() -> ActionId + Send + Sync + 'static) -> Self {
+        self.id_source = Some(Arc::new(ids));
+        self
+    }
+
+    /// Runs jobs on the calling thread: no worker threads; each submission
+    /// (`execute`, `create`, `submit_batch`, …) runs every runnable queued
+    /// job, in queue order, before it returns. With one calling thread,
+    /// the order of writes (and so every ordinal) is the order of the
+    /// calls: with an injected [`clock`](Self::clock) and
+    /// [`id_source`](Self::id_source), the same calls write the same keys
+    /// and values, as a fuzz target or a model test needs. `workers` is
+    /// then ignored. Default `false`.
+    pub fn inline(mut self, inline: bool) -> Self {
+        self.inline = inline;
         self
     }
 
@@ -213,13 +245,17 @@ impl ReactorBuilder {
             view,
             registry: self.registry,
             executor,
-            queue: JobQueue::new(self.queue_capacity, self.block_when_full),
+            // Inline, nobody else would make room: a full queue refuses.
+            queue: JobQueue::new(self.queue_capacity, self.block_when_full && !self.inline),
             jobs: JobTable::new(self.retained_jobs),
             next_action: AtomicU64::new(0),
             clock: self.clock,
+            id_source: self.id_source,
+            inline: self.inline,
             migration,
         });
-        let workers = (0..self.workers)
+        let threads = if self.inline { 0 } else { self.workers };
+        let workers = (0..threads)
             .map(|i| {
                 let inner = Arc::clone(&inner);
                 std::thread::Builder::new()
@@ -245,6 +281,9 @@ struct Inner {
     jobs: JobTable,
     next_action: AtomicU64,
     clock: Clock,
+    id_source: Option<IdSource>,
+    /// No workers: submissions run the queue on the caller's thread.
+    inline: bool,
     migration: Option<MigrationReport>,
 }
 
@@ -374,6 +413,8 @@ impl Reactor {
             retained_jobs: jobs::RETAINED_FINISHED,
             cached_stream_states: 20_000,
             clock: Arc::new(now_ms),
+            id_source: None,
+            inline: false,
         }
     }
 
@@ -803,6 +844,9 @@ impl Drop for Reactor {
 
 impl Inner {
     fn new_action_id(&self) -> ActionId {
+        if let Some(ids) = &self.id_source {
+            return ids();
+        }
         let n = self.next_action.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -840,6 +884,7 @@ impl Inner {
             self.jobs.forget(&ids);
             return Err(e);
         }
+        self.drain_inline();
         Ok(ids)
     }
 
@@ -879,6 +924,25 @@ impl Inner {
     /// A worker: take, run, record, repeat until shut down and drained.
     fn work(&self) {
         while let Some(taken) = self.queue.take(&self.jobs) {
+            self.process(taken);
+        }
+    }
+
+    /// Inline mode: runs every runnable queued job on this thread. A job
+    /// whose dependency another caller is running stays queued; that
+    /// caller runs it when it next looks, after its own job is done.
+    fn drain_inline(&self) {
+        if self.inline {
+            while let Some(taken) = self.queue.try_take(&self.jobs) {
+                self.process(taken);
+            }
+        }
+    }
+
+    /// Runs one taken run of jobs (or fails one whose dependency failed)
+    /// and records the outcomes.
+    fn process(&self, taken: Taken) {
+        {
             match taken {
                 Taken::Run(key, run) => {
                     self.jobs

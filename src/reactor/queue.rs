@@ -142,6 +142,18 @@ impl JobQueue {
         }
     }
 
+    /// The next runnable job, without waiting: `None` when nothing can run
+    /// now (inline mode, where the caller's thread is the only worker).
+    pub(crate) fn try_take(&self, jobs: &JobTable) -> Option<Taken> {
+        let mut st = self.state.lock();
+        let taken = Self::take_runnable(&mut st, jobs)?;
+        st.queued -= match &taken {
+            Taken::Run(_, run) => run.len(),
+            Taken::DependencyFailed(..) => 1,
+        };
+        Some(taken)
+    }
+
     fn take_runnable(st: &mut State, jobs: &JobTable) -> Option<Taken> {
         for i in 0..st.ready.len() {
             let key = st.ready[i].clone();

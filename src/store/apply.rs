@@ -128,6 +128,7 @@ impl OperationStore {
         durability: Option<Durability>,
     ) -> Result<Vec<OperationWithContext>> {
         let sync = durability.unwrap_or(self.inner.durability) == Durability::Synced;
+        self.check_writable()?;
         if self.inner.commit.is_poisoned() {
             return Err(Error::Poisoned);
         }

@@ -320,6 +320,11 @@ impl CommitGroup {
         self.write_nanos.store(average, Ordering::Relaxed);
     }
 
+    /// A secondary instance caught up to `last`: what it reads as written.
+    pub(crate) fn follow(&self, last: Ordinal) {
+        self.committed.store(last.get(), Ordering::Release);
+    }
+
     /// Counts an fsync of the log made outside a group write.
     pub(crate) fn count_sync(&self) {
         self.totals.syncs.fetch_add(1, Ordering::Relaxed);

@@ -121,9 +121,22 @@ impl StoreOptions {
     }
 }
 
+/// How a store's database was opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// The one writer: RocksDB's directory lock is held.
+    ReadWrite,
+    /// A static view of the database as it was at open; no lock taken.
+    ReadOnly,
+    /// A RocksDB secondary instance: follows a live writer through its
+    /// manifest and log ([`OperationStore::catch_up`]).
+    Secondary,
+}
+
 struct Inner {
     db: DB,
     path: PathBuf,
+    access: Access,
     heads: heads::HeadTable,
     commit: commit::CommitGroup,
     durability: Durability,
@@ -221,25 +234,80 @@ impl OperationStore {
     /// Opens (or creates) the database at `path` with every column family
     /// of the crate, and checks its format version.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        Self::open_as(path.as_ref(), options, Access::ReadWrite, None)
+    }
+
+    /// Opens an existing database to read it, as it was at this moment:
+    /// every write answers [`Error::ReadOnly`], and nothing on disk is
+    /// changed (no lock is taken, no log replayed into files). Meant for a
+    /// database no process writes; to read one a live process holds, use
+    /// [`open_secondary`](Self::open_secondary), which is safe against the
+    /// writer's compactions deleting files. `options.durability` and
+    /// `create_if_missing` are ignored.
+    pub fn open_read_only(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        Self::open_as(path.as_ref(), options, Access::ReadOnly, None)
+    }
+
+    /// Opens a RocksDB secondary instance of the database at `path`, which
+    /// another process may be writing: it reads what the writer had
+    /// written at open, and more after each [`catch_up`](Self::catch_up).
+    /// `secondary_path` is a directory of its own for the instance's info
+    /// log (created if missing). Every write answers [`Error::ReadOnly`].
+    pub fn open_secondary(
+        path: impl AsRef<Path>,
+        secondary_path: impl AsRef<Path>,
+        options: StoreOptions,
+    ) -> Result<Self> {
+        Self::open_as(
+            path.as_ref(),
+            options,
+            Access::Secondary,
+            Some(secondary_path.as_ref()),
+        )
+    }
+
+    fn open_as(
+        path: &Path,
+        options: StoreOptions,
+        access: Access,
+        secondary_path: Option<&Path>,
+    ) -> Result<Self> {
         options.validate()?;
-        let path = path.as_ref().to_path_buf();
+        let path = path.to_path_buf();
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
-        let db_opts = db_options(&options, &cache);
+        let mut db_opts = db_options(&options, &cache);
+        if access != Access::ReadWrite {
+            db_opts.create_if_missing(false);
+            db_opts.create_missing_column_families(false);
+            // A secondary keeps every table file open, so a file the writer
+            // deletes after a compaction stays readable until it catches up.
+            db_opts.set_max_open_files(-1);
+        }
         let descriptors = keys::ALL_CFS.iter().map(|name| {
             ColumnFamilyDescriptor::new(
                 *name,
                 family_options(name, &db_opts, options.memtable_budget_bytes),
             )
         });
-        let db = DB::open_cf_descriptors(&db_opts, &path, descriptors)?;
+        let db = match (access, secondary_path) {
+            (Access::ReadWrite, _) => DB::open_cf_descriptors(&db_opts, &path, descriptors)?,
+            (Access::ReadOnly, _) => {
+                DB::open_cf_descriptors_read_only(&db_opts, &path, descriptors, false)?
+            }
+            (Access::Secondary, secondary) => {
+                let secondary = secondary.map_or_else(|| path.clone(), Path::to_path_buf);
+                DB::open_cf_descriptors_as_secondary(&db_opts, &path, &secondary, descriptors)?
+            }
+        };
         let last = last_ordinal(&db)?;
-        let format_version = check_format(&db, last)?;
+        let format_version = check_format(&db, last, access == Access::ReadWrite)?;
         let next_ordinal = last.next();
         let families = batch::FamilyIds::learn(&db)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
                 path,
+                access,
                 heads: heads::HeadTable::new(options.cached_stream_heads),
                 commit: commit::CommitGroup::new(
                     next_ordinal,
@@ -301,6 +369,8 @@ impl OperationStore {
     /// checkpoint: hard links where possible) to `path`, which must not
     /// exist. The copy opens as a database of its own.
     pub fn backup(&self, path: impl AsRef<Path>) -> Result<()> {
+        // A checkpoint flushes the memtables: only the writer can.
+        self.check_writable()?;
         let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.inner.db)?;
         checkpoint.create_checkpoint(path)?;
         Ok(())
@@ -310,10 +380,44 @@ impl OperationStore {
         &self.inner.db
     }
 
+    /// Whether this handle refuses writes (opened with
+    /// [`open_read_only`](Self::open_read_only) or
+    /// [`open_secondary`](Self::open_secondary)).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.access != Access::ReadWrite
+    }
+
+    /// Fails with [`Error::ReadOnly`] on a read-only or secondary handle:
+    /// every write path asks first, so none reaches RocksDB's own refusal.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// A secondary instance: reads what the writer has written since open
+    /// or the last catch-up (RocksDB's `TryCatchUpWithPrimary`), and returns
+    /// the last ordinal now visible. On any other handle it only returns
+    /// [`last_ordinal`](Self::last_ordinal).
+    pub fn catch_up(&self) -> Result<Ordinal> {
+        if self.inner.access == Access::Secondary {
+            self.inner.db.try_catch_up_with_primary()?;
+            let last = last_ordinal(&self.inner.db)?;
+            self.inner.commit.follow(last);
+            let format = check_format(&self.inner.db, last, false)?;
+            self.inner
+                .format_version
+                .store(format, std::sync::atomic::Ordering::Release);
+        }
+        Ok(self.last_ordinal())
+    }
+
     /// Fsyncs the write-ahead log: every write acknowledged before the
     /// call (`Buffered` ones included) then survives power loss. One fsync,
     /// whatever the number of writes it covers.
     pub fn sync_wal(&self) -> Result<()> {
+        self.check_writable()?;
         self.inner.db.flush_wal(true)?;
         self.inner.commit.count_sync();
         Ok(())
@@ -342,7 +446,9 @@ impl OperationStore {
     /// [`Error::StillOpen`] naming how many (the sync happened either
     /// way: nothing acknowledged is lost).
     pub fn close(self) -> Result<()> {
-        self.sync_wal()?;
+        if !self.is_read_only() {
+            self.sync_wal()?;
+        }
         match Arc::try_unwrap(self.inner) {
             Ok(inner) => {
                 drop(inner);
@@ -383,7 +489,7 @@ impl OperationStore {
 /// a version this build cannot read, or one that holds operations but no
 /// format version (it was lost: which format its values are in is
 /// unknown). Returns the version found.
-fn check_format(db: &DB, last: Ordinal) -> Result<u32> {
+fn check_format(db: &DB, last: Ordinal, writable: bool) -> Result<u32> {
     match db.get(keys::META_FORMAT_KEY)? {
         Some(bytes) => {
             let found = codec::decode_format_version(&bytes)?;
@@ -400,7 +506,11 @@ fn check_format(db: &DB, last: Ordinal) -> Result<u32> {
             what: "format version (missing in a database that holds operations)",
         }),
         None => {
-            write_format(db)?;
+            // An empty database: a writer stamps it; a reader reads it as
+            // this build's (it holds nothing to misread).
+            if writable {
+                write_format(db)?;
+            }
             Ok(codec::FORMAT_VERSION)
         }
     }

@@ -128,6 +128,7 @@ impl OperationStore {
     /// the log writes it describes returned, it lands after them in the
     /// WAL: a crash never keeps it without them.
     pub(crate) fn sync_write(&self, batch: SyncBatch) -> Result<()> {
+        self.check_writable()?;
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }

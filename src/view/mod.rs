@@ -95,6 +95,9 @@ impl ViewOptions {
 
 pub(crate) struct ViewInner {
     store: OperationStore,
+    /// Opened with [`DocumentView::open_read_only`]: no worker, no cache,
+    /// no writes; reads fold the store's log as it is now.
+    read_only: bool,
     registry: ModelRegistry,
     options: ViewOptions,
     /// The last applied ordinal, with a condvar for token waits.
@@ -161,6 +164,7 @@ impl DocumentView {
         let subscription = bus.subscribe(options.bus_capacity);
         let inner = Arc::new(ViewInner {
             cache: Mutex::new(DocCache::new(max_documents, options.cache_max_bytes)),
+            read_only: false,
             store,
             registry,
             options,
@@ -187,9 +191,46 @@ impl DocumentView {
         })
     }
 
-    /// The last ordinal the view has applied.
+    /// Opens a view that only reads: it follows no bus, applies nothing,
+    /// caches nothing and writes nothing, so it works on a store opened
+    /// with [`OperationStore::open_read_only`] or
+    /// [`open_secondary`](OperationStore::open_secondary) (what
+    /// `reactordb inspect` uses on a database a service holds). Documents
+    /// are folded from the store's operations as they are at each read
+    /// (with the writer's snapshots where they hold), the header from the
+    /// `document` scope; the indexes (`find_by_type`, slugs,
+    /// relationships) are the writer's view's, as of its last checkpoint.
+    pub fn open_read_only(
+        store: OperationStore,
+        registry: ModelRegistry,
+        options: ViewOptions,
+    ) -> Result<Self> {
+        options.validate()?;
+        let inner = Arc::new(ViewInner {
+            cache: Mutex::new(DocCache::new(NonZeroUsize::MIN, 0)),
+            read_only: true,
+            store,
+            registry,
+            options,
+            applied: Mutex::new(Ordinal(0)),
+            applied_changed: Condvar::new(),
+            apply_lock: RwLock::new(()),
+            stop: AtomicBool::new(true),
+            #[cfg(feature = "fault-injection")]
+            stalled: AtomicBool::new(false),
+            #[cfg(feature = "fault-injection")]
+            panic_once: AtomicBool::new(false),
+        });
+        Ok(Self {
+            inner,
+            worker: None,
+        })
+    }
+
+    /// The last ordinal the view has applied (a read-only view: the
+    /// store's last ordinal, which it reads up to).
     pub fn applied(&self) -> Ordinal {
-        *self.inner.applied.lock()
+        self.inner.applied()
     }
 
     /// Waits until the view has applied `token` (or the configured timeout
@@ -255,6 +296,9 @@ struct Announced<'a> {
 
 impl ViewInner {
     fn applied(&self) -> Ordinal {
+        if self.read_only {
+            return self.store.last_ordinal();
+        }
         *self.applied.lock()
     }
 

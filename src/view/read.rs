@@ -243,6 +243,13 @@ impl ViewInner {
         let mut doc = CachedDoc::default();
         let mut repairs = WriteBatch::default();
         let mut pending = fold::PendingSnapshots::new();
+        if self.read_only {
+            // The writer's header record may lag the log a read-only view
+            // reads up to: the header is the `document` scope, folded now.
+            let unit = SyncUnit::new(id.clone(), Scope::document(), branch.clone());
+            let folded = self.fold_repairing(&unit, None, cutoff, &mut repairs, &mut pending)?;
+            record = Some(crate::models::decode_header(&folded.state));
+        }
         for (stream, kept) in self.store.streams_with_state(id, branch)? {
             let unit_key = keys::unit_key(&stream.unit);
             let scope = &stream.unit.scope;
@@ -291,6 +298,11 @@ impl ViewInner {
             .and_then(|s| crate::models::decode_header(&s.state))
             .ok_or_else(not_found)?;
         doc.document_type = Some(header.document_type);
+        if self.read_only {
+            // Nothing is written or kept: the next read folds again, as
+            // the store has moved on.
+            return Ok(doc);
+        }
         if !repairs.is_empty() {
             db.write(repairs)?;
         }

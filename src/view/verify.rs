@@ -143,6 +143,7 @@ pub fn verify_view(store: &OperationStore) -> Result<ViewReport> {
 /// folds it all again from the operations, from ordinal 1. The database
 /// must not be open in a view meanwhile. Operations are not touched.
 pub fn rebuild_view(store: &OperationStore) -> Result<()> {
+    store.check_writable()?;
     let db = store.db();
     // Keys of both families start with a text field or a tag letter,
     // never 0xFF (not a UTF-8 byte): one range covers each family.
