@@ -75,10 +75,7 @@ fn setup(n: u64, snapshot_every: u64) -> (tempfile::TempDir, DocumentView, Docum
             .expect("apply");
         written += batch;
     }
-    let options = ViewOptions {
-        snapshot_every,
-        ..ViewOptions::default()
-    };
+    let options = ViewOptions::default().snapshot_every(snapshot_every);
     let view = DocumentView::open(
         store.clone(),
         &EventBus::new(),

@@ -82,13 +82,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .open()?;
     let wait = Duration::from_secs(10);
     let doc = DocumentId::new("groceries")?;
-    let create = CreateDocumentInput {
-        document_type: ShoppingListModel.document_type(),
-        model_version: 1,
-        name: "groceries".into(),
-        slug: Some("groceries".into()),
-        meta: Default::default(),
-    };
+    let create = CreateDocumentInput::new(ShoppingListModel.document_type(), 1, "groceries")
+        .slug("groceries");
     reactor.create(doc.clone(), create)?.wait_written(wait)?;
 
     let actions = vec![

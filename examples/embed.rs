@@ -20,13 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .open()?; // Durability::Synced by default
 
     let doc = DocumentId::new(format!("counter-{}", reactor.store().last_ordinal()))?;
-    let create = CreateDocumentInput {
-        document_type: CounterModel::document_type(),
-        model_version: 1,
-        name: "visits".into(),
-        slug: None,
-        meta: Default::default(),
-    };
+    let create = CreateDocumentInput::new(CounterModel::document_type(), 1, "visits");
     reactor
         .create(doc.clone(), create)?
         .wait_written(Duration::from_secs(10))?;

@@ -73,13 +73,8 @@ impl Writer {
         doc_type: &DocumentType,
         name: &str,
     ) -> Res<ConsistencyToken> {
-        let create = SystemAction::CreateDocument(CreateDocumentInput {
-            document_type: doc_type.clone(),
-            model_version: 1,
-            name: name.into(),
-            slug: None,
-            meta: Default::default(),
-        });
+        let create =
+            SystemAction::CreateDocument(CreateDocumentInput::new(doc_type.clone(), 1, name));
         let action = system_action(ActionId::new("unused")?, 0, &create);
         self.write(
             doc,

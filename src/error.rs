@@ -153,6 +153,15 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// An argument of a call was out of its bounds (a page's `limit`, a
+    /// batch job's `depends_on`).
+    #[error("invalid argument {argument}: {reason}")]
+    InvalidArgument {
+        /// The argument.
+        argument: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
     /// An input is larger than a limit of the engine (see the `limits`
     /// table in the crate docs); nothing was queued or written.
     #[error("too many {what}: {actual}, at most {max}")]
@@ -204,8 +213,14 @@ pub enum Error {
     /// No document with this id (on this branch).
     #[error("document {id} not found")]
     DocumentNotFound {
-        /// The id (or slug) asked for.
-        id: String,
+        /// The id asked for.
+        id: DocumentId,
+    },
+    /// No document has this slug.
+    #[error("no document has the slug {slug:?}")]
+    SlugNotFound {
+        /// The slug asked for.
+        slug: String,
     },
     /// The document exists but was deleted.
     #[error("document {id} is deleted")]
@@ -320,9 +335,10 @@ pub enum Error {
     /// The component was shut down.
     #[error("shut down")]
     Shutdown,
-    /// RocksDB failed.
-    #[error("rocksdb: {0}")]
-    Rocks(#[from] rocksdb::Error),
+    /// The storage engine (RocksDB) failed: an I/O error, a full disk,
+    /// corruption it detected, a lock another process holds.
+    #[error("storage: {0}")]
+    Storage(StorageError),
     /// Sync: no remote by this name (see `SyncManager::add_remote`).
     #[error("no sync remote named {name:?}")]
     RemoteUnknown {
@@ -371,6 +387,78 @@ impl Error {
                 | Error::ConsistencyTimeout { .. }
                 | Error::QueueFull { .. }
         )
+    }
+}
+
+/// What the storage engine reported, without its types: the kind of
+/// failure and its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageError {
+    kind: StorageErrorKind,
+    message: String,
+}
+
+/// The kind of a [`StorageError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StorageErrorKind {
+    /// Reading or writing a file failed (a full disk, a failed fsync, a
+    /// lock another process holds).
+    Io,
+    /// The engine found damaged data.
+    Corruption,
+    /// The engine was busy or timed out; trying again may succeed.
+    Busy,
+    /// The engine does not support the call (e.g. a write through a
+    /// read-only handle).
+    NotSupported,
+    /// Anything else.
+    Other,
+}
+
+impl StorageError {
+    /// The kind of failure.
+    pub fn kind(&self) -> StorageErrorKind {
+        self.kind
+    }
+
+    /// The engine's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+impl From<rocksdb::Error> for StorageError {
+    fn from(e: rocksdb::Error) -> Self {
+        use rocksdb::ErrorKind as K;
+        let kind = match e.kind() {
+            K::IOError => StorageErrorKind::Io,
+            K::Corruption => StorageErrorKind::Corruption,
+            K::Busy | K::TimedOut | K::TryAgain | K::Incomplete => StorageErrorKind::Busy,
+            K::NotSupported => StorageErrorKind::NotSupported,
+            _ => StorageErrorKind::Other,
+        };
+        Self {
+            kind,
+            message: e.into_string(),
+        }
+    }
+}
+
+// The engine's errors convert inside the crate (`?` on RocksDB calls);
+// users see only `Error::Storage`.
+#[doc(hidden)]
+impl From<rocksdb::Error> for Error {
+    fn from(e: rocksdb::Error) -> Self {
+        Error::Storage(e.into())
     }
 }
 

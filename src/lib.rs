@@ -23,13 +23,8 @@
 //!     .open()?;
 //!
 //! let doc = DocumentId::new("counter-1")?;
-//! let create = CreateDocumentInput {
-//!     document_type: CounterModel::document_type(),
-//!     model_version: 1,
-//!     name: "my counter".into(),
-//!     slug: Some("my-counter".into()),
-//!     meta: Default::default(),
-//! };
+//! let create =
+//!     CreateDocumentInput::new(CounterModel::document_type(), 1, "my counter").slug("my-counter");
 //! reactor.create(doc.clone(), create)?.wait_written(Duration::from_secs(5))?;
 //!
 //! let add = Action::new(
@@ -89,6 +84,24 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+/// Builder-style setters for a `#[non_exhaustive]` struct's public fields
+/// (outside the crate it cannot be built with a literal or `..default()`):
+/// `StoreOptions::default().durability(Durability::Buffered)`.
+macro_rules! setters {
+    ($ty:ty { $($field:ident: $t:ty),* $(,)? }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("Sets `", stringify!($field), "` (see the field).")]
+                #[must_use]
+                pub fn $field(mut self, value: $t) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
 mod bus;
 mod codec;
 mod error;
@@ -99,6 +112,7 @@ pub mod fuzzing;
 mod keys;
 mod limits;
 mod merge;
+mod metrics;
 mod model;
 mod models;
 mod reactor;
@@ -107,11 +121,12 @@ mod sync;
 mod view;
 
 pub use bus::{Event, EventBus, Subscription};
-pub use error::{Error, IdError, InvalidOperationReason, Result};
+pub use error::{Error, IdError, InvalidOperationReason, Result, StorageError, StorageErrorKind};
 pub use limits::{
     MAX_ACTION_BYTES, MAX_ENVELOPE_BYTES, MAX_JOB_ACTIONS, MAX_LOAD_OPERATIONS, MAX_OPERATION_BYTES,
 };
 pub use merge::{verify_histories, HistoryReport, ACTION_REDO, ACTION_UNDO, MAX_TIMESTAMP_MS};
+pub use metrics::{CacheStats, Latencies, Metrics};
 pub use model::{
     Action, ActionId, ActionType, Branch, Digest, DocumentId, DocumentType, NewOperation,
     Operation, OperationContext, OperationId, OperationWithContext, Ordinal, Revision, Scope,

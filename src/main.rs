@@ -228,10 +228,7 @@ fn open_existing(db: &Path, doing: &str) -> Result<OperationStore, Box<dyn std::
     if !db.join("CURRENT").exists() {
         return Err(format!("no database at {}", db.display()).into());
     }
-    let options = StoreOptions {
-        create_if_missing: false,
-        ..StoreOptions::default()
-    };
+    let options = StoreOptions::default().create_if_missing(false);
     OperationStore::open(db, options).map_err(|e| held_by_another(db, doing, e))
 }
 
@@ -419,10 +416,7 @@ fn inspect_view(store: OperationStore, args: &InspectArgs, out: &mut impl Write)
         return Err("--json needs a document".into());
     };
     let id = DocumentId::new(document.as_str())?;
-    let filter = reactordb::ViewFilter {
-        branch: Branch::new(args.branch.as_str())?,
-        scopes: None,
-    };
+    let filter = reactordb::ViewFilter::on(Branch::new(args.branch.as_str())?);
     let doc = match view.get(&id, &filter, None) {
         Err(reactordb::Error::DocumentNotFound { .. }) => {
             return Err(format!("unknown document {id}").into())
@@ -593,7 +587,7 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
     }
     if !args.json {
         println!(
-            "{:<12} {:>6} {:>8} {:>10} {:>12} {:>9} {:>9} {:>12} {:>8} {:>12}",
+            "{:<12} {:>6} {:>8} {:>10} {:>12} {:>9} {:>9} {:>12} {:>8} {:>12} {:>9} {:>9} {:>9}",
             "workload",
             "docs",
             "ops",
@@ -603,7 +597,10 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
             "p99_ms",
             "reads/s",
             "rss_mb",
-            "p99_tail_ms"
+            "p99_tail_ms",
+            "app/write",
+            "exec_hit",
+            "view_hit"
         );
     }
     let print = |r: &WorkloadReport| -> Result<(), Box<dyn std::error::Error>> {
@@ -611,7 +608,7 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
             println!("{}", serde_json::to_string(r)?);
         } else {
             println!(
-                "{:<12} {:>6} {:>8} {:>10.0} {:>12.0} {:>9.3} {:>9.3} {:>12.0} {:>8.1} {:>12.3}",
+                "{:<12} {:>6} {:>8} {:>10.0} {:>12.0} {:>9.3} {:>9.3} {:>12.0} {:>8.1} {:>12.3} {:>9.1} {:>9.2} {:>9.2}",
                 r.workload,
                 r.docs,
                 r.ops,
@@ -621,7 +618,10 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
                 r.p99_ms,
                 r.reads_per_s,
                 r.rss_mb,
-                r.p99_tail_ms
+                r.p99_tail_ms,
+                r.appends_per_write,
+                r.executor_hit_rate,
+                r.view_hit_rate
             );
         }
         Ok(())

@@ -107,13 +107,7 @@ fn ids_empty_too_long_or_with_control_characters_are_refused() {
 fn bad_options_are_refused_before_anything_reaches_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("db");
-    let store = OperationStore::open(
-        &path,
-        StoreOptions {
-            block_cache_bytes: 10,
-            ..StoreOptions::default()
-        },
-    );
+    let store = OperationStore::open(&path, StoreOptions::default().block_cache_bytes(10));
     assert!(matches!(
         store,
         Err(Error::InvalidOptions {
@@ -127,17 +121,11 @@ fn bad_options_are_refused_before_anything_reaches_disk() {
         ("queue_capacity", Reactor::builder(&path).queue_capacity(0)),
         (
             "snapshot_every",
-            Reactor::builder(&path).view_options(ViewOptions {
-                snapshot_every: 0,
-                ..ViewOptions::default()
-            }),
+            Reactor::builder(&path).view_options(ViewOptions::default().snapshot_every(0)),
         ),
         (
             "cached_stream_heads",
-            Reactor::builder(&path).store_options(StoreOptions {
-                cached_stream_heads: 0,
-                ..StoreOptions::default()
-            }),
+            Reactor::builder(&path).store_options(StoreOptions::default().cached_stream_heads(0)),
         ),
     ];
     for (name, builder) in refused {
@@ -242,8 +230,8 @@ fn a_page_of_zero_items_is_refused() {
     });
     assert!(matches!(
         *e,
-        Error::InvalidOptions {
-            option: "limit",
+        Error::InvalidArgument {
+            argument: "limit",
             ..
         }
     ));
@@ -252,8 +240,8 @@ fn a_page_of_zero_items_is_refused() {
     });
     assert!(matches!(
         *e,
-        Error::InvalidOptions {
-            option: "limit",
+        Error::InvalidArgument {
+            argument: "limit",
             ..
         }
     ));

@@ -264,3 +264,72 @@ fn a_job_overrides_the_reactor_durability() {
     reactor.close().expect("close");
     assert!(store.commit_stats().syncs > before, "close syncs the log");
 }
+
+#[test]
+fn an_ephemeral_store_and_reactor_touch_no_disk_and_vanish_on_drop() {
+    // The working directory stays as it was: nothing is created anywhere
+    // a relative or the ephemeral path could land.
+    let cwd_before: Vec<_> = std::fs::read_dir(".")
+        .expect("cwd")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    let store = OperationStore::open_ephemeral(StoreOptions::with_durability(Durability::Buffered))
+        .expect("open");
+    for i in 0..50 {
+        append(&store, "d", i, None).expect("append");
+    }
+    store.flush().expect("flush into memory");
+    assert_eq!(store.last_ordinal().get(), 50);
+    assert!(store.verify_all().expect("verify").is_clean());
+    assert!(store.backup("/tmp/never").is_err());
+    let leftovers = || {
+        std::fs::read_dir(std::env::temp_dir())
+            .expect("temp dir")
+            .filter(|e| {
+                let name = e.as_ref().expect("entry").file_name();
+                let name = name.to_string_lossy().into_owned();
+                name.starts_with(&format!("reactordb-ephemeral-{}-", std::process::id()))
+            })
+            .count()
+    };
+    assert_eq!(leftovers(), 0, "an ephemeral store left a directory");
+    drop(store);
+    // A second one starts empty: nothing outlived the first.
+    let again = OperationStore::open_ephemeral(StoreOptions::default()).expect("open");
+    assert_eq!(again.last_ordinal().get(), 0);
+
+    let reactor = Reactor::ephemeral()
+        .registry(ModelRegistry::with_examples())
+        .inline(true)
+        .open()
+        .expect("open");
+    let input = CreateDocumentInput::new(CounterModel::document_type(), 1, "c");
+    reactor
+        .create(doc("c"), input)
+        .expect("submit")
+        .readable(WAIT)
+        .expect("created");
+    let token = reactor
+        .execute_and_wait(
+            doc("c"),
+            Branch::main(),
+            vec![action("a", Scope::global())],
+            WAIT,
+        )
+        .expect("written");
+    let read = reactor
+        .view()
+        .get(&doc("c"), &reactordb::ViewFilter::default(), Some(token))
+        .expect("read");
+    assert_eq!(
+        CounterModel::value(read.state(&Scope::global()).expect("scope")),
+        Some(1)
+    );
+    drop(reactor);
+    let cwd_after: Vec<_> = std::fs::read_dir(".")
+        .expect("cwd")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(cwd_before, cwd_after, "something was written to the disk");
+    assert_eq!(leftovers(), 0, "an ephemeral reactor left a directory");
+}

@@ -28,15 +28,12 @@ fn open_cold(dir: &std::path::Path) -> Reactor {
         .durability(Durability::Buffered)
         .registry(registry())
         .cached_stream_states(1)
-        .store_options(StoreOptions {
-            cached_stream_heads: 2,
-            ..StoreOptions::default()
-        })
-        .view_options(ViewOptions {
-            cache_max_documents: 1,
-            snapshot_every: 3,
-            ..ViewOptions::default()
-        })
+        .store_options(StoreOptions::default().cached_stream_heads(2))
+        .view_options(
+            ViewOptions::default()
+                .cache_max_documents(1)
+                .snapshot_every(3),
+        )
         .open()
         .expect("open reactor")
 }

@@ -57,10 +57,7 @@ fn open(dir: &Path, durability: Durability) -> Reactor {
     Reactor::builder(dir)
         .durability(durability)
         .registry(ModelRegistry::with_examples())
-        .view_options(ViewOptions {
-            snapshot_every: 7,
-            ..ViewOptions::default()
-        })
+        .view_options(ViewOptions::default().snapshot_every(7))
         .workers(2)
         .open()
         .expect("open reactor")

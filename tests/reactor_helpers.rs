@@ -16,10 +16,7 @@ fn id(s: &str) -> DocumentId {
 }
 
 fn on(branch: &Branch) -> ViewFilter {
-    ViewFilter {
-        branch: branch.clone(),
-        ..ViewFilter::default()
-    }
+    ViewFilter::on(branch.clone())
 }
 
 fn counter() -> CreateDocumentInput {

@@ -125,11 +125,17 @@ fn scenario(path: &Path, seed: u64) -> u64 {
         .expect("written once");
     }
     let batch = (0..6)
-        .map(|k| BatchJob {
-            document_id: id(&format!("c{}", k % 3)),
-            branch: Branch::main(),
-            actions: vec![increment(20 + k as u64, 1)],
-            depends_on: if k > 0 { vec![k - 1] } else { vec![] },
+        .map(|k| {
+            let job = BatchJob::new(
+                id(&format!("c{}", k % 3)),
+                Branch::main(),
+                vec![increment(20 + k as u64, 1)],
+            );
+            if k > 0 {
+                job.depends_on(vec![k - 1])
+            } else {
+                job
+            }
         })
         .collect();
     for job in reactor.submit_batch(batch).expect("batch") {

@@ -307,30 +307,10 @@ fn batches_respect_dependencies() {
     create_counter(&reactor, "b");
     let jobs = reactor
         .submit_batch(vec![
-            BatchJob {
-                document_id: id("a"),
-                branch: main(),
-                actions: vec![increment("a1")],
-                depends_on: vec![],
-            },
-            BatchJob {
-                document_id: id("b"),
-                branch: main(),
-                actions: vec![increment("b1")],
-                depends_on: vec![0],
-            },
-            BatchJob {
-                document_id: id("missing"),
-                branch: main(),
-                actions: vec![increment("m1")],
-                depends_on: vec![],
-            },
-            BatchJob {
-                document_id: id("b"),
-                branch: main(),
-                actions: vec![increment("b2")],
-                depends_on: vec![2],
-            },
+            BatchJob::new(id("a"), main(), vec![increment("a1")]),
+            BatchJob::new(id("b"), main(), vec![increment("b1")]).depends_on(vec![0]),
+            BatchJob::new(id("missing"), main(), vec![increment("m1")]),
+            BatchJob::new(id("b"), main(), vec![increment("b2")]).depends_on(vec![2]),
         ])
         .expect("submit");
     let a = written(&jobs[0]);
@@ -339,17 +319,14 @@ fn batches_respect_dependencies() {
     assert!(matches!(*failure(&jobs[2]), Error::DocumentNotFound { .. }));
     assert!(matches!(*failure(&jobs[3]), Error::DependencyFailed { .. }));
     let err = reactor
-        .submit_batch(vec![BatchJob {
-            document_id: id("a"),
-            branch: main(),
-            actions: vec![],
-            depends_on: vec![0],
-        }])
+        .submit_batch(vec![
+            BatchJob::new(id("a"), main(), vec![]).depends_on(vec![0])
+        ])
         .unwrap_err();
     assert!(matches!(
         err,
-        Error::InvalidOptions {
-            option: "depends_on",
+        Error::InvalidArgument {
+            argument: "depends_on",
             ..
         }
     ));
@@ -365,12 +342,7 @@ fn a_full_queue_answers_queue_full() {
         .open()
         .expect("open");
     let batch = (0..3)
-        .map(|i| BatchJob {
-            document_id: id("q"),
-            branch: main(),
-            actions: vec![increment(&format!("q{i}"))],
-            depends_on: vec![],
-        })
+        .map(|i| BatchJob::new(id("q"), main(), vec![increment(&format!("q{i}"))]))
         .collect();
     let err = reactor.submit_batch(batch).unwrap_err();
     assert!(matches!(err, Error::QueueFull { capacity: 2 }), "{err:?}");
@@ -469,11 +441,8 @@ fn dependencies_resolve_from_their_outcome_however_many_jobs_finish_meanwhile() 
     for doc in ["a", "x", "y", "z"] {
         create_counter(&reactor, doc);
     }
-    let job = |doc: &str, action: &str, depends_on: Vec<usize>| BatchJob {
-        document_id: id(doc),
-        branch: main(),
-        actions: vec![increment(action)],
-        depends_on,
+    let job = |doc: &str, action: &str, depends_on: Vec<usize>| {
+        BatchJob::new(id(doc), main(), vec![increment(action)]).depends_on(depends_on)
     };
     let mut batch = vec![job("a", "ok", vec![]), job("missing", "bad", vec![])];
     batch.extend((0..5).map(|i| job("x", &format!("f{i}"), vec![])));

@@ -685,18 +685,8 @@ fn a_creation_behind_early_operations_lands_even_in_a_run() {
     );
     let jobs = rs[1]
         .submit_batch(vec![
-            reactordb::BatchJob {
-                document_id: id("doc"),
-                branch: main(),
-                actions: vec![action("early", "APPEND", "e", 1)],
-                depends_on: vec![],
-            },
-            reactordb::BatchJob {
-                document_id: id("doc"),
-                branch: main(),
-                actions: vec![create],
-                depends_on: vec![],
-            },
+            reactordb::BatchJob::new(id("doc"), main(), vec![action("early", "APPEND", "e", 1)]),
+            reactordb::BatchJob::new(id("doc"), main(), vec![create]),
         ])
         .expect("submit");
     assert!(matches!(*failure(&jobs[0]), Error::DocumentNotFound { .. }));
@@ -1004,10 +994,7 @@ fn snapshots_written_as_a_creation_change_drops_the_old_ones_chain_from_nothing(
             .registry(registry())
             .workers(1)
             .clock(move || now)
-            .view_options(reactordb::ViewOptions {
-                snapshot_every: 1,
-                ..reactordb::ViewOptions::default()
-            })
+            .view_options(reactordb::ViewOptions::default().snapshot_every(1))
             .open()
             .expect("open")
     };

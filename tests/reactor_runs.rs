@@ -18,12 +18,7 @@ use reactordb::{
 
 fn batch(doc: &str, jobs: Vec<Vec<Action>>) -> Vec<BatchJob> {
     jobs.into_iter()
-        .map(|actions| BatchJob {
-            document_id: id(doc),
-            branch: main(),
-            actions,
-            depends_on: vec![],
-        })
+        .map(|actions| BatchJob::new(id(doc), main(), actions))
         .collect()
 }
 

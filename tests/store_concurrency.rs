@@ -24,10 +24,8 @@ fn with_one_cached_head_sixteen_threads_on_eight_streams_store_everything_once()
     let dir = tempfile::tempdir().expect("tempdir");
     let store = reactordb::OperationStore::open(
         dir.path(),
-        reactordb::StoreOptions {
-            cached_stream_heads: 1,
-            ..reactordb::StoreOptions::with_durability(reactordb::Durability::Buffered)
-        },
+        reactordb::StoreOptions::with_durability(reactordb::Durability::Buffered)
+            .cached_stream_heads(1),
     )
     .expect("open");
     store_everything_exactly_once(store, 8, 500);

@@ -68,7 +68,7 @@ fn a_full_disk_poisons_the_store_and_loses_nothing_acknowledged() {
         assert!(matches!(again, Err(Error::Poisoned)), "{again:?}");
         failure
     };
-    assert!(matches!(failure, Error::Rocks(_)), "{failure:?}");
+    assert!(matches!(failure, Error::Storage(_)), "{failure:?}");
     assert!(acknowledged > 0);
     // More space, then reopen: everything acknowledged is there, gapless.
     let grown = Command::new("mount")

@@ -76,11 +76,10 @@ fn get_since_pages_through_ten_thousand_operations() {
     assert_eq!(tail.next_cursor, None);
 
     // Filters: even action type in a timestamp window.
-    let filter = OperationFilter {
-        action_types: Some(vec![ActionType::new("EVEN").expect("valid")]),
-        timestamp_from: Some(2_000),
-        timestamp_to: Some(2_999),
-    };
+    let filter = OperationFilter::default()
+        .action_types(vec![ActionType::new("EVEN").expect("valid")])
+        .timestamp_from(2_000)
+        .timestamp_to(2_999);
     let (filtered, _) = collect_pages(
         |p| store.get_since(&u, Revision(0), &filter, p).expect("page"),
         100,
@@ -109,8 +108,8 @@ fn get_since_pages_through_ten_thousand_operations() {
         .unwrap_err();
     assert!(matches!(
         err,
-        Error::InvalidOptions {
-            option: "limit",
+        Error::InvalidArgument {
+            argument: "limit",
             ..
         }
     ));

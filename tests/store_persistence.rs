@@ -56,7 +56,7 @@ fn a_locked_database_cannot_be_opened_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _first = open(dir.path());
     let second = OperationStore::open(dir.path(), StoreOptions::default());
-    assert!(matches!(second, Err(Error::Rocks(_))), "{second:?}");
+    assert!(matches!(second, Err(Error::Storage(_))), "{second:?}");
 }
 
 #[test]
@@ -65,17 +65,11 @@ fn options_are_validated_at_open() {
     let too_small = [
         (
             "block_cache_bytes",
-            StoreOptions {
-                block_cache_bytes: 10,
-                ..StoreOptions::default()
-            },
+            StoreOptions::default().block_cache_bytes(10),
         ),
         (
             "memtable_budget_bytes",
-            StoreOptions {
-                memtable_budget_bytes: 1 << 10,
-                ..StoreOptions::default()
-            },
+            StoreOptions::default().memtable_budget_bytes(1 << 10),
         ),
     ];
     for (name, options) in too_small {

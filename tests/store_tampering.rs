@@ -361,10 +361,7 @@ fn a_gap_or_a_misdirected_entry_in_the_ordinal_feed_is_refused() {
         assert_eq!(page.items.len(), lost as usize - 2);
         let next = store.get_since_ordinal(
             reactordb::Ordinal(1),
-            reactordb::Paging {
-                cursor: page.next_cursor,
-                limit: 100,
-            },
+            reactordb::Paging::new(page.next_cursor, 100),
         );
         assert!(
             feed_corrupt(next.map(|p| p.items.len())),

@@ -38,10 +38,7 @@ fn open(dir: &Path) -> reactordb::Result<Reactor> {
     Reactor::builder(dir)
         .durability(Durability::Buffered)
         .registry(ModelRegistry::with_examples())
-        .view_options(ViewOptions {
-            snapshot_every: 3,
-            ..ViewOptions::default()
-        })
+        .view_options(ViewOptions::default().snapshot_every(3))
         .workers(1)
         .open()
 }

@@ -15,10 +15,7 @@ fn counter(view: &DocumentView, doc: &str) -> i64 {
 #[test]
 fn operations_written_while_the_view_was_closed_apply_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = ViewOptions {
-        snapshot_every: 4,
-        ..ViewOptions::default()
-    };
+    let options = ViewOptions::default().snapshot_every(4);
     {
         let store = open(dir.path());
         let bus = EventBus::new();
@@ -100,10 +97,7 @@ fn a_slow_subscriber_gap_is_filled_from_the_store() {
     let store = open(dir.path());
     let bus = EventBus::new();
     // A one-event queue: most events are dropped for the view.
-    let options = ViewOptions {
-        bus_capacity: 1,
-        ..ViewOptions::default()
-    };
+    let options = ViewOptions::default().bus_capacity(1);
     let view = DocumentView::open(store.clone(), &bus, ModelRegistry::with_examples(), options)
         .expect("view");
     let mut w = Writer::new(store.clone(), bus);

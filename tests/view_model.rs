@@ -64,10 +64,7 @@ fn check_all(
 
 fn run(steps: &[Step], snapshot_every: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = ViewOptions {
-        snapshot_every,
-        ..ViewOptions::default()
-    };
+    let options = ViewOptions::default().snapshot_every(snapshot_every);
     let open = || open_view(dir.path(), options.clone());
     let (store, bus, view) = open();
     let mut writer = Writer::new(store.clone(), bus);

@@ -26,10 +26,8 @@ fn id(s: &str) -> DocumentId {
 #[test]
 fn a_read_with_the_token_of_a_write_sees_that_write() {
     // A long poll interval: the read must not depend on the worker's timing.
-    let (_dir, _store, view, mut w) = setup(ViewOptions {
-        poll_interval: Duration::from_secs(5),
-        ..ViewOptions::default()
-    });
+    let (_dir, _store, view, mut w) =
+        setup(ViewOptions::default().poll_interval(Duration::from_secs(5)));
     w.create("c", &CounterModel::document_type(), None);
     for i in 1..=50 {
         let token = w.increment("c", &Scope::global(), 1);
@@ -46,10 +44,7 @@ fn a_read_with_the_token_of_a_write_sees_that_write() {
 
 #[test]
 fn a_token_from_the_future_times_out_with_the_named_error() {
-    let options = ViewOptions {
-        consistency_timeout: Duration::from_millis(150),
-        ..ViewOptions::default()
-    };
+    let options = ViewOptions::default().consistency_timeout(Duration::from_millis(150));
     let (_dir, store, view, mut w) = setup(options);
     w.create("c", &CounterModel::document_type(), None);
     let future = ConsistencyToken(Ordinal(store.last_ordinal().get() + 10));
@@ -135,7 +130,7 @@ fn headers_slugs_types_relationships_and_deletion() {
     );
     assert!(matches!(
         view.get_by_slug("nope", &ViewFilter::default(), None),
-        Err(Error::DocumentNotFound { .. })
+        Err(Error::SlugNotFound { .. })
     ));
 
     let page = view.find_by_type(&counter, Paging::first(1)).expect("type");
@@ -191,7 +186,7 @@ fn headers_slugs_types_relationships_and_deletion() {
         .expect("exists"));
     assert!(matches!(
         view.get_by_slug("alpha", &ViewFilter::default(), None),
-        Err(Error::DocumentNotFound { .. })
+        Err(Error::SlugNotFound { .. })
     ));
     assert_eq!(
         view.find_by_type(&counter, Paging::all())
@@ -265,10 +260,7 @@ fn typed_todo_model_and_scope_filters() {
         Scope::local(),
     );
 
-    let filter = ViewFilter {
-        scopes: Some(vec![Scope::global()]),
-        ..ViewFilter::default()
-    };
+    let filter = ViewFilter::default().scopes(vec![Scope::global()]);
     let doc = view.get(&id("t"), &filter, Some(token)).expect("get");
     assert_eq!(
         doc.scopes.keys().cloned().collect::<Vec<_>>(),
@@ -291,11 +283,9 @@ fn typed_todo_model_and_scope_filters() {
 
 #[test]
 fn the_cache_never_exceeds_its_bounds() {
-    let options = ViewOptions {
-        cache_max_documents: 5,
-        cache_max_bytes: 2_000,
-        ..ViewOptions::default()
-    };
+    let options = ViewOptions::default()
+        .cache_max_documents(5)
+        .cache_max_bytes(2_000);
     let (_dir, _store, view, mut w) = setup(options);
     let mut token = None;
     for d in 0..40 {
@@ -324,10 +314,7 @@ fn the_cache_never_exceeds_its_bounds() {
 fn invalid_view_options_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = common::open(dir.path());
-    let bad = ViewOptions {
-        snapshot_every: 0,
-        ..ViewOptions::default()
-    };
+    let bad = ViewOptions::default().snapshot_every(0);
     let err = DocumentView::open(store, &EventBus::new(), ModelRegistry::new(), bad).unwrap_err();
     assert!(matches!(
         err,

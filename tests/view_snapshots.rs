@@ -9,13 +9,7 @@ use common::docs::{global_counter, open_view, reference_counter, Writer};
 use reactordb::{CounterModel, DocumentView, EventBus, OperationStore, Scope, ViewOptions};
 
 fn open_all(dir: &std::path::Path, every: u64) -> (OperationStore, EventBus, DocumentView) {
-    open_view(
-        dir,
-        ViewOptions {
-            snapshot_every: every,
-            ..ViewOptions::default()
-        },
-    )
+    open_view(dir, ViewOptions::default().snapshot_every(every))
 }
 
 fn snapshot_key(doc: &str, revision: u64) -> Vec<u8> {

@@ -59,10 +59,7 @@ fn upgrade_converts_state_and_switches_reducers() {
             .map(|m| m.version()),
         Some(2)
     );
-    let options = ViewOptions {
-        snapshot_every: 3,
-        ..ViewOptions::default()
-    };
+    let options = ViewOptions::default().snapshot_every(3);
     let view = DocumentView::open(store.clone(), &bus, registry, options).expect("view");
     let mut w = Writer::new(store, bus);
     let ty = CounterModel::document_type();

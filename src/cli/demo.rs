@@ -58,13 +58,9 @@ fn input(
     name: String,
     slug: Option<String>,
 ) -> CreateDocumentInput {
-    CreateDocumentInput {
-        document_type,
-        model_version: 1,
-        name,
-        slug,
-        meta: Default::default(),
-    }
+    let mut input = CreateDocumentInput::new(document_type, 1, name);
+    input.slug = slug;
+    input
 }
 
 fn disk_bytes(path: &Path) -> u64 {

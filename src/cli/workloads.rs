@@ -30,8 +30,8 @@ use serde::Serialize;
 
 use reactordb::{
     Action, ActionId, ActionType, Branch, CommitStats, ConsistencyToken, CounterModel,
-    CreateDocumentInput, DocumentId, Durability, Error, JobHandle, ModelRegistry, Ordinal, Reactor,
-    Result, Scope, ViewFilter,
+    CreateDocumentInput, DocumentId, Durability, Error, JobHandle, Metrics, ModelRegistry, Ordinal,
+    Reactor, Result, Scope, ViewFilter,
 };
 
 /// How to run a workload.
@@ -74,6 +74,13 @@ pub struct WorkloadReport {
     pub rss_mb: f64,
     /// `buffered` or `synced`.
     pub durability: &'static str,
+    /// From `Reactor::metrics` after the run (0 for the store-only
+    /// workloads): appends per RocksDB write, the executor's and the
+    /// view's cache hit rates, and failed jobs.
+    pub appends_per_write: f64,
+    pub executor_hit_rate: f64,
+    pub view_hit_rate: f64,
+    pub jobs_failed: u64,
 }
 
 const WAIT: Duration = Duration::from_secs(600);
@@ -290,6 +297,21 @@ fn report(
         reads_per_s: reads,
         rss_mb: rss_mb(),
         durability: durability_name(config.durability),
+        appends_per_write: 0.0,
+        executor_hit_rate: 0.0,
+        view_hit_rate: 0.0,
+        jobs_failed: 0,
+    }
+}
+
+impl WorkloadReport {
+    /// With the reactor's figures after the run.
+    fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.appends_per_write = metrics.commit.appends_per_write();
+        self.executor_hit_rate = metrics.executor_cache.hit_rate();
+        self.view_hit_rate = metrics.view_cache.hit_rate();
+        self.jobs_failed = metrics.jobs_failed;
+        self
     }
 }
 
@@ -317,7 +339,8 @@ pub fn many_docs(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport> 
         wall,
         &lat,
         reads,
-    ))
+    )
+    .with_metrics(&reactor.metrics()))
 }
 
 /// W2: one hot document, each job awaited before the next.
@@ -337,7 +360,9 @@ pub fn hot_doc(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport> {
     tail.sort_by(f64::total_cmp);
     lat.sort_by(f64::total_cmp);
     let reads = reads_per_s(&reactor, 1)?;
-    let mut out = report("hot-doc", config, 1, config.actions, wall, &lat, reads);
+    let metrics = reactor.metrics();
+    let mut out =
+        report("hot-doc", config, 1, config.actions, wall, &lat, reads).with_metrics(&metrics);
     out.p99_tail_ms = percentile(&tail, 0.99);
     Ok(out)
 }
@@ -374,15 +399,10 @@ pub fn contention(dir: &Path, config: &WorkloadConfig) -> Result<WorkloadReport>
     })?;
     let (wall, lat) = settle(&reactor, clock, &jobs, start)?;
     let reads = reads_per_s(&reactor, 1)?;
-    Ok(report(
-        "contention",
-        config,
-        1,
-        jobs.len(),
-        wall,
-        &lat,
-        reads,
-    ))
+    Ok(
+        report("contention", config, 1, jobs.len(), wall, &lat, reads)
+            .with_metrics(&reactor.metrics()),
+    )
 }
 
 /// One key/value pair read back from a column family.

@@ -83,6 +83,7 @@ mod tests {
 
 /// The outcome of [`verify_snapshots`](crate::verify_snapshots).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SnapshotReport {
     /// Snapshots checked.
     pub snapshots_checked: u64,

@@ -131,7 +131,7 @@ fn acceptable(error: &Error) -> bool {
         Error::WorkerPanicked
             | Error::Corrupt { .. }
             | Error::Poisoned
-            | Error::Rocks(_)
+            | Error::Storage(_)
             | Error::WaitTimeout { .. }
             | Error::Shutdown
     )

@@ -172,7 +172,7 @@ pub fn fuzz_import_line(data: &[u8]) {
             );
             match entry.apply_to(store) {
                 Ok(()) => {}
-                Err(Error::Rocks(e)) => panic!("rocksdb failed on an import: {e}"),
+                Err(Error::Storage(e)) => panic!("storage failed on an import: {e}"),
                 Err(Error::Corrupt { cf, what }) => {
                     panic!("import read back corrupt {what} in {cf}")
                 }

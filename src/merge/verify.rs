@@ -8,6 +8,7 @@ use crate::store::OperationStore;
 
 /// What [`verify_histories`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HistoryReport {
     /// Streams checked.
     pub streams_checked: u64,

@@ -22,6 +22,7 @@ pub const ACTION_NOOP: &str = "NOOP";
 
 /// Input of `CREATE_DOCUMENT`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CreateDocumentInput {
     /// The document's type.
     pub document_type: DocumentType,
@@ -46,6 +47,20 @@ impl CreateDocumentInput {
             slug: None,
             meta: BTreeMap::new(),
         }
+    }
+
+    /// With a unique handle (`get_by_slug`).
+    #[must_use]
+    pub fn slug(mut self, slug: impl Into<String>) -> Self {
+        self.slug = Some(slug.into());
+        self
+    }
+
+    /// With one metadata entry.
+    #[must_use]
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.meta.insert(key.into(), value.into());
+        self
     }
 }
 
@@ -145,6 +160,7 @@ pub struct Relationship {
 
 /// The header of a document: the state of its `document` scope.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DocumentHeader {
     /// The document.
     pub id: DocumentId,

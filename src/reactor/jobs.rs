@@ -8,7 +8,12 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
 use parking_lot::{Condvar, Mutex};
+
+use crate::metrics::{Latencies, LatencyHistogram};
 
 use crate::error::Error;
 use crate::view::ConsistencyToken;
@@ -80,6 +85,8 @@ struct Table {
     pinned: HashMap<JobId, usize>,
     /// Pinned jobs the retention would have dropped: dropped when unpinned.
     overdue: std::collections::HashSet<JobId>,
+    /// When each job not yet done was submitted (for its latency).
+    submitted: HashMap<JobId, Instant>,
 }
 
 /// Every job's status; waiters are woken on each change.
@@ -92,6 +99,10 @@ pub(crate) struct JobTable {
     retained: usize,
     /// The last id handed out.
     last_id: std::sync::atomic::AtomicU64,
+    /// Outcomes and latencies of finished jobs.
+    latency: LatencyHistogram,
+    written: AtomicU64,
+    failed: AtomicU64,
 }
 
 impl JobTable {
@@ -102,7 +113,26 @@ impl JobTable {
             closed: std::sync::atomic::AtomicBool::new(false),
             retained,
             last_id: std::sync::atomic::AtomicU64::new(0),
+            latency: LatencyHistogram::new(),
+            written: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a finished job submitted at `submitted`.
+    pub(crate) fn record_outcome(&self, submitted: Instant, written: bool) {
+        self.latency.record(submitted.elapsed());
+        let counter = if written { &self.written } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Jobs written, jobs failed, and their latencies, so far.
+    pub(crate) fn outcomes(&self) -> (u64, u64, Latencies) {
+        (
+            self.written.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.latency.snapshot(),
+        )
     }
 
     /// Keeps the records of `ids` until [`unpin`](Self::unpin): queued jobs
@@ -139,7 +169,9 @@ impl JobTable {
     /// A new job, recorded as pending.
     pub(crate) fn create(&self) -> JobId {
         let id = self.allocate();
-        self.table.lock().status.insert(id, JobStatus::Pending);
+        let mut t = self.table.lock();
+        t.status.insert(id, JobStatus::Pending);
+        t.submitted.insert(id, Instant::now());
         id
     }
 
@@ -163,6 +195,12 @@ impl JobTable {
         let mut awaited = false;
         for (id, status) in statuses {
             let done = status.is_done();
+            if done {
+                if let Some(submitted) = t.submitted.remove(&id) {
+                    let written = !matches!(status, JobStatus::Failed { .. });
+                    self.record_outcome(submitted, written);
+                }
+            }
             t.status.insert(id, status);
             if done {
                 awaited |= t.awaited.contains_key(&id);
@@ -189,6 +227,7 @@ impl JobTable {
         let mut t = self.table.lock();
         for id in ids {
             t.status.remove(id);
+            t.submitted.remove(id);
         }
     }
 

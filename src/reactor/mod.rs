@@ -33,6 +33,7 @@ use crate::models::{
 use crate::store::{Durability, OperationStore, StoreOptions};
 use crate::view::{ConsistencyToken, DocumentView, ViewOptions};
 
+use crate::metrics::Metrics;
 pub use executor::MigrationReport;
 use executor::{Executor, ExecutorLimits};
 use job::Job;
@@ -55,6 +56,8 @@ pub struct ReactorBuilder {
     clock: Clock,
     id_source: Option<IdSource>,
     inline: bool,
+    /// The store lives in memory (`Reactor::ephemeral`); `path` is unused.
+    ephemeral: bool,
 }
 
 impl std::fmt::Debug for ReactorBuilder {
@@ -218,7 +221,11 @@ impl ReactorBuilder {
         // leave nothing on disk.
         self.view.validate()?;
         self.store.validate()?;
-        let store = OperationStore::open(&self.path, self.store)?;
+        let store = if self.ephemeral {
+            OperationStore::open_ephemeral(self.store)?
+        } else {
+            OperationStore::open(&self.path, self.store)?
+        };
         let bus = EventBus::new();
         let view = DocumentView::open(store.clone(), &bus, self.registry.clone(), self.view)?;
         let executor = Executor::new(
@@ -290,6 +297,7 @@ struct Inner {
 /// One job of a batch; `depends_on` names earlier jobs of the same batch
 /// (by position) that must be written first.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct BatchJob {
     /// The document.
     pub document_id: DocumentId,
@@ -299,6 +307,25 @@ pub struct BatchJob {
     pub actions: Vec<Action>,
     /// Positions of earlier jobs in the batch this one waits for.
     pub depends_on: Vec<usize>,
+}
+
+impl BatchJob {
+    /// A job of `actions` on a document, depending on nothing.
+    pub fn new(document_id: DocumentId, branch: Branch, actions: Vec<Action>) -> Self {
+        Self {
+            document_id,
+            branch,
+            actions,
+            depends_on: Vec::new(),
+        }
+    }
+
+    /// Waits for these earlier jobs of the batch (by position).
+    #[must_use]
+    pub fn depends_on(mut self, positions: Vec<usize>) -> Self {
+        self.depends_on = positions;
+        self
+    }
 }
 
 /// The reactor. `Send + Sync`; share it in an `Arc`. Dropping it shuts it
@@ -415,6 +442,17 @@ impl Reactor {
             clock: Arc::new(now_ms),
             id_source: None,
             inline: false,
+            ephemeral: false,
+        }
+    }
+
+    /// A builder for a reactor whose database lives in memory only
+    /// ([`OperationStore::open_ephemeral`]): nothing on disk, gone when the
+    /// reactor drops. For tests and fuzz targets.
+    pub fn ephemeral() -> ReactorBuilder {
+        ReactorBuilder {
+            ephemeral: true,
+            ..Self::builder("reactordb-ephemeral")
         }
     }
 
@@ -647,8 +685,12 @@ impl Reactor {
         let Some(claim) = self.inner.queue.claim_idle(&key)? else {
             return self.submit_job(key.0, key.1, job)?.written(timeout);
         };
+        let submitted = Instant::now();
         let id = self.inner.jobs.allocate();
         let mut outcomes = self.inner.run(&key, &[(id, job)]);
+        self.inner
+            .jobs
+            .record_outcome(submitted, outcomes.iter().all(Result::is_ok));
         // Jobs queued for the document meanwhile go to the workers.
         drop(claim);
         let outcome = outcomes.pop().expect("one outcome per job");
@@ -765,8 +807,8 @@ impl Reactor {
             let mut dependencies = Vec::with_capacity(job.depends_on.len());
             for dep in job.depends_on {
                 if dep >= position {
-                    return Err(Error::InvalidOptions {
-                        option: "depends_on",
+                    return Err(Error::InvalidArgument {
+                        argument: "depends_on",
                         reason: "a job may depend only on earlier jobs of its batch",
                     });
                 }
@@ -801,6 +843,30 @@ impl Reactor {
     /// ([`Error::WaitTimeout`]); a failed job is `Ok(JobStatus::Failed)`.
     pub fn wait(&self, id: JobId, readable: bool, timeout: Duration) -> Result<JobStatus> {
         self.inner.wait(id, readable, timeout)
+    }
+
+    /// What the reactor has done since it opened: queue depth, jobs
+    /// written and failed with their latencies, the view's lag, the
+    /// caches' hits and the store's commits (fsyncs, appends per fsync).
+    /// Cheap: counters read one by one, nothing waits.
+    pub fn metrics(&self) -> Metrics {
+        let (jobs_written, jobs_failed, job_latency) = self.inner.jobs.outcomes();
+        let inner = &self.inner;
+        Metrics {
+            queued_jobs: inner.queue.len(),
+            queued_documents: inner.queue.documents(),
+            jobs_written,
+            jobs_failed,
+            job_latency,
+            view_lag: inner
+                .store
+                .last_ordinal()
+                .get()
+                .saturating_sub(inner.view.applied().get()),
+            executor_cache: inner.executor.cache_stats(),
+            view_cache: inner.view.cache_stats(),
+            commit: inner.store.commit_stats(),
+        }
     }
 
     /// Stops accepting jobs, drains the accepted ones (and waits for jobs
@@ -981,6 +1047,13 @@ impl Inner {
     /// fails only its own job: the run is retried job by job, each caught
     /// on its own; actions already written are found and not applied again.
     fn run(&self, key: &queue::DocKey, run: &[(JobId, Job)]) -> Vec<executor::Outcome> {
+        let _span = tracing::debug_span!(
+            "reactordb.run",
+            document = %key.0,
+            branch = %key.1,
+            jobs = run.len()
+        )
+        .entered();
         let together = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if let [(_, Job::Load { operations, .. })] = run {
                 return vec![self.executor.load(&key.0, &key.1, operations)];
@@ -1013,7 +1086,10 @@ impl Inner {
 fn status_of(outcome: executor::Outcome) -> JobStatus {
     match outcome {
         Ok(token) => JobStatus::WriteReady { token },
-        Err(failure) => failed(failure.error, failure.history),
+        Err(failure) => {
+            tracing::debug!(error = %failure.error, retried = failure.history.len(), "job failed");
+            failed(failure.error, failure.history)
+        }
     }
 }
 

@@ -302,7 +302,6 @@ impl JobQueue {
 
     /// How many documents have a queue now (one with nothing queued or
     /// running has none).
-    #[cfg(test)]
     pub(crate) fn documents(&self) -> usize {
         self.state.lock().docs.len()
     }

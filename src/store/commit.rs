@@ -390,7 +390,12 @@ impl CommitGroup {
             armed: true,
             handed_on: false,
         };
-        let (own, followers) = self.write_group(db, &ticket, group, first);
+        let span = tracing::debug_span!(
+            "reactordb.commit",
+            appends = group.len(),
+            first = first.get()
+        );
+        let (own, followers) = span.in_scope(|| self.write_group(db, &ticket, group, first));
 
         // Hand leadership on before waking this group's followers: the next
         // group's write is the critical path, the wake-ups are not.
@@ -539,7 +544,7 @@ pub(crate) enum Failure {
 impl From<Failure> for Error {
     fn from(failure: Failure) -> Self {
         match failure {
-            Failure::Rocks(e) => Error::Rocks(e),
+            Failure::Rocks(e) => Error::from(e),
             Failure::Injected => Error::InjectedFault,
             Failure::Poisoned => Error::Poisoned,
         }

@@ -56,8 +56,10 @@ pub enum Durability {
     Synced,
 }
 
-/// Options of [`OperationStore::open`].
+/// Options of [`OperationStore::open`]: `StoreOptions::default()` and the
+/// setters (`.durability(…)`, `.block_cache_bytes(…)`, …).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct StoreOptions {
     /// When `apply` acknowledges. Default [`Durability::Synced`].
     pub durability: Durability,
@@ -88,6 +90,14 @@ impl Default for StoreOptions {
         }
     }
 }
+
+setters!(StoreOptions {
+    durability: Durability,
+    block_cache_bytes: usize,
+    memtable_budget_bytes: usize,
+    create_if_missing: bool,
+    cached_stream_heads: usize,
+});
 
 impl StoreOptions {
     /// Options with the given durability and defaults otherwise.
@@ -137,6 +147,8 @@ struct Inner {
     db: DB,
     path: PathBuf,
     access: Access,
+    /// Opened with `open_ephemeral`: the files live in memory.
+    in_memory: bool,
     heads: heads::HeadTable,
     commit: commit::CommitGroup,
     durability: Durability,
@@ -234,7 +246,26 @@ impl OperationStore {
     /// Opens (or creates) the database at `path` with every column family
     /// of the crate, and checks its format version.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
-        Self::open_as(path.as_ref(), options, Access::ReadWrite, None)
+        Self::open_as(path.as_ref(), options, Access::ReadWrite, None, false)
+    }
+
+    /// Opens a new, empty store that lives in memory only (RocksDB's
+    /// in-memory environment): nothing touches the disk, and everything is
+    /// gone when the last handle drops. For tests, fuzz targets and
+    /// benchmarks of the engine alone. Every other behaviour (revision
+    /// guard, group commit, durability accounting) is the on-disk store's;
+    /// `backup` writes into the same memory, so it is refused.
+    pub fn open_ephemeral(options: StoreOptions) -> Result<Self> {
+        // The files live in the in-memory environment, but the RocksDB
+        // binding creates the directory on the real disk before opening: a
+        // unique, temporary one, removed (empty) right after.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("reactordb-ephemeral-{}-{n}", std::process::id()));
+        let opened = Self::open_as(&path, options, Access::ReadWrite, None, true);
+        let _ = std::fs::remove_dir(&path);
+        opened
     }
 
     /// Opens an existing database to read it, as it was at this moment:
@@ -245,7 +276,7 @@ impl OperationStore {
     /// writer's compactions deleting files. `options.durability` and
     /// `create_if_missing` are ignored.
     pub fn open_read_only(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
-        Self::open_as(path.as_ref(), options, Access::ReadOnly, None)
+        Self::open_as(path.as_ref(), options, Access::ReadOnly, None, false)
     }
 
     /// Opens a RocksDB secondary instance of the database at `path`, which
@@ -263,6 +294,7 @@ impl OperationStore {
             options,
             Access::Secondary,
             Some(secondary_path.as_ref()),
+            false,
         )
     }
 
@@ -271,11 +303,18 @@ impl OperationStore {
         options: StoreOptions,
         access: Access,
         secondary_path: Option<&Path>,
+        in_memory: bool,
     ) -> Result<Self> {
         options.validate()?;
         let path = path.to_path_buf();
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
         let mut db_opts = db_options(&options, &cache);
+        if in_memory {
+            // A fresh environment per store: its files are its own. The
+            // options keep it alive as long as the database.
+            db_opts.set_env(&rocksdb::Env::mem_env()?);
+            db_opts.create_if_missing(true);
+        }
         if access != Access::ReadWrite {
             db_opts.create_if_missing(false);
             db_opts.create_missing_column_families(false);
@@ -308,6 +347,7 @@ impl OperationStore {
                 db,
                 path,
                 access,
+                in_memory,
                 heads: heads::HeadTable::new(options.cached_stream_heads),
                 commit: commit::CommitGroup::new(
                     next_ordinal,
@@ -371,6 +411,12 @@ impl OperationStore {
     pub fn backup(&self, path: impl AsRef<Path>) -> Result<()> {
         // A checkpoint flushes the memtables: only the writer can.
         self.check_writable()?;
+        if self.inner.in_memory {
+            return Err(Error::InvalidArgument {
+                argument: "backup of an ephemeral store",
+                reason: "its files live in memory; a checkpoint would too",
+            });
+        }
         let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.inner.db)?;
         checkpoint.create_checkpoint(path)?;
         Ok(())
@@ -418,6 +464,11 @@ impl OperationStore {
     /// whatever the number of writes it covers.
     pub fn sync_wal(&self) -> Result<()> {
         self.check_writable()?;
+        if self.inner.in_memory {
+            // Nothing to make durable (and RocksDB's in-memory log cannot
+            // sync on request).
+            return Ok(());
+        }
         self.inner.db.flush_wal(true)?;
         self.inner.commit.count_sync();
         Ok(())

@@ -24,6 +24,7 @@ pub struct Cursor(pub u64);
 
 /// A page request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Paging {
     /// Continue after a previous page; `None` starts at the query's start.
     pub cursor: Option<Cursor>,
@@ -48,6 +49,12 @@ impl Paging {
         }
     }
 
+    /// The page after `cursor` when there is one, else the first: what a
+    /// loop over pages passes with the last page's `next_cursor`.
+    pub fn new(cursor: Option<Cursor>, limit: usize) -> Self {
+        Self { cursor, limit }
+    }
+
     /// The page after `cursor`.
     pub fn after(cursor: Cursor, limit: usize) -> Self {
         Self {
@@ -58,8 +65,8 @@ impl Paging {
 
     fn check(&self) -> Result<()> {
         if self.limit == 0 {
-            return Err(Error::InvalidOptions {
-                option: "limit",
+            return Err(Error::InvalidArgument {
+                argument: "limit",
                 reason: "a page holds at least one item",
             });
         }
@@ -75,6 +82,7 @@ impl Default for Paging {
 
 /// One page of results.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Page<T> {
     /// The items, in key order.
     pub items: Vec<T>,
@@ -84,6 +92,7 @@ pub struct Page<T> {
 
 /// Which operations of a stream `get_since` returns. Empty = all.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OperationFilter {
     /// Only these action types (any, when `None`).
     pub action_types: Option<Vec<ActionType>>,
@@ -94,6 +103,27 @@ pub struct OperationFilter {
 }
 
 impl OperationFilter {
+    /// Only these action types.
+    #[must_use]
+    pub fn action_types(mut self, types: Vec<ActionType>) -> Self {
+        self.action_types = Some(types);
+        self
+    }
+
+    /// Only operations stamped at or after `from` (ms since the epoch).
+    #[must_use]
+    pub fn timestamp_from(mut self, from: u64) -> Self {
+        self.timestamp_from = Some(from);
+        self
+    }
+
+    /// Only operations stamped at or before `to` (ms since the epoch).
+    #[must_use]
+    pub fn timestamp_to(mut self, to: u64) -> Self {
+        self.timestamp_to = Some(to);
+        self
+    }
+
     fn matches(&self, op: &Operation) -> bool {
         self.timestamp_from
             .is_none_or(|from| op.timestamp_utc_ms >= from)
@@ -107,6 +137,7 @@ impl OperationFilter {
 
 /// The revision of every scope of a document on one branch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DocumentRevisions {
     /// Scope → its revision (next index).
     pub revisions: BTreeMap<Scope, Revision>,
@@ -137,6 +168,7 @@ pub struct StreamInfo {
 
 /// Where a stored copy of an operation id lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OperationLocation {
     /// The stream.
     pub unit: SyncUnit,

@@ -43,6 +43,7 @@ pub enum ChainFault {
 
 /// The first broken place found.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BrokenLink {
     /// The stream.
     pub unit: SyncUnit,
@@ -55,6 +56,7 @@ pub struct BrokenLink {
 
 /// The outcome of a verification.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// Streams checked (up to and including a broken one).
     pub streams_checked: u64,

@@ -346,13 +346,7 @@ impl Shared {
 /// let _b_session = b_sync.attach("a", b_end)?;
 ///
 /// let doc = DocumentId::new("counter-1")?;
-/// let create = CreateDocumentInput {
-///     document_type: CounterModel::document_type(),
-///     model_version: 1,
-///     name: "shared".into(),
-///     slug: None,
-///     meta: Default::default(),
-/// };
+/// let create = CreateDocumentInput::new(CounterModel::document_type(), 1, "shared");
 /// let token = a.create(doc.clone(), create)?.written(Duration::from_secs(5))?;
 /// a_sync.wait_synced("b", token, Duration::from_secs(10))?;
 /// assert!(b.store().head(&SyncUnit::new(doc, Scope::document(), Branch::main()))?.is_some());

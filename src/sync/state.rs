@@ -145,6 +145,7 @@ pub(crate) struct RemoteRecord {
 
 /// An operation refused for good, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DeadLetter {
     /// The sender's ordinal of the operation (0 in a repair).
     pub ordinal: u64,

@@ -28,6 +28,7 @@ use rocksdb::WriteBatch;
 use crate::bus::{Delivery, Event, EventBus, Subscription};
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::metrics::{CacheCounters, CacheStats};
 use crate::model::{OperationWithContext, Ordinal, Scope};
 use crate::models::ModelRegistry;
 use crate::store::{OperationStore, Paging};
@@ -43,8 +44,10 @@ pub use crate::fold::{verify_snapshots, SnapshotReport};
 pub use read::{ConsistencyToken, Document, ScopeState, ViewFilter};
 pub use verify::{rebuild_view, verify_view, ViewFault, ViewReport};
 
-/// Options of [`DocumentView::open`].
+/// Options of [`DocumentView::open`]: `ViewOptions::default()` and the
+/// setters (`.snapshot_every(…)`, …).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ViewOptions {
     /// A snapshot of a stream is written every this many operations.
     /// Default 1,000; at least 1.
@@ -62,6 +65,15 @@ pub struct ViewOptions {
     /// How long a read with a consistency token waits. Default 5 s.
     pub consistency_timeout: Duration,
 }
+
+setters!(ViewOptions {
+    snapshot_every: u64,
+    cache_max_documents: usize,
+    cache_max_bytes: usize,
+    bus_capacity: usize,
+    poll_interval: Duration,
+    consistency_timeout: Duration,
+});
 
 impl Default for ViewOptions {
     fn default() -> Self {
@@ -108,6 +120,7 @@ pub(crate) struct ViewInner {
     /// history and the cache stays exact.
     apply_lock: RwLock<()>,
     cache: Mutex<DocCache>,
+    cache_counters: CacheCounters,
     stop: AtomicBool,
     /// A test stalls the worker (`fault-injection`).
     #[cfg(feature = "fault-injection")]
@@ -171,6 +184,7 @@ impl DocumentView {
             applied: Mutex::new(checkpoint),
             applied_changed: Condvar::new(),
             apply_lock: RwLock::new(()),
+            cache_counters: CacheCounters::default(),
             stop: AtomicBool::new(false),
             #[cfg(feature = "fault-injection")]
             stalled: AtomicBool::new(false),
@@ -215,6 +229,7 @@ impl DocumentView {
             applied: Mutex::new(Ordinal(0)),
             applied_changed: Condvar::new(),
             apply_lock: RwLock::new(()),
+            cache_counters: CacheCounters::default(),
             stop: AtomicBool::new(true),
             #[cfg(feature = "fault-injection")]
             stalled: AtomicBool::new(false),
@@ -269,6 +284,11 @@ impl DocumentView {
     /// Drops every cached document (the next read of each is cold).
     pub fn clear_cache(&self) {
         self.inner.cache.lock().clear();
+    }
+
+    /// Hits and misses of the document cache.
+    pub(crate) fn cache_stats(&self) -> CacheStats {
+        self.inner.cache_counters.snapshot()
     }
 
     /// Documents and bytes held in the cache.
@@ -419,6 +439,12 @@ impl ViewInner {
     fn catch_up(&self, announced: Option<Announced<'_>>) -> Result<()> {
         let _apply = self.apply_lock.write();
         let mut next = self.applied().next();
+        let _span = tracing::debug_span!(
+            "reactordb.view.catch_up",
+            from = next.get(),
+            announced = announced.as_ref().map_or(0, |a| a.ops.len())
+        )
+        .entered();
         if let Some(Announced { ops, from_engine }) = announced {
             let contiguous = ops
                 .iter()

@@ -25,6 +25,7 @@ pub struct ConsistencyToken(pub Ordinal);
 /// Which part of a document a read returns. The default: branch `main`,
 /// every scope.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ViewFilter {
     /// The branch. Default `main`.
     pub branch: Branch,
@@ -32,8 +33,26 @@ pub struct ViewFilter {
     pub scopes: Option<Vec<Scope>>,
 }
 
+impl ViewFilter {
+    /// Every scope of the document on `branch`.
+    pub fn on(branch: Branch) -> Self {
+        Self {
+            branch,
+            scopes: None,
+        }
+    }
+
+    /// Only `scopes` (of the filter's branch).
+    #[must_use]
+    pub fn scopes(mut self, scopes: Vec<Scope>) -> Self {
+        self.scopes = Some(scopes);
+        self
+    }
+}
+
 /// The state of one scope.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ScopeState {
     /// Operations folded (the scope's revision as of the view).
     pub revision: Revision,
@@ -45,6 +64,7 @@ pub struct ScopeState {
 
 /// A document as the view has it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Document {
     /// The header (derived from the `document` scope).
     pub header: DocumentHeader,
@@ -210,8 +230,8 @@ impl DocumentView {
 
 impl ViewInner {
     fn resolve_slug(&self, slug: &str) -> Result<DocumentId> {
-        let not_found = || Error::DocumentNotFound {
-            id: slug.to_owned(),
+        let not_found = || Error::SlugNotFound {
+            slug: slug.to_owned(),
         };
         if DocumentId::new(slug).is_err() {
             return Err(not_found());
@@ -225,8 +245,14 @@ impl ViewInner {
         let key = (id.clone(), filter.branch.clone());
         let cached = self.cache.lock().get(&key).cloned();
         let doc = match cached {
-            Some(doc) => doc,
-            None => self.load(id, &filter.branch)?,
+            Some(doc) => {
+                self.cache_counters.hit();
+                doc
+            }
+            None => {
+                self.cache_counters.miss();
+                self.load(id, &filter.branch)?
+            }
         };
         to_document(id, &doc, filter)
     }
@@ -236,7 +262,7 @@ impl ViewInner {
         let _apply = self.apply_lock.read();
         let cutoff = self.applied();
         let db = self.store.db();
-        let not_found = || Error::DocumentNotFound { id: id.to_string() };
+        let not_found = || Error::DocumentNotFound { id: id.clone() };
         // The header record is read only when a scope must be folded by its
         // model: a cold read of idle streams reads their kept states alone.
         let mut record: Option<Option<DocumentHeader>> = None;
@@ -370,7 +396,7 @@ fn to_document(id: &DocumentId, doc: &CachedDoc, filter: &ViewFilter) -> Result<
         .scopes
         .get(&Scope::document())
         .and_then(|s| crate::models::decode_header(&s.state))
-        .ok_or_else(|| Error::DocumentNotFound { id: id.to_string() })?;
+        .ok_or_else(|| Error::DocumentNotFound { id: id.clone() })?;
     if header.deleted {
         return Err(Error::DocumentDeleted { id: id.clone() });
     }

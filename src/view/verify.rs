@@ -39,6 +39,7 @@ pub enum ViewFault {
 
 /// What [`verify_view`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ViewReport {
     /// Documents (per branch) whose header record was checked.
     pub headers_checked: u64,

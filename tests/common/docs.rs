@@ -1,8 +1,6 @@
 //! Writing documents straight through the Operation Store (and announcing
 //! them on the bus), for the view tests, and a from-scratch reference fold.
 
-use std::collections::BTreeMap;
-
 use reactordb::{
     system_action, Action, ActionId, ActionType, Branch, ConsistencyToken, CounterModel,
     CreateDocumentInput, Digest, DocumentId, DocumentModel, DocumentType, DocumentView, Event,
@@ -106,12 +104,12 @@ impl Writer {
         let action = system_action(
             id,
             self.next_action,
-            &SystemAction::CreateDocument(CreateDocumentInput {
-                document_type: doc_type.clone(),
-                model_version: 1,
-                name: format!("name of {doc}"),
-                slug: slug.map(str::to_owned),
-                meta: BTreeMap::new(),
+            &SystemAction::CreateDocument(match slug {
+                Some(slug) => {
+                    CreateDocumentInput::new(doc_type.clone(), 1, format!("name of {doc}"))
+                        .slug(slug)
+                }
+                None => CreateDocumentInput::new(doc_type.clone(), 1, format!("name of {doc}")),
             }),
         );
         self.write(&DocumentId::new(doc).expect("valid"), doc_type, action, 0)

@@ -59,13 +59,7 @@ pub fn id(s: &str) -> DocumentId {
 }
 
 pub fn create_input(document_type: DocumentType) -> CreateDocumentInput {
-    CreateDocumentInput {
-        document_type,
-        model_version: 1,
-        name: "doc".into(),
-        slug: None,
-        meta: Default::default(),
-    }
+    CreateDocumentInput::new(document_type, 1, "doc")
 }
 
 pub fn create_counter(reactor: &Reactor, doc: &str) {

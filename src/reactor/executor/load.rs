@@ -30,6 +30,13 @@ impl Executor {
         branch: &Branch,
         operations: &[OperationWithContext],
     ) -> super::Outcome {
+        let _span = tracing::debug_span!(
+            "reactordb.load",
+            document = %document_id,
+            branch = %branch,
+            operations = operations.len()
+        )
+        .entered();
         self.with_retries(document_id, || {
             let result = self.try_load(document_id, branch, operations);
             if result.is_err() {

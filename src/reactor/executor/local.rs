@@ -76,7 +76,7 @@ impl Executor {
             match &header {
                 None => {
                     return Err(Error::DocumentNotFound {
-                        id: document_id.to_string(),
+                        id: document_id.clone(),
                     })
                 }
                 Some(h) if h.deleted => {

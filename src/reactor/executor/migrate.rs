@@ -35,6 +35,7 @@ use crate::model::{
 
 /// What a migration did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MigrationReport {
     /// Streams read.
     pub streams: u64,

@@ -29,6 +29,7 @@ use crate::codec::HeadState;
 use crate::error::{Error, Result};
 use crate::fold::{self, Reducer};
 use crate::keys;
+use crate::metrics::{CacheCounters, CacheStats};
 use crate::model::{
     Action, Branch, Digest, DocumentId, DocumentType, NewOperation, Operation, OperationId,
     OperationWithContext, Ordinal, Revision, Scope, SyncUnit,
@@ -76,6 +77,7 @@ pub(crate) struct Executor {
     registry: ModelRegistry,
     heads: Mutex<LruCache<Vec<u8>, Head>>,
     limits: ExecutorLimits,
+    cache: CacheCounters,
 }
 
 /// A failed job: its final error and the ones it retried past.
@@ -130,7 +132,13 @@ impl Executor {
             registry,
             heads: Mutex::new(LruCache::new(limits.cache_streams)),
             limits,
+            cache: CacheCounters::default(),
         }
+    }
+
+    /// Hits and misses of the stream-state cache.
+    pub(crate) fn cache_stats(&self) -> CacheStats {
+        self.cache.snapshot()
     }
 
     /// How many streams' states the executor holds in memory now.
@@ -195,8 +203,10 @@ impl Executor {
     fn head(&self, unit: &SyncUnit, reducer: &Reducer<'_>, start_version: u32) -> Result<Head> {
         let unit_key = &keys::unit_key(unit);
         if let Some(head) = self.heads.lock().get(unit_key) {
+            self.cache.hit();
             return Ok(head.clone());
         }
+        self.cache.miss();
         let stored = self.store.head_with_state(unit_key)?;
         let latest = stored
             .as_ref()
@@ -269,7 +279,7 @@ impl Executor {
             ));
         }
         let header = header.ok_or_else(|| Error::DocumentNotFound {
-            id: document_id.to_string(),
+            id: document_id.clone(),
         })?;
         let reducer = Reducer::Model {
             registry: &self.registry,
@@ -468,7 +478,7 @@ impl Executor {
                     || action.action_type.as_str() != "CREATE_DOCUMENT" =>
                 {
                     return Err(Error::DocumentNotFound {
-                        id: document_id.to_string(),
+                        id: document_id.clone(),
                     });
                 }
                 None => {
@@ -572,7 +582,7 @@ impl Executor {
                 .and_then(|p| p.head.header())
                 .map(|h| h.document_type.clone())
                 .ok_or_else(|| Error::DocumentNotFound {
-                    id: document_id.to_string(),
+                    id: document_id.clone(),
                 })?;
             // What each planned operation is, in write order (the store
             // answers in that order): a replay answers with what was stored
