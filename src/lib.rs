@@ -79,8 +79,10 @@
 //! ```
 //!
 //! Design: `DESIGN.md` in the repository describes the architecture; the
-//! key layout is documented in the (private) `keys` module.
+//! on-disk format follows.
+//!
 
+#![doc = include_str!("../docs/format.md")]
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
@@ -138,8 +140,8 @@ pub use models::{
     TypedModel, ACTION_NOOP,
 };
 pub use reactor::{
-    default_workers, BatchJob, Clock, JobHandle, JobId, JobStatus, MigrationReport, Reactor,
-    ReactorBuilder,
+    default_workers, BatchJob, Clock, IdSource, JobHandle, JobId, JobStatus, MigrationReport,
+    Reactor, ReactorBuilder,
 };
 pub use store::{
     AtomicTxn, BrokenLink, ChainFault, CommitStats, Cursor, DocumentRevisions, Durability,

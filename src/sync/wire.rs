@@ -129,7 +129,7 @@ pub(crate) struct WireOperation {
     pub signature: Option<Signature>,
 }
 
-/// An ed25519 signature over an operation's [`SyncedOperation::signed_digest`]
+/// An ed25519 signature over an operation's signed digest (`SyncedOperation::signed_digest`)
 /// and the public key that made it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signature {

@@ -90,22 +90,39 @@ pub(crate) fn decode_header_record(bytes: &[u8]) -> Result<HeaderRecord> {
     }
 }
 
+/// The version byte the checkpoint and index entries are written with.
+const VALUE_V1: u8 = 1;
+
 pub(crate) fn load_checkpoint(db: &DB) -> Result<Ordinal> {
     match db.get_pinned_cf(cf(db), [view_tag::CHECKPOINT])? {
-        Some(bytes) => {
-            let raw: [u8; 8] = bytes
-                .as_ref()
-                .try_into()
-                .map_err(|_| corrupt("checkpoint"))?;
-            Ok(Ordinal(u64::from_be_bytes(raw)))
-        }
+        Some(bytes) => decode_checkpoint(&bytes),
         None => Ok(Ordinal(0)),
     }
 }
 
-// Format: key {'c'}, value {ordinal: u64 BE}
+// Format (v1): key {'c'}, value {version: u8 = 1}{ordinal: u64 BE}
+// Format (before versions, still read): {ordinal: u64 BE}
 pub(crate) fn put_checkpoint(db: &DB, batch: &mut WriteBatch, ordinal: Ordinal) {
-    batch.put_cf(cf(db), [view_tag::CHECKPOINT], ordinal.get().to_be_bytes());
+    let mut value = [0u8; 9];
+    value[0] = VALUE_V1;
+    value[1..].copy_from_slice(&ordinal.get().to_be_bytes());
+    batch.put_cf(cf(db), [view_tag::CHECKPOINT], value);
+}
+
+fn decode_checkpoint(bytes: &[u8]) -> Result<Ordinal> {
+    let raw = match bytes {
+        [VALUE_V1, rest @ ..] if rest.len() == 8 => rest,
+        legacy if legacy.len() == 8 => legacy,
+        _ => return Err(corrupt("checkpoint")),
+    };
+    let raw: [u8; 8] = raw.try_into().map_err(|_| corrupt("checkpoint"))?;
+    Ok(Ordinal(u64::from_be_bytes(raw)))
+}
+
+/// Whether `value` is an index entry's: `{version: u8 = 1}`, or empty (as
+/// written before versions).
+pub(crate) fn is_index_value(value: &[u8]) -> bool {
+    matches!(value, [] | [VALUE_V1])
 }
 
 pub(crate) fn put_header_record(
@@ -160,7 +177,7 @@ pub(crate) fn update_indexes(
         batch.delete_cf(cf(db), key);
     }
     for key in after.difference(&before) {
-        batch.put_cf(cf(db), key, []);
+        batch.put_cf(cf(db), key, [VALUE_V1]);
     }
 }
 
@@ -194,4 +211,26 @@ pub(crate) fn scan_index(
     }
     iter.status()?;
     Ok((out, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_read_in_both_forms_and_refuse_others() {
+        let at = |n: u64| Ordinal(n);
+        let mut v1 = vec![VALUE_V1];
+        v1.extend_from_slice(&42u64.to_be_bytes());
+        assert_eq!(decode_checkpoint(&v1).expect("v1"), at(42));
+        assert_eq!(
+            decode_checkpoint(&7u64.to_be_bytes()).expect("legacy"),
+            at(7)
+        );
+        for bad in [&[][..], &[1, 2, 3], &[9; 9], &[1; 10]] {
+            assert!(decode_checkpoint(bad).is_err(), "{bad:?}");
+        }
+        assert!(is_index_value(&[]) && is_index_value(&[VALUE_V1]));
+        assert!(!is_index_value(&[2]) && !is_index_value(&[1, 0]));
+    }
 }

@@ -35,6 +35,9 @@ pub enum ViewFault {
     MissingIndexEntry,
     /// An index entry no header implies, or a key of no known kind.
     StrayIndexEntry,
+    /// An index entry whose value is not an index entry's (`{1}`, or empty
+    /// as written before the view's values had versions).
+    IndexValue,
 }
 
 /// What [`verify_view`] found.
@@ -125,6 +128,10 @@ pub fn verify_view(store: &OperationStore) -> Result<ViewReport> {
             _ => {
                 if !entries.contains(key) {
                     fault(&mut report, ViewFault::StrayIndexEntry, key);
+                    return Ok(report);
+                }
+                if !iter.value().is_some_and(index::is_index_value) {
+                    fault(&mut report, ViewFault::IndexValue, key);
                     return Ok(report);
                 }
                 present.insert(key.to_vec());
