@@ -65,8 +65,12 @@ enum Command {
     Import,
     /// Writes a consistent online copy of the database to PATH.
     Backup {
-        /// Where the copy goes (must not exist).
+        /// Where the copy goes (must not exist); with --server, a name
+        /// under the server's --backup-dir.
         path: PathBuf,
+        #[cfg(feature = "grpc")]
+        #[command(flatten)]
+        remote: cli::sync::RemoteBackupArgs,
     },
     /// Serves sync over gRPC: peers running `sync` connect here. Runs until
     /// interrupted, printing a line per peer as it changes.
@@ -207,7 +211,11 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect(&cli.db, args),
         Command::Export { document } => export(&cli.db, document),
         Command::Import => import(&cli.db),
-        Command::Backup { path } => backup(&cli.db, path),
+        #[cfg(feature = "grpc")]
+        Command::Backup { path, remote } if remote.server.is_some() => {
+            cli::sync::remote_backup(path, remote)
+        }
+        Command::Backup { path, .. } => backup(&cli.db, path),
         #[cfg(feature = "grpc")]
         Command::Serve(args) => cli::sync::serve(&cli.db, args),
         #[cfg(feature = "grpc")]
@@ -241,7 +249,8 @@ fn held_by_another(db: &Path, doing: &str, e: reactordb::Error) -> Box<dyn std::
              verify, inspect and export can read a database in use",
             db.display(),
             if doing == "backup" {
-                " (call OperationStore::backup there)"
+                " (there: OperationStore::backup; or, if it serves sync with \
+                 --backup-dir, `reactordb backup NAME --server URL --token T`)"
             } else {
                 ""
             }

@@ -220,3 +220,93 @@ fn a_wrong_token_is_refused_with_a_message_naming_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("token"), "{stderr}");
 }
+
+/// A database a running `serve` holds is backed up by asking it:
+/// `backup NAME --server URL --token T` writes a checkpoint under its
+/// `--backup-dir` that opens on its own with everything; a wrong token, a
+/// name that escapes the directory, and a taken name are refused, each
+/// with one line.
+#[test]
+fn a_held_database_is_backed_up_by_its_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("served");
+    let backups = dir.path().join("backups");
+    {
+        let reactor = open(&db, 2);
+        create_counter(&reactor, "doc");
+        increment_in(&reactor, "i1", Scope::global());
+    }
+    let served = Process::start(&[
+        "--db",
+        db.to_str().expect("utf8"),
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--token",
+        "s3cret",
+        "--backup-dir",
+        backups.to_str().expect("utf8"),
+    ]);
+    let line = served.wait_for("listening", |l| l.starts_with("listening on "));
+    let addr = line
+        .trim_start_matches("listening on ")
+        .split(' ')
+        .next()
+        .expect("address");
+    let url = format!("http://{addr}");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .output()
+            .expect("run reactordb")
+    };
+    // The writer holds the database: a local backup says what to do.
+    let local = run(&[
+        "--db",
+        db.to_str().expect("utf8"),
+        "backup",
+        dir.path().join("local").to_str().expect("utf8"),
+    ]);
+    assert!(!local.status.success());
+    let said = String::from_utf8_lossy(&local.stderr);
+    assert!(said.contains("--server"), "{said}");
+
+    let asked = run(&["backup", "first", "--server", &url, "--token", "s3cret"]);
+    assert!(
+        asked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&asked.stderr)
+    );
+    let copy = backups.join("first");
+    assert!(String::from_utf8_lossy(&asked.stdout).contains(copy.to_str().expect("utf8")));
+    {
+        let reactor = open(&copy, 1);
+        assert_eq!(
+            stream_ops(reactor.store(), "doc", &Scope::global()).len(),
+            1
+        );
+        assert!(reactor.store().verify_all().expect("verify").is_clean());
+    }
+    for (args, expect) in [
+        (
+            vec!["backup", "second", "--server", &url, "--token", "wrong"],
+            "token",
+        ),
+        (
+            vec!["backup", "../out", "--server", &url, "--token", "s3cret"],
+            "name",
+        ),
+        (
+            vec!["backup", "first", "--server", &url, "--token", "s3cret"],
+            "exists",
+        ),
+    ] {
+        let refused = run(&args);
+        assert!(!refused.status.success(), "{args:?}");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(said.lines().count(), 1, "{said}");
+        assert!(said.contains(expect), "{args:?}: {said}");
+    }
+    assert!(!dir.path().join("out").exists());
+    drop(served);
+}

@@ -71,6 +71,15 @@ fn two_reactors_sync_over_grpc_and_a_wrong_token_is_refused() {
         .expect("serve");
     let url = format!("http://{}", server.local_addr());
 
+    // This server takes no backups: asking is refused, with its reason.
+    let no_backups = transport
+        .backup(&url, &DialOptions::token("s3cret"), "snap")
+        .err();
+    assert!(
+        matches!(&no_backups, Some(Error::Transport { reason }) if reason.contains("no backups")),
+        "{no_backups:?}"
+    );
+
     let refused = transport.dial(&url, &DialOptions::token("wrong")).err();
     assert!(
         matches!(&refused, Some(Error::SyncRefused { reason }) if reason.contains("token")),

@@ -30,6 +30,28 @@ pub(crate) struct ServeArgs {
     /// PEM private key of --cert.
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
+    /// Take backups on request (`reactordb backup NAME --server URL`),
+    /// each in a new directory under this one.
+    #[arg(long)]
+    backup_dir: Option<PathBuf>,
+}
+
+/// `backup --server`'s arguments: ask a running server for a backup.
+#[derive(clap::Args)]
+pub(crate) struct RemoteBackupArgs {
+    /// The server, e.g. http://127.0.0.1:7700 (https:// with --ca). The
+    /// backup's PATH is then a name under the server's --backup-dir.
+    #[arg(long)]
+    pub(crate) server: Option<String>,
+    /// The server's token.
+    #[arg(long, requires = "server")]
+    token: Option<String>,
+    /// PEM of the CA that signed the server's certificate (TLS).
+    #[arg(long, requires = "server")]
+    ca: Option<PathBuf>,
+    /// The name on the server's certificate (default: localhost).
+    #[arg(long, default_value = "localhost")]
+    domain: String,
 }
 
 /// `sync`'s arguments.
@@ -116,6 +138,10 @@ pub(crate) fn serve(db: &Path, args: &ServeArgs) -> CliResult {
     if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
         options = options.tls(std::fs::read(cert)?, std::fs::read(key)?);
     }
+    if let Some(dir) = &args.backup_dir {
+        std::fs::create_dir_all(dir)?;
+        options = options.backup_dir(dir.clone());
+    }
     let transport = GrpcTransport::new()?;
     let server = transport.serve(sync.clone(), args.listen, options)?;
     println!("listening on {} as {}", server.local_addr(), sync.name());
@@ -166,5 +192,23 @@ fn status(db: &Path) -> CliResult {
             remote.inbox_cursor
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `backup NAME --server URL`: the server that owns its database writes the
+/// backup under its `--backup-dir`.
+pub(crate) fn remote_backup(name: &std::path::Path, args: &RemoteBackupArgs) -> CliResult {
+    let (Some(server), Some(token)) = (&args.server, &args.token) else {
+        return Err("backup --server needs --token".into());
+    };
+    let name = name
+        .to_str()
+        .ok_or("a backup name must be UTF-8 (a name under the server's --backup-dir)")?;
+    let mut options = DialOptions::token(token.clone());
+    if let Some(ca) = &args.ca {
+        options = options.tls(std::fs::read(ca)?, args.domain.clone());
+    }
+    let path = GrpcTransport::new()?.backup(server, &options, name)?;
+    println!("backup written by the server to {}", path.display());
     Ok(ExitCode::SUCCESS)
 }

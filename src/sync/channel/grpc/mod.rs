@@ -24,6 +24,8 @@ use super::super::SyncManager;
 use crate::error::{Error, Result};
 
 const PATH: &str = "/reactordb.sync.Sync/Session";
+/// The unary method that asks a server to back up its database.
+const BACKUP_PATH: &str = "/reactordb.sync.Sync/Backup";
 /// The largest message either side accepts: a frame's largest payload and
 /// its header and checksum.
 const MAX_MESSAGE: usize = crate::sync::wire::MAX_PAYLOAD + 64;
@@ -71,6 +73,10 @@ pub struct ServeOptions {
     pub token: String,
     /// PEM of the server's certificate chain and private key: TLS.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Where clients may ask for backups ([`GrpcTransport::backup`]): each
+    /// is a checkpoint in a new directory under this one. `None`: the
+    /// server takes none.
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 impl ServeOptions {
@@ -79,7 +85,14 @@ impl ServeOptions {
         Self {
             token: token.into(),
             tls: None,
+            backup_dir: None,
         }
+    }
+
+    /// Takes backups on request, each in a new directory under `dir`.
+    pub fn backup_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.backup_dir = Some(dir.into());
+        self
     }
     /// TLS with this certificate chain and key (PEM).
     pub fn tls(mut self, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
@@ -128,7 +141,7 @@ impl GrpcTransport {
                 .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
                 .map_err(|e| transport_error("the server's TLS configuration", e))?;
         }
-        let service = service::SyncService::new(manager, options.token);
+        let service = service::SyncService::new(manager, options.token, options.backup_dir);
         let (stop, stopped) = oneshot::channel::<()>();
         // Frames are small and a session waits on each ack: Nagle's
         // algorithm would hold them for the peer's delayed ACK (tens of
@@ -161,6 +174,38 @@ impl GrpcTransport {
     /// [`Error::SyncRefused`].
     pub fn dial(&self, url: &str, options: &DialOptions) -> Result<GrpcChannel> {
         self.runtime.block_on(dial(url, options))
+    }
+
+    /// Asks the server at `url` to back up its database (a RocksDB
+    /// checkpoint, taken by the process that owns it) into a new directory
+    /// `name` under its [`ServeOptions::backup_dir`]; returns that
+    /// directory's path on the server's machine. `name` is one path
+    /// component of letters, digits, `-`, `_` and `.` (not starting with
+    /// `.`), and must not exist yet. A wrong token is
+    /// [`Error::SyncRefused`]; a server without a backup directory, a bad
+    /// or taken name, or a failed checkpoint is [`Error::Transport`] with
+    /// the server's reason.
+    pub fn backup(
+        &self,
+        url: &str,
+        options: &DialOptions,
+        name: &str,
+    ) -> Result<std::path::PathBuf> {
+        self.runtime.block_on(async {
+            let mut grpc = connect(url, options).await?;
+            let mut request = tonic::Request::new(name.as_bytes().to_vec());
+            request
+                .metadata_mut()
+                .insert("authorization", bearer(&options.token)?);
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(BACKUP_PATH);
+            let response = grpc
+                .unary(request, path, codec::FrameCodec)
+                .await
+                .map_err(|status| refusal(url, "asking for a backup", status))?;
+            String::from_utf8(response.into_inner())
+                .map(std::path::PathBuf::from)
+                .map_err(|_| transport_error("reading the backup's path", "not UTF-8"))
+        })
     }
 
     /// Keeps a session with the known remote `remote` of `manager` running
@@ -217,7 +262,11 @@ impl GrpcTransport {
     }
 }
 
-async fn dial(url: &str, options: &DialOptions) -> Result<GrpcChannel> {
+/// A connection to the server at `url`, ready for calls.
+async fn connect(
+    url: &str,
+    options: &DialOptions,
+) -> Result<tonic::client::Grpc<tonic::transport::Channel>> {
     let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| transport_error(&format!("the address {url}"), e))?
         .connect_timeout(Duration::from_secs(5))
@@ -241,26 +290,43 @@ async fn dial(url: &str, options: &DialOptions) -> Result<GrpcChannel> {
     grpc.ready()
         .await
         .map_err(|e| transport_error(&format!("connecting to {url}"), e))?;
+    Ok(grpc)
+}
+
+/// The `authorization` metadata for `token`.
+fn bearer(token: &str) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    format!("Bearer {token}")
+        .parse()
+        .map_err(|_| Error::InvalidOptions {
+            option: "token",
+            reason: "must be printable ASCII",
+        })
+}
+
+/// What a failed call means: a refused token, or the server's reason.
+fn refusal(url: &str, doing: &str, status: tonic::Status) -> Error {
+    match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Error::SyncRefused {
+            reason: format!("the server refused us: {}", status.message()),
+        },
+        _ => Error::Transport {
+            reason: format!("{doing} at {url}: {}", status.message()),
+        },
+    }
+}
+
+async fn dial(url: &str, options: &DialOptions) -> Result<GrpcChannel> {
+    let mut grpc = connect(url, options).await?;
     let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(bridge::QUEUE);
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(out_rx));
-    let bearer =
-        format!("Bearer {}", options.token)
-            .parse()
-            .map_err(|_| Error::InvalidOptions {
-                option: "token",
-                reason: "must be printable ASCII",
-            })?;
-    request.metadata_mut().insert("authorization", bearer);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer(&options.token)?);
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(PATH);
     let response = grpc
         .streaming(request, path, codec::FrameCodec)
         .await
-        .map_err(|status| match status.code() {
-            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Error::SyncRefused {
-                reason: format!("the server refused us: {}", status.message()),
-            },
-            _ => transport_error(&format!("opening a session at {url}"), status),
-        })?;
+        .map_err(|status| refusal(url, "opening a session", status))?;
     let (in_tx, in_rx) = flume::bounded(bridge::QUEUE);
     tokio::spawn(bridge::pump_inbound(response.into_inner(), in_tx));
     Ok(GrpcChannel {

@@ -1,6 +1,8 @@
 //! The server side: the `Sync` service, written by hand (what `tonic-build`
-//! would generate for one bidirectional streaming method). Each accepted
-//! stream becomes a [`GrpcChannel`] handed to `SyncManager::accept`.
+//! would generate for one bidirectional streaming method and one unary
+//! one). Each accepted stream becomes a [`GrpcChannel`] handed to
+//! `SyncManager::accept`; a `Backup` call checkpoints the database this
+//! process owns into the configured backup directory.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,12 +11,12 @@ use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::codegen::{http, BoxFuture, Service, StdError};
-use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::bridge::{self, GrpcChannel};
 use super::codec::FrameCodec;
-use super::{MAX_MESSAGE, PATH};
+use super::{BACKUP_PATH, MAX_MESSAGE, PATH};
 use crate::sync::SyncManager;
 
 /// The service: a manager to accept sessions into, and the token clients
@@ -23,14 +25,89 @@ use crate::sync::SyncManager;
 pub(super) struct SyncService {
     manager: Arc<SyncManager>,
     token: Arc<str>,
+    backup_dir: Option<Arc<std::path::Path>>,
 }
 
 impl SyncService {
-    pub(super) fn new(manager: Arc<SyncManager>, token: String) -> Self {
+    pub(super) fn new(
+        manager: Arc<SyncManager>,
+        token: String,
+        backup_dir: Option<std::path::PathBuf>,
+    ) -> Self {
         Self {
             manager,
             token: token.into(),
+            backup_dir: backup_dir.map(Into::into),
         }
+    }
+
+    /// Admits a request that shows the token, refuses any other.
+    fn admit(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let presented = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Compare in constant time: the token is a secret.
+        let admitted = presented
+            .is_some_and(|p| blake3::hash(p.as_bytes()) == blake3::hash(self.token.as_bytes()));
+        if admitted {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated(
+                "wrong or missing sync token (pass the server's --token)",
+            ))
+        }
+    }
+}
+
+/// Whether `name` may name a backup: one path component of letters,
+/// digits, `-`, `_` and `.`, not starting with `.` (so never `..`), at most
+/// 128 bytes.
+fn backup_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+struct BackupCall(SyncService);
+
+impl UnaryService<Vec<u8>> for BackupCall {
+    type Response = Vec<u8>;
+    type Future = BoxFuture<Response<Vec<u8>>, Status>;
+
+    fn call(&mut self, request: Request<Vec<u8>>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move {
+            service.admit(request.metadata())?;
+            let Some(dir) = service.backup_dir.clone() else {
+                return Err(Status::failed_precondition(
+                    "this server takes no backups (serve it with a backup directory)",
+                ));
+            };
+            let name = String::from_utf8(request.into_inner())
+                .ok()
+                .filter(|name| backup_name_ok(name))
+                .ok_or_else(|| {
+                    Status::invalid_argument(
+                        "a backup name is one path component of letters, digits, '-', '_', '.'",
+                    )
+                })?;
+            let target = dir.join(&name);
+            if target.exists() {
+                return Err(Status::already_exists(format!("backup {name} exists")));
+            }
+            let store = service.manager.reactor().store().clone();
+            let written = target.clone();
+            tokio::task::spawn_blocking(move || store.backup(&written))
+                .await
+                .map_err(|_| Status::internal("the backup task failed"))?
+                .map_err(|e| Status::internal(format!("the backup failed: {e}")))?;
+            tracing::info!(path = %target.display(), "backup written on request");
+            Ok(Response::new(target.display().to_string().into_bytes()))
+        })
     }
 }
 
@@ -52,20 +129,7 @@ impl StreamingService<Vec<u8>> for Session {
     fn call(&mut self, request: Request<Streaming<Vec<u8>>>) -> Self::Future {
         let service = self.0.clone();
         Box::pin(async move {
-            let presented = request
-                .metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            // Compare in constant time: the token is a secret.
-            let admitted = presented.is_some_and(|p| {
-                blake3::hash(p.as_bytes()) == blake3::hash(service.token.as_bytes())
-            });
-            if !admitted {
-                return Err(Status::unauthenticated(
-                    "wrong or missing sync token (pass the server's --token)",
-                ));
-            }
+            service.admit(request.metadata())?;
             let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(bridge::QUEUE);
             let (in_tx, in_rx) = flume::bounded(bridge::QUEUE);
             tokio::spawn(bridge::pump_inbound(request.into_inner(), in_tx));
@@ -102,16 +166,24 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != PATH {
-            let status = Status::unimplemented(format!("no method {}", request.uri().path()));
-            return Box::pin(async move { Ok(status.into_http()) });
-        }
-        let session = Session(self.clone());
-        Box::pin(async move {
-            let mut grpc = Grpc::new(FrameCodec)
+        let grpc = || {
+            Grpc::new(FrameCodec)
                 .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE);
-            Ok(grpc.streaming(session, request).await)
-        })
+                .max_encoding_message_size(MAX_MESSAGE)
+        };
+        match request.uri().path() {
+            PATH => {
+                let session = Session(self.clone());
+                Box::pin(async move { Ok(grpc().streaming(session, request).await) })
+            }
+            BACKUP_PATH => {
+                let call = BackupCall(self.clone());
+                Box::pin(async move { Ok(grpc().unary(call, request).await) })
+            }
+            other => {
+                let status = Status::unimplemented(format!("no method {other}"));
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
     }
 }
