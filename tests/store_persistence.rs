@@ -71,6 +71,14 @@ fn options_are_validated_at_open() {
             "memtable_budget_bytes",
             StoreOptions::default().memtable_budget_bytes(1 << 10),
         ),
+        (
+            "background_threads",
+            StoreOptions::default().background_threads(0),
+        ),
+        (
+            "background_threads",
+            StoreOptions::default().background_threads(65),
+        ),
     ];
     for (name, options) in too_small {
         let err = OperationStore::open(dir.path(), options).unwrap_err();
@@ -79,6 +87,26 @@ fn options_are_validated_at_open() {
             "{name}: {err:?}"
         );
     }
+}
+
+#[test]
+fn background_threads_reach_rocksdb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = OperationStore::open(dir.path(), StoreOptions::default().background_threads(5))
+        .expect("open");
+    drop(store);
+    // RocksDB records the options it runs with in its OPTIONS file.
+    let options = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("OPTIONS-"))
+        })
+        .max()
+        .expect("an OPTIONS file");
+    let text = std::fs::read_to_string(options).expect("read");
+    assert!(text.contains("max_background_jobs=5"), "{text}");
 }
 
 #[test]
