@@ -266,22 +266,24 @@ fn held_by_another(db: &Path, doing: &str, e: reactordb::Error) -> Box<dyn std::
 /// temporary directory dropped with it. Writes nothing to the database.
 fn open_reader(
     db: &Path,
-) -> Result<(OperationStore, tempfile::TempDir), Box<dyn std::error::Error>> {
+) -> Result<(tempfile::TempDir, OperationStore), Box<dyn std::error::Error>> {
     if !db.join("CURRENT").exists() {
         return Err(format!("no database at {}", db.display()).into());
     }
     let secondary = tempfile::tempdir()?;
     let store = OperationStore::open_secondary(db, secondary.path(), StoreOptions::default())?;
-    Ok((store, secondary))
+    // The directory first: declared first by the caller, it drops last,
+    // after the instance that writes its log there has closed.
+    Ok((secondary, store))
 }
 
 fn verify(db: &Path, repair_view: bool) -> CliResult {
     // Only a repair writes; a check reads, even a database in use.
-    let (store, _secondary) = if repair_view {
-        (open_existing(db, "verify --repair-view")?, None)
+    let (_secondary, store) = if repair_view {
+        (None, open_existing(db, "verify --repair-view")?)
     } else {
-        let (store, secondary) = open_reader(db)?;
-        (store, Some(secondary))
+        let (secondary, store) = open_reader(db)?;
+        (Some(secondary), store)
     };
     // The chains first: a view cannot be rebuilt from damaged operations,
     // and its rebuild would stop at the damage with a bare `Corrupt`
@@ -331,7 +333,7 @@ fn verify(db: &Path, repair_view: bool) -> CliResult {
 }
 
 fn inspect(db: &Path, args: &InspectArgs) -> CliResult {
-    let (store, _secondary) = open_reader(db)?;
+    let (_secondary, store) = open_reader(db)?;
     let out = std::io::stdout();
     let mut out = out.lock();
     if args.document_type.is_some() || args.json {
@@ -455,7 +457,7 @@ fn inspect_view(store: OperationStore, args: &InspectArgs, out: &mut impl Write)
 }
 
 fn export(db: &Path, document: &str) -> CliResult {
-    let (store, _secondary) = open_reader(db)?;
+    let (_secondary, store) = open_reader(db)?;
     let document = DocumentId::new(document)?;
     let streams = store.streams(&document)?;
     if streams.is_empty() {

@@ -155,6 +155,18 @@ fn flush_writes_table_files_and_close_releases_the_directory() {
     let before = tables();
     store.flush().expect("flush");
     assert!(tables() > before, "flush wrote no table file");
+    // Every family was flushed (the `default` one, which holds the last
+    // ordinal, too): no log left holds a write, so reopening replays none.
+    let logs: Vec<u64> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| std::fs::metadata(p).expect("meta").len())
+        .collect();
+    assert!(
+        logs.iter().all(|&len| len == 0),
+        "logs still hold writes: {logs:?}"
+    );
 
     // Another handle alive: the database stays open for it.
     let other = store.clone();
@@ -244,6 +256,8 @@ fn a_job_overrides_the_reactor_durability() {
     assert!(syncs() > before.0, "the replay synced");
 
     // An undo (the merge path) carries the override too.
+    // (A resubmission in a synced reactor of an action first written
+    // buffered: see `a_synced_reactor_syncs_a_resubmission_of_a_buffered_write`.)
     let before = syncs();
     let undo = Action::new(
         ActionId::new("u1").expect("valid"),
@@ -332,4 +346,54 @@ fn an_ephemeral_store_and_reactor_touch_no_disk_and_vanish_on_drop() {
         .collect();
     assert_eq!(cwd_before, cwd_after, "something was written to the disk");
     assert_eq!(leftovers(), 0, "an ephemeral reactor left a directory");
+}
+
+#[test]
+fn a_synced_reactor_syncs_a_resubmission_of_a_buffered_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = Reactor::builder(dir.path())
+        .registry(ModelRegistry::with_examples())
+        .open()
+        .expect("open"); // Synced
+    let input = CreateDocumentInput::new(CounterModel::document_type(), 1, "c");
+    reactor
+        .create(doc("c"), input)
+        .expect("submit")
+        .written(WAIT)
+        .expect("created");
+    let first = action("b1", Scope::global());
+    reactor
+        .execute_with(
+            doc("c"),
+            Branch::main(),
+            vec![first.clone()],
+            Durability::Buffered,
+        )
+        .expect("submit")
+        .written(WAIT)
+        .expect("written");
+    // A plain retry: the reactor's own durability, Synced, applies.
+    for retry in [
+        |r: &Reactor, a: Action| {
+            r.execute(doc("c"), Branch::main(), vec![a])
+                .expect("submit")
+                .written(WAIT)
+                .map(|_| ())
+        },
+        |r: &Reactor, a: Action| {
+            r.execute_and_wait(doc("c"), Branch::main(), vec![a], WAIT)
+                .map(|_| ())
+        },
+    ] {
+        let before = (
+            reactor.store().commit_stats().syncs,
+            reactor.store().last_ordinal(),
+        );
+        retry(&reactor, first.clone()).expect("replayed");
+        assert_eq!(reactor.store().last_ordinal(), before.1, "nothing written");
+        assert!(
+            reactor.store().commit_stats().syncs > before.0,
+            "acknowledged without an fsync"
+        );
+    }
 }

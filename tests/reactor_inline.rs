@@ -241,3 +241,82 @@ fn the_same_calls_write_the_same_bytes() {
     scenario(dir.path(), 2);
     assert_ne!(dump(dir.path())["operations"], runs[0].1["operations"]);
 }
+
+#[test]
+fn inline_callers_on_one_document_never_strand_a_job() {
+    // One thread waits on its jobs (`execute_and_wait`), another submits
+    // to the same document (`execute`): inline, nobody but the callers
+    // runs jobs, so whatever one queues while the other runs must still
+    // run, and every handle must be written in time.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reactor = Arc::new(
+        Reactor::builder(dir.path())
+            .durability(Durability::Buffered)
+            .registry(ModelRegistry::with_examples())
+            .inline(true)
+            .open()
+            .expect("open"),
+    );
+    let input = CreateDocumentInput::new(CounterModel::document_type(), 1, "c");
+    reactor
+        .create(id("c"), input)
+        .expect("submit")
+        .written(WAIT)
+        .expect("created");
+    let action = |tag: &str, n: u64| {
+        Action::new(
+            ActionId::new(format!("{tag}{n}")).expect("valid"),
+            ActionType::new("INCREMENT").expect("valid"),
+            Scope::global(),
+            n,
+            b"1".to_vec(),
+        )
+    };
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| {
+            for n in 0..300 {
+                reactor
+                    .execute_and_wait(id("c"), Branch::main(), vec![action("w", n)], WAIT)
+                    .expect("written");
+            }
+        });
+        let submitting = s.spawn(|| {
+            let handles: Vec<_> = (0..300)
+                .map(|n| {
+                    reactor
+                        .execute(id("c"), Branch::main(), vec![action("s", n)])
+                        .expect("submit")
+                })
+                .collect();
+            for handle in handles {
+                handle.written(WAIT).expect("not stranded");
+            }
+        });
+        waiting.join().expect("no panic");
+        submitting.join().expect("no panic");
+    });
+    assert_eq!(reactor.metrics().jobs_written, 601);
+
+    // The sharp case: a job queued while a long `execute_and_wait` runs,
+    // with nothing submitted after it. The long job is 10,000 actions (tens
+    // of ms); the other caller submits a few ms into it.
+    let started = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let long = s.spawn(|| {
+            let actions = (0..10_000).map(|n| action("long", n)).collect();
+            started.wait();
+            reactor
+                .execute_and_wait(id("c"), Branch::main(), actions, WAIT)
+                .expect("written");
+        });
+        started.wait();
+        std::thread::sleep(Duration::from_millis(3));
+        let queued = reactor
+            .execute(id("c"), Branch::main(), vec![action("behind", 0)])
+            .expect("submit");
+        long.join().expect("no panic");
+        queued
+            .written(WAIT)
+            .expect("not stranded behind the long job");
+    });
+}

@@ -300,6 +300,10 @@ fn a_held_database_is_backed_up_by_its_server() {
             vec!["backup", "first", "--server", &url, "--token", "s3cret"],
             "exists",
         ),
+        (
+            vec!["backup", "x.tmp", "--server", &url, "--token", "s3cret"],
+            "name",
+        ),
     ] {
         let refused = run(&args);
         assert!(!refused.status.success(), "{args:?}");

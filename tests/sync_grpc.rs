@@ -158,3 +158,49 @@ fn tls_with_a_generated_certificate_and_an_untrusting_client_refused() {
     converge(&a, &b);
     assert_eq!(ids(&b, &Scope::global()), ["a1"]);
 }
+
+#[test]
+fn concurrent_backups_of_one_name_take_it_once() {
+    let (dir, backups) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (a, sa) = node(dir.path(), SyncOptions::new().name("a"));
+    written(
+        &a.create(id("doc"), create_input(LogModel::document_type()))
+            .expect("submit"),
+    );
+    append(&a, "x1", 1);
+    let transport = GrpcTransport::new().expect("transport");
+    let server = transport
+        .serve(
+            sa.clone(),
+            "127.0.0.1:0".parse().expect("addr"),
+            ServeOptions::token("s3cret").backup_dir(backups.path()),
+        )
+        .expect("serve");
+    let url = format!("http://{}", server.local_addr());
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let asks: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| transport.backup(&url, &DialOptions::token("s3cret"), "same")))
+            .collect();
+        asks.into_iter()
+            .map(|a| a.join().expect("no panic"))
+            .collect()
+    });
+    let taken: Vec<_> = outcomes.iter().filter(|o| o.is_ok()).collect();
+    assert_eq!(taken.len(), 1, "{outcomes:?}");
+    for refused in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        assert!(
+            matches!(refused, Error::Transport { reason } if reason.contains("exists")),
+            "{refused:?}"
+        );
+    }
+    let copy = reactordb::OperationStore::open_read_only(
+        backups.path().join("same"),
+        reactordb::StoreOptions::default(),
+    )
+    .expect("the backup opens");
+    assert!(copy.verify_all().expect("verify").is_clean());
+    assert_eq!(copy.last_ordinal(), a.store().last_ordinal());
+}

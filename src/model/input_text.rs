@@ -14,6 +14,12 @@
 //!
 //! Reading accepts all three: the base64 object, an array of byte values,
 //! and any other JSON value (its text, verbatim, is the input).
+//!
+//! Byte-exact through serde_json's text (`to_string`, `from_str`), which
+//! is what export and import use. Through `serde_json::Value` the JSON is
+//! parsed and printed again (keys sorted, numbers normalised): an input
+//! that went through a `Value` may come back as other bytes, and so with
+//! another content hash. Keep export lines as text.
 
 use base64::Engine;
 use serde::de::Error as _;

@@ -601,10 +601,12 @@ impl Reactor {
     /// [`execute`](Self::execute), written with `durability` instead of the
     /// store's: a `Synced` job in a `Buffered` reactor is acknowledged
     /// (`WriteReady`) only once fsynced; a `Buffered` one in a `Synced`
-    /// reactor does not wait for an fsync. Jobs of one document written
+    /// reactor is written without an fsync of its own (it may queue behind
+    /// a group being synced). Jobs of one document written
     /// together take the strongest durability any of them asks for. A
-    /// `Synced` resubmission of actions already written syncs the log
-    /// before it is acknowledged (their first write may have been
+    /// resubmission of actions already written, under `Synced` (its own or
+    /// the reactor's), syncs the log before it is acknowledged (their
+    /// first write may have been
     /// `Buffered`).
     pub fn execute_with(
         &self,
@@ -682,6 +684,12 @@ impl Reactor {
             crate::limits::check_job(actions)?;
         }
         let key = (document_id, branch);
+        if self.inner.inline {
+            // Inline, a submission runs the queue on this thread already;
+            // a claim would hide the document from other callers' drains
+            // and strand what they queue behind it.
+            return self.submit_job(key.0, key.1, job)?.written(timeout);
+        }
         let Some(claim) = self.inner.queue.claim_idle(&key)? else {
             return self.submit_job(key.0, key.1, job)?.written(timeout);
         };
@@ -875,6 +883,9 @@ impl Reactor {
     /// workers. Idempotent.
     pub fn shutdown(&self) {
         self.inner.queue.shutdown();
+        // Inline there are no workers: what is still queued (behind a job
+        // another caller was running) runs here.
+        self.inner.drain_inline();
         for worker in self.workers.lock().drain(..) {
             let _ = worker.join();
         }

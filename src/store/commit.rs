@@ -292,9 +292,12 @@ impl CommitGroup {
         &self,
         mut queue: MutexGuard<'a, Queue>,
         promoted: bool,
+        own_sync: bool,
     ) -> MutexGuard<'a, Queue> {
         queue.target = queue.released + if promoted { queue.waiting.len() } else { 0 };
-        if !self.sync || queue.waiting.len() >= queue.target {
+        // A buffered leader (a `Buffered` override in a synced store) does
+        // not wait for others' fsync.
+        if !self.sync || !own_sync || queue.waiting.len() >= queue.target {
             return queue;
         }
         let queued_bytes: usize = queue.waiting.iter().map(|(_, w)| w.records.len()).sum();
@@ -343,6 +346,7 @@ impl CommitGroup {
     /// Commits `write` (with every write queued beside it) and returns the
     /// ordinal of its first operation.
     pub(crate) fn commit(&self, db: &DB, write: PendingWrite) -> Result<Ordinal> {
+        let own_sync = write.sync;
         let ticket = Arc::new(Ticket {
             status: Mutex::new(Status::Waiting),
         });
@@ -372,7 +376,7 @@ impl CommitGroup {
             queue = self.queue.lock();
         }
         queue.leader_active = true;
-        let mut queue = self.gather(queue, promoted);
+        let mut queue = self.gather(queue, promoted, own_sync);
         let take = group_len(
             queue.waiting.iter().map(|(_, w)| w.records.len()),
             MAX_GROUP_BYTES,

@@ -492,8 +492,10 @@ impl OperationStore {
     /// directory with the process stopped.)
     pub fn flush(&self) -> Result<()> {
         self.sync_wal()?;
-        let families: Vec<_> = keys::ALL_CFS
-            .iter()
+        // `default` too: every group commit writes the last ordinal there,
+        // and a family left unflushed keeps the log alive.
+        let families: Vec<_> = std::iter::once("default")
+            .chain(keys::ALL_CFS.iter().copied())
             .filter_map(|name| self.inner.db.cf_handle(name))
             .collect();
         let mut options = rocksdb::FlushOptions::default();

@@ -82,8 +82,10 @@ impl AtomicTxn {
     /// Acknowledges this append with `durability` instead of the store's
     /// (per transaction, as in redb). A `Synced` append in a `Buffered`
     /// store shares its fsync with the group it commits in; a `Buffered`
-    /// one in a `Synced` store is written without waiting for an fsync,
-    /// unless it shares a group with a synced append.
+    /// one in a `Synced` store does not wait to gather a group, and its
+    /// write has no fsync unless it shares a group with a synced append
+    /// (one group commits at a time, so it may still queue behind a
+    /// group being synced).
     pub fn set_durability(&mut self, durability: Durability) -> &mut Self {
         self.durability = Some(durability);
         self

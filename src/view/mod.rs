@@ -161,6 +161,8 @@ impl DocumentView {
         registry: ModelRegistry,
         options: ViewOptions,
     ) -> Result<Self> {
+        // The view writes what it derives: a reader opens `open_read_only`.
+        store.check_writable()?;
         let max_documents = options.validate()?;
         let checkpoint = match index::load_checkpoint(store.db()) {
             Ok(checkpoint) if checkpoint <= store.last_ordinal() => checkpoint,
@@ -409,6 +411,14 @@ impl ViewInner {
     pub(crate) fn wait_for_within(&self, token: ConsistencyToken, timeout: Duration) -> Result<()> {
         if self.applied() >= token.0 {
             return Ok(());
+        }
+        if self.read_only {
+            // Nothing here applies more: the store is as far as it reads
+            // (a secondary moves on with `OperationStore::catch_up`).
+            return Err(Error::ConsistencyTimeout {
+                token: token.0.get(),
+                applied: self.applied().get(),
+            });
         }
         // Readers wait; only the worker applies (it is woken by the bus, and
         // polls the store every `poll_interval` for writes around it). A

@@ -63,7 +63,7 @@ impl Executor {
         if let Some(ordinal) = self.store.applied_at(&op_id)? {
             // A resubmission: applied once already (perhaps acknowledged
             // `Buffered`: a synced one syncs before answering).
-            if durability == Some(Durability::Synced) {
+            if durability.unwrap_or(self.store.durability()) == Durability::Synced {
                 self.store.sync_wal()?;
             }
             return Ok(ConsistencyToken(ordinal));

@@ -420,7 +420,7 @@ impl Executor {
             .iter()
             .flatten()
             .any(|source| matches!(source, TokenSource::Stored(_)));
-        if replayed && durability == Some(Durability::Synced) {
+        if replayed && durability.unwrap_or(self.store.durability()) == Durability::Synced {
             // A resubmitted action writes nothing, and its first write may
             // have been acknowledged `Buffered`: sync before answering.
             self.store

@@ -26,6 +26,9 @@ pub(super) struct SyncService {
     manager: Arc<SyncManager>,
     token: Arc<str>,
     backup_dir: Option<Arc<std::path::Path>>,
+    /// One backup at a time: the check that a name is free and the
+    /// checkpoint that takes it happen under it.
+    backing_up: Arc<parking_lot::Mutex<()>>,
 }
 
 impl SyncService {
@@ -38,6 +41,7 @@ impl SyncService {
             manager,
             token: token.into(),
             backup_dir: backup_dir.map(Into::into),
+            backing_up: Arc::default(),
         }
     }
 
@@ -62,11 +66,13 @@ impl SyncService {
 
 /// Whether `name` may name a backup: one path component of letters,
 /// digits, `-`, `_` and `.`, not starting with `.` (so never `..`), at most
-/// 128 bytes.
+/// 128 bytes, and not ending in `.tmp` (RocksDB stages a checkpoint in
+/// `NAME.tmp` and clears whatever is there first).
 fn backup_name_ok(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
+        && !name.ends_with(".tmp")
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -96,15 +102,20 @@ impl UnaryService<Vec<u8>> for BackupCall {
                     )
                 })?;
             let target = dir.join(&name);
-            if target.exists() {
-                return Err(Status::already_exists(format!("backup {name} exists")));
-            }
+            let staging = dir.join(format!("{name}.tmp"));
             let store = service.manager.reactor().store().clone();
-            let written = target.clone();
-            tokio::task::spawn_blocking(move || store.backup(&written))
-                .await
-                .map_err(|_| Status::internal("the backup task failed"))?
-                .map_err(|e| Status::internal(format!("the backup failed: {e}")))?;
+            let (written, lock) = (target.clone(), Arc::clone(&service.backing_up));
+            tokio::task::spawn_blocking(move || {
+                let _one_at_a_time = lock.lock();
+                if written.exists() || staging.exists() {
+                    return Err(Status::already_exists(format!("backup {name} exists")));
+                }
+                store
+                    .backup(&written)
+                    .map_err(|e| Status::internal(format!("the backup failed: {e}")))
+            })
+            .await
+            .map_err(|_| Status::internal("the backup task failed"))??;
             tracing::info!(path = %target.display(), "backup written on request");
             Ok(Response::new(target.display().to_string().into_bytes()))
         })
