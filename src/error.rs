@@ -1,7 +1,7 @@
 //! Every error the crate returns. Errors carry fields, never formatted
 //! strings to match on; conflicts say they are retryable.
 
-use crate::model::{ActionId, ActionType, DocumentId, DocumentType, OperationId, SyncUnit};
+use crate::model::{ActionId, ActionType, DocumentId, DocumentType, OperationId, Scope, SyncUnit};
 
 /// Why a text id or hex id was refused at construction.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,12 +58,12 @@ pub enum InvalidOperationReason {
         found: u64,
     },
     /// The action targets another scope than the transaction.
-    #[error("action scope {found:?}, transaction scope {expected:?}")]
+    #[error("action scope {found}, transaction scope {expected}")]
     ScopeMismatch {
         /// The transaction's scope.
-        expected: String,
+        expected: Scope,
         /// The action's scope.
-        found: String,
+        found: Scope,
     },
     /// The skip reaches before the start of the stream.
     #[error("skip {skip} reaches before index 0 from index {index}")]
@@ -138,9 +138,9 @@ pub enum Error {
         /// The stream.
         unit: SyncUnit,
         /// The type stored in its head.
-        stored: String,
+        stored: DocumentType,
         /// The type passed.
-        given: String,
+        given: DocumentType,
     },
     /// An id was refused.
     #[error(transparent)]
@@ -321,7 +321,7 @@ pub enum Error {
     #[error("the {document_type} model panicked (action {action_id:?}): {reason}")]
     ReducerPanicked {
         /// The document type whose model panicked.
-        document_type: String,
+        document_type: DocumentType,
         /// The action it panicked on (`None`: making a scope's initial
         /// state).
         action_id: Option<crate::model::ActionId>,

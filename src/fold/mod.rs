@@ -153,7 +153,7 @@ fn caught<T>(
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic without a message".to_owned());
         crate::error::Error::ReducerPanicked {
-            document_type: document_type.to_string(),
+            document_type: document_type.clone(),
             action_id: op.map(|op| op.action.id.clone()),
             reason,
         }

@@ -310,8 +310,8 @@ impl OperationStore {
                 if *stored != span.document_type {
                     return Err(Error::DocumentTypeMismatch {
                         unit: span.unit.clone(),
-                        stored: stored.to_string(),
-                        given: span.document_type.to_string(),
+                        stored: stored.clone(),
+                        given: span.document_type.clone(),
                     });
                 }
             }

@@ -121,8 +121,8 @@ pub(crate) fn validate(
         }
         if &op.action.scope != scope {
             return Err(invalid(InvalidOperationReason::ScopeMismatch {
-                expected: scope.to_string(),
-                found: op.action.scope.to_string(),
+                expected: scope.clone(),
+                found: op.action.scope.clone(),
             }));
         }
         if op.skip > op.index {
