@@ -223,29 +223,6 @@ fn export_shows_json_inputs_as_json_and_import_reads_base64_too() {
     assert_eq!(heads(src.path()), heads(&target));
 }
 
-/// Every file under `dir` with a hash of its bytes.
-fn contents(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(at) = stack.pop() {
-        for entry in std::fs::read_dir(&at).expect("dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let hash = blake3::hash(&std::fs::read(&path).expect("read"));
-                let name = path
-                    .strip_prefix(dir)
-                    .expect("inside")
-                    .display()
-                    .to_string();
-                out.insert(name, hash.to_hex().to_string());
-            }
-        }
-    }
-    out
-}
-
 /// The read-only commands, each of which must succeed on `db`.
 fn read_everything(db: &str) {
     for args in [
@@ -270,10 +247,10 @@ fn read_only_commands_write_nothing_and_read_a_database_in_use() {
     let dir = tempfile::tempdir().expect("tempdir");
     database(dir.path());
     let db = dir.path().to_str().expect("utf8");
-    let before = contents(dir.path());
+    let before = common::file_hashes(dir.path());
     read_everything(db);
     assert_eq!(
-        contents(dir.path()),
+        common::file_hashes(dir.path()),
         before,
         "a read-only command changed a file"
     );

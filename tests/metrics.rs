@@ -1,18 +1,18 @@
 //! `Reactor::metrics` counts what happened.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::reactor::{id, open_inline};
+
 use reactordb::{
-    Action, ActionId, ActionType, Branch, CounterModel, CreateDocumentInput, DocumentId,
-    Durability, ModelRegistry, Reactor, Scope, ViewFilter,
+    Action, ActionId, ActionType, Branch, CounterModel, CreateDocumentInput, Durability,
+    ModelRegistry, Reactor, Scope, ViewFilter,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn id(s: &str) -> DocumentId {
-    DocumentId::new(s).expect("valid")
-}
 
 fn increment(n: usize, input: &str) -> Action {
     Action::new(
@@ -24,18 +24,10 @@ fn increment(n: usize, input: &str) -> Action {
     )
 }
 
-fn inline(dir: &std::path::Path) -> Reactor {
-    Reactor::builder(dir)
-        .registry(ModelRegistry::with_examples())
-        .inline(true)
-        .open()
-        .expect("open")
-}
-
 #[test]
 fn metrics_count_what_happened() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let reactor = inline(dir.path());
+    let reactor = open_inline(dir.path());
     let fresh = reactor.metrics();
     assert_eq!((fresh.jobs_written, fresh.jobs_failed), (0, 0));
     for d in 0..3 {

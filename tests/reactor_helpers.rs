@@ -1,12 +1,15 @@
 //! The reactor's helpers for header actions, on any branch: each writes
 //! what it names, on the branch it names, and nothing on another.
 
+mod common;
+
 use std::time::Duration;
 
+use common::counter_v2::CounterV2;
+
 use reactordb::{
-    Action, ActionType, Branch, CounterModel, CreateDocumentInput, DocumentId, DocumentModel,
-    DocumentType, Error, ModelRegistry, Reactor, ReduceError, Relationship, Scope, SystemAction,
-    ViewFilter,
+    Action, ActionType, Branch, CounterModel, CreateDocumentInput, DocumentId, DocumentType, Error,
+    ModelRegistry, Reactor, Relationship, Scope, SystemAction, ViewFilter,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -110,36 +113,6 @@ fn a_creation_of_an_unregistered_model_is_refused_at_submission() {
         SystemAction::CreateDocument(input),
     );
     assert!(matches!(refused, Err(Error::ModelNotFound { .. })));
-}
-
-/// Version 2 of the counter: counts in tenths.
-struct CounterV2;
-
-impl DocumentModel for CounterV2 {
-    fn document_type(&self) -> DocumentType {
-        CounterModel::document_type()
-    }
-    fn version(&self) -> u32 {
-        2
-    }
-    fn initial_state(&self, scope: &Scope) -> Vec<u8> {
-        CounterModel.initial_state(scope)
-    }
-    fn reduce(&self, scope: &Scope, state: &[u8], action: &Action) -> Result<Vec<u8>, ReduceError> {
-        let once = CounterModel.reduce(scope, state, action)?;
-        let (before, after) = (
-            CounterModel::value(state).unwrap_or(0),
-            CounterModel::value(&once).unwrap_or(0),
-        );
-        Ok((before + (after - before) * 10).to_le_bytes().to_vec())
-    }
-    fn upgrade(&self, from: u32, _scope: &Scope, state: &[u8]) -> Result<Vec<u8>, ReduceError> {
-        if from != 1 {
-            return Err(ReduceError::new("only from 1"));
-        }
-        let v = CounterModel::value(state).ok_or_else(|| ReduceError::new("bad state"))?;
-        Ok((v * 10).to_le_bytes().to_vec())
-    }
 }
 
 #[test]

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use common::docs::{global_counter, Writer};
@@ -16,29 +14,6 @@ use reactordb::{
     DocumentView, Durability, Error, EventBus, ModelRegistry, NewOperation, OperationStore,
     Reactor, Revision, Scope, StoreOptions, ViewOptions,
 };
-
-/// Every file under `dir` with its bytes' hash.
-fn contents(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(at) = stack.pop() {
-        for entry in std::fs::read_dir(&at).expect("dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let bytes = std::fs::read(&path).expect("read");
-                let name = path
-                    .strip_prefix(dir)
-                    .expect("inside")
-                    .display()
-                    .to_string();
-                out.insert(name, blake3::hash(&bytes).to_hex().to_string());
-            }
-        }
-    }
-    out
-}
 
 fn refused(result: reactordb::Result<impl std::fmt::Debug>) {
     assert!(matches!(result, Err(Error::ReadOnly)), "{result:?}");
@@ -65,7 +40,7 @@ fn a_read_only_store_and_view_read_everything_and_write_nothing() {
             w.increment("c", &Scope::global(), 10);
         }
     }
-    let before = contents(dir.path());
+    let before = common::file_hashes(dir.path());
 
     let store = OperationStore::open_read_only(dir.path(), StoreOptions::default()).expect("open");
     assert!(store.is_read_only());
@@ -107,7 +82,11 @@ fn a_read_only_store_and_view_read_everything_and_write_nothing() {
     refused(reactordb::rebuild_view(&store));
     drop(view);
     store.close().expect("close");
-    assert_eq!(contents(dir.path()), before, "a reader changed a file");
+    assert_eq!(
+        common::file_hashes(dir.path()),
+        before,
+        "a reader changed a file"
+    );
 }
 
 #[test]

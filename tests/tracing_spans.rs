@@ -2,20 +2,17 @@
 //! catch-ups. (A test binary of its own: a subscriber set for one thread
 //! must not race other tests over the spans' cached interest.)
 
+mod common;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reactordb::{
-    Action, ActionId, ActionType, Branch, CounterModel, CreateDocumentInput, DocumentId,
-    ModelRegistry, Reactor, Scope,
-};
+use common::reactor::{id, open_inline};
+
+use reactordb::{Action, ActionId, ActionType, Branch, CounterModel, CreateDocumentInput, Scope};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn id(s: &str) -> DocumentId {
-    DocumentId::new(s).expect("valid")
-}
 
 fn increment(n: usize, input: &str) -> Action {
     Action::new(
@@ -25,14 +22,6 @@ fn increment(n: usize, input: &str) -> Action {
         n as u64,
         input.as_bytes().to_vec(),
     )
-}
-
-fn inline(dir: &std::path::Path) -> Reactor {
-    Reactor::builder(dir)
-        .registry(ModelRegistry::with_examples())
-        .inline(true)
-        .open()
-        .expect("open")
 }
 
 /// A writer the subscriber formats into, shared with the test.
@@ -64,7 +53,7 @@ fn spans_name_jobs_commits_loads_and_catch_ups() {
         tempfile::tempdir().expect("tempdir"),
     );
     tracing::subscriber::with_default(subscriber, || {
-        let a = inline(a_dir.path());
+        let a = open_inline(a_dir.path());
         let input = CreateDocumentInput::new(CounterModel::document_type(), 1, "c");
         a.create(id("c"), input)
             .expect("submit")
@@ -80,7 +69,7 @@ fn spans_name_jobs_commits_loads_and_catch_ups() {
             .expect("feed")
             .items;
         // The view of a reactor opened here catches up on this thread.
-        let b = inline(b_dir.path());
+        let b = open_inline(b_dir.path());
         b.load(id("c"), Branch::main(), ops)
             .expect("submit")
             .written(WAIT)

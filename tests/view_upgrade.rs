@@ -4,47 +4,12 @@
 
 mod common;
 
+use common::counter_v2::CounterV2;
 use common::docs::Writer;
 use reactordb::{
-    Action, ActionType, CounterModel, DocumentId, DocumentModel, DocumentType, DocumentView,
-    EventBus, ModelRegistry, ReduceError, Scope, SystemAction, ViewFilter, ViewOptions,
+    Action, ActionType, CounterModel, DocumentId, DocumentView, EventBus, ModelRegistry, Scope,
+    SystemAction, ViewFilter, ViewOptions,
 };
-
-/// Version 2 of the counter: counts in tenths, so upgrading multiplies by 10
-/// and `INCREMENT` adds ten tenths.
-struct CounterV2;
-
-impl DocumentModel for CounterV2 {
-    fn document_type(&self) -> DocumentType {
-        CounterModel::document_type()
-    }
-    fn version(&self) -> u32 {
-        2
-    }
-    fn initial_state(&self, scope: &Scope) -> Vec<u8> {
-        CounterModel.initial_state(scope)
-    }
-    fn reduce(&self, scope: &Scope, state: &[u8], action: &Action) -> Result<Vec<u8>, ReduceError> {
-        let once = CounterModel.reduce(scope, state, action)?;
-        let (before, after) = (
-            CounterModel::value(state).unwrap_or(0),
-            CounterModel::value(&once).unwrap_or(0),
-        );
-        Ok((before + (after - before) * 10).to_le_bytes().to_vec())
-    }
-    fn upgrade(
-        &self,
-        from_version: u32,
-        _scope: &Scope,
-        state: &[u8],
-    ) -> Result<Vec<u8>, ReduceError> {
-        if from_version != 1 {
-            return Err(ReduceError::new("only from 1"));
-        }
-        let v = CounterModel::value(state).ok_or_else(|| ReduceError::new("bad state"))?;
-        Ok((v * 10).to_le_bytes().to_vec())
-    }
-}
 
 #[test]
 fn upgrade_converts_state_and_switches_reducers() {

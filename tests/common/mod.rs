@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod counter_v2;
 pub mod docs;
 pub mod history;
 pub mod model;
@@ -178,4 +179,28 @@ pub fn spawn_child(name: &str, env: &str, dir: &std::path::Path) -> std::process
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn child")
+}
+
+/// Every file under `dir` (relative path) with a blake3 hash of its bytes:
+/// compared before and after, it shows whether anything was written.
+pub fn file_hashes(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let hash = blake3::hash(&std::fs::read(&path).expect("read"));
+                let name = path
+                    .strip_prefix(dir)
+                    .expect("inside")
+                    .display()
+                    .to_string();
+                out.insert(name, hash.to_hex().to_string());
+            }
+        }
+    }
+    out
 }

@@ -54,6 +54,16 @@ pub fn open(dir: &std::path::Path, workers: usize) -> Reactor {
         .expect("open reactor")
 }
 
+/// A reactor that runs jobs on the calling thread (`inline`), with the
+/// example models and the store's default durability.
+pub fn open_inline(dir: &std::path::Path) -> Reactor {
+    Reactor::builder(dir)
+        .registry(registry())
+        .inline(true)
+        .open()
+        .expect("open reactor")
+}
+
 pub fn id(s: &str) -> DocumentId {
     DocumentId::new(s).expect("valid")
 }
