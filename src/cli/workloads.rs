@@ -95,6 +95,10 @@ fn open(dir: &Path, config: &WorkloadConfig) -> Result<Reactor> {
         .workers(config.workers)
         .queue_capacity(1_000_000)
         .block_when_full(true)
+        // The workloads wait on every handle after submitting them all:
+        // the reactor must remember every job of the run (past the default
+        // 50,000 a longer run would answer `JobUnknown`).
+        .retained_jobs((config.docs + 1) * config.actions.max(1) + config.docs)
         .open()
 }
 

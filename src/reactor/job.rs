@@ -1,5 +1,7 @@
 //! What a job does.
 
+use std::time::Instant;
+
 use super::jobs::JobId;
 use crate::model::{Action, OperationWithContext};
 use crate::store::Durability;
@@ -14,11 +16,14 @@ pub(crate) enum Job {
         dependencies: Vec<JobId>,
         /// Overrides the store's durability for this job's write.
         durability: Option<Durability>,
+        /// When it was made (its latency runs from here).
+        submitted: Instant,
     },
     /// Merge operations from a peer.
     Load {
         operations: Vec<OperationWithContext>,
         dependencies: Vec<JobId>,
+        submitted: Instant,
     },
 }
 
@@ -28,6 +33,7 @@ impl Job {
             actions,
             dependencies: Vec::new(),
             durability: None,
+            submitted: Instant::now(),
         }
     }
 
@@ -37,6 +43,7 @@ impl Job {
             actions,
             dependencies: Vec::new(),
             durability: Some(durability),
+            submitted: Instant::now(),
         }
     }
 
@@ -44,6 +51,14 @@ impl Job {
         Job::Load {
             operations,
             dependencies: Vec::new(),
+            submitted: Instant::now(),
+        }
+    }
+
+    /// When the job was made.
+    pub(crate) fn submitted(&self) -> Instant {
+        match self {
+            Job::Execute { submitted, .. } | Job::Load { submitted, .. } => *submitted,
         }
     }
 

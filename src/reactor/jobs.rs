@@ -85,8 +85,6 @@ struct Table {
     pinned: HashMap<JobId, usize>,
     /// Pinned jobs the retention would have dropped: dropped when unpinned.
     overdue: std::collections::HashSet<JobId>,
-    /// When each job not yet done was submitted (for its latency).
-    submitted: HashMap<JobId, Instant>,
 }
 
 /// Every job's status; waiters are woken on each change.
@@ -169,9 +167,7 @@ impl JobTable {
     /// A new job, recorded as pending.
     pub(crate) fn create(&self) -> JobId {
         let id = self.allocate();
-        let mut t = self.table.lock();
-        t.status.insert(id, JobStatus::Pending);
-        t.submitted.insert(id, Instant::now());
+        self.table.lock().status.insert(id, JobStatus::Pending);
         id
     }
 
@@ -195,12 +191,6 @@ impl JobTable {
         let mut awaited = false;
         for (id, status) in statuses {
             let done = status.is_done();
-            if done {
-                if let Some(submitted) = t.submitted.remove(&id) {
-                    let written = !matches!(status, JobStatus::Failed { .. });
-                    self.record_outcome(submitted, written);
-                }
-            }
             t.status.insert(id, status);
             if done {
                 awaited |= t.awaited.contains_key(&id);
@@ -227,7 +217,6 @@ impl JobTable {
         let mut t = self.table.lock();
         for id in ids {
             t.status.remove(id);
-            t.submitted.remove(id);
         }
     }
 

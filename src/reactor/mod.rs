@@ -693,7 +693,7 @@ impl Reactor {
         let Some(claim) = self.inner.queue.claim_idle(&key)? else {
             return self.submit_job(key.0, key.1, job)?.written(timeout);
         };
-        let submitted = Instant::now();
+        let submitted = job.submitted();
         let id = self.inner.jobs.allocate();
         let mut outcomes = self.inner.run(&key, &[(id, job)]);
         self.inner
@@ -1025,6 +1025,9 @@ impl Inner {
                     self.jobs
                         .set_many(run.iter().map(|(id, _)| (*id, JobStatus::Running)));
                     let outcomes = self.run(&key, &run);
+                    for ((_, job), outcome) in run.iter().zip(&outcomes) {
+                        self.jobs.record_outcome(job.submitted(), outcome.is_ok());
+                    }
                     // The document is free before its waiters wake: a
                     // caller that writes again at once finds it idle.
                     let dependents = self.queue.done(&key);
@@ -1037,8 +1040,9 @@ impl Inner {
                         self.queue.wake_dependents();
                     }
                 }
-                Taken::DependencyFailed(key, id, dependency) => {
+                Taken::DependencyFailed(key, id, dependency, submitted) => {
                     let dependents = self.queue.done(&key);
+                    self.jobs.record_outcome(submitted, false);
                     self.jobs.set(
                         id,
                         failed(

@@ -49,7 +49,7 @@ const MAX_RUN_ACTIONS: usize = 1_024;
 /// failed.
 pub(crate) enum Taken {
     Run(DocKey, Vec<(JobId, Job)>),
-    DependencyFailed(DocKey, JobId, JobId),
+    DependencyFailed(DocKey, JobId, JobId, std::time::Instant),
 }
 
 pub(crate) struct JobQueue {
@@ -183,7 +183,7 @@ impl JobQueue {
             doc.running = true;
             let had_dependencies = !job.dependencies().is_empty();
             let taken = match failed {
-                Some(dep) => Taken::DependencyFailed(key, id, dep),
+                Some(dep) => Taken::DependencyFailed(key, id, dep, job.submitted()),
                 None => {
                     let mut run = vec![(id, job)];
                     Self::extend_run(&mut doc.jobs, &mut run);
