@@ -132,18 +132,24 @@ fn verify_names_damaged_view_data_and_repair_view_rebuilds_it() {
     assert!(text(&out.stdout).contains("doc"), "{}", text(&out.stdout));
 }
 
+/// `export doc` of a fresh `database` in `src`, checked to succeed.
+fn exported(src: &std::path::Path) -> Output {
+    database(src);
+    let exported = run(
+        &["--db", src.to_str().expect("utf8"), "export", "doc"],
+        None,
+    );
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    exported
+}
+
 #[test]
 fn export_then_import_reproduces_the_chain_heads() {
     let (src, dst) = (
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
     );
-    database(src.path());
-    let exported = run(
-        &["--db", src.path().to_str().expect("utf8"), "export", "doc"],
-        None,
-    );
-    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    let exported = exported(src.path());
     assert_eq!(text(&exported.stdout).lines().count(), 6);
     let target = dst.path().join("copy");
     let imported = run(
@@ -189,12 +195,7 @@ fn export_shows_json_inputs_as_json_and_import_reads_base64_too() {
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
     );
-    database(src.path());
-    let exported = run(
-        &["--db", src.path().to_str().expect("utf8"), "export", "doc"],
-        None,
-    );
-    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    let exported = exported(src.path());
     let lines: Vec<String> = text(&exported.stdout).lines().map(str::to_owned).collect();
     // The creation's input is a JSON object, each increment's a number:
     // shown as themselves, never as arrays of byte values.

@@ -58,6 +58,11 @@ fn append(
     Ok(())
 }
 
+/// A `Buffered` store on `dir`.
+fn buffered(dir: &std::path::Path) -> OperationStore {
+    OperationStore::open(dir, StoreOptions::with_durability(Durability::Buffered)).expect("open")
+}
+
 fn syncs(store: &OperationStore) -> u64 {
     store.commit_stats().syncs
 }
@@ -65,11 +70,7 @@ fn syncs(store: &OperationStore) -> u64 {
 #[test]
 fn an_append_overrides_the_store_durability_both_ways() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let buffered = OperationStore::open(
-        dir.path(),
-        StoreOptions::with_durability(Durability::Buffered),
-    )
-    .expect("open");
+    let buffered = buffered(dir.path());
     for i in 0..3 {
         append(&buffered, "d", i, None).expect("append");
     }
@@ -100,11 +101,7 @@ fn an_append_overrides_the_store_durability_both_ways() {
 #[test]
 fn a_synced_append_is_acknowledged_only_after_its_group_synced_under_concurrency() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = OperationStore::open(
-        dir.path(),
-        StoreOptions::with_durability(Durability::Buffered),
-    )
-    .expect("open");
+    let store = buffered(dir.path());
     let threads: Vec<_> = (0..6)
         .map(|t| {
             let store = store.clone();
@@ -144,11 +141,7 @@ fn flush_writes_table_files_and_close_releases_the_directory() {
             })
             .count()
     };
-    let store = OperationStore::open(
-        dir.path(),
-        StoreOptions::with_durability(Durability::Buffered),
-    )
-    .expect("open");
+    let store = buffered(dir.path());
     for i in 0..10 {
         append(&store, "d", i, None).expect("append");
     }

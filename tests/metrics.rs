@@ -5,23 +5,17 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::reactor::{id, open_inline};
+use common::reactor::{action, id, open_inline};
 
 use reactordb::{
-    Action, ActionId, ActionType, Branch, CounterModel, CreateDocumentInput, Durability,
-    ModelRegistry, Reactor, Scope, ViewFilter,
+    Action, Branch, CounterModel, CreateDocumentInput, Durability, ModelRegistry, Reactor,
+    ViewFilter,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn increment(n: usize, input: &str) -> Action {
-    Action::new(
-        ActionId::new(format!("a{n}")).expect("valid"),
-        ActionType::new("INCREMENT").expect("valid"),
-        Scope::global(),
-        n as u64,
-        input.as_bytes().to_vec(),
-    )
+    action(&format!("a{n}"), "INCREMENT", input, n as u64)
 }
 
 #[test]

@@ -8,20 +8,14 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::reactor::{id, open_inline};
+use common::reactor::{action, id, open_inline};
 
-use reactordb::{Action, ActionId, ActionType, Branch, CounterModel, CreateDocumentInput, Scope};
+use reactordb::{Action, Branch, CounterModel, CreateDocumentInput};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn increment(n: usize, input: &str) -> Action {
-    Action::new(
-        ActionId::new(format!("a{n}")).expect("valid"),
-        ActionType::new("INCREMENT").expect("valid"),
-        Scope::global(),
-        n as u64,
-        input.as_bytes().to_vec(),
-    )
+    action(&format!("a{n}"), "INCREMENT", input, n as u64)
 }
 
 /// A writer the subscriber formats into, shared with the test.
