@@ -634,6 +634,19 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
                 r.executor_hit_rate,
                 r.view_hit_rate
             );
+            if r.jobs_failed + r.fsyncs > 0 || r.executor_hit_rate > 0.0 {
+                println!(
+                    "{:<12} metrics: {} failed jobs, {} fsyncs ({:.1} appends each), \
+                     view lag {} ordinals, {} jobs queued, job p99 under {:.3} ms",
+                    "",
+                    r.jobs_failed,
+                    r.fsyncs,
+                    r.appends_per_fsync,
+                    r.view_lag,
+                    r.queued_jobs,
+                    r.metrics_p99_bound_ms
+                );
+            }
         }
         Ok(())
     };

@@ -490,3 +490,31 @@ fn bench_scale_prints_each_step_with_its_ratio_to_the_first() {
         / lines[0]["step"]["actions_per_s"].as_f64().unwrap();
     assert!((ratio - expected).abs() < 1e-9);
 }
+
+#[test]
+fn bench_prints_the_reactor_metrics() {
+    let out = run(
+        &[
+            "bench",
+            "--workload",
+            "hot-doc",
+            "--hot-actions",
+            "40",
+            "--durability",
+            "synced",
+            "--json",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).lines().last().expect("a line")).expect("json");
+    // W2 awaits each job: under `Synced` every job (and the creation) is
+    // its own fsync.
+    assert!(line["fsyncs"].as_u64() >= Some(41), "{line}");
+    assert!(line["appends_per_fsync"].as_f64() >= Some(1.0), "{line}");
+    assert_eq!(line["jobs_failed"], 0);
+    assert_eq!(line["queued_jobs"], 0);
+    assert!(line["metrics_p99_bound_ms"].as_f64() > Some(0.0), "{line}");
+    assert!(line["executor_hit_rate"].as_f64() > Some(0.5), "{line}");
+}

@@ -81,6 +81,14 @@ pub struct WorkloadReport {
     pub executor_hit_rate: f64,
     pub view_hit_rate: f64,
     pub jobs_failed: u64,
+    /// Also from `Reactor::metrics`: fsyncs, appends per fsync, the view's
+    /// lag and the jobs still queued when the run ended, and the job
+    /// latency's p99 as the metrics' histogram bounds it (ms).
+    pub fsyncs: u64,
+    pub appends_per_fsync: f64,
+    pub view_lag: u64,
+    pub queued_jobs: usize,
+    pub metrics_p99_bound_ms: f64,
 }
 
 const WAIT: Duration = Duration::from_secs(600);
@@ -305,6 +313,11 @@ fn report(
         executor_hit_rate: 0.0,
         view_hit_rate: 0.0,
         jobs_failed: 0,
+        fsyncs: 0,
+        appends_per_fsync: 0.0,
+        view_lag: 0,
+        queued_jobs: 0,
+        metrics_p99_bound_ms: 0.0,
     }
 }
 
@@ -315,6 +328,12 @@ impl WorkloadReport {
         self.executor_hit_rate = metrics.executor_cache.hit_rate();
         self.view_hit_rate = metrics.view_cache.hit_rate();
         self.jobs_failed = metrics.jobs_failed;
+        self.fsyncs = metrics.commit.syncs;
+        self.appends_per_fsync = metrics.appends_per_fsync();
+        self.view_lag = metrics.view_lag;
+        self.queued_jobs = metrics.queued_jobs;
+        self.metrics_p99_bound_ms =
+            metrics.job_latency.quantile_upper_bound(0.99).as_secs_f64() * 1e3;
         self
     }
 }
