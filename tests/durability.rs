@@ -8,10 +8,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::reactor::create_counter;
 use reactordb::{
-    Action, ActionId, ActionType, Branch, CounterModel, CreateDocumentInput, Digest, DocumentId,
-    Durability, Error, ModelRegistry, NewOperation, OperationStore, Reactor, Revision, Scope,
-    StoreOptions,
+    Action, ActionId, ActionType, Branch, CounterModel, Digest, DocumentId, Durability, Error,
+    ModelRegistry, NewOperation, OperationStore, Reactor, Revision, Scope, StoreOptions,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -190,12 +190,7 @@ fn a_job_overrides_the_reactor_durability() {
         .registry(ModelRegistry::with_examples())
         .open()
         .expect("open");
-    let input = CreateDocumentInput::new(CounterModel::document_type(), 1, "c");
-    reactor
-        .create(doc("c"), input)
-        .expect("submit")
-        .written(WAIT)
-        .expect("created");
+    create_counter(&reactor, "c");
     let syncs = || reactor.store().commit_stats().syncs;
     let before = syncs();
     reactor
@@ -310,12 +305,7 @@ fn an_ephemeral_store_and_reactor_touch_no_disk_and_vanish_on_drop() {
         .inline(true)
         .open()
         .expect("open");
-    let input = CreateDocumentInput::new(CounterModel::document_type(), 1, "c");
-    reactor
-        .create(doc("c"), input)
-        .expect("submit")
-        .readable(WAIT)
-        .expect("created");
+    create_counter(&reactor, "c");
     let token = reactor
         .execute_and_wait(
             doc("c"),
@@ -348,12 +338,7 @@ fn a_synced_reactor_syncs_a_resubmission_of_a_buffered_write() {
         .registry(ModelRegistry::with_examples())
         .open()
         .expect("open"); // Synced
-    let input = CreateDocumentInput::new(CounterModel::document_type(), 1, "c");
-    reactor
-        .create(doc("c"), input)
-        .expect("submit")
-        .written(WAIT)
-        .expect("created");
+    create_counter(&reactor, "c");
     let first = action("b1", Scope::global());
     reactor
         .execute_with(
