@@ -15,6 +15,8 @@
 //!
 //! Snapshots every 3 operations, so the `snapshots` family is not empty.
 
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -141,16 +143,6 @@ fn write_fixture(out: &Path) {
     reactor.close().expect("close");
 }
 
-fn fixture_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format_v2");
-    for entry in std::fs::read_dir(from).expect("the v2 fixture") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
-    }
-    dir
-}
-
 fn counter_value(reactor: &Reactor, doc: &str, branch: Branch) -> Option<i64> {
     let read = reactor
         .view()
@@ -220,7 +212,7 @@ fn reads_as_written(reactor: &Reactor) {
 
 #[test]
 fn the_format_2_fixture_opens_and_reads_as_written() {
-    let dir = fixture_copy();
+    let dir = common::fixture_copy("format_v2");
     {
         // Written before the view's values had a version byte: the
         // checkpoint is a bare u64 and index entries are empty. This build

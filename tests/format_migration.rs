@@ -22,16 +22,6 @@ use reactordb::{
     StoreOptions, ViewFilter, ACTION_UNDO,
 };
 
-fn fixture_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format_v1");
-    for entry in std::fs::read_dir(from).expect("the v1 fixture") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
-    }
-    dir
-}
-
 fn open(path: &Path) -> Reactor {
     Reactor::builder(path)
         .registry(ModelRegistry::with_examples())
@@ -61,7 +51,7 @@ fn history(store: &OperationStore, doc: &str) -> Vec<(String, String)> {
 
 #[test]
 fn a_format_1_database_opens_and_its_positional_undo_travels_as_a_marker() {
-    let dir = fixture_copy();
+    let dir = common::fixture_copy("format_v1");
     // The store alone reads format 1 and leaves it as it is.
     let before_plain = {
         let store = OperationStore::open(dir.path(), StoreOptions::default()).expect("open v1");
@@ -157,7 +147,7 @@ fn a_migration_cut_short_runs_again_and_finds_nothing_new() {
     // Run the migration, then put the format record back to 1, as if the
     // process had died before recording it: the next open re-runs it,
     // rewrites nothing and records 2.
-    let dir = fixture_copy();
+    let dir = common::fixture_copy("format_v1");
     let last = {
         let reactor = open(dir.path());
         assert!(reactor.migration().is_some());

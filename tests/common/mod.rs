@@ -204,3 +204,17 @@ pub fn file_hashes(dir: &std::path::Path) -> std::collections::BTreeMap<String, 
     }
     out
 }
+
+/// A copy, in a temporary directory, of the checked-in database
+/// `tests/fixtures/{name}` (opening a database changes its files).
+pub fn fixture_copy(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    for entry in std::fs::read_dir(from).expect("the fixture") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+    }
+    dir
+}
