@@ -54,6 +54,10 @@ impl Event {
 pub(crate) struct Delivery {
     pub(crate) event: Event,
     pub(crate) from_engine: bool,
+    /// The engine wrote these operations as a local execute planned them:
+    /// new here (no remote sent them) and each the first copy of its
+    /// content. Not for loads, merges or replays of stored operations.
+    pub(crate) originated: bool,
 }
 
 struct Subscriber {
@@ -115,14 +119,17 @@ impl EventBus {
         self.deliver(Delivery {
             event,
             from_engine: false,
+            originated: false,
         })
     }
 
-    /// Emits an event the engine made from its own committed write.
-    pub(crate) fn emit_from_engine(&self, event: Event) -> usize {
+    /// Emits an event the engine made from its own committed write;
+    /// `originated` as [`Delivery::originated`].
+    pub(crate) fn emit_from_engine(&self, event: Event, originated: bool) -> usize {
         self.deliver(Delivery {
             event,
             from_engine: true,
+            originated,
         })
     }
 
@@ -209,6 +216,9 @@ impl Drop for Subscription {
         }
     }
 }
+
+mod feed;
+pub(crate) use feed::{AnnouncedOp, FeedBuffer, FeedStep, GAP_WAIT};
 
 #[cfg(test)]
 mod tests;

@@ -121,3 +121,164 @@ fn a_subscription_outliving_its_bus_waits_instead_of_spinning() {
         "returned at once: a loop on it would spin"
     );
 }
+
+fn delivery(ordinals: &[u64], from_engine: bool) -> Delivery {
+    let operations: Vec<OperationWithContext> = ordinals
+        .iter()
+        .flat_map(|&o| match event(o) {
+            Event::OperationsWritten { operations } => operations.to_vec(),
+        })
+        .collect();
+    Delivery {
+        event: Event::written(operations),
+        from_engine,
+        originated: false,
+    }
+}
+
+fn ordinals(step: FeedStep) -> Option<Vec<u64>> {
+    match step {
+        FeedStep::Run(run) => Some(run.iter().map(|a| a.item.context.ordinal.get()).collect()),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_feed_hands_out_runs_in_order_and_waits_at_a_gap() {
+    let mut feed = FeedBuffer::new(100);
+    assert!(feed.offer(&delivery(&[3, 4], true), 0));
+    // 1 and 2 are committed but not announced yet: wait, then read.
+    assert!(matches!(feed.next(0, 4, 10), FeedStep::Wait));
+    assert!(feed.is_waiting());
+    assert!(feed.offer(&delivery(&[1], true), 0));
+    assert_eq!(ordinals(feed.next(0, 4, 10)), Some(vec![1]));
+    std::thread::sleep(GAP_WAIT + Duration::from_millis(1));
+    assert!(matches!(feed.next(1, 4, 10), FeedStep::ReadStore));
+    // The follower read 2..=4 from the store: nothing is handed out twice.
+    feed.read_from_store(4, 4);
+    assert!(matches!(feed.next(4, 4, 10), FeedStep::Wait));
+    assert!(!feed.is_waiting());
+    assert_eq!(feed.len(), 0);
+    // Anyone else's announcement is not kept.
+    assert!(!feed.offer(&delivery(&[5], false), 4));
+    assert_eq!(feed.len(), 0);
+    // A run stops at `max`.
+    feed.offer(&delivery(&[5, 6, 7], true), 4);
+    assert_eq!(ordinals(feed.next(4, 7, 2)), Some(vec![5, 6]));
+    assert_eq!(ordinals(feed.next(6, 7, 2)), Some(vec![7]));
+}
+
+#[test]
+fn a_full_feed_keeps_the_lowest_ordinals() {
+    let mut feed = FeedBuffer::new(3);
+    feed.offer(&delivery(&[5, 6, 7], true), 0);
+    feed.offer(&delivery(&[2], true), 0);
+    feed.offer(&delivery(&[9], true), 0);
+    assert_eq!(feed.len(), 3);
+    feed.offer(&delivery(&[1, 3, 4], true), 0);
+    assert_eq!(ordinals(feed.next(0, 9, 10)), Some(vec![1, 2, 3]));
+}
+
+/// xorshift: the tests' seeded randomness.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+}
+
+/// A follower of a [`FeedBuffer`] in the naive model's terms: it holds the
+/// ordinals it has seen, and "the store" holds every committed ordinal.
+struct Follower {
+    feed: FeedBuffer,
+    seen: Vec<u64>,
+    from_store: u64,
+}
+
+impl Follower {
+    /// One step; `wait`: time passes first when it has to wait.
+    fn step(&mut self, rng: &mut Rng, committed: u64, wait: bool) {
+        let after = self.seen.last().copied().unwrap_or(0);
+        match self.feed.next(after, committed, 1 + rng.below(8) as usize) {
+            FeedStep::Run(run) => self
+                .seen
+                .extend(run.iter().map(|a| a.item.context.ordinal.get())),
+            FeedStep::ReadStore => {
+                let end = committed.min(after + 8);
+                self.seen.extend(after + 1..=end);
+                self.feed.read_from_store(end, committed);
+                self.from_store += end - after;
+            }
+            FeedStep::Wait if wait => std::thread::sleep(GAP_WAIT),
+            FeedStep::Wait => {}
+        }
+    }
+}
+
+/// A follower of the feed against a naive model: announcements arrive
+/// shuffled, some are missed, some come from outside the engine, and the
+/// follower reads "the store" (every ordinal, in order) when told to. It
+/// must see every ordinal exactly once, in order, and mostly from the
+/// bus.
+#[test]
+fn a_feed_follower_sees_every_ordinal_once_in_order() {
+    for seed in 1..=200u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let total = 200 + rng.below(300);
+        // Announcements of 1–4 ordinals each, emitted out of order
+        // within a small window, as concurrent commits do.
+        let mut batches: Vec<Vec<u64>> = Vec::new();
+        let mut at = 1;
+        while at <= total {
+            let len = (1 + rng.below(4)).min(total - at + 1);
+            batches.push((at..at + len).collect());
+            at += len;
+        }
+        for i in 0..batches.len() {
+            let j = (i + rng.below(3) as usize).min(batches.len() - 1);
+            batches.swap(i, j);
+        }
+        let mut follower = Follower {
+            feed: FeedBuffer::new(64 + rng.below(256) as usize),
+            seen: Vec::new(),
+            from_store: 0,
+        };
+        let mut committed = 0;
+        let mut stuck = 0;
+        for batch in batches {
+            committed = committed.max(*batch.iter().max().expect("not empty"));
+            let after = follower.seen.last().copied().unwrap_or(0);
+            match rng.below(50) {
+                0 => {} // missed
+                1 => {
+                    follower.feed.offer(&delivery(&batch, false), after);
+                }
+                _ => {
+                    follower.feed.offer(&delivery(&batch, true), after);
+                }
+            }
+            // Stuck for a while (a missed announcement): let time pass.
+            let before = follower.seen.len();
+            follower.step(&mut rng, committed, stuck >= 4);
+            stuck = if follower.seen.len() == before {
+                stuck + 1
+            } else {
+                0
+            };
+        }
+        while follower.seen.last().copied().unwrap_or(0) < total {
+            follower.step(&mut rng, total, true);
+        }
+        let expected: Vec<u64> = (1..=total).collect();
+        assert_eq!(follower.seen, expected, "seed {seed}");
+        assert!(
+            follower.from_store < total / 2,
+            "seed {seed}: {} of {total} came from the store",
+            follower.from_store
+        );
+    }
+}

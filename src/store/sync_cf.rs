@@ -6,12 +6,12 @@
 
 use std::collections::HashSet;
 
-use rocksdb::{ReadOptions, WriteBatch, WriteOptions};
+use rocksdb::{DBRawIterator, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::model::{Digest, Operation, OperationId, SyncUnit};
+use crate::model::{Digest, Operation, OperationId, OperationWithContext, SyncUnit};
 
 use super::commit::cf_handles;
 use super::{Durability, OperationStore};
@@ -150,46 +150,32 @@ impl OperationStore {
         Ok(())
     }
 
-    /// Whether the stored copy `op` of `unit` is the first copy of its
-    /// content there: no copy at a lower index has the same id and content
-    /// hash. A merge that re-appends a suffix writes later copies; sync
-    /// sends only first copies, so every operation travels once.
-    pub(crate) fn is_first_copy(&self, unit: &SyncUnit, op: &Operation) -> Result<bool> {
-        let earlier = self.copies_below(&op.id, op.index)?;
-        for index in earlier {
-            if let Some(copy) = self.get(unit, index)? {
-                if copy.content_hash == op.content_hash {
-                    return Ok(false);
-                }
-            }
+    /// For each stored operation, whether it is the first copy of its
+    /// content in its stream: no copy at a lower index has the same id and
+    /// content hash. A merge that re-appends a suffix writes later copies;
+    /// sync sends only first copies, so every operation travels once. One
+    /// iterator of the op-id index serves them all.
+    pub(crate) fn first_copies(&self, items: &[&OperationWithContext]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(items.len());
+        if items.is_empty() {
+            return Ok(out);
         }
-        Ok(true)
-    }
-
-    /// The indexes of the copies of `id` below `index`, from the op-id
-    /// index (ordered by index, so usually one seek finds none).
-    fn copies_below(&self, id: &OperationId, index: u64) -> Result<Vec<u64>> {
         let cf = cf_handles(self.db()).op_ids;
         let mut read = ReadOptions::default();
         read.set_prefix_same_as_start(true);
         let mut iter = self.db().raw_iterator_cf_opt(cf, read);
-        iter.seek(id.as_bytes());
-        let mut out = Vec::new();
-        while let Some(key) = iter.key() {
-            if !key.starts_with(id.as_bytes()) {
-                break;
+        for item in items {
+            let op = &item.operation;
+            let mut first = true;
+            for index in copies_below(&mut iter, &op.id, op.index)? {
+                let copy = self.get(&item.context.unit(), index)?;
+                if copy.is_some_and(|copy| copy.content_hash == op.content_hash) {
+                    first = false;
+                    break;
+                }
             }
-            let (_, at, _) = keys::decode_op_id_key(key).ok_or(Error::Corrupt {
-                cf: keys::CF_OP_IDS,
-                what: "op id key",
-            })?;
-            if at >= index {
-                break;
-            }
-            out.push(at);
-            iter.next();
+            out.push(first);
         }
-        iter.status()?;
         Ok(out)
     }
 
@@ -236,4 +222,27 @@ impl OperationStore {
             }),
         }
     }
+}
+
+/// The indexes of the copies of `id` below `index`, from the op-id index
+/// (ordered by index, so usually one seek finds none).
+fn copies_below(iter: &mut DBRawIterator<'_>, id: &OperationId, index: u64) -> Result<Vec<u64>> {
+    iter.seek(id.as_bytes());
+    let mut out = Vec::new();
+    while let Some(key) = iter.key() {
+        if !key.starts_with(id.as_bytes()) {
+            break;
+        }
+        let (_, at, _) = keys::decode_op_id_key(key).ok_or(Error::Corrupt {
+            cf: keys::CF_OP_IDS,
+            what: "op id key",
+        })?;
+        if at >= index {
+            break;
+        }
+        out.push(at);
+        iter.next();
+    }
+    iter.status()?;
+    Ok(out)
 }

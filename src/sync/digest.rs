@@ -90,7 +90,7 @@ pub(crate) fn repairs(
             if out.last().is_none_or(|c| c.len() >= chunk) {
                 out.push(Vec::new());
             }
-            let wire = wire_operation(shared, &item, 0)?;
+            let wire = wire_operation(shared, &item, 0, false)?;
             out.last_mut().expect("pushed above").push(wire);
         }
     }

@@ -61,6 +61,7 @@ pub(crate) fn start(
     let mut loaded = Loaded::default();
     let mut groups: BTreeMap<(DocumentId, Branch), Vec<Checked>> = BTreeMap::new();
     let mut origins = SyncBatch::default();
+    let mut origin_keys = Vec::new();
     for wire in operations {
         let refuse = |reason: String, document_id: Option<String>| DeadLetter {
             ordinal: wire.ordinal,
@@ -84,9 +85,11 @@ pub(crate) fn start(
             loaded.dead_letters.push(refuse(reason, document));
             continue;
         }
-        shared
-            .state
-            .put_origin(&mut origins, &op.id, &op.content_hash, remote);
+        origin_keys.push(
+            shared
+                .state
+                .put_origin(&mut origins, &op.id, &op.content_hash, remote),
+        );
         // The first valid signature stays: a later peer cannot replace the
         // originator's with its own. (Unsigned operations skip the lookup.)
         if let Some(signature) = wire.signature {
@@ -106,6 +109,7 @@ pub(crate) fn start(
     // Origins first: once an operation is in the log, the outbox must
     // already know not to send it back.
     shared.state.write(origins)?;
+    shared.state.remember_origins(origin_keys);
     let groups: Vec<_> = groups.into_iter().collect();
     let handles = submit_all(shared, &groups)?;
     Ok(LoadInFlight {

@@ -133,9 +133,12 @@ pub struct SyncOptions {
     /// Signs the operations this node originates.
     pub signing_key: Option<SigningKey>,
     /// At most this many of our ordinals sent and not yet acked, per
-    /// remote: the bound on a remote's outbound queue.
+    /// remote: the bound on a remote's outbound queue (default 512). It
+    /// is also what may queue in the peer's reactor at once: a wider
+    /// window lets that queue, and the delay, grow without more
+    /// throughput (README, the sync benchmark).
     pub window_ordinals: u64,
-    /// At most this many ordinals per envelope.
+    /// At most this many ordinals per envelope (default 256).
     pub envelope_ordinals: usize,
     /// Resend from the acked cursor when no ack came for this long.
     pub resend_after: Duration,
@@ -158,8 +161,8 @@ impl Default for SyncOptions {
         Self {
             name: None,
             signing_key: None,
-            window_ordinals: 1024,
-            envelope_ordinals: 512,
+            window_ordinals: 512,
+            envelope_ordinals: 256,
             resend_after: Duration::from_millis(500),
             anti_entropy_every: Some(Duration::from_secs(300)),
             buffered_envelopes: 64,
@@ -202,6 +205,11 @@ impl SyncOptions {
     /// At most this many ordinals per envelope.
     pub fn envelope_ordinals(mut self, ordinals: usize) -> Self {
         self.envelope_ordinals = ordinals;
+        self
+    }
+    /// At most this many ordinals sent and not yet acked, per remote.
+    pub fn window_ordinals(mut self, ordinals: u64) -> Self {
+        self.window_ordinals = ordinals;
         self
     }
 

@@ -4,6 +4,7 @@
 use super::filter::RemoteFilter;
 use super::wire::{SyncedOperation, WireOperation};
 use super::Shared;
+use crate::bus::{AnnouncedOp, FeedBuffer, FeedStep};
 use crate::error::Result;
 use crate::model::{Digest, OperationWithContext, Ordinal};
 use crate::store::Paging;
@@ -26,11 +27,17 @@ const ENVELOPE_BYTES: usize = 4 << 20;
 /// it (never the `local` scope), the remote did not send it to us, and
 /// it is the first stored copy of its content (a merge's re-appended copies
 /// stay home).
+///
+/// The operations come from what the bus announced (`announced`) when it
+/// holds the ones that follow `after`, and from the store's ordinal feed
+/// when the next was not announced within the feed's wait (`None` until
+/// then).
 pub(crate) fn next_envelope(
     shared: &Shared,
     remote: &str,
     filter: &RemoteFilter,
     after: u64,
+    announced: &mut FeedBuffer,
 ) -> Result<Option<Outgoing>> {
     let store = shared.reactor.store();
     let committed = store.last_ordinal().get();
@@ -38,7 +45,42 @@ pub(crate) fn next_envelope(
         return Ok(None);
     }
     let want = (committed - after).min(shared.options.envelope_ordinals as u64) as usize;
-    let page = store.get_since_ordinal(Ordinal(after + 1), Paging::first(want))?;
+    let items = match announced.next(after, committed, want) {
+        FeedStep::Run(run) => run,
+        FeedStep::Wait => return Ok(None),
+        FeedStep::ReadStore => {
+            let page = store.get_since_ordinal(Ordinal(after + 1), Paging::first(want))?;
+            if let Some(last) = page.items.last() {
+                announced.read_from_store(last.context.ordinal.get(), committed);
+            }
+            let unknown = |item| AnnouncedOp {
+                item,
+                originated: false,
+            };
+            page.items.into_iter().map(unknown).collect()
+        }
+    };
+    let items: Vec<AnnouncedOp> = items
+        .into_iter()
+        .take_while(|a| a.item.context.ordinal.get() <= committed)
+        .collect();
+    // What the filter passes and the remote did not send us, then of that
+    // the first copies (one index read for the whole envelope). What a
+    // local execute originated needs neither check.
+    let mut wanted = Vec::with_capacity(items.len());
+    for a in &items {
+        let op = &a.item.operation;
+        wanted.push(
+            filter.passes(&a.item.context)
+                && (a.originated || !shared.state.came_from(&op.id, &op.content_hash, remote)?),
+        );
+    }
+    let candidates: Vec<&OperationWithContext> = items
+        .iter()
+        .zip(&wanted)
+        .filter_map(|(a, wanted)| (*wanted && !a.originated).then_some(&a.item))
+        .collect();
+    let mut first_copies = store.first_copies(&candidates)?.into_iter();
     let mut out = Outgoing {
         first: after + 1,
         last: after,
@@ -46,15 +88,12 @@ pub(crate) fn next_envelope(
         operations: Vec::new(),
     };
     let mut bytes = 0;
-    for item in page.items {
-        let ordinal = item.context.ordinal.get();
-        if ordinal > committed {
-            break;
-        }
+    for (a, wanted) in items.iter().zip(wanted) {
+        let ordinal = a.item.context.ordinal.get();
         out.last = ordinal;
-        out.witness = item.operation.hash;
-        if goes_to(shared, remote, filter, &item)? {
-            let op = wire_operation(shared, &item, ordinal)?;
+        out.witness = a.item.operation.hash;
+        if wanted && (a.originated || first_copies.next() == Some(true)) {
+            let op = wire_operation(shared, &a.item, ordinal, a.originated)?;
             bytes += op.bytes.len();
             out.operations.push(op);
             if bytes > ENVELOPE_BYTES {
@@ -63,21 +102,6 @@ pub(crate) fn next_envelope(
         }
     }
     Ok((out.last >= out.first).then_some(out))
-}
-
-fn goes_to(
-    shared: &Shared,
-    remote: &str,
-    filter: &RemoteFilter,
-    item: &OperationWithContext,
-) -> Result<bool> {
-    let op = &item.operation;
-    Ok(filter.passes(&item.context)
-        && !shared.state.came_from(&op.id, &op.content_hash, remote)?
-        && shared
-            .reactor
-            .store()
-            .is_first_copy(&item.context.unit(), op)?)
 }
 
 /// The chain hash of our operation at `ordinal`, if we hold one there.
@@ -95,19 +119,31 @@ pub(crate) fn witness_at(shared: &Shared, ordinal: u64) -> Result<Option<Digest>
 
 /// One operation as it travels, with its originator's signature: the one
 /// it arrived with, or ours when we originated it and have a key.
+/// `originated`: known to be a local execute's (nothing to look up).
 pub(crate) fn wire_operation(
     shared: &Shared,
     item: &OperationWithContext,
     ordinal: u64,
+    originated: bool,
 ) -> Result<WireOperation> {
     let synced = SyncedOperation::of(item);
     let (id, content) = (&item.operation.id, &item.operation.content_hash);
-    let signature = match shared.state.signature(id, content)? {
-        Some(signature) => Some(signature),
-        None => match &shared.options.signing_key {
-            Some(key) if !shared.state.came_from_any(id, content)? => Some(key.sign(&synced)),
-            _ => None,
-        },
+    let ours = |synced: &SyncedOperation| {
+        shared
+            .options
+            .signing_key
+            .as_ref()
+            .map(|key| key.sign(synced))
+    };
+    let signature = if originated {
+        ours(&synced)
+    } else {
+        match shared.state.signature(id, content)? {
+            Some(signature) => Some(signature),
+            None if shared.options.signing_key.is_none() => None,
+            None if !shared.state.came_from_any(id, content)? => ours(&synced),
+            None => None,
+        }
     };
     Ok(WireOperation {
         ordinal,

@@ -13,6 +13,7 @@ use super::channel::{Channel, ChannelClosed};
 use super::state::RemoteRecord;
 use super::wire::{self, FrameError, Hello, Message, WireOperation, PROTOCOL_VERSION};
 use super::{check_name, digest, inbox, outbox, Shared};
+use crate::bus::{FeedBuffer, Subscription};
 use crate::error::{Error, Result};
 use crate::model::Digest;
 use crate::store::SyncBatch;
@@ -27,6 +28,10 @@ pub(crate) const REPAIRS_IN_FLIGHT: usize = 4;
 /// Envelopes being loaded at once: the next is checked and submitted
 /// while the reactor writes the one before.
 const LOADS_IN_FLIGHT: usize = 3;
+/// Bus events a session's subscription queues, and announced operations
+/// it keeps past what it sent (a session behind by more reads the store).
+const ANNOUNCED_EVENTS: usize = 4_096;
+const ANNOUNCED_OPS: usize = 8_192;
 /// How often the acked outbox cursor is written (losing it only costs a
 /// resend).
 const PERSIST_EVERY: Duration = Duration::from_millis(100);
@@ -105,6 +110,10 @@ struct Session<'a> {
     rewind_pending: Option<Instant>,
     /// Loads of envelopes on their way, oldest first.
     in_flight: VecDeque<InFlight>,
+    /// What the bus announces of our writes, kept past `sent` so the
+    /// outbox sends it without reading it back from the store.
+    announcements: Subscription,
+    announced: FeedBuffer,
 }
 
 /// An envelope being loaded: the inbox cursor (and witness) it sets once
@@ -146,6 +155,8 @@ impl<'a> Session<'a> {
             generation: 0,
             rewind_pending: None,
             in_flight: VecDeque::new(),
+            announcements: shared.reactor.bus().subscribe(ANNOUNCED_EVENTS),
+            announced: FeedBuffer::new(ANNOUNCED_OPS),
         }
     }
 
@@ -305,11 +316,15 @@ impl<'a> Session<'a> {
     fn pump(&mut self) -> Result<()> {
         let window = self.shared.options.window_ordinals;
         while self.sent - self.acked < window {
+            while let Some(delivery) = self.announcements.try_recv_delivery() {
+                self.announced.offer(&delivery, self.sent);
+            }
             let Some((name, record)) = &self.remote else {
                 return Ok(());
             };
+            let filter = &record.options.filter;
             let Some(out) =
-                outbox::next_envelope(self.shared, name, &record.options.filter, self.sent)?
+                outbox::next_envelope(self.shared, name, filter, self.sent, &mut self.announced)?
             else {
                 return Ok(());
             };

@@ -21,6 +21,11 @@
 //! Remote names are NUL-terminated in keys, so no name is a prefix of
 //! another's keys. Values are bincode with a leading version byte and (v2) a checksum.
 
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use lru::LruCache;
+use parking_lot::Mutex;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::filter::RemoteOptions;
@@ -158,15 +163,28 @@ pub struct DeadLetter {
     pub bytes: Vec<u8>,
 }
 
+/// Origins remembered in memory, at most: enough for the outbox to find
+/// what the inbox just loaded (it follows within a window of ordinals).
+const RECENT_ORIGINS: usize = 16_384;
+
 /// The sync store over one database.
 #[derive(Clone)]
 pub(crate) struct SyncState {
     store: OperationStore,
+    /// Origin keys written lately: the echo check of an operation a remote
+    /// just sent answers from memory instead of a point read. Only keys
+    /// already written are here, and `remove_remote` (the one place that
+    /// deletes origins) clears it, so an answer from it is the store's.
+    recent_origins: Arc<Mutex<LruCache<Vec<u8>, ()>>>,
 }
 
 impl SyncState {
     pub(crate) fn new(store: OperationStore) -> Self {
-        Self { store }
+        let capacity = NonZeroUsize::new(RECENT_ORIGINS).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            store,
+            recent_origins: Arc::new(Mutex::new(LruCache::new(capacity))),
+        }
     }
 
     /// This node's id and name; made (random id, given or derived name) at
@@ -246,7 +264,9 @@ impl SyncState {
                 batch.delete(key);
             }
         }
-        self.store.sync_write(batch)
+        let written = self.store.sync_write(batch);
+        self.recent_origins.lock().clear();
+        written
     }
 
     pub(crate) fn cursors(&self, remote: &str) -> Result<(u64, u64)> {
@@ -418,14 +438,27 @@ impl SyncState {
     }
 
     /// Records that `remote` sent this operation (so it is not echoed).
+    /// Returns the key, for [`remember_origins`](Self::remember_origins)
+    /// once the batch is written.
     pub(crate) fn put_origin(
         &self,
         batch: &mut SyncBatch,
         id: &OperationId,
         content: &Digest,
         remote: &str,
-    ) {
-        batch.put(origin_key(id, content, remote), Vec::new());
+    ) -> Vec<u8> {
+        let key = origin_key(id, content, remote);
+        batch.put(key.clone(), Vec::new());
+        key
+    }
+
+    /// Keeps origin keys that were just written in memory, for
+    /// [`came_from`](Self::came_from).
+    pub(crate) fn remember_origins(&self, keys: Vec<Vec<u8>>) {
+        let mut recent = self.recent_origins.lock();
+        for key in keys {
+            recent.put(key, ());
+        }
     }
 
     pub(crate) fn came_from(
@@ -434,7 +467,11 @@ impl SyncState {
         content: &Digest,
         remote: &str,
     ) -> Result<bool> {
-        self.store.sync_contains(&origin_key(id, content, remote))
+        let key = origin_key(id, content, remote);
+        if self.recent_origins.lock().contains(&key) {
+            return Ok(true);
+        }
+        self.store.sync_contains(&key)
     }
 
     /// Whether any remote sent this operation (else this node originated it).

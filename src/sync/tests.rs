@@ -713,3 +713,95 @@ fn a_filter_widened_before_the_peers_hello_still_sends_what_it_held_back() {
     assert!(resent.iter().any(|d| d == "b"), "{resent:?}");
     h.end().expect("a clean end");
 }
+
+/// Envelopes the session sends until one covers `last`, acking each: the
+/// operations they carry, by action id, and the ranges they cover.
+fn sent_through(h: &mut Harness, last: u64) -> (Vec<String>, Vec<(u64, u64)>) {
+    let (mut actions, mut ranges) = (Vec::new(), Vec::new());
+    loop {
+        if let Message::Envelope {
+            epoch,
+            first,
+            last: end,
+            operations,
+            ..
+        } = h.recv()
+        {
+            ranges.push((first, end));
+            for w in &operations {
+                let op = SyncedOperation::decode(&w.bytes).expect("a good operation");
+                actions.push(op.into_loadable().operation.action.id.to_string());
+            }
+            h.send(&Message::Ack {
+                epoch,
+                cursor: end,
+                gap: false,
+            });
+            if end >= last {
+                return (actions, ranges);
+            }
+        }
+    }
+}
+
+/// What the peer sent never goes back to it; what we write goes once,
+/// whether the outbox takes it from the bus (a local execute, announced)
+/// or from the store (loads, and what was written before the session).
+/// Resubmitting the peer's action here writes nothing and sends nothing.
+#[test]
+fn what_the_peer_sent_is_not_echoed_and_what_we_write_goes_once() {
+    let ops = source_operations(2);
+    let mut h = Harness::new(RemoteOptions::new());
+    h.hello();
+    h.send(&Message::Envelope {
+        first: 1,
+        last: 3,
+        witness: crate::model::Digest::default(),
+        epoch: 0,
+        operations: (1..=3).map(|o| wire(&ops[o as usize - 1], o)).collect(),
+    });
+    assert_eq!(h.ack(), (3, false));
+    let reactor = h.sync.reactor().clone();
+    let doc = DocumentId::new("doc").expect("id");
+    let increment = |id: &str, at: u64| {
+        crate::model::Action::new(
+            ActionId::new(id).expect("id"),
+            ActionType::new("INCREMENT").expect("type"),
+            Scope::global(),
+            at,
+            b"1".to_vec(),
+        )
+    };
+    // The peer's own action again: already applied, nothing is written.
+    let again = ops[1].operation.action.clone();
+    reactor
+        .execute(doc.clone(), Branch::main(), vec![again])
+        .expect("submit")
+        .written(WAIT)
+        .expect("written");
+    assert_eq!(reactor.store().last_ordinal().get(), 3);
+    for i in 0..3 {
+        reactor
+            .execute(
+                doc.clone(),
+                Branch::main(),
+                vec![increment(&format!("mine-{i}"), 5_000 + i)],
+            )
+            .expect("submit")
+            .written(WAIT)
+            .expect("written");
+    }
+    let (actions, ranges) = sent_through(&mut h, 6);
+    assert_eq!(
+        actions,
+        ["mine-0", "mine-1", "mine-2"],
+        "covered: {ranges:?}"
+    );
+    let mut covered = 0;
+    for (first, last) in ranges {
+        assert_eq!(first, covered + 1, "contiguous ranges");
+        covered = last;
+    }
+    assert_eq!(h.value(), Some(5));
+    h.end().expect("a clean end");
+}

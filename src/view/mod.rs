@@ -25,7 +25,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, RwLock};
 use rocksdb::WriteBatch;
 
-use crate::bus::{Delivery, Event, EventBus, Subscription};
+use crate::bus::{Delivery, EventBus, FeedBuffer, FeedStep, Subscription, GAP_WAIT};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::metrics::{CacheCounters, CacheStats};
@@ -43,6 +43,12 @@ pub(crate) use index::{decode_header_record, encode_header_record, HeaderRecord}
 pub use crate::fold::{verify_snapshots, SnapshotReport};
 pub use read::{ConsistencyToken, Document, ScopeState, ViewFilter};
 pub use verify::{rebuild_view, verify_view, ViewFault, ViewReport};
+
+/// Announced operations the worker applies in one batch, at most.
+const APPLY_BATCH_OPS: usize = 4_096;
+/// Announced operations the worker keeps past a gap, at most (past that,
+/// it reads the store).
+const FEED_BUFFER_OPS: usize = 16_384;
 
 /// Options of [`DocumentView::open`]: `ViewOptions::default()` and the
 /// setters (`.snapshot_every(…)`, …).
@@ -327,6 +333,7 @@ impl ViewInner {
     /// The worker: apply what the bus announces; when it is quiet, look at
     /// the store for writes that bypassed it.
     fn run(&self, subscription: Subscription) {
+        let mut feed = FeedBuffer::new(FEED_BUFFER_OPS);
         while !self.stop.load(Ordering::Acquire) {
             #[cfg(feature = "fault-injection")]
             if self.stalled.load(Ordering::Acquire) {
@@ -336,7 +343,14 @@ impl ViewInner {
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
-            let event = subscription.recv_delivery(self.options.poll_interval);
+            // With announced operations waiting for one before them, wait
+            // only as long as that one may take to be announced.
+            let wait = if feed.is_waiting() {
+                GAP_WAIT.min(self.options.poll_interval)
+            } else {
+                self.options.poll_interval
+            };
+            let event = subscription.recv_delivery(wait);
             // Stalled while it waited: the event is dropped (the store is
             // read once the worker resumes, as for any missed event).
             #[cfg(feature = "fault-injection")]
@@ -351,7 +365,7 @@ impl ViewInner {
                 if self.panic_once.swap(false, Ordering::AcqRel) {
                     panic!("injected fault: the view's worker panics");
                 }
-                self.apply_event(&subscription, event)
+                self.apply_event(&subscription, event, &mut feed)
             }));
             let failed = match applied {
                 Ok(result) => result.is_err(),
@@ -368,40 +382,51 @@ impl ViewInner {
         }
     }
 
-    /// One step of the worker: apply what an event announces (with what
-    /// else is queued), or, with no event, what the store holds past the
-    /// checkpoint.
-    fn apply_event(&self, subscription: &Subscription, event: Option<Delivery>) -> Result<()> {
-        match event {
-            Some(first) => {
-                // Apply everything already queued in one batch: one
-                // RocksDB write for many events.
-                let mut from_engine = first.from_engine;
-                let Event::OperationsWritten { operations } = first.event;
-                let mut batch: Vec<OperationWithContext> = operations.to_vec();
-                while batch.len() < 4_096 {
-                    let Some(next) = subscription.try_recv_delivery() else {
-                        break;
-                    };
-                    from_engine &= next.from_engine;
-                    let Event::OperationsWritten { operations } = next.event;
-                    batch.extend_from_slice(&operations);
-                }
-                // Concurrent writers emit out of ordinal order.
-                batch.sort_by_key(|op| op.context.ordinal);
-                self.catch_up(Some(Announced {
-                    ops: &batch,
-                    from_engine,
-                }))
-            }
-            None => {
-                if self.store.last_ordinal() > self.applied() {
-                    self.catch_up(None)
-                } else {
-                    Ok(())
-                }
+    /// One step of the worker: apply the announced operations that
+    /// continue the checkpoint (with whatever else is queued: one RocksDB
+    /// write for many events), keeping those past a gap for the next step;
+    /// read the store instead when an announcement is not the engine's,
+    /// when a gap outlasts [`GAP_WAIT`], or when the bus is quiet and the
+    /// store holds more.
+    fn apply_event(
+        &self,
+        subscription: &Subscription,
+        event: Option<Delivery>,
+        feed: &mut FeedBuffer,
+    ) -> Result<()> {
+        let applied = self.applied().get();
+        let quiet = event.is_none();
+        let mut trusted = true;
+        if let Some(first) = event {
+            trusted &= feed.offer(&first, applied);
+            let mut taken = 1;
+            while taken < 4_096 {
+                let Some(next) = subscription.try_recv_delivery() else {
+                    break;
+                };
+                trusted &= feed.offer(&next, applied);
+                taken += 1;
             }
         }
+        let committed = self.store.last_ordinal().get();
+        let read_store = match feed.next(applied, committed, APPLY_BATCH_OPS) {
+            FeedStep::Run(run) => {
+                let ops: Vec<OperationWithContext> = run.into_iter().map(|a| a.item).collect();
+                self.catch_up(Some(Announced {
+                    ops: &ops,
+                    from_engine: true,
+                }))?;
+                false
+            }
+            FeedStep::ReadStore => true,
+            // A quiet bus with the store ahead: written around the bus.
+            FeedStep::Wait => quiet && committed > applied && !feed.has_announced(),
+        };
+        if !trusted || read_store {
+            self.catch_up(None)?;
+            feed.read_from_store(self.applied().get(), committed);
+        }
+        Ok(())
     }
 
     pub(crate) fn wait_for(&self, token: ConsistencyToken) -> Result<()> {

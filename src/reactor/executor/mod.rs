@@ -612,11 +612,12 @@ impl Executor {
                     }
                 })
                 .collect();
-            let stored = self.append(parts, durability)?;
+            let stored = self.write(parts, durability)?;
             as_planned = stored.len() == planned_ops.len()
                 && stored.iter().zip(&planned_ops).all(|(op, planned)| {
                     (op.operation.state_hash, op.operation.timestamp_utc_ms) == *planned
                 });
+            self.announce(&stored, as_planned);
             written.extend(
                 stored
                     .iter()
@@ -639,20 +640,39 @@ impl Executor {
     }
 
     /// Appends to one or more streams in one atomic write and announces
-    /// it; returns what was stored. `durability` overrides the store's.
+    /// it (as not originated here: see [`Delivery::originated`]); returns
+    /// what was stored. `durability` overrides the store's.
+    ///
+    /// [`Delivery::originated`]: crate::bus::Delivery
     fn append(
         &self,
         parts: Vec<StreamAppend>,
         durability: Option<Durability>,
     ) -> Result<Arc<[OperationWithContext]>> {
-        let stored: Arc<[OperationWithContext]> = self
+        let stored = self.write(parts, durability)?;
+        self.announce(&stored, false);
+        Ok(stored)
+    }
+
+    /// Appends to one or more streams in one atomic write, unannounced.
+    fn write(
+        &self,
+        parts: Vec<StreamAppend>,
+        durability: Option<Durability>,
+    ) -> Result<Arc<[OperationWithContext]>> {
+        Ok(self
             .store
             .append_parts(parts, Vec::new(), durability)?
-            .into();
-        self.bus.emit_from_engine(Event::OperationsWritten {
-            operations: Arc::clone(&stored),
-        });
-        Ok(stored)
+            .into())
+    }
+
+    /// Announces stored operations on the bus; `originated`: a local
+    /// execute wrote them as it planned them.
+    fn announce(&self, stored: &Arc<[OperationWithContext]>, originated: bool) {
+        let event = Event::OperationsWritten {
+            operations: Arc::clone(stored),
+        };
+        self.bus.emit_from_engine(event, originated);
     }
 }
 
