@@ -12,6 +12,7 @@
 //! holds is a copy of what the store already has.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Delivery, Event};
@@ -40,10 +41,22 @@ pub(crate) enum FeedStep {
     ReadStore,
 }
 
+/// One operation of an announcement as the buffer holds it: the
+/// announcement's own array (shared with the bus and every other
+/// subscriber, not copied) and the operation's place in it.
+struct Held {
+    operations: Arc<[OperationWithContext]>,
+    at: usize,
+    originated: bool,
+}
+
 /// Announced operations past a follower's position, by ordinal, at most
-/// `max` of them (past that, the highest are left to the store).
+/// `max` of them (past that, the highest are left to the store). It holds
+/// the announcements' arrays, as a subscription's queue does, so a bound
+/// of a subscription's capacity in operations holds no more than a full
+/// queue would.
 pub(crate) struct FeedBuffer {
-    pending: BTreeMap<u64, AnnouncedOp>,
+    pending: BTreeMap<u64, Held>,
     max: usize,
     /// Since when the buffer has held operations it cannot hand out.
     gap_since: Option<Instant>,
@@ -67,7 +80,7 @@ impl FeedBuffer {
             return false;
         }
         let Event::OperationsWritten { operations } = &delivery.event;
-        for op in operations.iter() {
+        for (at, op) in operations.iter().enumerate() {
             let ordinal = op.context.ordinal.get();
             if ordinal <= after {
                 continue;
@@ -81,11 +94,12 @@ impl FeedBuffer {
                     _ => continue,
                 }
             }
-            let announced = AnnouncedOp {
-                item: op.clone(),
+            let held = Held {
+                operations: Arc::clone(operations),
+                at,
                 originated: delivery.originated,
             };
-            self.pending.insert(ordinal, announced);
+            self.pending.insert(ordinal, held);
         }
         true
     }
@@ -100,10 +114,13 @@ impl FeedBuffer {
         let mut run = Vec::new();
         let mut next = after + 1;
         while run.len() < max {
-            let Some(op) = self.pending.remove(&next) else {
+            let Some(held) = self.pending.remove(&next) else {
                 break;
             };
-            run.push(op);
+            run.push(AnnouncedOp {
+                item: held.operations[held.at].clone(),
+                originated: held.originated,
+            });
             next += 1;
         }
         let end = after + run.len() as u64;

@@ -29,9 +29,10 @@ pub(crate) const REPAIRS_IN_FLIGHT: usize = 4;
 /// while the reactor writes the one before.
 const LOADS_IN_FLIGHT: usize = 3;
 /// Bus events a session's subscription queues, and announced operations
-/// it keeps past what it sent (a session behind by more reads the store).
+/// it keeps past what it sent (a session behind by more reads the store):
+/// a few windows' worth, and no more than the queue holds.
 const ANNOUNCED_EVENTS: usize = 4_096;
-const ANNOUNCED_OPS: usize = 8_192;
+const ANNOUNCED_OPS: usize = 4_096;
 /// How often the acked outbox cursor is written (losing it only costs a
 /// resend).
 const PERSIST_EVERY: Duration = Duration::from_millis(100);

@@ -47,8 +47,8 @@ pub use verify::{rebuild_view, verify_view, ViewFault, ViewReport};
 /// Announced operations the worker applies in one batch, at most.
 const APPLY_BATCH_OPS: usize = 4_096;
 /// Announced operations the worker keeps past a gap, at most (past that,
-/// it reads the store).
-const FEED_BUFFER_OPS: usize = 16_384;
+/// it reads the store): no more than its subscription's queue holds.
+const FEED_BUFFER_OPS: usize = 4_096;
 
 /// Options of [`DocumentView::open`]: `ViewOptions::default()` and the
 /// setters (`.snapshot_every(…)`, …).
