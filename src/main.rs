@@ -576,7 +576,7 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
                 "untimed"
             );
         }
-        for r in cli::sync_bench::run(args.docs, args.actions, args.rate, durability)? {
+        for r in cli::sync_bench::run(args.docs, args.actions, args.rate, durability, workers)? {
             if args.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

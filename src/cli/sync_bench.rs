@@ -39,10 +39,11 @@ pub(crate) struct SyncBenchReport {
     pub untimed: usize,
 }
 
-fn open(dir: &Path, durability: Durability) -> reactordb::Result<Arc<Reactor>> {
+fn open(dir: &Path, durability: Durability, workers: usize) -> reactordb::Result<Arc<Reactor>> {
     Ok(Arc::new(
         Reactor::builder(dir)
             .durability(durability)
+            .workers(workers)
             .registry(ModelRegistry::with_examples())
             .open()?,
     ))
@@ -79,10 +80,12 @@ pub(crate) fn run(
     actions: usize,
     rate: u64,
     durability: Durability,
+    workers: usize,
 ) -> Result<Vec<SyncBenchReport>, Box<dyn std::error::Error>> {
     let mut out = Vec::new();
     for channel in ["in-process", "grpc"] {
-        out.push(run_one(channel, docs, actions, rate, durability)?);
+        let options = (durability, workers);
+        out.push(run_one(channel, docs, actions, rate, options)?);
     }
     Ok(out)
 }
@@ -92,10 +95,11 @@ fn run_one(
     docs: usize,
     actions: usize,
     rate: u64,
-    durability: Durability,
+    (durability, workers): (Durability, usize),
 ) -> Result<SyncBenchReport, Box<dyn std::error::Error>> {
     let (da, db) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let (a, b) = (open(da.path(), durability)?, open(db.path(), durability)?);
+    let a = open(da.path(), durability, workers)?;
+    let b = open(db.path(), durability, workers)?;
     let sa = Arc::new(SyncManager::open(
         a.clone(),
         SyncOptions::new().name("a").accept_new_remotes(true),
