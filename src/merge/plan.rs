@@ -17,6 +17,11 @@ pub(crate) trait RawLog {
     fn get(&self, index: u64) -> Result<Operation>;
     /// The indexes of every stored copy of `id` in this log.
     fn copies(&self, id: &OperationId) -> Result<Vec<u64>>;
+    /// A timestamp no held operation's exceeds, when the log knows one
+    /// without reading its operations (the store's head keeps it).
+    fn latest_timestamp(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A log held in memory (tests, the model, `verify`): copies are found by a
@@ -24,6 +29,9 @@ pub(crate) trait RawLog {
 impl RawLog for [Operation] {
     fn head(&self) -> u64 {
         self.len() as u64
+    }
+    fn latest_timestamp(&self) -> Option<u64> {
+        Some(self.iter().map(|op| op.timestamp_utc_ms).max().unwrap_or(0))
     }
     fn get(&self, index: u64) -> Result<Operation> {
         Ok(self[index as usize].clone())
@@ -215,6 +223,14 @@ fn plan_from<L: RawLog + ?Sized>(
     let mut suffix: Vec<(u64, Operation)> = Vec::new();
     let mut below: Option<u64> = None;
     let mut at = head;
+    // Nothing held can sort at or after `from` when `from` is no creation
+    // and is later than every held timestamp: the walk would stop at the
+    // newest operation, so it is not read (the common load: a peer's new
+    // operations after everything here).
+    if at > 0 && from.not_create && log.latest_timestamp().is_some_and(|t| from.timestamp > t) {
+        below = Some(at - 1);
+        at = 0;
+    }
     while at > 0 {
         let op = log.get(at - 1)?;
         if sort_key(&op) < from {

@@ -200,6 +200,10 @@ impl RawLog for Counting<'_> {
         // The store answers this from its op-id index: not a read of the log.
         self.raw.copies(id)
     }
+    fn latest_timestamp(&self) -> Option<u64> {
+        // The store's head keeps it: not a read of the log.
+        self.raw.latest_timestamp()
+    }
 }
 
 fn reads_of(raw: &[Operation], incoming: &[Operation]) -> (u64, Plan) {
@@ -219,8 +223,13 @@ fn a_plan_reads_what_it_changes_not_the_stream() {
         write(&mut raw, &[op(&format!("x{i}"), "SET", 10 * (i + 1), b"")]);
     }
     assert_eq!(raw.len() as u64, N);
-    // An operation after everything: one read (the head, to place it).
+    // An operation later than every held timestamp: nothing read (the
+    // log's latest timestamp places it after the head).
     let (reads, plan) = reads_of(&raw, &[op("late", "SET", 10 * N + 5, b"")]);
+    assert_eq!((reads, plan.skip, plan.ops.len()), (0, 0, 1));
+    // At the latest timestamp itself the keys must be compared: one read
+    // (the head, to place it).
+    let (reads, plan) = reads_of(&raw, &[op("z-tie", "SET", 10 * N, b"")]);
     assert_eq!((reads, plan.skip, plan.ops.len()), (1, 0, 1));
     // One that lands 3 operations before the head: those 3 are re-appended
     // and read, plus the one it lands after.

@@ -114,6 +114,10 @@ impl RawLog for StoredLog<'_> {
         }
     }
 
+    fn latest_timestamp(&self) -> Option<u64> {
+        Some(self.latest)
+    }
+
     fn copies(&self, id: &OperationId) -> Result<Vec<u64>> {
         Ok(self
             .store
