@@ -41,10 +41,9 @@ pub(crate) fn next_envelope(
 ) -> Result<Option<Outgoing>> {
     let store = shared.reactor.store();
     let committed = store.last_ordinal().get();
-    if after >= committed {
-        return Ok(None);
-    }
-    let want = (committed - after).min(shared.options.envelope_ordinals as u64) as usize;
+    let want = committed
+        .saturating_sub(after)
+        .min(shared.options.envelope_ordinals as u64) as usize;
     let items = match announced.next(after, committed, want) {
         FeedStep::Run(run) => run,
         FeedStep::Wait => return Ok(None),
@@ -66,13 +65,14 @@ pub(crate) fn next_envelope(
         .collect();
     // What the filter passes and the remote did not send us, then of that
     // the first copies (one index read for the whole envelope). What a
-    // local execute originated needs neither check.
+    // local execute originated is a first copy; the remote may still have
+    // sent it to us since (through a third node), so the echo check stays.
     let mut wanted = Vec::with_capacity(items.len());
     for a in &items {
         let op = &a.item.operation;
         wanted.push(
             filter.passes(&a.item.context)
-                && (a.originated || !shared.state.came_from(&op.id, &op.content_hash, remote)?),
+                && !shared.state.came_from(&op.id, &op.content_hash, remote)?,
         );
     }
     let candidates: Vec<&OperationWithContext> = items

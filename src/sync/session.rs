@@ -112,8 +112,11 @@ struct Session<'a> {
     /// Loads of envelopes on their way, oldest first.
     in_flight: VecDeque<InFlight>,
     /// What the bus announces of our writes, kept past `sent` so the
-    /// outbox sends it without reading it back from the store.
-    announcements: Subscription,
+    /// outbox sends it without reading it back from the store. Subscribed
+    /// once the peer's hello came, and drained at every turn, so a
+    /// connection that never gets that far, or a peer that stops acking,
+    /// holds no announcements.
+    announcements: Option<Subscription>,
     announced: FeedBuffer,
 }
 
@@ -156,7 +159,7 @@ impl<'a> Session<'a> {
             generation: 0,
             rewind_pending: None,
             in_flight: VecDeque::new(),
-            announcements: shared.reactor.bus().subscribe(ANNOUNCED_EVENTS),
+            announcements: None,
             announced: FeedBuffer::new(ANNOUNCED_OPS),
         }
     }
@@ -231,6 +234,7 @@ impl<'a> Session<'a> {
                 }
             }
             if self.peer_hello {
+                self.take_announcements();
                 self.complete_loads()?;
                 self.pump()?;
                 self.pump_repairs()?;
@@ -317,9 +321,7 @@ impl<'a> Session<'a> {
     fn pump(&mut self) -> Result<()> {
         let window = self.shared.options.window_ordinals;
         while self.sent - self.acked < window {
-            while let Some(delivery) = self.announcements.try_recv_delivery() {
-                self.announced.offer(&delivery, self.sent);
-            }
+            self.take_announcements();
             let Some((name, record)) = &self.remote else {
                 return Ok(());
             };
@@ -353,6 +355,18 @@ impl<'a> Session<'a> {
             self.shared.update(&name, |l| l.sent += count);
         }
         Ok(())
+    }
+
+    /// Moves what the bus announced into the feed buffer (subscribing at
+    /// the first call).
+    fn take_announcements(&mut self) {
+        let bus = self.shared.reactor.bus();
+        let announcements = self
+            .announcements
+            .get_or_insert_with(|| bus.subscribe(ANNOUNCED_EVENTS));
+        while let Some(delivery) = announcements.try_recv_delivery() {
+            self.announced.offer(&delivery, self.sent);
+        }
     }
 
     /// Sends waiting repairs while fewer than `REPAIRS_IN_FLIGHT` are

@@ -89,9 +89,12 @@ struct Harness {
 
 impl Harness {
     fn new(options: RemoteOptions) -> Self {
+        Self::with(SyncOptions::new(), options)
+    }
+
+    fn with(sync_options: SyncOptions, options: RemoteOptions) -> Self {
         let dir = tempfile::tempdir().expect("dir");
-        let sync =
-            SyncManager::open(reactor(dir.path()), SyncOptions::new().name("me")).expect("sync");
+        let sync = SyncManager::open(reactor(dir.path()), sync_options.name("me")).expect("sync");
         sync.add_remote("peer", options).expect("remote");
         let (mine, peer) = in_process_pair();
         let session = Some(sync.attach("peer", mine).expect("attach"));
@@ -803,5 +806,73 @@ fn what_the_peer_sent_is_not_echoed_and_what_we_write_goes_once() {
         covered = last;
     }
     assert_eq!(h.value(), Some(5));
+    h.end().expect("a clean end");
+}
+
+/// An operation we wrote that the peer sent us back (through a third
+/// node) before our outbox got to it is not sent to the peer: being
+/// announced as ours does not skip the echo check.
+#[test]
+fn our_operation_the_peer_sent_back_before_we_sent_it_is_not_echoed() {
+    let mut h = Harness::with(SyncOptions::new().window_ordinals(1), RemoteOptions::new());
+    h.hello();
+    let reactor = h.sync.reactor().clone();
+    create_counter(&reactor, "doc");
+    // Ordinal 1 goes and is not acked: the window of one is full.
+    let (first, last) = loop {
+        if let Message::Envelope { first, last, .. } = h.recv() {
+            break (first, last);
+        }
+    };
+    assert_eq!((first, last), (1, 1));
+    let add = crate::model::Action::new(
+        ActionId::new("x").expect("id"),
+        ActionType::new("INCREMENT").expect("type"),
+        Scope::global(),
+        5_000,
+        b"1".to_vec(),
+    );
+    let doc = DocumentId::new("doc").expect("id");
+    reactor
+        .execute(doc, Branch::main(), vec![add])
+        .expect("submit")
+        .written(WAIT)
+        .expect("written");
+    // Let the session take the announcement while its window is full.
+    std::thread::sleep(Duration::from_millis(50));
+    let ours = reactor
+        .store()
+        .get_since_ordinal(Ordinal(1), Paging::all())
+        .expect("feed")
+        .items;
+    assert_eq!(ours.len(), 2);
+    // The peer sends both back as its own ordinals 1 and 2.
+    h.send(&Message::Envelope {
+        first: 1,
+        last: 2,
+        witness: crate::model::Digest::default(),
+        epoch: 0,
+        operations: vec![wire(&ours[0], 1), wire(&ours[1], 2)],
+    });
+    assert_eq!(h.ack(), (2, false));
+    // Now the window opens: ordinal 2 is covered, and not sent.
+    h.send(&Message::Ack {
+        epoch: 0,
+        cursor: 1,
+        gap: false,
+    });
+    loop {
+        if let Message::Envelope {
+            first,
+            last,
+            operations,
+            ..
+        } = h.recv()
+        {
+            assert_eq!((first, last), (2, 2));
+            assert!(operations.is_empty(), "echoed {operations:?}");
+            break;
+        }
+    }
     h.end().expect("a clean end");
 }

@@ -46,9 +46,6 @@ pub use verify::{rebuild_view, verify_view, ViewFault, ViewReport};
 
 /// Announced operations the worker applies in one batch, at most.
 const APPLY_BATCH_OPS: usize = 4_096;
-/// Announced operations the worker keeps past a gap, at most (past that,
-/// it reads the store): no more than its subscription's queue holds.
-const FEED_BUFFER_OPS: usize = 4_096;
 
 /// Options of [`DocumentView::open`]: `ViewOptions::default()` and the
 /// setters (`.snapshot_every(…)`, …).
@@ -333,7 +330,9 @@ impl ViewInner {
     /// The worker: apply what the bus announces; when it is quiet, look at
     /// the store for writes that bypassed it.
     fn run(&self, subscription: Subscription) {
-        let mut feed = FeedBuffer::new(FEED_BUFFER_OPS);
+        // Announced operations kept past a gap, at most (past that, it
+        // reads the store): no more than its subscription's queue holds.
+        let mut feed = FeedBuffer::new(self.options.bus_capacity);
         while !self.stop.load(Ordering::Acquire) {
             #[cfg(feature = "fault-injection")]
             if self.stalled.load(Ordering::Acquire) {

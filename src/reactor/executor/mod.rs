@@ -612,12 +612,16 @@ impl Executor {
                     }
                 })
                 .collect();
+            // Ordinals past this one are this write's; a replay answers
+            // with stored operations below it.
+            let before = self.store.last_ordinal();
             let stored = self.write(parts, durability)?;
             as_planned = stored.len() == planned_ops.len()
                 && stored.iter().zip(&planned_ops).all(|(op, planned)| {
                     (op.operation.state_hash, op.operation.timestamp_utc_ms) == *planned
                 });
-            self.announce(&stored, as_planned);
+            let fresh = stored.iter().all(|op| op.context.ordinal > before);
+            self.announce(&stored, as_planned && fresh);
             written.extend(
                 stored
                     .iter()
