@@ -128,6 +128,18 @@ impl Harness {
         self.peer.send(encode_frame(message)).expect("send");
     }
 
+    /// Sends `ops` as the peer's ordinals 1, 2, … in one envelope of
+    /// epoch 0.
+    fn send_from_start(&mut self, ops: &[OperationWithContext]) {
+        self.send(&Message::Envelope {
+            first: 1,
+            last: ops.len() as u64,
+            witness: crate::model::Digest::default(),
+            epoch: 0,
+            operations: (1..).zip(ops).map(|(o, op)| wire(op, o)).collect(),
+        });
+    }
+
     fn hello(&mut self) {
         assert!(matches!(self.recv(), Message::Hello(_)));
         self.send(&Message::Hello(Hello {
@@ -549,13 +561,7 @@ fn a_refused_newer_connection_leaves_the_working_session_alone() {
 /// The session owns the remote: it loads `ops` (a creation and an
 /// increment) and acks them, and the remote shows connected.
 fn owns_and_loads(mut h: Harness, ops: &[OperationWithContext]) {
-    h.send(&Message::Envelope {
-        first: 1,
-        last: 2,
-        witness: crate::model::Digest::default(),
-        epoch: 0,
-        operations: vec![wire(&ops[0], 1), wire(&ops[1], 2)],
-    });
+    h.send_from_start(&ops[..2]);
     assert_eq!(h.ack(), (2, false));
     assert_eq!(h.value(), Some(1));
     assert!(h.sync.remotes().expect("remotes")[0].connected);
@@ -756,13 +762,7 @@ fn what_the_peer_sent_is_not_echoed_and_what_we_write_goes_once() {
     let ops = source_operations(2);
     let mut h = Harness::new(RemoteOptions::new());
     h.hello();
-    h.send(&Message::Envelope {
-        first: 1,
-        last: 3,
-        witness: crate::model::Digest::default(),
-        epoch: 0,
-        operations: (1..=3).map(|o| wire(&ops[o as usize - 1], o)).collect(),
-    });
+    h.send_from_start(&ops);
     assert_eq!(h.ack(), (3, false));
     let reactor = h.sync.reactor().clone();
     let doc = DocumentId::new("doc").expect("id");
@@ -847,13 +847,7 @@ fn our_operation_the_peer_sent_back_before_we_sent_it_is_not_echoed() {
         .items;
     assert_eq!(ours.len(), 2);
     // The peer sends both back as its own ordinals 1 and 2.
-    h.send(&Message::Envelope {
-        first: 1,
-        last: 2,
-        witness: crate::model::Digest::default(),
-        epoch: 0,
-        operations: vec![wire(&ours[0], 1), wire(&ours[1], 2)],
-    });
+    h.send_from_start(&ours);
     assert_eq!(h.ack(), (2, false));
     // Now the window opens: ordinal 2 is covered, and not sent.
     h.send(&Message::Ack {
