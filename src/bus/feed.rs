@@ -58,7 +58,8 @@ struct Held {
 pub(crate) struct FeedBuffer {
     pending: BTreeMap<u64, Held>,
     max: usize,
-    /// Since when the buffer has held operations it cannot hand out.
+    /// Since when the follower has waited for the operation after its
+    /// position (committed or announced past it, not here).
     gap_since: Option<Instant>,
 }
 

@@ -44,6 +44,8 @@ pub use crate::fold::{verify_snapshots, SnapshotReport};
 pub use read::{ConsistencyToken, Document, ScopeState, ViewFilter};
 pub use verify::{rebuild_view, verify_view, ViewFault, ViewReport};
 
+/// Bus events the worker takes in one step, at most.
+const DRAIN_EVENTS: usize = 4_096;
 /// Announced operations the worker applies in one batch, at most.
 const APPLY_BATCH_OPS: usize = 4_096;
 
@@ -312,13 +314,6 @@ impl Drop for DocumentView {
     }
 }
 
-/// Operations announced on the bus, in ordinal order, and whether every one
-/// came from the engine's own writes.
-struct Announced<'a> {
-    ops: &'a [OperationWithContext],
-    from_engine: bool,
-}
-
 impl ViewInner {
     fn applied(&self) -> Ordinal {
         if self.read_only {
@@ -399,7 +394,7 @@ impl ViewInner {
         if let Some(first) = event {
             trusted &= feed.offer(&first, applied);
             let mut taken = 1;
-            while taken < 4_096 {
+            while taken < DRAIN_EVENTS {
                 let Some(next) = subscription.try_recv_delivery() else {
                     break;
                 };
@@ -411,10 +406,7 @@ impl ViewInner {
         let read_store = match feed.next(applied, committed, APPLY_BATCH_OPS) {
             FeedStep::Run(run) => {
                 let ops: Vec<OperationWithContext> = run.into_iter().map(|a| a.item).collect();
-                self.catch_up(Some(Announced {
-                    ops: &ops,
-                    from_engine: true,
-                }))?;
+                self.catch_up(Some(&ops))?;
                 false
             }
             FeedStep::ReadStore => true,
@@ -468,30 +460,25 @@ impl ViewInner {
         Ok(())
     }
 
-    /// Applies, in ordinal order, `announced` operations if they follow the
+    /// Applies, in ordinal order, `announced` operations (the engine's
+    /// own: the feed buffer keeps no others) if they follow the
     /// checkpoint, and otherwise everything the store holds past it.
-    fn catch_up(&self, announced: Option<Announced<'_>>) -> Result<()> {
+    fn catch_up(&self, announced: Option<&[OperationWithContext]>) -> Result<()> {
         let _apply = self.apply_lock.write();
         let mut next = self.applied().next();
         let _span = tracing::debug_span!(
             "reactordb.view.catch_up",
             from = next.get(),
-            announced = announced.as_ref().map_or(0, |a| a.ops.len())
+            announced = announced.map_or(0, <[_]>::len)
         )
         .entered();
-        if let Some(Announced { ops, from_engine }) = announced {
+        if let Some(ops) = announced {
             let contiguous = ops
                 .iter()
                 .enumerate()
                 .all(|(i, op)| op.context.ordinal.get() == next.get() + i as u64);
-            // The engine announces what it just committed. Anyone else's
-            // announcement only says "read the store": its operations are
-            // never applied as given (their fields are public).
-            if contiguous && from_engine {
+            if contiguous {
                 return self.apply_batch(ops);
-            }
-            if ops.iter().all(|op| op.context.ordinal < next) {
-                return Ok(()); // already applied
             }
         }
         let target = self.store.last_ordinal();
