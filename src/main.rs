@@ -565,7 +565,7 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
     if args.workload == WorkloadArg::Sync {
         if !args.json {
             println!(
-                "{:<12} {:>8} {:>10} {:>10} {:>12} {:>13} {:>13} {:>8}",
+                "{:<12} {:>8} {:>10} {:>10} {:>12} {:>13} {:>13} {:>15} {:>8}",
                 "channel",
                 "ops",
                 "wall_ms",
@@ -573,6 +573,7 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
                 "ops/s",
                 "p50_delay_ms",
                 "p99_delay_ms",
+                "p99_written_ms",
                 "untimed"
             );
         }

@@ -2,8 +2,9 @@
 //! the other over (a) the in-process channel and (b) gRPC on loopback.
 //! Reports operations/s until the other side's view holds them all, and
 //! the delay from written on one side to readable on the other (p50, p99).
-//! Times come from each side's event bus (written) and a sampler of the
-//! receiver's view checkpoint (readable); only the public API is used.
+//! Times come from a sampler of each side's last written ordinal and the
+//! receiver's view checkpoint (readable), matched to operations by their
+//! ordinals on each side after the run; only the public API is used.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use reactordb::{
     in_process_pair, Action, ActionId, ActionType, Branch, CounterModel, CreateDocumentInput,
-    DialOptions, DocumentId, Durability, Event, GrpcTransport, ModelRegistry, Reactor,
+    DialOptions, DocumentId, Durability, GrpcTransport, ModelRegistry, Ordinal, Paging, Reactor,
     RemoteOptions, Scope, ServeOptions, SyncManager, SyncOptions,
 };
 use serde::Serialize;
@@ -34,8 +35,8 @@ pub(crate) struct SyncBenchReport {
     pub p99_delay_ms: f64,
     /// The same delays to written (not yet readable) on the other side.
     pub p99_written_delay_ms: f64,
-    /// Operations whose delay could not be timed (a bus subscriber missed
-    /// them); they still had to arrive.
+    /// Operations whose delay could not be timed (an action id the run
+    /// wrote twice); they still had to arrive.
     pub untimed: usize,
 }
 
@@ -49,27 +50,56 @@ fn open(dir: &Path, durability: Durability, workers: usize) -> reactordb::Result
     ))
 }
 
-/// Collects `action id → (time, ordinal)` of every operation a bus carries.
-fn record(
-    reactor: &Reactor,
+/// One look at both sides: when, the writer's last written ordinal, the
+/// receiver's last written ordinal, and the receiver's view's.
+type Sample = (Instant, u64, u64, u64);
+
+/// Samples both sides every half millisecond until `stop`. Timing from
+/// samples rather than from a bus subscriber per side keeps the harness
+/// off the engine's path: a subscriber is woken by every commit and keyed
+/// every operation by its action id while the run was on (a quarter of all
+/// context switches in a `perf` trace of this benchmark). The cost is up
+/// to one sample period on each time.
+fn sample(
+    a: Arc<Reactor>,
+    b: Arc<Reactor>,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<HashMap<String, (Instant, u64)>> {
-    let subscription = reactor.bus().subscribe(1 << 20);
+) -> std::thread::JoinHandle<Vec<Sample>> {
     std::thread::spawn(move || {
-        let mut seen = HashMap::new();
+        let look = || {
+            (
+                Instant::now(),
+                a.store().last_ordinal().get(),
+                b.store().last_ordinal().get(),
+                b.view().applied().get(),
+            )
+        };
+        let mut samples = Vec::new();
         while !stop.load(Ordering::Acquire) {
-            if let Some(Event::OperationsWritten { operations }) =
-                subscription.recv_timeout(Duration::from_millis(5))
-            {
-                let now = Instant::now();
-                for op in operations.iter() {
-                    seen.entry(op.operation.action.id.to_string())
-                        .or_insert((now, op.context.ordinal.get()));
-                }
-            }
+            samples.push(look());
+            std::thread::sleep(Duration::from_micros(500));
         }
-        seen
+        // One look after the run, so the last operations are timed too.
+        samples.push(look());
+        samples
     })
+}
+
+/// `action id → ordinal` of every operation a store holds, read after the
+/// run.
+fn ordinals(reactor: &Reactor) -> reactordb::Result<HashMap<ActionId, u64>> {
+    let mut out = HashMap::new();
+    let mut paging = Paging::first(4096);
+    loop {
+        let page = reactor.store().get_since_ordinal(Ordinal(1), paging)?;
+        for op in page.items {
+            out.insert(op.operation.action.id, op.context.ordinal.get());
+        }
+        match page.next_cursor {
+            Some(cursor) => paging = Paging::after(cursor, 4096),
+            None => return Ok(out),
+        }
+    }
 }
 
 /// Runs both channels. `rate`: the writer's actions per second (0: as
@@ -127,19 +157,7 @@ fn run_one(
         _sessions.push(sb.attach("a", y)?);
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let written_a = record(&a, stop.clone());
-    let written_b = record(&b, stop.clone());
-    let samples = {
-        let (b, stop) = (b.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut samples = Vec::new();
-            while !stop.load(Ordering::Acquire) {
-                samples.push((Instant::now(), b.view().applied().get()));
-                std::thread::sleep(Duration::from_micros(500));
-            }
-            samples
-        })
-    };
+    let samples = sample(a.clone(), b.clone(), stop.clone());
     let start = Instant::now();
     let ids: Vec<DocumentId> = (0..docs)
         .map(|d| DocumentId::new(format!("sync-{d}")))
@@ -181,21 +199,28 @@ fn run_one(
     )?;
     let wall = start.elapsed();
     stop.store(true, Ordering::Release);
-    let (written_a, written_b) = (
-        written_a.join().map_err(|_| "recorder panicked")?,
-        written_b.join().map_err(|_| "recorder panicked")?,
-    );
     let samples = samples.join().map_err(|_| "sampler panicked")?;
+    let (ordinals_a, ordinals_b) = (ordinals(&a)?, ordinals(&b)?);
+    // The first sample at which a column reached `ordinal` (each column
+    // only grows).
+    let seen = |column: fn(&Sample) -> u64, ordinal: u64| {
+        let first = samples.partition_point(|s| column(s) < ordinal);
+        samples.get(first).map(|s| s.0)
+    };
     let mut delays = Vec::with_capacity(total);
     let mut written_delays = Vec::with_capacity(total);
-    for (id, (at_a, _)) in &written_a {
-        let Some((at_b, ordinal_b)) = written_b.get(id) else {
+    for (id, ordinal_a) in &ordinals_a {
+        let Some(&ordinal_b) = ordinals_b.get(id) else {
             continue;
         };
-        written_delays.push(at_b.saturating_duration_since(*at_a).as_secs_f64() * 1e3);
-        let first = samples.partition_point(|(_, applied)| applied < ordinal_b);
-        if let Some((readable, _)) = samples.get(first) {
-            delays.push(readable.saturating_duration_since(*at_a).as_secs_f64() * 1e3);
+        let Some(at_a) = seen(|s| s.1, *ordinal_a) else {
+            continue;
+        };
+        if let Some(at_b) = seen(|s| s.2, ordinal_b) {
+            written_delays.push(at_b.saturating_duration_since(at_a).as_secs_f64() * 1e3);
+        }
+        if let Some(readable) = seen(|s| s.3, ordinal_b) {
+            delays.push(readable.saturating_duration_since(at_a).as_secs_f64() * 1e3);
         }
     }
     delays.sort_by(f64::total_cmp);
