@@ -353,6 +353,22 @@ pub enum Error {
         /// Why, for a human.
         reason: String,
     },
+    /// Sync: what a shared log (the NATS relay's stream) still holds starts
+    /// after our inbox cursor, so operations we never loaded are gone. The
+    /// replica must bootstrap from a peer (point-to-point sync) or a
+    /// backup before it reads the log again.
+    #[error(
+        "remote {remote}: our cursor {cursor} is behind the log's first message {first_available}; \
+         bootstrap from a peer first"
+    )]
+    SyncBehindRetention {
+        /// The remote whose log it is.
+        remote: String,
+        /// The last message we loaded.
+        cursor: u64,
+        /// The first message the log still holds.
+        first_available: u64,
+    },
     /// Sync: a remote did not ack an ordinal within the wait's timeout.
     #[error("remote {remote} did not ack ordinal {token} in time (it acked {acked})")]
     SyncTimeout {

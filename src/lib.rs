@@ -155,6 +155,8 @@ pub use sync::{
 };
 #[cfg(feature = "grpc")]
 pub use sync::{DialOptions, GrpcChannel, GrpcServer, GrpcTransport, Reconnecting, ServeOptions};
+#[cfg(feature = "nats")]
+pub use sync::{NatsAuth, NatsOptions, NatsRelay, NatsTransport};
 pub use view::{
     rebuild_view, verify_snapshots, verify_view, ConsistencyToken, Document, DocumentView,
     ScopeState, SnapshotReport, ViewFault, ViewFilter, ViewOptions, ViewReport,

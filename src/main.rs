@@ -76,9 +76,10 @@ enum Command {
     /// interrupted, printing a line per peer as it changes.
     #[cfg(feature = "grpc")]
     Serve(cli::sync::ServeArgs),
-    /// Syncs with a server (`--peer URL --token T`) until interrupted,
-    /// printing sent / received / lag as they change; `sync status` prints
-    /// every remote's cursors.
+    /// Syncs with a server (`--peer URL --token T`), or through a NATS
+    /// JetStream cluster (`--nats URL[,URL…]`), until interrupted, printing
+    /// sent / received / lag as they change; `sync status` prints every
+    /// remote's cursors.
     #[cfg(feature = "grpc")]
     Sync(cli::sync::SyncArgs),
 }

@@ -74,6 +74,28 @@ pub(crate) struct SyncArgs {
     /// The name on the server's certificate (default: localhost).
     #[arg(long, default_value = "localhost")]
     domain: String,
+    /// Relay through a NATS JetStream cluster instead of a peer: its
+    /// servers, comma-separated (nats://host:port, or tls:// with --ca).
+    /// --token, or --user and --password, authenticate.
+    #[cfg(feature = "nats")]
+    #[arg(long, value_delimiter = ',', conflicts_with = "peer")]
+    nats: Vec<String>,
+    /// NATS user (with --password).
+    #[cfg(feature = "nats")]
+    #[arg(long, requires = "password", conflicts_with = "token")]
+    user: Option<String>,
+    /// NATS password (with --user).
+    #[cfg(feature = "nats")]
+    #[arg(long, requires = "user")]
+    password: Option<String>,
+    /// The JetStream stream (default REACTORDB).
+    #[cfg(feature = "nats")]
+    #[arg(long, default_value = "REACTORDB")]
+    stream: String,
+    /// Copies of the stream the cluster keeps, when this creates it.
+    #[cfg(feature = "nats")]
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
 }
 
 #[derive(clap::Subcommand)]
@@ -153,8 +175,12 @@ pub(crate) fn sync(db: &Path, args: &SyncArgs) -> CliResult {
     if args.status.is_some() {
         return status(db);
     }
+    #[cfg(feature = "nats")]
+    if !args.nats.is_empty() {
+        return sync_nats(db, args);
+    }
     let (Some(peer), Some(token)) = (&args.peer, &args.token) else {
-        return Err("sync needs --peer and --token".into());
+        return Err("sync needs --peer and --token (or --nats)".into());
     };
     let reactor = open(db)?;
     let sync = Arc::new(SyncManager::open(reactor, SyncOptions::new())?);
@@ -177,6 +203,37 @@ pub(crate) fn sync(db: &Path, args: &SyncArgs) -> CliResult {
     println!("syncing {} with {remote} at {peer}", sync.name());
     live(&sync, || session.is_finished())?;
     session.stop()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sync --nats`: relays through the cluster until interrupted, with the
+/// same live line as peer sync.
+#[cfg(feature = "nats")]
+fn sync_nats(db: &Path, args: &SyncArgs) -> CliResult {
+    let mut options = reactordb::NatsOptions::new(args.nats.clone())
+        .stream(args.stream.clone())
+        .replicas(args.replicas);
+    if let Some(token) = &args.token {
+        options = options.token(token.clone());
+    }
+    if let (Some(user), Some(password)) = (&args.user, &args.password) {
+        options = options.user_password(user.clone(), password.clone());
+    }
+    if let Some(ca) = &args.ca {
+        options = options.ca_file(ca.clone());
+    }
+    let reactor = open(db)?;
+    let sync = Arc::new(SyncManager::open(reactor, SyncOptions::new())?);
+    let transport = reactordb::NatsTransport::new()?;
+    let remote = options.remote_name();
+    let relay = transport.relay(sync.clone(), options)?;
+    println!(
+        "syncing {} through {remote} at {}",
+        sync.name(),
+        args.nats.join(",")
+    );
+    live(&sync, || relay.is_finished())?;
+    relay.stop()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,6 +11,8 @@
 //! - `digest`: the anti-entropy pass.
 //! - `session`: one connection's protocol loop.
 //! - `channel`: the transports.
+//! - `nats`: the JetStream relay (feature `nats`): a shared stream as one
+//!   remote, published to from our feed and loaded through the inbox.
 //!
 //! The rules (DESIGN.md, "Sync"): an operation goes to each remote once,
 //! as its first stored copy, identified by its op id and carrying its
@@ -25,6 +27,8 @@ mod channel;
 mod digest;
 mod filter;
 mod inbox;
+#[cfg(feature = "nats")]
+mod nats;
 mod outbox;
 mod session;
 mod sign;
@@ -116,6 +120,8 @@ pub use channel::{
     in_process_pair, Channel, ChannelClosed, FaultPlan, FaultyChannel, InProcessChannel,
 };
 pub use filter::{RemoteFilter, RemoteOptions};
+#[cfg(feature = "nats")]
+pub use nats::{NatsAuth, NatsOptions, NatsRelay, NatsTransport};
 pub use sign::SigningKey;
 pub use state::DeadLetter;
 pub(crate) use wire::MAX_PAYLOAD;

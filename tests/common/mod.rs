@@ -5,6 +5,8 @@ pub mod counter_v2;
 pub mod docs;
 pub mod history;
 pub mod model;
+#[cfg(feature = "nats")]
+pub mod nats_cluster;
 pub mod reactor;
 
 use reactordb::{

@@ -1,0 +1,210 @@
+//! The JetStream relay (feature `nats`): reactors on many machines sync
+//! through one replicated NATS JetStream stream rather than with each
+//! other. Each reactor publishes the operations its feed holds for the
+//! stream (the same filter, `local` rule, echo rule and first-copy rule as
+//! any remote's outbox) and loads what the others published through a
+//! durable consumer (the same checks as any remote's inbox).
+//!
+//! To the sync manager the stream is one remote, named
+//! `nats:{stream}`: its outbox cursor is the last ordinal of ours the
+//! stream acknowledged, its inbox cursor the last stream sequence we
+//! loaded, both in the sync store, so a restart resumes exactly where it
+//! was. The op id is the message id, so what a crash makes us publish
+//! again inside the stream's duplicate window is stored once (and a copy
+//! past it is a replay the merge ignores). Replicas publish concurrently:
+//! there is no expected-sequence guard; order comes from the merge.
+//!
+//! The tokio runtime lives here, inside the transport; the API stays
+//! synchronous.
+
+mod relay;
+mod subject;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use relay::NatsRelay;
+
+use super::SyncManager;
+use crate::error::{Error, Result};
+
+fn transport_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Transport {
+        reason: format!("NATS: {what}: {e}"),
+    }
+}
+
+/// How the relay proves who it is to NATS.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NatsAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// A server token.
+    Token(String),
+    /// A user and password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+}
+
+/// Where the relay publishes and what it reads.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NatsOptions {
+    /// Server URLs (`nats://host:port`, or `tls://` with
+    /// [`NatsOptions::ca_file`]); the client fails over between them.
+    pub urls: Vec<String>,
+    /// Credentials.
+    pub auth: NatsAuth,
+    /// PEM file of the authority that signed the servers' certificates:
+    /// TLS is required when set.
+    pub ca_file: Option<PathBuf>,
+    /// The JetStream stream (default `REACTORDB`); created when missing.
+    pub stream: String,
+    /// The first token of every subject (default `reactordb`).
+    pub subject_prefix: String,
+    /// Copies of the stream the cluster keeps when it creates it (default
+    /// 3).
+    pub replicas: usize,
+    /// How long the stream keeps a message when it creates it (`None`:
+    /// for ever). A reactor offline longer must bootstrap from a peer.
+    pub max_age: Option<Duration>,
+    /// The durable consumer's name (default: this node's name, made a
+    /// valid consumer name).
+    pub consumer: Option<String>,
+    /// Messages per fetch and per load (default 256).
+    pub batch: usize,
+}
+
+impl NatsOptions {
+    /// Defaults, at these server URLs.
+    pub fn new<S: Into<String>>(urls: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            urls: urls.into_iter().map(Into::into).collect(),
+            auth: NatsAuth::None,
+            ca_file: None,
+            stream: "REACTORDB".into(),
+            subject_prefix: "reactordb".into(),
+            replicas: 3,
+            max_age: None,
+            consumer: None,
+            batch: 256,
+        }
+    }
+    /// Authenticates with this token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.auth = NatsAuth::Token(token.into());
+        self
+    }
+    /// Authenticates with this user and password.
+    pub fn user_password(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.auth = NatsAuth::UserPassword {
+            user: user.into(),
+            password: password.into(),
+        };
+        self
+    }
+    /// Requires TLS, trusting the authority in this PEM file.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+    /// Names the stream.
+    pub fn stream(mut self, stream: impl Into<String>) -> Self {
+        self.stream = stream.into();
+        self
+    }
+    /// Sets the first token of every subject.
+    pub fn subject_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.subject_prefix = prefix.into();
+        self
+    }
+    /// Sets how many copies the cluster keeps of a stream it creates.
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
+    }
+    /// Sets how long a stream it creates keeps a message.
+    pub fn max_age(mut self, max_age: Option<Duration>) -> Self {
+        self.max_age = max_age;
+        self
+    }
+    /// Names the durable consumer.
+    pub fn consumer(mut self, name: impl Into<String>) -> Self {
+        self.consumer = Some(name.into());
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |option, reason| Err(Error::InvalidOptions { option, reason });
+        if self.urls.is_empty() {
+            return invalid("urls", "at least one server");
+        }
+        if !subject::is_name(&self.stream) {
+            return invalid("stream", "1 to 64 of A-Z a-z 0-9 - _");
+        }
+        if !subject::is_token(&self.subject_prefix) {
+            return invalid("subject_prefix", "one subject token (no . * > or space)");
+        }
+        if self
+            .consumer
+            .as_deref()
+            .is_some_and(|c| !subject::is_name(c))
+        {
+            return invalid("consumer", "1 to 64 of A-Z a-z 0-9 - _");
+        }
+        if self.replicas == 0 || self.replicas > 5 {
+            return invalid("replicas", "1 to 5");
+        }
+        if self.batch == 0 || self.batch > crate::limits::MAX_LOAD_OPERATIONS {
+            return invalid("batch", "1 to MAX_LOAD_OPERATIONS");
+        }
+        Ok(())
+    }
+
+    /// The sync manager's remote for this stream.
+    pub fn remote_name(&self) -> String {
+        format!("nats:{}", self.stream)
+    }
+}
+
+/// The NATS transport: owns the runtime its connections run on. Dropping
+/// it stops its relays' connections.
+pub struct NatsTransport {
+    runtime: tokio::runtime::Runtime,
+}
+
+impl NatsTransport {
+    /// A transport with a small runtime of its own.
+    pub fn new() -> Result<Arc<Self>> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("reactordb-nats")
+            .enable_all()
+            .build()
+            .map_err(|e| transport_error("starting its runtime", e))?;
+        Ok(Arc::new(Self { runtime }))
+    }
+
+    /// Connects `manager` to the stream: creates the stream and the
+    /// remote [`NatsOptions::remote_name`] when missing, then publishes and
+    /// consumes until the relay is stopped. A reactor whose inbox cursor
+    /// is older than the stream's first message (it was away longer than
+    /// the retention) does not consume: the relay ends with
+    /// [`Error::SyncBehindRetention`], and the reactor must bootstrap from
+    /// a peer first.
+    pub fn relay(
+        self: &Arc<Self>,
+        manager: Arc<SyncManager>,
+        options: NatsOptions,
+    ) -> Result<NatsRelay> {
+        options.validate()?;
+        relay::start(self.clone(), manager, options)
+    }
+}

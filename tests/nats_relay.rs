@@ -1,0 +1,574 @@
+//! The JetStream relay against a real 3-node NATS cluster on loopback
+//! (`common::nats_cluster`; needs `nats-server`). The property: reactors
+//! that each write to shared documents and to their own, relaying through
+//! the cluster while a NATS node is killed and restarted and a relay is
+//! stopped and started again, end holding the same set of operations per
+//! document, with the same state and state hash; a reactor that was away
+//! catches up from its cursor; one away past the stream's retention is
+//! told to bootstrap instead of reading on.
+//!
+//! The cluster tests run one at a time (`CLUSTER` lock): three servers and
+//! three reactors each are all two cores take.
+#![cfg(feature = "nats")]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::docs::stream_ops;
+use common::nats_cluster::{Cluster, TOKEN};
+use common::reactor::*;
+use reactordb::{
+    ConsistencyToken, Error, NatsOptions, NatsRelay, NatsTransport, Reactor, Scope, SyncManager,
+    SyncOptions, ViewFilter,
+};
+
+static CLUSTER: Mutex<()> = Mutex::new(());
+
+struct Node {
+    reactor: Arc<Reactor>,
+    sync: Arc<SyncManager>,
+    relay: Option<NatsRelay>,
+}
+
+fn options(cluster: &Cluster) -> NatsOptions {
+    NatsOptions::new(cluster.urls()).token(TOKEN)
+}
+
+fn open_node(dir: &std::path::Path, name: &str) -> Node {
+    let reactor = Arc::new(open(dir, 2));
+    let sync =
+        Arc::new(SyncManager::open(reactor.clone(), SyncOptions::new().name(name)).expect("sync"));
+    Node {
+        reactor,
+        sync,
+        relay: None,
+    }
+}
+
+fn relay(node: &mut Node, transport: &Arc<NatsTransport>, options: NatsOptions) {
+    node.relay = Some(transport.relay(node.sync.clone(), options).expect("relay"));
+}
+
+/// Per document: op id → content hash, of the synced scopes.
+type Sets = BTreeMap<String, BTreeMap<String, String>>;
+
+fn sets(reactor: &Reactor, docs: &[String]) -> Sets {
+    let mut out = Sets::new();
+    for doc in docs {
+        let set = out.entry(doc.clone()).or_default();
+        for scope in [Scope::document(), Scope::global()] {
+            for op in stream_ops(reactor.store(), doc, &scope) {
+                set.insert(op.id.to_string(), op.content_hash.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn state(reactor: &Reactor, doc: &str) -> Option<(Vec<u8>, reactordb::Digest)> {
+    let token = ConsistencyToken(reactor.store().last_ordinal());
+    let got = reactor
+        .view()
+        .get(&id(doc), &ViewFilter::default(), Some(token))
+        .ok()?;
+    got.scopes
+        .get(&Scope::global())
+        .map(|s| (s.state.clone(), s.state_hash))
+}
+
+/// Waits until every replica holds the same sets and states.
+fn wait_converged(nodes: &[Node], docs: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let first = sets(&nodes[0].reactor, docs);
+        let same_sets = nodes[1..].iter().all(|n| sets(&n.reactor, docs) == first);
+        if same_sets {
+            let states: Vec<_> = docs.iter().map(|d| state(&nodes[0].reactor, d)).collect();
+            let same_states = nodes[1..].iter().all(|n| {
+                docs.iter()
+                    .map(|d| state(&n.reactor, d))
+                    .eq(states.iter().cloned())
+            });
+            if same_states && states.iter().all(Option::is_some) {
+                return;
+            }
+        }
+        if Instant::now() > deadline {
+            for (i, node) in nodes.iter().enumerate() {
+                eprintln!("replica {i}: {:?}", node.sync.remotes());
+            }
+            let sizes: Vec<Vec<usize>> = nodes
+                .iter()
+                .map(|n| sets(&n.reactor, docs).values().map(BTreeMap::len).collect())
+                .collect();
+            panic!("the replicas never converged: operations per document {sizes:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Distinct operations in a document's `global` stream (a merge appends
+/// copies of operations it reorders).
+fn count(reactor: &Reactor, doc: &str) -> usize {
+    stream_ops(reactor.store(), doc, &Scope::global())
+        .iter()
+        .map(|op| op.id.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+#[test]
+fn three_reactors_converge_through_the_cluster_while_a_node_and_a_relay_restart() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start();
+    let transport = NatsTransport::new().expect("transport");
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| open_node(dirs[i].path(), &format!("r{i}")))
+        .collect();
+    for node in &mut nodes {
+        relay(node, &transport, options(&cluster));
+    }
+    let shared: Vec<String> = (0..3).map(|d| format!("shared{d}")).collect();
+    let own: Vec<String> = (0..3).map(|r| format!("own-r{r}")).collect();
+    // Shared documents are created once, on r0, and heard of by the rest.
+    for doc in &shared {
+        create_counter(&nodes[0].reactor, doc);
+    }
+    for (r, doc) in own.iter().enumerate() {
+        create_counter(&nodes[r].reactor, doc);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let created =
+        |n: &Node, d: &String| !stream_ops(n.reactor.store(), d, &Scope::document()).is_empty();
+    while !nodes.iter().all(|n| shared.iter().all(|d| created(n, d))) {
+        if Instant::now() > deadline {
+            for (i, node) in nodes.iter().enumerate() {
+                eprintln!("replica {i}: {:?}", node.sync.remotes());
+            }
+            panic!("the shared documents never arrived");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for round in 0..30 {
+        if round == 10 {
+            cluster.kill(1); // a NATS node dies mid-run...
+        }
+        if round == 15 {
+            cluster.restart(1); // ...and comes back
+        }
+        if round == 12 {
+            // A relay stops (its reactor keeps writing) and starts again
+            // from its cursors.
+            nodes[2]
+                .relay
+                .take()
+                .expect("running")
+                .stop()
+                .expect("stopped cleanly");
+        }
+        if round == 20 {
+            relay(&mut nodes[2], &transport, options(&cluster));
+        }
+        for (r, node) in nodes.iter().enumerate() {
+            for doc in shared.iter().chain([&own[r]]) {
+                let job = node
+                    .reactor
+                    .execute(
+                        id(doc),
+                        main(),
+                        vec![increment(&format!("{doc}-r{r}-{round}"))],
+                    )
+                    .expect("submit");
+                written(&job);
+            }
+        }
+    }
+    cluster.wait_ready();
+    let docs: Vec<String> = shared.iter().chain(&own).cloned().collect();
+    wait_converged(&nodes, &docs);
+    // Every increment of every replica is in every replica's set.
+    for doc in &shared {
+        assert_eq!(count(&nodes[0].reactor, doc), 90, "{doc}");
+    }
+    for doc in &own {
+        assert_eq!(count(&nodes[0].reactor, doc), 30, "{doc}");
+    }
+    for node in nodes.iter_mut() {
+        node.relay
+            .take()
+            .expect("running")
+            .stop()
+            .expect("stopped cleanly");
+        let remote = &node.sync.remotes().expect("remotes")[0];
+        assert_eq!(remote.name, "nats:REACTORDB");
+        assert_eq!(remote.dead_letters, 0);
+    }
+}
+
+#[test]
+fn a_reactor_away_past_the_retention_is_told_to_bootstrap() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start();
+    let transport = NatsTransport::new().expect("transport");
+    let short = || {
+        options(&cluster)
+            .stream("SHORT")
+            .max_age(Some(Duration::from_secs(1)))
+    };
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let mut a = open_node(da.path(), "a");
+    relay(&mut a, &transport, short());
+    create_counter(&a.reactor, "doc");
+    let token = ConsistencyToken(a.reactor.store().last_ordinal());
+    a.sync
+        .wait_synced("nats:SHORT", token, Duration::from_secs(30))
+        .expect("published");
+    // What `a` published expires before `b` first reads the stream.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut b = open_node(db.path(), "b");
+    relay(&mut b, &transport, short());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !b.relay.as_ref().expect("running").is_finished() {
+        assert!(Instant::now() < deadline, "the relay read on past the gap");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match b.relay.take().expect("ended").stop() {
+        Err(Error::SyncBehindRetention {
+            cursor: 0,
+            first_available,
+            ..
+        }) => {
+            assert!(first_available > 1)
+        }
+        other => panic!("expected SyncBehindRetention, got {other:?}"),
+    }
+    assert_eq!(count(&b.reactor, "doc"), 0, "nothing was half-loaded");
+    // One relay per stream and reactor; removing the remote ends it.
+    match transport.relay(a.sync.clone(), short()) {
+        Err(Error::SyncRefused { .. }) => {}
+        other => panic!("a second relay must be refused: {:?}", other.map(|_| ())),
+    }
+    a.sync.remove_remote("nats:SHORT").expect("removed");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !a.relay.as_ref().expect("held").is_finished() {
+        assert!(Instant::now() < deadline, "the relay outlived its remote");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    a.relay.take().expect("held").stop().expect("ended cleanly");
+    assert!(a.sync.remotes().expect("remotes").is_empty());
+}
+
+const CHILD_ENV: &str = "REACTORDB_NATS_CHILD_DIR";
+/// Rounds each child process writes (one increment per shared document
+/// and one on its own document per round).
+const CHILD_ROUNDS: usize = 40;
+const SHARED: [&str; 3] = ["shared0", "shared1", "shared2"];
+
+/// A reactor process: relays through the cluster named in its directory,
+/// writes its rounds (reporting each write once written), then keeps
+/// relaying until it is killed.
+#[test]
+fn nats_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return; // run normally: nothing to do
+    };
+    let dir = std::path::Path::new(&dir);
+    let name = std::fs::read_to_string(dir.join("name")).expect("name");
+    let urls: Vec<String> = std::fs::read_to_string(dir.join("urls"))
+        .expect("urls")
+        .lines()
+        .map(String::from)
+        .collect();
+    let transport = NatsTransport::new().expect("transport");
+    let mut node = open_node(&dir.join("db"), &name);
+    relay(&mut node, &transport, NatsOptions::new(urls).token(TOKEN));
+    let created = |doc: &str| !stream_ops(node.reactor.store(), doc, &Scope::document()).is_empty();
+    if name == "r0" {
+        for doc in SHARED.into_iter().filter(|d| !created(d)) {
+            create_counter(&node.reactor, doc);
+        }
+    }
+    let own = format!("own-{name}");
+    if !created(&own) {
+        create_counter(&node.reactor, &own);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !SHARED.iter().all(|d| created(d)) {
+        assert!(
+            Instant::now() < deadline,
+            "the shared documents never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = std::process::id();
+    let mut out = std::io::stdout().lock();
+    for round in 0..CHILD_ROUNDS {
+        for doc in SHARED.iter().copied().chain([own.as_str()]) {
+            let aid = format!("{doc}-{name}-p{pid}-{round}");
+            let job = node
+                .reactor
+                .execute(id(doc), main(), vec![increment(&aid)])
+                .expect("submit");
+            written(&job);
+            writeln!(out, "ack {doc} {aid}").expect("stdout");
+            out.flush().expect("flush");
+        }
+    }
+    writeln!(out, "done").expect("stdout");
+    out.flush().expect("flush");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Runs its closure when dropped during a panic (a failed test's context).
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+}
+
+/// Reads a child's reports until it says `done`, or, with `stop_after`,
+/// until that many writes.
+fn follow(
+    stdout: std::process::ChildStdout,
+    acked: &Mutex<BTreeSet<(String, String)>>,
+    stop_after: Option<usize>,
+) {
+    let mut count = 0;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        if line == "done" {
+            return;
+        }
+        if let Some(rest) = line.strip_prefix("ack ") {
+            let (doc, aid) = rest.split_once(' ').expect("doc and action");
+            acked
+                .lock()
+                .unwrap()
+                .insert((doc.to_owned(), aid.to_owned()));
+            count += 1;
+            if stop_after.is_some_and(|k| count >= k) {
+                return;
+            }
+        }
+    }
+    panic!("a child ended before it was done");
+}
+
+#[test]
+fn reactor_processes_killed_and_a_nats_node_killed_still_converge() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    for (i, dir) in dirs.iter().enumerate() {
+        std::fs::write(dir.path().join("name"), format!("r{i}")).expect("name");
+        std::fs::write(dir.path().join("urls"), cluster.urls().join("\n")).expect("urls");
+    }
+    let acked = Mutex::new(BTreeSet::new());
+    // Each child's standard error goes to a file in its directory, shown
+    // when the test fails.
+    let spawn = |i: usize| {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dirs[i].path().join("stderr"))
+            .expect("log");
+        std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "nats_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(CHILD_ENV, dirs[i].path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn child")
+    };
+    let logs: Vec<_> = dirs.iter().map(|d| d.path().join("stderr")).collect();
+    let show_logs = || {
+        for log in &logs {
+            eprintln!(
+                "== {}\n{}",
+                log.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    };
+    let _logs_on_failure = OnDrop(Some(show_logs));
+    let mut children: Vec<_> = (0..3).map(spawn).collect();
+    let outs: Vec<_> = children
+        .iter_mut()
+        .map(|c| c.stdout.take().expect("piped"))
+        .collect();
+    std::thread::scope(|scope| {
+        let acked = &acked;
+        let mut outs = outs.into_iter();
+        let (o0, o1, o2) = (outs.next(), outs.next(), outs.next());
+        scope.spawn(move || follow(o0.expect("r0"), acked, None));
+        scope.spawn(move || follow(o2.expect("r2"), acked, None));
+        // r1 is SIGKILLed a third of the way through its writes; a NATS
+        // node dies meanwhile and comes back.
+        follow(o1.expect("r1"), acked, Some(CHILD_ROUNDS * 4 / 3));
+        children[1].kill().expect("SIGKILL");
+        children[1].wait().expect("reap");
+        cluster.kill(2);
+        children[1] = spawn(1);
+        std::thread::sleep(Duration::from_millis(500));
+        cluster.restart(2);
+        let again = children[1].stdout.take().expect("piped");
+        follow(again, acked, None);
+    });
+    // Every child wrote its rounds; stop them all and let the replicas
+    // finish through relays in this process, from their stored cursors.
+    for child in &mut children {
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+    cluster.wait_ready();
+    let transport = NatsTransport::new().expect("transport");
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| open_node(&dirs[i].path().join("db"), &format!("r{i}")))
+        .collect();
+    // (A child may have been killed before the stream acknowledged any of
+    // its writes, e.g. one started while a NATS node was down: its outbox
+    // cursor is then 0 and its writes go now.)
+    for node in &mut nodes {
+        relay(node, &transport, options(&cluster));
+    }
+    let docs: Vec<String> = SHARED
+        .iter()
+        .map(|d| d.to_string())
+        .chain((0..3).map(|r| format!("own-r{r}")))
+        .collect();
+    wait_converged(&nodes, &docs);
+    // Every write a child reported is on every replica.
+    for node in &nodes {
+        let held: BTreeSet<(String, String)> = docs
+            .iter()
+            .flat_map(|doc| {
+                stream_ops(node.reactor.store(), doc, &Scope::global())
+                    .into_iter()
+                    .map(move |op| (doc.clone(), op.action.id.to_string()))
+            })
+            .collect();
+        let acked = acked.lock().unwrap();
+        let missing: Vec<_> = acked.difference(&held).collect();
+        assert!(
+            missing.is_empty(),
+            "acknowledged writes missing: {missing:?}"
+        );
+    }
+    for node in &mut nodes {
+        node.relay
+            .take()
+            .expect("running")
+            .stop()
+            .expect("stopped cleanly");
+    }
+}
+
+/// `reactordb sync --nats` in two OS processes: what one database holds
+/// reaches the other through the cluster, with the live line of peer
+/// sync; a wrong token ends the command with a message saying so.
+#[cfg(feature = "cli")]
+#[test]
+fn the_cli_relays_two_databases_through_the_cluster() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start();
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    {
+        let a = open(da.path(), 2);
+        create_counter(&a, "doc");
+        for n in 0..5 {
+            written(
+                &a.execute(id("doc"), main(), vec![increment(&format!("a{n}"))])
+                    .expect("submit"),
+            );
+        }
+    }
+    let urls = cluster.urls().join(",");
+    let run = |dir: &std::path::Path, token: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_reactordb"))
+            .args([
+                "--db",
+                dir.to_str().expect("utf-8"),
+                "sync",
+                "--nats",
+                &urls,
+                "--token",
+                token,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn reactordb");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, lines)
+    };
+    let wait_for = |lines: &std::sync::mpsc::Receiver<String>, pred: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no such line in time"),
+            }
+        }
+    };
+    let (mut a, a_lines) = run(da.path(), TOKEN);
+    let (mut b, b_lines) = run(db.path(), TOKEN);
+    // The creation and five increments (the `document` scope's header
+    // operations included: at least six).
+    wait_for(&a_lines, &|l| {
+        l.starts_with("nats:REACTORDB: connected") && l.contains("sent 6")
+    });
+    let line = wait_for(&b_lines, &|l| {
+        l.starts_with("nats:REACTORDB: connected") && l.contains("received 6,")
+    });
+    assert!(line.contains("dead letters 0"), "{line}");
+    for child in [&mut a, &mut b] {
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+    let b = open(db.path(), 2);
+    assert_eq!(count(&b, "doc"), 5);
+    drop(b);
+
+    let (mut refused, _) = run(db.path(), "wrong");
+    let status = refused.wait().expect("exits");
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().expect("piped"), &mut stderr)
+        .expect("stderr");
+    assert!(stderr.contains("refused"), "{stderr}");
+}
