@@ -131,6 +131,11 @@ enum WorkloadArg {
     /// has them, over the in-process channel and over gRPC on loopback.
     #[cfg(feature = "grpc")]
     Sync,
+    /// Three reactors relaying through a 3-node NATS JetStream cluster on
+    /// loopback (needs `nats-server`): documents spread over them, until
+    /// every replica's view has everything.
+    #[cfg(feature = "nats")]
+    Nats,
     /// W4, a closed-loop service: `--clients` threads, each owning one
     /// document, each action awaited until written, in both durability
     /// modes (`--durability` does not apply), beside the bare store driven
@@ -595,6 +600,23 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
                     r.untimed
                 );
             }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    #[cfg(feature = "nats")]
+    if args.workload == WorkloadArg::Nats {
+        let r = cli::nats_bench::run(args.docs, args.actions, args.rate, durability, workers)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "{:>8} {:>10} {:>12} {:>13} {:>13} {:>8}",
+                "ops", "wall_ms", "ops/s", "p50_delay_ms", "p99_delay_ms", "untimed"
+            );
+            println!(
+                "{:>8} {:>10.0} {:>12.0} {:>13.2} {:>13.2} {:>8}",
+                r.ops, r.wall_ms, r.ops_per_s, r.p50_delay_ms, r.p99_delay_ms, r.untimed
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -53,6 +53,17 @@ fn relay(node: &mut Node, transport: &Arc<NatsTransport>, options: NatsOptions) 
     node.relay = Some(transport.relay(node.sync.clone(), options).expect("relay"));
 }
 
+/// Stops each node's relay, which must end cleanly.
+fn stop_all<const N: usize>(nodes: [&mut Node; N]) {
+    for node in nodes {
+        node.relay
+            .take()
+            .expect("running")
+            .stop()
+            .expect("stopped cleanly");
+    }
+}
+
 /// Per document: op id → content hash, of the synced scopes.
 type Sets = BTreeMap<String, BTreeMap<String, String>>;
 
@@ -198,6 +209,14 @@ fn three_reactors_converge_through_the_cluster_while_a_node_and_a_relay_restart(
     for doc in &own {
         assert_eq!(count(&nodes[0].reactor, doc), 30, "{doc}");
     }
+    // Each operation is published by the replica that wrote it, never
+    // echoed back by the others (a republish after a failed publish may
+    // add a few; an echo would add twice the total).
+    let distinct: usize = sets(&nodes[0].reactor, &docs)
+        .values()
+        .map(BTreeMap::len)
+        .sum();
+    let mut sent = 0;
     for node in nodes.iter_mut() {
         node.relay
             .take()
@@ -207,7 +226,12 @@ fn three_reactors_converge_through_the_cluster_while_a_node_and_a_relay_restart(
         let remote = &node.sync.remotes().expect("remotes")[0];
         assert_eq!(remote.name, "nats:REACTORDB");
         assert_eq!(remote.dead_letters, 0);
+        sent += remote.sent_operations as usize;
     }
+    assert!(
+        sent >= distinct && sent * 2 < distinct * 3,
+        "published {sent} for {distinct} operations"
+    );
 }
 
 #[test]
@@ -256,6 +280,12 @@ fn a_reactor_away_past_the_retention_is_told_to_bootstrap() {
         Err(Error::SyncRefused { .. }) => {}
         other => panic!("a second relay must be refused: {:?}", other.map(|_| ())),
     }
+    // The relay's remote is no peer's: a session under its name is refused.
+    let (x, _y) = reactordb::in_process_pair();
+    assert!(matches!(
+        a.sync.attach("nats:SHORT", x),
+        Err(Error::SyncRefused { .. })
+    ));
     a.sync.remove_remote("nats:SHORT").expect("removed");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !a.relay.as_ref().expect("held").is_finished() {
@@ -556,6 +586,7 @@ fn the_cli_relays_two_databases_through_the_cluster() {
         l.starts_with("nats:REACTORDB: connected") && l.contains("received 6,")
     });
     assert!(line.contains("dead letters 0"), "{line}");
+    assert!(line.contains("sent 0,"), "b echoed what it loaded: {line}");
     for child in [&mut a, &mut b] {
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
@@ -571,4 +602,127 @@ fn the_cli_relays_two_databases_through_the_cluster() {
     std::io::Read::read_to_string(&mut refused.stderr.take().expect("piped"), &mut stderr)
         .expect("stderr");
     assert!(stderr.contains("refused"), "{stderr}");
+}
+
+/// Deletes a stream with a client of the test's own.
+fn delete_stream(cluster: &Cluster, stream: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .token(TOKEN.into())
+            .connect(cluster.urls()[0].as_str())
+            .await
+            .expect("connect");
+        async_nats::jetstream::new(client)
+            .delete_stream(stream)
+            .await
+            .expect("deleted");
+    });
+}
+
+/// Waits until `reactor` holds `n` distinct operations in `doc`'s
+/// `global` stream.
+fn wait_count(reactor: &Reactor, doc: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(reactor, doc) != n {
+        assert!(
+            Instant::now() < deadline,
+            "{doc}: {} operations, expected {n}",
+            count(reactor, doc)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_stream_deleted_and_created_again_gets_everything_again() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start();
+    let transport = NatsTransport::new().expect("transport");
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let mut a = open_node(dirs[0].path(), "a");
+    let mut b = open_node(dirs[1].path(), "b");
+    relay(&mut a, &transport, options(&cluster));
+    relay(&mut b, &transport, options(&cluster));
+    create_counter(&a.reactor, "doc");
+    for n in 0..5 {
+        let job = a
+            .reactor
+            .execute(id("doc"), main(), vec![increment(&format!("a{n}"))]);
+        written(&job.expect("submit"));
+    }
+    wait_count(&b.reactor, "doc", 5);
+    stop_all([&mut a, &mut b]);
+    // The stream is gone (an operator deleted it, or the relays now point
+    // at another cluster): its successor must be filled again, by a's
+    // relay, from a history its cursors had counted as published.
+    delete_stream(&cluster, "REACTORDB");
+    // b comes back first and fills the new stream past a's old inbox
+    // cursor: only the stream's identity tells a that its cursors count
+    // in another stream (a's cursor is not beyond the new stream's end).
+    relay(&mut b, &transport, options(&cluster));
+    for n in 0..10 {
+        let job = b
+            .reactor
+            .execute(id("doc"), main(), vec![increment(&format!("b{n}"))]);
+        written(&job.expect("submit"));
+    }
+    let token = ConsistencyToken(b.reactor.store().last_ordinal());
+    b.sync
+        .wait_synced("nats:REACTORDB", token, Duration::from_secs(30))
+        .expect("published");
+    relay(&mut a, &transport, options(&cluster));
+    let mut c = open_node(dirs[2].path(), "c");
+    relay(&mut c, &transport, options(&cluster));
+    // a publishes its history again (c gets it) and reads the new stream
+    // from its start (a gets all of b's).
+    wait_count(&c.reactor, "doc", 15);
+    wait_count(&a.reactor, "doc", 15);
+    stop_all([&mut a, &mut b, &mut c]);
+}
+
+#[test]
+fn widening_the_relays_filter_publishes_what_it_held_back() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start();
+    let transport = NatsTransport::new().expect("transport");
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let mut a = open_node(da.path(), "a");
+    let mut b = open_node(db.path(), "b");
+    let only_one = reactordb::RemoteFilter::all().documents([id("one")]);
+    a.sync
+        .add_remote(
+            "nats:REACTORDB",
+            reactordb::RemoteOptions::new().filter(only_one),
+        )
+        .expect("a narrow filter");
+    relay(&mut a, &transport, options(&cluster));
+    relay(&mut b, &transport, options(&cluster));
+    for doc in ["one", "two"] {
+        create_counter(&a.reactor, doc);
+        let job = a
+            .reactor
+            .execute(id(doc), main(), vec![increment(&format!("{doc}-1"))]);
+        written(&job.expect("submit"));
+    }
+    wait_count(&b.reactor, "one", 1);
+    let token = ConsistencyToken(a.reactor.store().last_ordinal());
+    a.sync
+        .wait_synced("nats:REACTORDB", token, Duration::from_secs(30))
+        .expect("published");
+    assert!(
+        stream_ops(b.reactor.store(), "two", &Scope::document()).is_empty(),
+        "the filter held two back"
+    );
+    a.sync
+        .add_remote("nats:REACTORDB", reactordb::RemoteOptions::new())
+        .expect("widened");
+    wait_count(&b.reactor, "two", 1);
+    stop_all([&mut a, &mut b]);
 }

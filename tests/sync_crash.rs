@@ -107,6 +107,7 @@ fn syncing_reactors_killed_mid_sync_resume_and_converge() {
     let mut acked: BTreeSet<String> = BTreeSet::new();
     for cycle in 0..cycles {
         let mut child = common::spawn_child("sync_crash_child", CHILD_ENV, dir.path());
+        let spawned = Instant::now();
         let stdout = child.stdout.take().expect("piped");
         let mut count = 0;
         for line in BufReader::new(stdout).lines() {
@@ -118,6 +119,10 @@ fn syncing_reactors_killed_mid_sync_resume_and_converge() {
                 }
             }
         }
+        // Sessions write their acked outbox cursor every 100 ms: a child
+        // killed sooner may not have written one yet (a resend, not a
+        // loss), and the cursor check below needs one.
+        std::thread::sleep(Duration::from_millis(400).saturating_sub(spawned.elapsed()));
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
         assert!(

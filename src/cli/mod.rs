@@ -1,6 +1,8 @@
 //! Subcommands of the `reactordb` binary that need more than a screen.
 
 pub(crate) mod demo;
+#[cfg(feature = "nats")]
+pub(crate) mod nats_bench;
 pub(crate) mod scale_bench;
 pub(crate) mod service_bench;
 #[cfg(feature = "grpc")]

@@ -40,7 +40,12 @@ pub(crate) struct SyncBenchReport {
     pub untimed: usize,
 }
 
-fn open(dir: &Path, durability: Durability, workers: usize) -> reactordb::Result<Arc<Reactor>> {
+/// A reactor for a sync benchmark, on `dir`.
+pub(crate) fn open(
+    dir: &Path,
+    durability: Durability,
+    workers: usize,
+) -> reactordb::Result<Arc<Reactor>> {
     Ok(Arc::new(
         Reactor::builder(dir)
             .durability(durability)
@@ -65,35 +70,47 @@ fn sample(
     b: Arc<Reactor>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<Sample>> {
+    sample_every_half_ms(stop, move || {
+        (
+            Instant::now(),
+            a.store().last_ordinal().get(),
+            b.store().last_ordinal().get(),
+            b.view().applied().get(),
+        )
+    })
+}
+
+/// Takes `look` every half millisecond on a thread of its own until
+/// `stop`, and once more after (so the last operations are timed too).
+pub(crate) fn sample_every_half_ms<T: Send + 'static>(
+    stop: Arc<AtomicBool>,
+    look: impl Fn() -> T + Send + 'static,
+) -> std::thread::JoinHandle<Vec<T>> {
     std::thread::spawn(move || {
-        let look = || {
-            (
-                Instant::now(),
-                a.store().last_ordinal().get(),
-                b.store().last_ordinal().get(),
-                b.view().applied().get(),
-            )
-        };
         let mut samples = Vec::new();
         while !stop.load(Ordering::Acquire) {
             samples.push(look());
             std::thread::sleep(Duration::from_micros(500));
         }
-        // One look after the run, so the last operations are timed too.
         samples.push(look());
         samples
     })
 }
 
-/// `action id → ordinal` of every operation a store holds, read after the
-/// run.
-fn ordinals(reactor: &Reactor) -> reactordb::Result<HashMap<ActionId, u64>> {
+/// Where each operation is: `action id → (document, ordinal)`.
+pub(crate) type Ordinals = HashMap<ActionId, (DocumentId, u64)>;
+
+/// `action id → (document, ordinal of its first copy)` of every operation
+/// a store holds, read after the run.
+pub(crate) fn ordinals(reactor: &Reactor) -> reactordb::Result<Ordinals> {
     let mut out = HashMap::new();
     let mut paging = Paging::first(4096);
     loop {
         let page = reactor.store().get_since_ordinal(Ordinal(1), paging)?;
         for op in page.items {
-            out.insert(op.operation.action.id, op.context.ordinal.get());
+            let at = (op.context.document_id, op.context.ordinal.get());
+            // The first copy: a merge may append the operation again later.
+            out.entry(op.operation.action.id).or_insert(at);
         }
         match page.next_cursor {
             Some(cursor) => paging = Paging::after(cursor, 4096),
@@ -209,8 +226,8 @@ fn run_one(
     };
     let mut delays = Vec::with_capacity(total);
     let mut written_delays = Vec::with_capacity(total);
-    for (id, ordinal_a) in &ordinals_a {
-        let Some(&ordinal_b) = ordinals_b.get(id) else {
+    for (id, (_, ordinal_a)) in &ordinals_a {
+        let Some(&(_, ordinal_b)) = ordinals_b.get(id) else {
             continue;
         };
         let Some(at_a) = seen(|s| s.1, *ordinal_a) else {
@@ -225,12 +242,6 @@ fn run_one(
     }
     delays.sort_by(f64::total_cmp);
     written_delays.sort_by(f64::total_cmp);
-    let percentile = |sorted: &[f64], p: f64| {
-        sorted
-            .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
     let pct = |p: f64| percentile(&delays, p);
     Ok(SyncBenchReport {
         channel,
@@ -244,4 +255,12 @@ fn run_one(
         p99_written_delay_ms: percentile(&written_delays, 0.99),
         untimed: total - delays.len(),
     })
+}
+
+/// The `p` quantile of sorted delays (NaN when there are none).
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(f64::NAN)
 }

@@ -233,6 +233,11 @@ impl SyncOptions {
     }
 }
 
+/// The names of relay remotes (`nats:{stream}`): a shared log, never a
+/// session's peer. A session under such a name (a peer's hello, or
+/// `attach`) is refused, since it would move the relay's cursors.
+pub(crate) const RELAY_REMOTE_PREFIX: &str = "nats:";
+
 fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
         return Err(Error::InvalidOptions {
@@ -530,6 +535,11 @@ impl SyncManager {
     /// the handle or manager is dropped.
     pub fn attach(&self, name: &str, channel: impl Channel + 'static) -> Result<SessionHandle> {
         self.remote_exists(name)?;
+        if name.starts_with(RELAY_REMOTE_PREFIX) {
+            return Err(Error::SyncRefused {
+                reason: format!("{name} is a relay's shared log, not a peer"),
+            });
+        }
         Ok(self.spawn(Some(name.to_owned()), Box::new(channel)))
     }
 

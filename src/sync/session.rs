@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::channel::{Channel, ChannelClosed};
 use super::state::RemoteRecord;
 use super::wire::{self, FrameError, Hello, Message, WireOperation, PROTOCOL_VERSION};
-use super::{check_name, digest, inbox, outbox, Shared};
+use super::{check_name, digest, inbox, outbox, Shared, RELAY_REMOTE_PREFIX};
 use crate::bus::{FeedBuffer, Subscription};
 use crate::error::{Error, Result};
 use crate::model::Digest;
@@ -544,7 +544,7 @@ impl<'a> Session<'a> {
             ));
         }
         if self.remote.is_none() {
-            if check_name(&hello.name).is_err() {
+            if check_name(&hello.name).is_err() || hello.name.starts_with(RELAY_REMOTE_PREFIX) {
                 return self.refuse(format!("{:?} is not a remote name", hello.name));
             }
             if self.shared.state.remote(&hello.name)?.is_none() {

@@ -301,6 +301,27 @@ impl SyncState {
         batch.put(cursor_key(remote, b"in-epoch"), encode(&epoch));
     }
 
+    /// The identity of the shared log a relay's cursors count in (the NATS
+    /// relay's stream: its name and creation time), if one was recorded.
+    #[cfg(feature = "nats")]
+    pub(crate) fn relay_log(&self, remote: &str) -> Result<Option<String>> {
+        self.store
+            .sync_get(&cursor_key(remote, b"log"))?
+            .map(|bytes| decode::<String>(&bytes, "relay log"))
+            .transpose()
+    }
+
+    /// Records `log` as the relay's log with both cursors back at 0: what
+    /// the cursors counted was another log's.
+    #[cfg(feature = "nats")]
+    pub(crate) fn reset_relay_log(&self, remote: &str, log: &str) -> Result<()> {
+        let mut batch = SyncBatch::default();
+        batch.put(cursor_key(remote, b"log"), encode(&log.to_owned()));
+        batch.put(cursor_key(remote, b"out"), encode(&0u64));
+        self.put_inbox_cursor(&mut batch, remote, 0, None, 0);
+        self.store.sync_write(batch)
+    }
+
     /// The epoch of the inbox cursor (0: never rewound).
     pub(crate) fn inbox_epoch(&self, remote: &str) -> Result<u64> {
         self.read_u64(&cursor_key(remote, b"in-epoch"))

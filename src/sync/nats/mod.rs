@@ -17,6 +17,8 @@
 //! The tokio runtime lives here, inside the transport; the API stays
 //! synchronous.
 
+mod consume;
+mod publish;
 mod relay;
 mod subject;
 
@@ -28,6 +30,12 @@ pub use relay::NatsRelay;
 
 use super::SyncManager;
 use crate::error::{Error, Result};
+
+/// The header naming the node that published a message.
+const ORIGIN: &str = "Reactordb-Origin";
+/// The header carrying the originator's signature (base64 of key and
+/// signature).
+const SIGNATURE: &str = "Reactordb-Signature";
 
 fn transport_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Transport {
@@ -76,7 +84,7 @@ pub struct NatsOptions {
     /// for ever). A reactor offline longer must bootstrap from a peer.
     pub max_age: Option<Duration>,
     /// The durable consumer's name (default: this node's name, made a
-    /// valid consumer name).
+    /// valid consumer name, and its id).
     pub consumer: Option<String>,
     /// Messages per fetch and per load (default 256).
     pub batch: usize,
@@ -170,7 +178,7 @@ impl NatsOptions {
 
     /// The sync manager's remote for this stream.
     pub fn remote_name(&self) -> String {
-        format!("nats:{}", self.stream)
+        format!("{}{}", super::RELAY_REMOTE_PREFIX, self.stream)
     }
 }
 

@@ -45,9 +45,9 @@ pub(crate) fn is_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// A consumer name made from a node name: what `is_name` refuses becomes
-/// `_`, and the name's hash keeps two node names that map alike apart.
-pub(crate) fn consumer_of(node: &str) -> String {
+/// A consumer name made from a node's name and id (hex): what `is_name`
+/// refuses becomes `_`; the id keeps two nodes of one name apart.
+pub(crate) fn consumer_of(node: &str, id: &str) -> String {
     let clean: String = node
         .chars()
         .take(40)
@@ -59,8 +59,7 @@ pub(crate) fn consumer_of(node: &str) -> String {
             }
         })
         .collect();
-    let hash = blake3::hash(node.as_bytes());
-    format!("{clean}_{}", &hash.to_hex()[..8])
+    format!("{clean}_{}", &id[..id.len().min(16)])
 }
 
 #[cfg(test)]
@@ -86,9 +85,12 @@ mod tests {
 
     #[test]
     fn consumer_names_are_valid_and_keep_nodes_apart() {
-        let (a, b) = (consumer_of("node a"), consumer_of("node_a"));
+        let (a, b) = (
+            consumer_of("node a", "00112233445566778899"),
+            consumer_of("node a", "99112233445566778800"),
+        );
         assert!(is_name(&a) && is_name(&b));
         assert_ne!(a, b);
-        assert!(is_name(&consumer_of(&"ü".repeat(100))));
+        assert!(is_name(&consumer_of(&"ü".repeat(100), "ab")));
     }
 }
