@@ -2,6 +2,7 @@
 //! inbox cursor; each batch is loaded through the inbox (its checks, dead
 //! letters and origins), then the cursor is written, then the batch acked.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
@@ -25,6 +26,17 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
     let (generation, info) = relay.open_stream()?;
     let shared = &relay.shared;
     let (_, mut cursor) = shared.state.cursors(&relay.remote)?;
+    let first = info.state.first_sequence;
+    if first > cursor + 1 && relay.bootstrap_pending.swap(false, Ordering::AcqRel) {
+        // Bootstrapped from a peer: what the stream dropped is here
+        // already; read on from what it holds.
+        let mut writes = SyncBatch::default();
+        shared
+            .state
+            .put_inbox_cursor(&mut writes, &relay.remote, first - 1, None, 0);
+        shared.state.write(writes)?;
+        cursor = first - 1;
+    }
     shared.update(&relay.remote, |l| l.inbox = cursor);
     let consumer = relay.block_on(open_consumer(relay, cursor, &info))?;
     while !relay.ending() {

@@ -88,6 +88,12 @@ pub struct NatsOptions {
     pub consumer: Option<String>,
     /// Messages per fetch and per load (default 256).
     pub batch: usize,
+    /// This replica was just bootstrapped from a peer (point-to-point
+    /// sync, or a backup) after the relay ended with
+    /// [`Error::SyncBehindRetention`]: it holds what the stream no longer
+    /// does, so the relay reads on from the stream's first message. Used
+    /// once, at the relay's start (default false).
+    pub bootstrapped: bool,
 }
 
 impl NatsOptions {
@@ -103,6 +109,7 @@ impl NatsOptions {
             max_age: None,
             consumer: None,
             batch: 256,
+            bootstrapped: false,
         }
     }
     /// Authenticates with this token.
@@ -141,6 +148,11 @@ impl NatsOptions {
     /// Sets how long a stream it creates keeps a message.
     pub fn max_age(mut self, max_age: Option<Duration>) -> Self {
         self.max_age = max_age;
+        self
+    }
+    /// Says the replica was just bootstrapped (see the field).
+    pub fn bootstrapped(mut self, bootstrapped: bool) -> Self {
+        self.bootstrapped = bootstrapped;
         self
     }
     /// Names the durable consumer.
@@ -206,7 +218,7 @@ impl NatsTransport {
     /// is older than the stream's first message (it was away longer than
     /// the retention) does not consume: the relay ends with
     /// [`Error::SyncBehindRetention`], and the reactor must bootstrap from
-    /// a peer first.
+    /// a peer first, then relay again with [`NatsOptions::bootstrapped`].
     pub fn relay(
         self: &Arc<Self>,
         manager: Arc<SyncManager>,

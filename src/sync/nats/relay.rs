@@ -139,6 +139,8 @@ pub(super) struct Relay {
     generation: AtomicU64,
     /// Held while a loop checks the stream against the cursors.
     checking: Mutex<()>,
+    /// `NatsOptions::bootstrapped`, until the consumer has used it once.
+    pub(super) bootstrap_pending: AtomicBool,
 }
 
 pub(super) fn start(
@@ -176,6 +178,7 @@ pub(super) fn start(
             return Err(e);
         }
     };
+    let options_bootstrapped = options.bootstrapped;
     let js = jetstream::new(client.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let relay = Arc::new(Relay {
@@ -189,6 +192,7 @@ pub(super) fn start(
         stop: stop.clone(),
         generation: AtomicU64::new(0),
         checking: Mutex::new(()),
+        bootstrap_pending: AtomicBool::new(options_bootstrapped),
     });
     relay.shared.update(&relay.remote, |l| l.connected = true);
     let mut threads = Vec::new();
