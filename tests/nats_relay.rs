@@ -53,6 +53,16 @@ fn relay(node: &mut Node, transport: &Arc<NatsTransport>, options: NatsOptions) 
     node.relay = Some(transport.relay(node.sync.clone(), options).expect("relay"));
 }
 
+/// Waits up to `secs` seconds for `done`; panics saying `what` did not
+/// happen.
+fn wait_until(what: &str, secs: u64, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Stops each node's relay, which must end cleanly.
 fn stop_all<const N: usize>(nodes: [&mut Node; N]) {
     for node in nodes {
@@ -259,11 +269,9 @@ fn a_reactor_away_past_the_retention_is_told_to_bootstrap() {
     std::thread::sleep(Duration::from_millis(2500));
     let mut b = open_node(db.path(), "b");
     relay(&mut b, &transport, short());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !b.relay.as_ref().expect("running").is_finished() {
-        assert!(Instant::now() < deadline, "the relay read on past the gap");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the relay read on past the gap", 30, || {
+        b.relay.as_ref().expect("running").is_finished()
+    });
     match b.relay.take().expect("ended").stop() {
         Err(Error::SyncBehindRetention {
             cursor: 0,
@@ -291,11 +299,9 @@ fn a_reactor_away_past_the_retention_is_told_to_bootstrap() {
         a.sync.attach("b", x).expect("attach"),
         b.sync.attach("a", y).expect("attach"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stream_ops(b.reactor.store(), "doc", &Scope::document()).is_empty() {
-        assert!(Instant::now() < deadline, "the bootstrap never came");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the bootstrap never came", 30, || {
+        !stream_ops(b.reactor.store(), "doc", &Scope::document()).is_empty()
+    });
     drop(sessions);
     relay(&mut b, &transport, short().bootstrapped(true));
     written(
@@ -303,14 +309,9 @@ fn a_reactor_away_past_the_retention_is_told_to_bootstrap() {
             .execute(id("doc"), main(), vec![increment("after")])
             .expect("submit"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&b.reactor, "doc") != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the relay did not read on after the bootstrap"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the relay did not read on after the bootstrap", 30, || {
+        count(&b.reactor, "doc") == 1
+    });
     b.relay
         .take()
         .expect("running")
@@ -328,11 +329,9 @@ fn a_reactor_away_past_the_retention_is_told_to_bootstrap() {
         Err(Error::SyncRefused { .. })
     ));
     a.sync.remove_remote("nats:SHORT").expect("removed");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !a.relay.as_ref().expect("held").is_finished() {
-        assert!(Instant::now() < deadline, "the relay outlived its remote");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("the relay outlived its remote", 5, || {
+        a.relay.as_ref().expect("held").is_finished()
+    });
     a.relay.take().expect("held").stop().expect("ended cleanly");
     assert!(a
         .sync
@@ -376,14 +375,9 @@ fn nats_child() {
     if !created(&own) {
         create_counter(&node.reactor, &own);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !SHARED.iter().all(|d| created(d)) {
-        assert!(
-            Instant::now() < deadline,
-            "the shared documents never arrived"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the shared documents never arrived", 60, || {
+        SHARED.iter().all(|d| created(d))
+    });
     let pid = std::process::id();
     let mut out = std::io::stdout().lock();
     for round in 0..CHILD_ROUNDS {
@@ -672,15 +666,9 @@ fn delete_stream(cluster: &Cluster, stream: &str) {
 /// Waits until `reactor` holds `n` distinct operations in `doc`'s
 /// `global` stream.
 fn wait_count(reactor: &Reactor, doc: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(reactor, doc) != n {
-        assert!(
-            Instant::now() < deadline,
-            "{doc}: {} operations, expected {n}",
-            count(reactor, doc)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(&format!("{doc}: never {n} operations"), 60, || {
+        count(reactor, doc) == n
+    });
 }
 
 #[test]
