@@ -760,3 +760,222 @@ fn widening_the_relays_filter_publishes_what_it_held_back() {
     wait_count(&b.reactor, "two", 1);
     stop_all([&mut a, &mut b]);
 }
+
+/// An action in `scope` whose input is its id (the log model appends it).
+fn in_scope(aid: &str, scope: Scope, ts: u64) -> reactordb::Action {
+    reactordb::Action::new(
+        reactordb::ActionId::new(aid).expect("valid"),
+        reactordb::ActionType::new("APPEND").expect("valid"),
+        scope,
+        ts,
+        aid.as_bytes().to_vec(),
+    )
+}
+
+/// Whether a job landed; an undo with nothing to undo (and the like) is
+/// an answer too, anything else fails the test.
+fn landed(job: reactordb::Result<reactordb::JobHandle>) -> bool {
+    match job.expect("submit").wait_written(WAIT).expect("in time") {
+        reactordb::JobStatus::Failed { error, .. } => {
+            assert!(
+                matches!(
+                    *error,
+                    Error::NothingToUndo { .. }
+                        | Error::NotUndoable { .. }
+                        | Error::DocumentNotFound { .. }
+                ),
+                "{error:?}"
+            );
+            false
+        }
+        _ => true,
+    }
+}
+
+/// The relay's property over seeded random scenarios: three reactors
+/// appending, undoing and redoing on shared log documents (clocks skewed,
+/// so timestamps tie and interleave), writing `local` operations, while
+/// relays stop and start, reactors close and reopen, and NATS nodes are
+/// killed and restarted, end with the same set per stream, each
+/// replica's effective history the naive model's history of that set,
+/// the same states, `local` operations home, every chain clean and no
+/// dead letter. CI runs two seeds; `REACTORDB_NATS_SCENARIOS=20 cargo test
+/// --test nats_relay scenarios -- --nocapture` runs more.
+#[test]
+fn relayed_replicas_converge_on_the_naive_models_history_across_random_scenarios() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let scenarios: u64 = common::env_or("REACTORDB_NATS_SCENARIOS", 2);
+    let mut cluster = Cluster::start();
+    let transport = NatsTransport::new().expect("transport");
+    for seed in 1..=scenarios {
+        // Each scenario on a stream of its own.
+        let stream = format!("SCENARIO{seed}");
+        let opts = |cluster: &Cluster| {
+            options(cluster)
+                .stream(stream.clone())
+                .subject_prefix(format!("scenario{seed}"))
+        };
+        let remote = format!("nats:{stream}");
+        let mut rng = common::Rng::seeded(seed);
+        const N: usize = 3;
+        let docs = ["log0", "log1", "log2"];
+        let dirs: Vec<_> = (0..N).map(|_| tempfile::tempdir().expect("dir")).collect();
+        let mut nodes: Vec<Node> = (0..N)
+            .map(|i| open_node(dirs[i].path(), &format!("r{i}")))
+            .collect();
+        for node in &mut nodes {
+            relay(node, &transport, opts(&cluster));
+        }
+        for (k, doc) in docs.iter().enumerate() {
+            written(
+                &nodes[k % N]
+                    .reactor
+                    .create(id(doc), create_input(LogModel::document_type()))
+                    .expect("submit"),
+            );
+        }
+        let skews: Vec<u64> = (0..N).map(|_| rng.below(3) * 2).collect();
+        let mut time = 100u64;
+        let mut down: Option<usize> = None;
+        let mut appended = Vec::new();
+        for step in 0..(30 + rng.below(20)) {
+            time += rng.below(2);
+            let r = rng.below(N as u64) as usize;
+            let doc = docs[rng.below(docs.len() as u64) as usize];
+            let ts = time - skews[r];
+            let aid = format!("s{seed}-{step}-r{r}");
+            let created = !stream_ops(nodes[r].reactor.store(), doc, &Scope::document()).is_empty();
+            let reactor = nodes[r].reactor.clone();
+            match rng.below(100) {
+                0..=44 if created => {
+                    let job =
+                        reactor.execute(id(doc), main(), vec![in_scope(&aid, Scope::global(), ts)]);
+                    if landed(job) {
+                        appended.push((doc, aid));
+                    }
+                }
+                45..=54 if created => {
+                    landed(reactor.undo(id(doc), main(), Scope::global()));
+                }
+                55..=59 if created => {
+                    landed(reactor.redo(id(doc), main(), Scope::global()));
+                }
+                60..=66 if created => {
+                    let local = format!("local-r{r}-{seed}-{step}");
+                    landed(reactor.execute(
+                        id(doc),
+                        main(),
+                        vec![in_scope(&local, Scope::local(), ts)],
+                    ));
+                }
+                67..=74 => {
+                    // A relay stops and starts again from its cursors.
+                    if let Some(running) = nodes[r].relay.take() {
+                        running.stop().expect("stopped cleanly");
+                    }
+                    relay(&mut nodes[r], &transport, opts(&cluster));
+                }
+                75..=79 => {
+                    // A reactor closes and opens again.
+                    drop(reactor);
+                    let old = nodes.remove(r);
+                    if let Some(running) = old.relay {
+                        running.stop().expect("stopped cleanly");
+                    }
+                    drop(old.sync);
+                    assert_eq!(Arc::strong_count(&old.reactor), 1, "the relay let it go");
+                    drop(old.reactor);
+                    let mut again = open_node(dirs[r].path(), &format!("r{r}"));
+                    relay(&mut again, &transport, opts(&cluster));
+                    nodes.insert(r, again);
+                }
+                80..=84 => match down.take() {
+                    // A NATS node dies, or the dead one comes back.
+                    Some(node) => cluster.restart(node),
+                    None => {
+                        let node = rng.below(3) as usize;
+                        cluster.kill(node);
+                        down = Some(node);
+                    }
+                },
+                _ => std::thread::sleep(Duration::from_millis(rng.below(30))),
+            }
+        }
+        if let Some(node) = down {
+            cluster.restart(node);
+        }
+        cluster.wait_ready();
+        let all: Vec<String> = docs.iter().map(|d| d.to_string()).collect();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let first = sets(&nodes[0].reactor, &all);
+            if nodes[1..].iter().all(|n| sets(&n.reactor, &all) == first) {
+                break;
+            }
+            if Instant::now() > deadline {
+                for (i, node) in nodes.iter().enumerate() {
+                    let sizes: Vec<usize> = sets(&node.reactor, &all)
+                        .values()
+                        .map(BTreeMap::len)
+                        .collect();
+                    eprintln!("replica {i}: {sizes:?} {:?}", node.sync.remotes());
+                }
+                panic!("seed {seed}: the replicas never held one set");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for (doc, aid) in &appended {
+            assert!(
+                stream_ops(nodes[0].reactor.store(), doc, &Scope::global())
+                    .iter()
+                    .any(|o| o.action.id.as_str() == aid),
+                "seed {seed}: {aid} written on {doc} is missing"
+            );
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            let reactor = &node.reactor;
+            for doc in docs {
+                let raw = stream_ops(reactor.store(), doc, &Scope::global());
+                let effective: Vec<String> = common::docs::effective(&raw)
+                    .iter()
+                    .map(|o| o.action.id.to_string())
+                    .collect();
+                assert_eq!(
+                    effective,
+                    common::history::naive_history(&raw),
+                    "seed {seed}: replica {i} {doc}: effective(raw) != history(set)"
+                );
+                assert_eq!(
+                    state(reactor, doc),
+                    state(&nodes[0].reactor, doc),
+                    "seed {seed}: replica {i} {doc} state"
+                );
+                for op in stream_ops(reactor.store(), doc, &Scope::local()) {
+                    assert!(
+                        op.action.id.as_str().starts_with(&format!("local-r{i}-")),
+                        "seed {seed}: replica {i} holds another's local operation {}",
+                        op.action.id
+                    );
+                }
+            }
+            assert!(
+                reactor.store().verify_all().expect("verify").is_clean(),
+                "seed {seed}: replica {i} chain"
+            );
+            let status = node.sync.remotes().expect("remotes");
+            let relay_status = status
+                .iter()
+                .find(|s| s.name == remote)
+                .expect("the relay's remote");
+            assert_eq!(relay_status.dead_letters, 0, "seed {seed}: replica {i}");
+        }
+        for node in &mut nodes {
+            node.relay
+                .take()
+                .expect("running")
+                .stop()
+                .expect("stopped cleanly");
+        }
+        println!("nats scenario {seed}: converged");
+    }
+}

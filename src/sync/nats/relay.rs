@@ -328,7 +328,19 @@ async fn ensure_stream(js: &jetstream::Context, options: &NatsOptions) -> Result
             ..Default::default()
         })
         .await
-        .map_err(|e| transport_error(&format!("creating the stream {}", options.stream), e))?;
+        .map_err(|e| match e.kind() {
+            // Another stream takes these subjects: a configuration error,
+            // not one a retry mends.
+            jetstream::context::CreateStreamErrorKind::JetStream(js)
+                if js.error_code() == jetstream::ErrorCode::STREAM_SUBJECT_OVERLAP =>
+            {
+                Error::InvalidOptions {
+                    option: "subject_prefix",
+                    reason: "another stream already takes `{prefix}.ops.>`",
+                }
+            }
+            _ => transport_error(&format!("creating the stream {}", options.stream), e),
+        })?;
     stream
         .info()
         .await
