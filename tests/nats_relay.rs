@@ -950,18 +950,8 @@ fn relayed_replicas_converge_on_the_naive_models_history_across_random_scenarios
                     state(&nodes[0].reactor, doc),
                     "seed {seed}: replica {i} {doc} state"
                 );
-                for op in stream_ops(reactor.store(), doc, &Scope::local()) {
-                    assert!(
-                        op.action.id.as_str().starts_with(&format!("local-r{i}-")),
-                        "seed {seed}: replica {i} holds another's local operation {}",
-                        op.action.id
-                    );
-                }
             }
-            assert!(
-                reactor.store().verify_all().expect("verify").is_clean(),
-                "seed {seed}: replica {i} chain"
-            );
+            common::docs::assert_local_home_and_chains(reactor.store(), &docs, i, seed);
             let status = node.sync.remotes().expect("remotes");
             let relay_status = status
                 .iter()

@@ -389,18 +389,8 @@ fn scenario(seed: u64) {
                 read(&nodes[0].reactor, doc),
                 "seed {seed}: replica {i} {doc} state"
             );
-            for op in stream_ops(reactor.store(), doc, &Scope::local()) {
-                assert!(
-                    op.action.id.as_str().starts_with(&format!("local-r{i}-")),
-                    "seed {seed}: replica {i} holds another's local operation {}",
-                    op.action.id
-                );
-            }
         }
-        assert!(
-            reactor.store().verify_all().expect("verify").is_clean(),
-            "seed {seed}: replica {i} chain"
-        );
+        common::docs::assert_local_home_and_chains(reactor.store(), &DOCS, i, seed);
         for remote in node.sync.remotes().expect("remotes") {
             assert_eq!(
                 remote.dead_letters, 0,

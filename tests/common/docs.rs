@@ -227,3 +227,30 @@ pub fn reference_counter(store: &OperationStore, doc: &str, scope: &Scope) -> Op
         CounterModel::value(&state).expect("8 bytes"),
     ))
 }
+
+/// Checks what every replica of a sync scenario must hold: its `local`
+/// operations on `doc` are its own (ids `local-r{replica}-…`), and its
+/// chains verify.
+pub fn assert_local_home_and_chains(
+    store: &OperationStore,
+    docs: &[&str],
+    replica: usize,
+    seed: u64,
+) {
+    for doc in docs {
+        for op in stream_ops(store, doc, &Scope::local()) {
+            assert!(
+                op.action
+                    .id
+                    .as_str()
+                    .starts_with(&format!("local-r{replica}-")),
+                "seed {seed}: replica {replica} holds another's local operation {}",
+                op.action.id
+            );
+        }
+    }
+    assert!(
+        store.verify_all().expect("verify").is_clean(),
+        "seed {seed}: replica {replica} chain"
+    );
+}
