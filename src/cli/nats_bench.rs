@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reactordb::{
-    Action, ActionId, ActionType, Branch, CounterModel, CreateDocumentInput, DocumentId,
-    Durability, NatsOptions, NatsTransport, Reactor, Scope, SyncManager, SyncOptions,
+    CounterModel, CreateDocumentInput, DocumentId, Durability, NatsOptions, NatsTransport, Reactor,
+    SyncManager, SyncOptions,
 };
 use serde::Serialize;
 
-use super::sync_bench::{open, ordinals, percentile, sample_every_half_ms, Ordinals};
+use super::sync_bench::{open, ordinals, percentile, sample_every_half_ms, write_rounds, Ordinals};
 
 const REACTORS: usize = 3;
 
@@ -44,6 +44,8 @@ pub(crate) struct NatsBenchReport {
 /// Per reactor per look: (time, last written ordinal, view's ordinal).
 type Look = (Instant, Vec<(u64, u64)>);
 
+/// One run. `rate`: all writers' actions per second together (0: as fast
+/// as they can, which measures throughput; below it, the delay).
 pub(crate) fn run(
     docs: usize,
     actions: usize,
@@ -84,7 +86,7 @@ pub(crate) fn run(
     let ids: Vec<DocumentId> = (0..docs)
         .map(|d| DocumentId::new(format!("nats-{d}")))
         .collect::<Result<_, _>>()?;
-    let owner = |d: usize| &reactors[d % REACTORS];
+    let owner = |d: usize| -> &Reactor { &reactors[d % REACTORS] };
     for (d, doc) in ids.iter().enumerate() {
         let create = CreateDocumentInput::new(CounterModel::document_type(), 1, doc.to_string());
         owner(d).create(doc.clone(), create)?;
@@ -98,27 +100,7 @@ pub(crate) fn run(
         sync.wait_synced(&remote, token, Duration::from_secs(120))?;
     }
     let start = Instant::now();
-    let increment = ActionType::new("INCREMENT")?;
-    for round in 0..actions {
-        if rate > 0 {
-            let due = start + Duration::from_secs_f64((round * docs) as f64 / rate as f64);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        }
-        let mut jobs = Vec::with_capacity(docs);
-        for (d, doc) in ids.iter().enumerate() {
-            let action = Action::new(
-                ActionId::new(format!("{doc}-{round}"))?,
-                increment.clone(),
-                Scope::global(),
-                1_700_000_000_000 + round as u64,
-                b"1".to_vec(),
-            );
-            jobs.push(owner(d).execute(doc.clone(), Branch::main(), vec![action])?);
-        }
-        for job in jobs {
-            job.written(Duration::from_secs(120))?;
-        }
-    }
+    write_rounds(&ids, actions, rate, start, owner)?;
     // Everything is everywhere when each reactor's relay has published
     // all it wrote and each has loaded everyone else's.
     for (reactor, sync) in reactors.iter().zip(&syncs) {

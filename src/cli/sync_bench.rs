@@ -183,28 +183,7 @@ fn run_one(
         let create = CreateDocumentInput::new(CounterModel::document_type(), 1, doc.to_string());
         a.create(doc.clone(), create)?;
     }
-    let increment = ActionType::new("INCREMENT")?;
-    for round in 0..actions {
-        if rate > 0 {
-            // Paced: round r starts at r × docs / rate seconds.
-            let due = start + Duration::from_secs_f64((round * docs) as f64 / rate as f64);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        }
-        let mut jobs = Vec::with_capacity(docs);
-        for doc in &ids {
-            let action = Action::new(
-                ActionId::new(format!("{doc}-{round}"))?,
-                increment.clone(),
-                Scope::global(),
-                1_700_000_000_000 + round as u64,
-                b"1".to_vec(),
-            );
-            jobs.push(a.execute(doc.clone(), Branch::main(), vec![action])?);
-        }
-        for job in jobs {
-            job.written(Duration::from_secs(120))?;
-        }
-    }
+    write_rounds(&ids, actions, rate, start, |_| &a)?;
     let write_ms = start.elapsed().as_secs_f64() * 1e3;
     let total = docs * (actions + 1);
     let token = reactordb::ConsistencyToken(a.store().last_ordinal());
@@ -263,4 +242,40 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
         .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
         .copied()
         .unwrap_or(f64::NAN)
+}
+
+/// The writers of a sync benchmark: `actions` rounds of one increment per
+/// document, each on `writer_of(document's index)`, a round waiting until
+/// all of its jobs are written. Paced (`rate` > 0): round r starts at
+/// r × documents / rate seconds after `start`.
+pub(crate) fn write_rounds<'a>(
+    ids: &[DocumentId],
+    actions: usize,
+    rate: u64,
+    start: Instant,
+    writer_of: impl Fn(usize) -> &'a Reactor,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let docs = ids.len();
+    let increment = ActionType::new("INCREMENT")?;
+    for round in 0..actions {
+        if rate > 0 {
+            let due = start + Duration::from_secs_f64((round * docs) as f64 / rate as f64);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        let mut jobs = Vec::with_capacity(docs);
+        for (d, doc) in ids.iter().enumerate() {
+            let action = Action::new(
+                ActionId::new(format!("{doc}-{round}"))?,
+                increment.clone(),
+                Scope::global(),
+                1_700_000_000_000 + round as u64,
+                b"1".to_vec(),
+            );
+            jobs.push(writer_of(d).execute(doc.clone(), Branch::main(), vec![action])?);
+        }
+        for job in jobs {
+            job.written(Duration::from_secs(120))?;
+        }
+    }
+    Ok(())
 }
