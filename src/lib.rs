@@ -151,12 +151,14 @@ pub use store::{
 pub use sync::{
     in_process_pair, Channel, ChannelClosed, DeadLetter, DocumentSyncStatus, FaultPlan,
     FaultyChannel, InProcessChannel, RemoteFilter, RemoteOptions, RemoteStatus, SessionHandle,
-    Signature, SigningKey, SyncManager, SyncOptions, PROTOCOL_VERSION,
+    Signature, SigningKey, Standing, StreamRecord, SyncManager, SyncOptions, PROTOCOL_VERSION,
+};
+#[cfg(feature = "nats")]
+pub use sync::{
+    AuditEntry, AuditReport, NatsAuth, NatsOptions, NatsRelay, NatsTransport, PublishedRecord,
 };
 #[cfg(feature = "grpc")]
 pub use sync::{DialOptions, GrpcChannel, GrpcServer, GrpcTransport, Reconnecting, ServeOptions};
-#[cfg(feature = "nats")]
-pub use sync::{NatsAuth, NatsOptions, NatsRelay, NatsTransport};
 pub use view::{
     rebuild_view, verify_snapshots, verify_view, ConsistencyToken, Document, DocumentView,
     ScopeState, SnapshotReport, ViewFault, ViewFilter, ViewOptions, ViewReport,

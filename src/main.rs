@@ -82,6 +82,13 @@ enum Command {
     /// remote's cursors.
     #[cfg(feature = "grpc")]
     Sync(cli::sync::SyncArgs),
+    /// Compares this database with the audit records other reactors'
+    /// relays published on the NATS stream's bucket (`--nats URL[,URL…]`)
+    /// and names each stream where one side is behind or they diverged.
+    /// Exits 0 when clean, 2 with findings. Run it on a database no
+    /// process holds.
+    #[cfg(all(feature = "grpc", feature = "nats"))]
+    Audit(cli::audit::AuditArgs),
 }
 
 #[derive(clap::Args)]
@@ -226,6 +233,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::sync::serve(&cli.db, args),
         #[cfg(feature = "grpc")]
         Command::Sync(args) => cli::sync::sync(&cli.db, args),
+        #[cfg(all(feature = "grpc", feature = "nats"))]
+        Command::Audit(args) => cli::audit::run(&cli.db, args),
     };
     match result {
         Ok(code) => code,

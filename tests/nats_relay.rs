@@ -22,8 +22,8 @@ use common::docs::stream_ops;
 use common::nats_cluster::{Cluster, TOKEN};
 use common::reactor::*;
 use reactordb::{
-    ConsistencyToken, Error, NatsOptions, NatsRelay, NatsTransport, Reactor, Scope, SyncManager,
-    SyncOptions, ViewFilter,
+    AuditReport, ConsistencyToken, Error, NatsOptions, NatsRelay, NatsTransport, Reactor, Scope,
+    Standing, SyncManager, SyncOptions, ViewFilter,
 };
 
 static CLUSTER: Mutex<()> = Mutex::new(());
@@ -814,6 +814,7 @@ fn relayed_replicas_converge_on_the_naive_models_history_across_random_scenarios
             options(cluster)
                 .stream(stream.clone())
                 .subject_prefix(format!("scenario{seed}"))
+                .audit_interval(Some(Duration::from_millis(200)))
         };
         let remote = format!("nats:{stream}");
         let mut rng = common::Rng::seeded(seed);
@@ -932,6 +933,22 @@ fn relayed_replicas_converge_on_the_naive_models_history_across_random_scenarios
                 "seed {seed}: {aid} written on {doc} is missing"
             );
         }
+        let syncs: Vec<&SyncManager> = nodes.iter().map(|n| &*n.sync).collect();
+        common::docs::assert_audit_agrees(&syncs, seed, |unit, op| {
+            if op.action.action_type.as_str() == "CREATE_DOCUMENT" {
+                let doc = docs.iter().position(|d| *d == unit.document_id.as_str());
+                return doc.map(|k| k % N);
+            }
+            let (_, replica) = op.action.id.as_str().rsplit_once("-r")?;
+            replica.parse().ok()
+        });
+        // And as published: every relay's records match every replica's.
+        wait_until("every audit clean", 60, || {
+            nodes.iter().all(|n| {
+                let report = transport.audit(&n.sync, &opts(&cluster)).expect("audit");
+                report.is_clean() && report.peers.len() == N - 1
+            })
+        });
         for (i, node) in nodes.iter().enumerate() {
             let reactor = &node.reactor;
             for doc in docs {
@@ -968,4 +985,164 @@ fn relayed_replicas_converge_on_the_naive_models_history_across_random_scenarios
         }
         println!("nats scenario {seed}: converged");
     }
+}
+
+/// The doc's `global` stream in `report`'s findings: (peer name, standing).
+fn global_findings(report: &AuditReport) -> BTreeSet<(String, Standing)> {
+    report
+        .findings()
+        .filter(|e| e.unit.document_id.as_str() == "doc" && e.unit.scope == Scope::global())
+        .map(|e| (e.peer.1.clone(), e.standing))
+        .collect()
+}
+
+#[test]
+fn audit_is_clean_on_converged_replicas_and_names_a_stream_behind_or_diverged() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start();
+    let transport = NatsTransport::new().expect("transport");
+    let opts = || {
+        options(&cluster)
+            .stream("AUDITED")
+            .subject_prefix("audited")
+            .audit_interval(Some(Duration::from_millis(100)))
+    };
+    let audit = |node: &Node| transport.audit(&node.sync, &opts()).expect("audit");
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let mut a = open_node(dirs[0].path(), "a");
+    let mut b = open_node(dirs[1].path(), "b");
+    let mut c = open_node(dirs[2].path(), "c");
+    for node in [&mut a, &mut b, &mut c] {
+        relay(node, &transport, opts());
+    }
+    create_counter(&a.reactor, "doc");
+    for n in 0..5 {
+        written(
+            &a.reactor
+                .execute(id("doc"), main(), vec![increment(&format!("a{n}"))])
+                .expect("submit"),
+        );
+    }
+    wait_count(&b.reactor, "doc", 5);
+    for n in 0..3 {
+        written(
+            &b.reactor
+                .execute(id("doc"), main(), vec![increment(&format!("b{n}"))])
+                .expect("submit"),
+        );
+    }
+    let docs = ["doc".to_string()];
+    let mut nodes = [a, b, c];
+    wait_converged(&nodes, &docs);
+    // Clean: each replica's record of every stream matches both peers'.
+    wait_until("every audit clean", 30, || {
+        nodes.iter().all(|n| {
+            let report = audit(n);
+            report.is_clean() && report.peers.len() == 2 && global_findings(&report).is_empty()
+        })
+    });
+    let report = audit(&nodes[0]);
+    assert!(
+        report
+            .entries
+            .iter()
+            .any(|e| e.unit.document_id.as_str() == "doc" && e.peer.1 == "c"),
+        "{report:?}"
+    );
+
+    // Behind: c stops relaying while a writes on.
+    nodes[2]
+        .relay
+        .take()
+        .expect("running")
+        .stop()
+        .expect("stopped");
+    for n in 5..8 {
+        written(
+            &nodes[0]
+                .reactor
+                .execute(id("doc"), main(), vec![increment(&format!("a{n}"))])
+                .expect("submit"),
+        );
+    }
+    wait_count(&nodes[1].reactor, "doc", 11);
+    let peer_behind = BTreeSet::from([("c".to_string(), Standing::Ahead)]);
+    wait_until("a sees c behind on doc", 30, || {
+        global_findings(&audit(&nodes[0])) == peer_behind
+    });
+    let behind = BTreeSet::from([
+        ("a".to_string(), Standing::Behind),
+        ("b".to_string(), Standing::Behind),
+    ]);
+    wait_until("c sees itself behind a and b on doc", 30, || {
+        global_findings(&audit(&nodes[2])) == behind
+    });
+    // The same from the CLI, on c's database closed.
+    let [a, b, c] = nodes;
+    drop(c);
+    let run_audit = |dir: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_reactordb"))
+            .args(["--db", dir.to_str().expect("utf-8"), "audit", "--nats"])
+            .arg(cluster.urls().join(","))
+            .args(["--token", TOKEN, "--stream", "AUDITED"])
+            .output()
+            .expect("run reactordb audit")
+    };
+    let out = run_audit(dirs[2].path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("behind: doc/global/main against a ("),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ours 8 operations, theirs 11"), "{stdout}");
+    // Back, it catches up and the audit is clean again.
+    let mut c = open_node(dirs[2].path(), "c");
+    relay(&mut c, &transport, opts());
+    let nodes = [a, b, c];
+    wait_converged(&nodes, &docs);
+    wait_until("c clean again", 30, || audit(&nodes[2]).is_clean());
+
+    // Diverged: a restored from a backup taken before its last operation
+    // executes that action again with another content: a holds as many of
+    // its own operations as b and c hold of a's, under another history.
+    let backup = tempfile::tempdir().expect("dir");
+    let restored = backup.path().join("a");
+    nodes[0].reactor.store().backup(&restored).expect("backup");
+    written(
+        &nodes[0]
+            .reactor
+            .execute(id("doc"), main(), vec![increment("a8")])
+            .expect("submit"),
+    );
+    wait_count(&nodes[1].reactor, "doc", 12);
+    wait_count(&nodes[2].reactor, "doc", 12);
+    let [a, mut b, mut c] = nodes;
+    drop(a);
+    let a = open_node(&restored, "a");
+    written(
+        &a.reactor
+            .execute(
+                id("doc"),
+                main(),
+                vec![increment_by("a8", Scope::global(), 2)],
+            )
+            .expect("submit"),
+    );
+    let diverged = BTreeSet::from([
+        ("b".to_string(), Standing::Diverged),
+        ("c".to_string(), Standing::Diverged),
+    ]);
+    wait_until("a's audit names doc diverged", 30, || {
+        global_findings(&audit(&a)) == diverged
+    });
+    drop(a);
+    let out = run_audit(&restored);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("diverged: doc/global/main against b ("),
+        "{stdout}"
+    );
+    stop_all([&mut b, &mut c]);
 }

@@ -213,6 +213,18 @@ fn read(reactor: &Reactor, doc: &str) -> Option<States> {
     )
 }
 
+/// The replica that executed an operation, where its action id or type
+/// says (appends and renames are `s{seed}-{step}-r{replica}`; document `k`
+/// is created on replica `k % n`).
+fn origin_of(unit: &reactordb::SyncUnit, op: &reactordb::Operation, n: usize) -> Option<usize> {
+    if op.action.action_type.as_str() == "CREATE_DOCUMENT" {
+        let doc = unit.document_id.as_str();
+        return DOCS.iter().position(|d| *d == doc).map(|k| k % n);
+    }
+    let (_, replica) = op.action.id.as_str().rsplit_once("-r")?;
+    replica.parse().ok()
+}
+
 fn scenario(seed: u64) {
     let mut rng = Rng::seeded(seed);
     let n = 2 + rng.below(2) as usize;
@@ -368,6 +380,8 @@ fn scenario(seed: u64) {
             );
         }
     }
+    let syncs: Vec<&SyncManager> = nodes.iter().map(|node| &node.sync).collect();
+    common::docs::assert_audit_agrees(&syncs, seed, |unit, op| origin_of(unit, op, n));
     for (i, node) in nodes.iter().enumerate() {
         let reactor = &node.reactor;
         for doc in DOCS {

@@ -1,5 +1,7 @@
 //! Subcommands of the `reactordb` binary that need more than a screen.
 
+#[cfg(all(feature = "grpc", feature = "nats"))]
+pub(crate) mod audit;
 pub(crate) mod demo;
 #[cfg(feature = "nats")]
 pub(crate) mod nats_bench;

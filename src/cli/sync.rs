@@ -74,28 +74,11 @@ pub(crate) struct SyncArgs {
     /// The name on the server's certificate (default: localhost).
     #[arg(long, default_value = "localhost")]
     domain: String,
-    /// Relay through a NATS JetStream cluster instead of a peer: its
-    /// servers, comma-separated (nats://host:port, or tls:// with --ca).
-    /// --token, or --user and --password, authenticate.
+    /// Relay through a NATS JetStream cluster instead of a peer (--nats
+    /// URL[,URL…]; --token, or --user and --password, authenticate).
     #[cfg(feature = "nats")]
-    #[arg(long, value_delimiter = ',', conflicts_with = "peer")]
-    nats: Vec<String>,
-    /// NATS user (with --password).
-    #[cfg(feature = "nats")]
-    #[arg(long, requires = "password", conflicts_with = "token")]
-    user: Option<String>,
-    /// NATS password (with --user).
-    #[cfg(feature = "nats")]
-    #[arg(long, requires = "user")]
-    password: Option<String>,
-    /// The JetStream stream (default REACTORDB).
-    #[cfg(feature = "nats")]
-    #[arg(long, default_value = "REACTORDB")]
-    stream: String,
-    /// Copies of the stream the cluster keeps, when this creates it.
-    #[cfg(feature = "nats")]
-    #[arg(long, default_value_t = 3)]
-    replicas: usize,
+    #[command(flatten)]
+    nats: super::audit::NatsArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -104,7 +87,7 @@ enum SyncCommand {
     Status,
 }
 
-fn open(db: &Path) -> Result<Arc<Reactor>, Box<dyn std::error::Error>> {
+pub(crate) fn open(db: &Path) -> Result<Arc<Reactor>, Box<dyn std::error::Error>> {
     Ok(Arc::new(
         Reactor::builder(db)
             .durability(Durability::Buffered)
@@ -176,7 +159,10 @@ pub(crate) fn sync(db: &Path, args: &SyncArgs) -> CliResult {
         return status(db);
     }
     #[cfg(feature = "nats")]
-    if !args.nats.is_empty() {
+    if !args.nats.nats.is_empty() {
+        if args.peer.is_some() {
+            return Err("sync takes --peer or --nats, not both".into());
+        }
         return sync_nats(db, args);
     }
     let (Some(peer), Some(token)) = (&args.peer, &args.token) else {
@@ -210,18 +196,7 @@ pub(crate) fn sync(db: &Path, args: &SyncArgs) -> CliResult {
 /// same live line as peer sync.
 #[cfg(feature = "nats")]
 fn sync_nats(db: &Path, args: &SyncArgs) -> CliResult {
-    let mut options = reactordb::NatsOptions::new(args.nats.clone())
-        .stream(args.stream.clone())
-        .replicas(args.replicas);
-    if let Some(token) = &args.token {
-        options = options.token(token.clone());
-    }
-    if let (Some(user), Some(password)) = (&args.user, &args.password) {
-        options = options.user_password(user.clone(), password.clone());
-    }
-    if let Some(ca) = &args.ca {
-        options = options.ca_file(ca.clone());
-    }
+    let options = args.nats.options(args.token.as_ref(), args.ca.as_ref());
     let reactor = open(db)?;
     let sync = Arc::new(SyncManager::open(reactor, SyncOptions::new())?);
     let transport = reactordb::NatsTransport::new()?;
@@ -230,7 +205,7 @@ fn sync_nats(db: &Path, args: &SyncArgs) -> CliResult {
     println!(
         "syncing {} through {remote} at {}",
         sync.name(),
-        args.nats.join(",")
+        args.nats.nats.join(",")
     );
     live(&sync, || relay.is_finished())?;
     relay.stop()?;

@@ -85,11 +85,12 @@ pub(crate) fn start(
             loaded.dead_letters.push(refuse(reason, document));
             continue;
         }
-        origin_keys.push(
-            shared
-                .state
-                .put_origin(&mut origins, &op.id, &op.content_hash, remote),
-        );
+        origin_keys.push(shared.state.put_origin(
+            &mut origins,
+            (&op.id, &op.content_hash),
+            remote,
+            &wire.origin,
+        ));
         // The first valid signature stays: a later peer cannot replace the
         // originator's with its own. (Unsigned operations skip the lookup.)
         if let Some(signature) = wire.signature {

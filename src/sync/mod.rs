@@ -9,6 +9,8 @@
 //!   origins, signatures).
 //! - `outbox` / `inbox`: what a remote is sent, and loading what it sent.
 //! - `digest`: the anti-entropy pass.
+//! - `audit`: a stream's record (set size, per-originator counts, history
+//!   digest) and how two records stand.
 //! - `session`: one connection's protocol loop.
 //! - `channel`: the transports.
 //! - `nats`: the JetStream relay (feature `nats`): a shared stream as one
@@ -23,6 +25,7 @@
 //! envelope waits in a bounded buffer; the sender resends from the acked
 //! cursor, so nothing is lost to a dropped, repeated or reordered frame.
 
+mod audit;
 mod channel;
 mod digest;
 mod filter;
@@ -80,6 +83,7 @@ pub(crate) fn fuzz_seeds(operation: &crate::model::OperationWithContext) -> Vec<
     let op = wire::WireOperation {
         ordinal: 7,
         bytes: synced.encode(),
+        origin: [7; 16],
         signature: None,
     };
     let envelope = wire::Message::Envelope {
@@ -112,6 +116,7 @@ use crate::model::{DocumentId, Scope};
 use crate::reactor::Reactor;
 use crate::view::ConsistencyToken;
 
+pub use audit::{Standing, StreamRecord};
 #[cfg(feature = "grpc")]
 pub use channel::grpc::{
     DialOptions, GrpcChannel, GrpcServer, GrpcTransport, Reconnecting, ServeOptions,
@@ -121,7 +126,9 @@ pub use channel::{
 };
 pub use filter::{RemoteFilter, RemoteOptions};
 #[cfg(feature = "nats")]
-pub use nats::{NatsAuth, NatsOptions, NatsRelay, NatsTransport};
+pub use nats::{
+    AuditEntry, AuditReport, NatsAuth, NatsOptions, NatsRelay, NatsTransport, PublishedRecord,
+};
 pub use sign::SigningKey;
 pub use state::DeadLetter;
 pub(crate) use wire::MAX_PAYLOAD;
@@ -496,6 +503,30 @@ impl SyncManager {
         }
         self.shared.state.remove_remote(name)?;
         Ok(())
+    }
+
+    /// This node's id in hex: the originator under which the audit counts
+    /// what this node executed.
+    pub fn node_id(&self) -> String {
+        state::hex(&self.shared.node.node)
+    }
+
+    /// The audit record of every stream this replica holds (the `local`
+    /// scope aside), each read whole: a cost in proportion to the
+    /// database. Equal on two replicas holding the same operations; see
+    /// [`StreamRecord::standing`].
+    pub fn audit(&self) -> Result<Vec<StreamRecord>> {
+        let mut out = Vec::new();
+        for stream in self.shared.reactor.store().all_streams()? {
+            if stream.unit.scope != Scope::local() {
+                out.push(audit::record(
+                    &self.shared,
+                    &stream.unit,
+                    &stream.document_type,
+                )?);
+            }
+        }
+        Ok(out)
     }
 
     /// Every remote with its status, by name.

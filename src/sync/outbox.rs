@@ -135,19 +135,22 @@ pub(crate) fn wire_operation(
             .as_ref()
             .map(|key| key.sign(synced))
     };
-    let signature = if originated {
-        ours(&synced)
-    } else {
-        match shared.state.signature(id, content)? {
-            Some(signature) => Some(signature),
-            None if shared.options.signing_key.is_none() => None,
-            None if !shared.state.came_from_any(id, content)? => ours(&synced),
-            None => None,
-        }
+    // A remote sent it (its originator is recorded), or we originated it
+    // (a local execute, or a load outside sync).
+    let originator = match originated {
+        true => None,
+        false => shared.state.originator(id, content)?,
+    };
+    let signature = match (originated, shared.state.signature(id, content)?) {
+        (true, _) => ours(&synced),
+        (false, Some(signature)) => Some(signature),
+        (false, None) if originator.is_none() => ours(&synced),
+        (false, None) => None,
     };
     Ok(WireOperation {
         ordinal,
         bytes: synced.encode(),
+        origin: originator.unwrap_or(shared.node.node),
         signature,
     })
 }

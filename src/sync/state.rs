@@ -13,7 +13,7 @@
 //! | `b\0{remote}\0{first ordinal}` | a buffered (out-of-order) envelope |
 //! | `d\0{remote}\0{sequence}` | a dead letter |
 //! | `x\0{remote}\0{blake3 of its bytes}` | that byte string is a dead letter already |
-//! | `o\0{op id}{content hash}{remote}\0` | the remote sent us this operation |
+//! | `o\0{op id}{content hash}{remote}\0` | the remote sent us this operation; its originator's node id (empty before protocol 2: unknown). Remote `""`: one since removed |
 //! | `s\0{op id}{content hash}` | the originator's signature of it |
 //!
 //! Each cursor is in the ordinal frame of the store that assigned the
@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::filter::RemoteOptions;
-use super::wire::Signature;
+use super::wire::{Signature, UNKNOWN_ORIGIN};
 use crate::error::{Error, Result};
 use crate::model::{Digest, OperationId};
 use crate::store::{OperationStore, SyncBatch};
@@ -246,7 +246,8 @@ impl SyncState {
     }
 
     /// Forgets a remote: its record, cursors, buffered envelopes, dead
-    /// letters and which operations it sent.
+    /// letters and which operations it sent (their originators stay, under
+    /// the empty remote name).
     pub(crate) fn remove_remote(&self, remote: &str) -> Result<()> {
         let mut batch = SyncBatch::default();
         for tag in [b'r', b'c', b'b', b'd', b'x'] {
@@ -259,8 +260,13 @@ impl SyncState {
             s.push(0);
             s
         };
-        for (key, _) in self.store.sync_scan(b"o\0", usize::MAX)? {
+        for (key, originator) in self.store.sync_scan(b"o\0", usize::MAX)? {
             if key.len() == 2 + 16 + 32 + suffix.len() && key.ends_with(&suffix) {
+                // Who originated it stays known (the audit counts by
+                // originator), under the empty name no remote can have.
+                let mut kept = key[..2 + 16 + 32].to_vec();
+                kept.push(0);
+                batch.put(kept, originator);
                 batch.delete(key);
             }
         }
@@ -458,18 +464,19 @@ impl SyncState {
             .collect()
     }
 
-    /// Records that `remote` sent this operation (so it is not echoed).
+    /// Records that `remote` sent this operation (so it is not echoed),
+    /// and the node that originated it (so it travels on with it).
     /// Returns the key, for [`remember_origins`](Self::remember_origins)
     /// once the batch is written.
     pub(crate) fn put_origin(
         &self,
         batch: &mut SyncBatch,
-        id: &OperationId,
-        content: &Digest,
+        (id, content): (&OperationId, &Digest),
         remote: &str,
+        originator: &[u8; 16],
     ) -> Vec<u8> {
         let key = origin_key(id, content, remote);
-        batch.put(key.clone(), Vec::new());
+        batch.put(key.clone(), encode(originator));
         key
     }
 
@@ -495,12 +502,20 @@ impl SyncState {
         self.store.sync_contains(&key)
     }
 
-    /// Whether any remote sent this operation (else this node originated it).
-    pub(crate) fn came_from_any(&self, id: &OperationId, content: &Digest) -> Result<bool> {
-        Ok(!self
-            .store
-            .sync_scan(&op_key(b'o', id, content), 1)?
-            .is_empty())
+    /// The node that originated an operation a remote sent us, as the first
+    /// remote to send it said ([`UNKNOWN_ORIGIN`] if recorded before
+    /// protocol 2); `None` when no remote sent it (this node originated
+    /// it, or a program loaded it outside sync).
+    pub(crate) fn originator(
+        &self,
+        id: &OperationId,
+        content: &Digest,
+    ) -> Result<Option<[u8; 16]>> {
+        match self.store.sync_scan(&op_key(b'o', id, content), 1)?.pop() {
+            None => Ok(None),
+            Some((_, value)) if value.is_empty() => Ok(Some(UNKNOWN_ORIGIN)),
+            Some((_, value)) => decode(&value, "originator").map(Some),
+        }
     }
 
     pub(crate) fn put_signature(

@@ -56,10 +56,14 @@ fn source_operations(n: usize) -> Vec<OperationWithContext> {
         .items
 }
 
+/// The originator the test's wire operations name.
+const PEER_ORIGIN: [u8; 16] = [9; 16];
+
 fn wire(item: &OperationWithContext, ordinal: u64) -> WireOperation {
     WireOperation {
         ordinal,
         bytes: SyncedOperation::of(item).encode(),
+        origin: PEER_ORIGIN,
         signature: None,
     }
 }
@@ -193,6 +197,7 @@ fn refused_operations_become_dead_letters_with_their_reason_and_the_rest_loads()
     let tampered = WireOperation {
         ordinal: 4,
         bytes: synced.encode(),
+        origin: PEER_ORIGIN,
         signature: None,
     };
     let operations = vec![
@@ -411,7 +416,7 @@ fn a_stranger_is_refused_unless_new_remotes_are_accepted() {
 }
 
 #[test]
-fn removing_a_remote_forgets_its_cursors_letters_buffers_and_origins() {
+fn removing_a_remote_forgets_its_cursors_letters_buffers_and_echo_records_but_not_originators() {
     let ops = source_operations(3);
     let mut h = Harness::new(RemoteOptions::new());
     h.hello();
@@ -446,6 +451,13 @@ fn removing_a_remote_forgets_its_cursors_letters_buffers_and_origins() {
     assert!(!state
         .came_from(&creation.id, &creation.content_hash, "peer")
         .expect("read"));
+    // Who originated it is still known: the audit counts by it.
+    assert_eq!(
+        state
+            .originator(&creation.id, &creation.content_hash)
+            .expect("read"),
+        Some(PEER_ORIGIN)
+    );
     assert!(matches!(
         h.sync.remove_remote("peer"),
         Err(Error::RemoteUnknown { .. })

@@ -18,7 +18,7 @@ use crate::model::{
 
 /// The sync protocol this build speaks. Peers announce theirs in the frame
 /// header and in `Hello`; a different one is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 const MAGIC: &[u8; 4] = b"RDBS";
 const HEADER: usize = 4 + 2 + 4;
@@ -118,16 +118,26 @@ pub(crate) struct StreamDigest {
     pub digest: Digest,
 }
 
-/// One operation in an envelope: its encoded [`SyncedOperation`], and the
-/// signature of its originator, if any.
+/// One operation in an envelope: its encoded [`SyncedOperation`], the node
+/// that originated it, and its originator's signature, if any.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct WireOperation {
     /// The sender's ordinal of the operation (0 in a repair).
     pub ordinal: u64,
     #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
+    /// The node id of the reactor that executed it first (its originator;
+    /// [`UNKNOWN_ORIGIN`] when the sender does not know it). Carried
+    /// unchanged from replica to replica, so every replica counts an
+    /// operation under the same origin (the audit's per-origin vector).
+    /// Not signed: a count, not a proof.
+    pub origin: [u8; 16],
     pub signature: Option<Signature>,
 }
+
+/// The origin of an operation whose originator is not known (recorded by a
+/// build before protocol 2).
+pub(crate) const UNKNOWN_ORIGIN: [u8; 16] = [0; 16];
 
 /// An ed25519 signature over an operation's signed digest (`SyncedOperation::signed_digest`)
 /// and the public key that made it.
@@ -349,6 +359,7 @@ mod tests {
             operations: vec![WireOperation {
                 ordinal: 4,
                 bytes: op().encode(),
+                origin: [7; 16],
                 signature: None,
             }],
         };

@@ -254,3 +254,86 @@ pub fn assert_local_home_and_chains(
         "seed {seed}: replica {replica} chain"
     );
 }
+
+/// The audit's property on converged replicas: every replica's record of
+/// every synced stream is the same (the records are a function of the set
+/// held, with each operation counted under the node that executed it);
+/// each record's counts add up to its operation set; and each operation
+/// whose executing replica the test knows (`origin_of`, by its action id;
+/// `None` for undo and redo markers, whose ids the reactor makes) is
+/// counted under that replica's node.
+pub fn assert_audit_agrees(
+    syncs: &[&reactordb::SyncManager],
+    seed: u64,
+    origin_of: impl Fn(&SyncUnit, &Operation) -> Option<usize>,
+) {
+    use std::collections::{BTreeMap, BTreeSet};
+    let records: Vec<BTreeMap<SyncUnit, reactordb::StreamRecord>> = syncs
+        .iter()
+        .map(|s| {
+            s.audit()
+                .expect("audit")
+                .into_iter()
+                .map(|r| (r.unit.clone(), r))
+                .collect()
+        })
+        .collect();
+    for (i, replica) in records.iter().enumerate() {
+        assert_eq!(
+            replica, &records[0],
+            "seed {seed}: replica {i}'s audit records differ from replica 0's"
+        );
+    }
+    let nodes: Vec<String> = syncs.iter().map(|s| s.node_id()).collect();
+    let store = syncs[0].reactor().store();
+    for (unit, record) in &records[0] {
+        let ops = store
+            .get_since(
+                unit,
+                Revision(0),
+                &OperationFilter::default(),
+                Paging::all(),
+            )
+            .expect("scan")
+            .items;
+        let distinct: BTreeSet<(String, String)> = ops
+            .iter()
+            .map(|o| (o.id.to_string(), o.content_hash.to_string()))
+            .collect();
+        assert_eq!(
+            record.operations,
+            distinct.len() as u64,
+            "seed {seed}: {unit:?}"
+        );
+        assert_eq!(
+            record.origins.values().sum::<u64>(),
+            record.operations,
+            "seed {seed}: {unit:?} counts"
+        );
+        let mut known = vec![0u64; syncs.len()];
+        let mut unknown = 0;
+        let mut seen = BTreeSet::new();
+        for op in &ops {
+            if seen.insert((op.id, op.content_hash)) {
+                match origin_of(unit, op) {
+                    Some(r) => known[r] += 1,
+                    None => unknown += 1,
+                }
+            }
+        }
+        for origin in record.origins.keys() {
+            assert!(
+                nodes.contains(origin),
+                "seed {seed}: {unit:?} origin {origin}"
+            );
+        }
+        for (r, node) in nodes.iter().enumerate() {
+            let counted = record.origins.get(node).copied().unwrap_or(0);
+            assert!(
+                known[r] <= counted && counted <= known[r] + unknown,
+                "seed {seed}: {unit:?}: replica {r} executed {} (+ up to {unknown} markers), counted {counted}",
+                known[r]
+            );
+        }
+    }
+}

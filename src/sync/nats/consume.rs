@@ -10,11 +10,11 @@ use tokio_stream::StreamExt;
 
 use super::publish::decode_signature;
 use super::relay::Relay;
-use super::{subject, transport_error, ORIGIN, SIGNATURE};
+use super::{parse_node, subject, transport_error, ORIGIN, SIGNATURE};
 use crate::error::{Error, Result};
 use crate::store::SyncBatch;
 use crate::sync::inbox;
-use crate::sync::wire::{SyncedOperation, WireOperation};
+use crate::sync::wire::{SyncedOperation, WireOperation, UNKNOWN_ORIGIN};
 
 /// How long a fetch waits for messages when the stream has none.
 const FETCH_WAIT: Duration = Duration::from_millis(100);
@@ -91,14 +91,14 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
                     .and_then(|h| h.get(name))
                     .map(|v| v.as_str().to_owned())
             };
-            if header(ORIGIN).as_deref() == Some(relay.origin.as_str())
-                && held(relay, &message.payload)?
-            {
+            let origin = header(ORIGIN).as_deref().and_then(parse_node);
+            if origin == Some(relay.shared.node.node) && held(relay, &message.payload)? {
                 continue; // ours, and still here
             }
             operations.push(WireOperation {
                 ordinal: *seq,
                 bytes: message.payload.to_vec(),
+                origin: origin.unwrap_or(UNKNOWN_ORIGIN),
                 signature: header(SIGNATURE).as_deref().and_then(decode_signature),
             });
         }
@@ -172,7 +172,7 @@ async fn open_consumer(
         .options
         .consumer
         .clone()
-        .unwrap_or_else(|| subject::consumer_of(&relay.shared.node.name, &relay.origin));
+        .unwrap_or_else(|| subject::consumer_of(&relay.shared.node.name, &relay.node_hex));
     let stream = relay
         .js
         .get_stream(&relay.options.stream)

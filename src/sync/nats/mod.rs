@@ -14,9 +14,14 @@
 //! past it is a replay the merge ignores). Replicas publish concurrently:
 //! there is no expected-sequence guard; order comes from the merge.
 //!
+//! Each relay also publishes its replica's audit record of every stream it
+//! relays to a key-value bucket beside the stream (`audit`), and
+//! [`NatsTransport::audit`] compares a replica with everyone's.
+//!
 //! The tokio runtime lives here, inside the transport; the API stays
 //! synchronous.
 
+mod audit;
 mod consume;
 mod publish;
 mod relay;
@@ -26,13 +31,27 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use audit::{AuditEntry, AuditReport, PublishedRecord};
 pub use relay::NatsRelay;
 
 use super::SyncManager;
 use crate::error::{Error, Result};
 
-/// The header naming the node that published a message.
+/// The header naming the node that originated a message's operation (its
+/// id in hex; the publisher's own, or the one a peer recorded for it).
 const ORIGIN: &str = "Reactordb-Origin";
+
+/// A node id from its hex (`None` if it is not 32 hex digits).
+fn parse_node(hex: &str) -> Option<[u8; 16]> {
+    if hex.len() != 32 || !hex.is_ascii() {
+        return None;
+    }
+    let mut node = [0u8; 16];
+    for (i, byte) in node.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(node)
+}
 /// The header carrying the originator's signature (base64 of key and
 /// signature).
 const SIGNATURE: &str = "Reactordb-Signature";
@@ -94,6 +113,10 @@ pub struct NatsOptions {
     /// does, so the relay reads on from the stream's first message. Used
     /// once, at the relay's start (default false).
     pub bootstrapped: bool,
+    /// How often the relay publishes the audit records of the streams
+    /// that changed to the bucket `{stream}_AUDIT` (default 5 s; `None`:
+    /// never). See [`NatsTransport::audit`].
+    pub audit_interval: Option<Duration>,
 }
 
 impl NatsOptions {
@@ -110,6 +133,7 @@ impl NatsOptions {
             consumer: None,
             batch: 256,
             bootstrapped: false,
+            audit_interval: Some(Duration::from_secs(5)),
         }
     }
     /// Authenticates with this token.
@@ -155,6 +179,11 @@ impl NatsOptions {
         self.bootstrapped = bootstrapped;
         self
     }
+    /// Sets how often audit records are published (`None`: never).
+    pub fn audit_interval(mut self, interval: Option<Duration>) -> Self {
+        self.audit_interval = interval;
+        self
+    }
     /// Names the durable consumer.
     pub fn consumer(mut self, name: impl Into<String>) -> Self {
         self.consumer = Some(name.into());
@@ -181,6 +210,9 @@ impl NatsOptions {
         }
         if self.replicas == 0 || self.replicas > 5 {
             return invalid("replicas", "1 to 5");
+        }
+        if self.audit_interval.is_some_and(|i| i.is_zero()) {
+            return invalid("audit_interval", "more than zero");
         }
         if self.batch == 0 || self.batch > crate::limits::MAX_LOAD_OPERATIONS {
             return invalid("batch", "1 to MAX_LOAD_OPERATIONS");
@@ -226,5 +258,17 @@ impl NatsTransport {
     ) -> Result<NatsRelay> {
         options.validate()?;
         relay::start(self.clone(), manager, options)
+    }
+
+    /// Compares `manager`'s replica with the audit records every other
+    /// node's relay published on this stream's bucket: per peer and
+    /// stream, whether we are in sync, behind, ahead, each behind the
+    /// other, or diverged ([`StreamRecord::standing`](crate::StreamRecord::standing)).
+    /// A stream only we hold is not listed (a peer's filter may leave it
+    /// out); one only a peer holds is, as behind. Records are as fresh as
+    /// the peers' [`NatsOptions::audit_interval`].
+    pub fn audit(&self, manager: &SyncManager, options: &NatsOptions) -> Result<AuditReport> {
+        options.validate()?;
+        audit::compare(self, manager, options)
     }
 }

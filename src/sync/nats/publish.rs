@@ -104,7 +104,7 @@ async fn publish_all(relay: &Relay, operations: Vec<WireOperation>) -> Result<u6
             state::hex(synced.content_hash.as_bytes())
         );
         headers.insert("Nats-Msg-Id", msg_id.as_str());
-        headers.insert(ORIGIN, relay.origin.as_str());
+        headers.insert(ORIGIN, state::hex(&op.origin).as_str());
         if let Some(signature) = &op.signature {
             headers.insert(SIGNATURE, encode_signature(signature).as_str());
         }

@@ -1,5 +1,5 @@
-//! A relay's life: starting it (one per stream and reactor), the two loops
-//! it runs (`publish`, `consume`), restarting them after transport
+//! A relay's life: starting it (one per stream and reactor), the loops
+//! it runs (`publish`, `consume`, `audit`), restarting them after transport
 //! failures, and the stream they share, checked against the one the
 //! cursors count in.
 
@@ -11,10 +11,23 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use parking_lot::Mutex;
 
-use super::{consume, publish, subject, transport_error, NatsAuth, NatsOptions, NatsTransport};
+use super::{
+    audit, consume, publish, subject, transport_error, NatsAuth, NatsOptions, NatsTransport,
+};
 use crate::error::{Error, Result};
 use crate::sync::filter::RemoteOptions;
 use crate::sync::{state, Shared, SyncManager};
+
+/// One of the relay's loops: runs until the relay ends or fails.
+type Loop = fn(&Relay) -> Result<()>;
+
+/// The relay's loops, a thread each: publishing our operations, loading
+/// the others', publishing audit records.
+const LOOPS: [(&str, Loop); 3] = [
+    ("reactordb-nats-pub", publish::run),
+    ("reactordb-nats-sub", consume::run),
+    ("reactordb-nats-audit", audit::run),
+];
 
 /// How long the stream remembers a message id (NATS's default).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -32,7 +45,7 @@ impl NatsRelay {
         self.threads.iter().any(JoinHandle::is_finished)
     }
 
-    /// Stops both loops and reports the first error either ended with.
+    /// Stops every loop and reports the first error one ended with.
     pub fn stop(mut self) -> Result<()> {
         self.stop.store(true, Ordering::Release);
         let mut first = Ok(());
@@ -123,7 +136,7 @@ impl Relay {
     }
 }
 
-/// What both loops share.
+/// What the loops share.
 pub(super) struct Relay {
     pub(super) transport: Arc<NatsTransport>,
     pub(super) shared: Arc<Shared>,
@@ -131,8 +144,8 @@ pub(super) struct Relay {
     pub(super) js: jetstream::Context,
     pub(super) options: NatsOptions,
     pub(super) remote: String,
-    /// Our node id in hex: the origin header of what we publish.
-    pub(super) origin: String,
+    /// Our node id in hex (in the consumer's name).
+    pub(super) node_hex: String,
     stop: Arc<AtomicBool>,
     /// Bumped whenever the cursors are reset to another stream: a loop
     /// that started before ends and starts again from them.
@@ -161,9 +174,9 @@ pub(super) fn start(
                 reason: format!("a relay for {remote} already runs on this reactor"),
             });
         }
-        // Held by the relay's two threads from here; `remove_remote`
-        // waits for both to end.
-        *count += 2;
+        // Held by the relay's threads from here; `remove_remote` waits for
+        // all of them to end.
+        *count += LOOPS.len();
     }
     let unbind = |shared: &Shared, remote: &str, threads: usize| {
         if let Some(count) = shared.bound.lock().get_mut(remote) {
@@ -174,7 +187,7 @@ pub(super) fn start(
     let client = match transport.runtime.block_on(connect(&options)) {
         Ok(client) => client,
         Err(e) => {
-            unbind(&manager.shared, &remote, 2);
+            unbind(&manager.shared, &remote, LOOPS.len());
             return Err(e);
         }
     };
@@ -186,7 +199,7 @@ pub(super) fn start(
         shared: manager.shared.clone(),
         client,
         js,
-        origin: state::hex(&manager.shared.node.node),
+        node_hex: state::hex(&manager.shared.node.node),
         options,
         remote,
         stop: stop.clone(),
@@ -196,13 +209,7 @@ pub(super) fn start(
     });
     relay.shared.update(&relay.remote, |l| l.connected = true);
     let mut threads = Vec::new();
-    for (name, run) in [
-        (
-            "reactordb-nats-pub",
-            publish::run as fn(&Relay) -> Result<()>,
-        ),
-        ("reactordb-nats-sub", consume::run),
-    ] {
+    for (name, run) in LOOPS {
         let running = relay.clone();
         let thread = std::thread::Builder::new()
             .name(name.into())
@@ -225,7 +232,7 @@ pub(super) fn start(
             Ok(thread) => threads.push(thread),
             Err(e) => {
                 relay.stop.store(true, Ordering::Release);
-                unbind(&relay.shared, &relay.remote, 2 - threads.len());
+                unbind(&relay.shared, &relay.remote, LOOPS.len() - threads.len());
                 for thread in threads {
                     let _ = thread.join();
                 }
@@ -239,7 +246,7 @@ pub(super) fn start(
 /// Runs a loop again from its cursors after a transport failure (a node
 /// down, a leader being elected, a connection lost), with backoff from
 /// 100 ms doubling to 5 s; anything else ends the relay.
-fn retrying(relay: &Relay, run: fn(&Relay) -> Result<()>) -> Result<()> {
+fn retrying(relay: &Relay, run: Loop) -> Result<()> {
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = std::time::Instant::now();
@@ -270,7 +277,7 @@ fn retrying(relay: &Relay, run: fn(&Relay) -> Result<()>) -> Result<()> {
     }
 }
 
-async fn connect(options: &NatsOptions) -> Result<async_nats::Client> {
+pub(super) async fn connect(options: &NatsOptions) -> Result<async_nats::Client> {
     let mut connect = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None);
