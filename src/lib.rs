@@ -156,6 +156,7 @@ pub use sync::{
 #[cfg(feature = "nats")]
 pub use sync::{
     AuditEntry, AuditReport, NatsAuth, NatsOptions, NatsRelay, NatsTransport, PublishedRecord,
+    RelayMark,
 };
 #[cfg(feature = "grpc")]
 pub use sync::{DialOptions, GrpcChannel, GrpcServer, GrpcTransport, Reconnecting, ServeOptions};

@@ -249,10 +249,14 @@ fn a_reactor_away_past_the_retention_is_told_to_bootstrap() {
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::start();
     let transport = NatsTransport::new().expect("transport");
+    // No audit records here (the automatic bootstrap below uses them):
+    // creating their bucket while a's consumer opens can hold it up past
+    // the 1-second retention.
     let short = || {
         options(&cluster)
             .stream("SHORT")
             .max_age(Some(Duration::from_secs(1)))
+            .audit_interval(None)
     };
     let (da, db) = (
         tempfile::tempdir().expect("dir"),
@@ -942,11 +946,16 @@ fn relayed_replicas_converge_on_the_naive_models_history_across_random_scenarios
             let (_, replica) = op.action.id.as_str().rsplit_once("-r")?;
             replica.parse().ok()
         });
-        // And as published: every relay's records match every replica's.
+        // And as published: every relay's records match every replica's,
+        // one per peer and stream.
+        let streams = nodes[0].sync.audit().expect("audit").len();
         wait_until("every audit clean", 60, || {
             nodes.iter().all(|n| {
                 let report = transport.audit(&n.sync, &opts(&cluster)).expect("audit");
-                report.is_clean() && report.peers.len() == N - 1
+                report.is_clean()
+                    && report.peers.len() == N - 1
+                    && report.entries.len() == (N - 1) * streams
+                    && report.entries.iter().all(|e| !e.peer_silent)
             })
         });
         for (i, node) in nodes.iter().enumerate() {
@@ -994,6 +1003,124 @@ fn global_findings(report: &AuditReport) -> BTreeSet<(String, Standing)> {
         .filter(|e| e.unit.document_id.as_str() == "doc" && e.unit.scope == Scope::global())
         .map(|e| (e.peer.1.clone(), e.standing))
         .collect()
+}
+
+#[test]
+fn a_reactor_away_past_the_retention_bootstraps_from_a_peer_by_itself() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start();
+    let transport = NatsTransport::new().expect("transport");
+    let short = || {
+        options(&cluster)
+            .stream("SHORTAUTO")
+            .subject_prefix("shortauto")
+            .max_age(Some(Duration::from_secs(1)))
+            .audit_interval(Some(Duration::from_millis(100)))
+    };
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let mut a = open_node(da.path(), "a");
+    let mut b = open_node(db.path(), "b");
+    relay(&mut a, &transport, short());
+    let a_id = a.sync.node_id();
+    // a's relay is up (its bucket made, its mark written) before it writes.
+    // (A new cluster may time out the first requests while it elects.)
+    wait_until("a's relay marked", 60, || {
+        transport
+            .audit(&b.sync, &short())
+            .is_ok_and(|report| report.marks.contains_key(&a_id))
+    });
+    create_counter(&a.reactor, "doc");
+    for n in 0..2 {
+        written(
+            &a.reactor
+                .execute(id("doc"), main(), vec![increment(&format!("a{n}"))])
+                .expect("submit"),
+        );
+    }
+    let last = a.reactor.store().last_ordinal();
+    a.sync
+        .wait_synced(
+            "nats:SHORTAUTO",
+            ConsistencyToken(last),
+            Duration::from_secs(30),
+        )
+        .expect("published");
+    // What a published expires before b first reads the stream.
+    std::thread::sleep(Duration::from_millis(2500));
+    // a's session with b first passes another document only: b knows a
+    // (its hello came) but gets none of doc.
+    let narrow = reactordb::RemoteFilter::all().documents([id("other")]);
+    a.sync
+        .add_remote("b", reactordb::RemoteOptions::new().filter(narrow))
+        .expect("remote");
+    b.sync
+        .add_remote("a", reactordb::RemoteOptions::new())
+        .expect("remote");
+    relay(&mut b, &transport, short().bootstrap_from("a"));
+    // Without a's session b waits, loading nothing and saying why.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!b.relay.as_ref().expect("running").is_finished());
+    let status = |node: &Node| {
+        node.sync
+            .remotes()
+            .expect("remotes")
+            .into_iter()
+            .find(|r| r.name == "nats:SHORTAUTO")
+            .expect("the relay's remote")
+    };
+    let waiting = status(&b);
+    assert_eq!(waiting.inbox_cursor, 0);
+    assert!(
+        waiting
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("bootstrapping from a")),
+        "{waiting:?}"
+    );
+    assert_eq!(count(&b.reactor, "doc"), 0);
+    let (x, y) = reactordb::in_process_pair();
+    let sessions = (
+        a.sync.attach("b", x).expect("attach"),
+        b.sync.attach("a", y).expect("attach"),
+    );
+    // Connected, but a's records show b behind on doc: b still waits.
+    std::thread::sleep(Duration::from_millis(1500));
+    let waiting = status(&b);
+    assert_eq!(
+        waiting.inbox_cursor, 0,
+        "b read on while behind a's records"
+    );
+    assert!(
+        waiting
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("behind its records")),
+        "{waiting:?}"
+    );
+    // a's session gives b the history; b reads on from the stream.
+    a.sync
+        .add_remote("b", reactordb::RemoteOptions::new())
+        .expect("widen");
+    wait_until("b never bootstrapped", 60, || status(&b).inbox_cursor > 0);
+    assert_eq!(
+        count(&b.reactor, "doc"),
+        2,
+        "b read on before it held a's history"
+    );
+    assert_eq!(status(&b).last_error, None);
+    drop(sessions);
+    written(
+        &a.reactor
+            .execute(id("doc"), main(), vec![increment("after")])
+            .expect("submit"),
+    );
+    wait_until("the relay did not read on after the bootstrap", 30, || {
+        count(&b.reactor, "doc") == 3
+    });
+    stop_all([&mut a, &mut b]);
 }
 
 #[test]

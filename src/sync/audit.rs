@@ -36,8 +36,12 @@ pub struct StreamRecord {
     /// How many distinct operations (op id and content) it holds.
     pub operations: u64,
     /// Per originator's node id (hex), how many of those operations it
-    /// made. An operation a program loaded outside sync counts as this
-    /// node's; one recorded before protocol 2 under the all-zero id.
+    /// made, as this replica knows it: an operation no remote sent (a local
+    /// execute, or a program's load or import) counts as this node's, one a
+    /// remote sent without naming its originator (recorded before protocol
+    /// 2) under the all-zero id. Two replicas may so count one operation
+    /// under different nodes: [`StreamRecord::standing`] goes by the digest
+    /// first.
     pub origins: BTreeMap<String, u64>,
     /// Digest of the set (its content hashes) and of the effective history
     /// (op ids and content hashes, in order).
@@ -73,8 +77,15 @@ impl StreamRecord {
         }
     }
 
-    /// How `self` (ours) stands against `theirs`, of the same stream.
+    /// How `self` (ours) stands against `theirs`, of the same stream. Equal
+    /// digests are in sync whatever the counts say (an operation recorded
+    /// under different originators on two replicas, e.g. one loaded by a
+    /// program on both, changes the counts, not the set); otherwise the
+    /// counts say which side lacks operations.
     pub fn standing(&self, theirs: &StreamRecord) -> Standing {
+        if self.history == theirs.history {
+            return Standing::InSync;
+        }
         let count = |r: &StreamRecord, origin: &str| r.origins.get(origin).copied().unwrap_or(0);
         let (mut less, mut more) = (false, false);
         for origin in self.origins.keys().chain(theirs.origins.keys()) {
@@ -83,7 +94,6 @@ impl StreamRecord {
             more |= ours > their;
         }
         match (less, more) {
-            (false, false) if self.history == theirs.history => Standing::InSync,
             (false, false) => Standing::Diverged,
             (true, false) => Standing::Behind,
             (false, true) => Standing::Ahead,

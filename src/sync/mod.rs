@@ -128,6 +128,7 @@ pub use filter::{RemoteFilter, RemoteOptions};
 #[cfg(feature = "nats")]
 pub use nats::{
     AuditEntry, AuditReport, NatsAuth, NatsOptions, NatsRelay, NatsTransport, PublishedRecord,
+    RelayMark,
 };
 pub use sign::SigningKey;
 pub use state::DeadLetter;

@@ -502,20 +502,31 @@ impl SyncState {
         self.store.sync_contains(&key)
     }
 
-    /// The node that originated an operation a remote sent us, as the first
-    /// remote to send it said ([`UNKNOWN_ORIGIN`] if recorded before
-    /// protocol 2); `None` when no remote sent it (this node originated
-    /// it, or a program loaded it outside sync).
+    /// The node that originated an operation a remote sent us, as the
+    /// remotes that sent it said (a known one before [`UNKNOWN_ORIGIN`],
+    /// which a remote sends when it does not know, and which a value
+    /// recorded before protocol 2, or one that does not decode, reads as);
+    /// `None` when no remote sent it (this node originated it, or a program
+    /// loaded it outside sync).
     pub(crate) fn originator(
         &self,
         id: &OperationId,
         content: &Digest,
     ) -> Result<Option<[u8; 16]>> {
-        match self.store.sync_scan(&op_key(b'o', id, content), 1)?.pop() {
-            None => Ok(None),
-            Some((_, value)) if value.is_empty() => Ok(Some(UNKNOWN_ORIGIN)),
-            Some((_, value)) => decode(&value, "originator").map(Some),
+        let mut found = None;
+        for (_, value) in self
+            .store
+            .sync_scan(&op_key(b'o', id, content), usize::MAX)?
+        {
+            // A damaged originator costs a count in the audit, never the
+            // operation's sync.
+            let origin = decode(&value, "originator").unwrap_or(UNKNOWN_ORIGIN);
+            if origin != UNKNOWN_ORIGIN {
+                return Ok(Some(origin));
+            }
+            found = Some(UNKNOWN_ORIGIN);
         }
+        Ok(found)
     }
 
     pub(crate) fn put_signature(

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use super::wire::{
     decode_frame, encode_frame, frame_with, Hello, Message, SyncedOperation, WireOperation,
+    UNKNOWN_ORIGIN,
 };
 use super::*;
 use crate::model::{ActionId, ActionType, Branch, OperationWithContext, Ordinal, SyncUnit};
 
 use crate::models::{CounterModel, CreateDocumentInput, ModelRegistry};
-use crate::store::{Durability, Paging};
+use crate::store::{Durability, Paging, SyncBatch};
 
 const WAIT: Duration = Duration::from_secs(20);
 const REPAIRS_IN_FLIGHT_FOR_TESTS: usize = super::session::REPAIRS_IN_FLIGHT;
@@ -881,4 +882,26 @@ fn our_operation_the_peer_sent_back_before_we_sent_it_is_not_echoed() {
         }
     }
     h.end().expect("a clean end");
+}
+
+#[test]
+fn a_known_originator_beats_an_unknown_one_whichever_remote_sent_it() {
+    let ops = source_operations(1);
+    let dir = tempfile::tempdir().expect("dir");
+    let sync = SyncManager::open(reactor(dir.path()), SyncOptions::new()).expect("sync");
+    let state = &sync.shared.state;
+    let op = &ops[0].operation;
+    assert_eq!(
+        state.originator(&op.id, &op.content_hash).expect("read"),
+        None
+    );
+    let mut batch = SyncBatch::default();
+    // "a" sorts first and does not know; "b" does.
+    state.put_origin(&mut batch, (&op.id, &op.content_hash), "a", &UNKNOWN_ORIGIN);
+    state.put_origin(&mut batch, (&op.id, &op.content_hash), "b", &PEER_ORIGIN);
+    state.write(batch).expect("write");
+    assert_eq!(
+        state.originator(&op.id, &op.content_hash).expect("read"),
+        Some(PEER_ORIGIN)
+    );
 }

@@ -6,14 +6,17 @@
 //!
 //! Bucket `{stream}_AUDIT`, one key per node and stream:
 //! `{node id hex}.{first 16 bytes of blake3(stream) in hex}`, value the
-//! JSON of a [`PublishedRecord`] (readable with the `nats` tool).
+//! JSON of a [`PublishedRecord`] (readable with the `nats` tool); and one
+//! per node, `{node id hex}.relay`, its [`RelayMark`], written after every
+//! round: how far the node has loaded the stream, and that it is alive.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio_stream::StreamExt;
 
 use super::relay::Relay;
@@ -23,7 +26,7 @@ use crate::model::{DocumentType, Ordinal, SyncUnit};
 use crate::store::Paging;
 use crate::sync::audit::{self, Standing, StreamRecord};
 use crate::sync::filter::RemoteFilter;
-use crate::sync::{state, SyncManager};
+use crate::sync::{state, Shared, SyncManager};
 
 /// The version of [`PublishedRecord`] this build writes and reads.
 const RECORD_VERSION: u32 = 1;
@@ -46,6 +49,36 @@ pub struct PublishedRecord {
     pub record: StreamRecord,
 }
 
+/// A relay's mark, written at the end of every round of its audit loop:
+/// its records then describe a set holding everything the stream had up
+/// to `inbox_cursor` (read before the round's records were computed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RelayMark {
+    /// Format version (1).
+    pub version: u32,
+    /// The node's id (hex).
+    pub node: String,
+    /// The node's name.
+    pub name: String,
+    /// The stream its cursors count in (its name and creation time).
+    pub stream: String,
+    /// The last stream sequence it had loaded.
+    pub inbox_cursor: u64,
+    /// Its audit interval (milliseconds).
+    pub interval_ms: u64,
+    /// When it was written (milliseconds since the Unix epoch).
+    pub published_utc_ms: u64,
+}
+
+impl RelayMark {
+    /// Whether the relay that wrote it has not written one for longer than
+    /// three of its intervals and 5 seconds: stopped, or cut off.
+    pub fn is_silent(&self, now_utc_ms: u64) -> bool {
+        now_utc_ms.saturating_sub(self.published_utc_ms) > 3 * self.interval_ms + 5_000
+    }
+}
+
 /// How the local replica stands against one peer's record of one stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -61,6 +94,9 @@ pub struct AuditEntry {
     /// How old the peer's record is (milliseconds; records are
     /// republished only when their stream changes).
     pub age_ms: u64,
+    /// The peer's relay has written no mark for a while (see
+    /// [`RelayMark::is_silent`]), or none: its records may be stale.
+    pub peer_silent: bool,
 }
 
 /// What [`NatsTransport::audit`] found.
@@ -73,15 +109,24 @@ pub struct AuditReport {
     pub peers: BTreeMap<String, String>,
     /// Keys whose values did not decode (another version, or damage).
     pub unreadable: Vec<String>,
+    /// Every other node's relay mark, by node id: how far it has loaded
+    /// the stream, and when it last wrote.
+    pub marks: BTreeMap<String, RelayMark>,
 }
 
 impl AuditReport {
-    /// Whether every compared stream is in sync with every peer.
+    /// Whether every compared stream is in sync with every peer whose relay
+    /// is not silent (a silent peer's records may be stale: a peer that
+    /// left, or whose relay is down, does not fail the audit for ever).
     pub fn is_clean(&self) -> bool {
-        self.unreadable.is_empty() && self.entries.iter().all(|e| e.standing == Standing::InSync)
+        self.unreadable.is_empty()
+            && self
+                .entries
+                .iter()
+                .all(|e| e.standing == Standing::InSync || e.peer_silent)
     }
 
-    /// The entries that are not in sync.
+    /// The entries that are not in sync, silent peers' included.
     pub fn findings(&self) -> impl Iterator<Item = &AuditEntry> {
         self.entries
             .iter()
@@ -98,13 +143,20 @@ fn key(node: &str, unit: &SyncUnit) -> String {
     format!("{node}.{}", state::hex(&hash.as_bytes()[..16]))
 }
 
+fn mark_key(node: &str) -> String {
+    format!("{node}.{MARK}")
+}
+
+/// The last token of a node's mark key (not 32 hex digits, so no record's).
+const MARK: &str = "relay";
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-async fn bucket(js: &jetstream::Context, options: &NatsOptions) -> Result<kv::Store> {
+pub(super) async fn bucket(js: &jetstream::Context, options: &NatsOptions) -> Result<kv::Store> {
     let name = bucket_name(options);
     if let Ok(store) = js.get_key_value(&name).await {
         return Ok(store);
@@ -126,14 +178,27 @@ async fn bucket(js: &jetstream::Context, options: &NatsOptions) -> Result<kv::St
     })
     .await
     .map_err(|e| transport_error(&format!("creating the bucket {name}"), e))?;
-    js.get_key_value(&name)
-        .await
-        .map_err(|e| transport_error(&format!("opening the bucket {name}"), e))
+    // A stream just made may not be found at once through another server.
+    let mut tries = 0;
+    loop {
+        match js.get_key_value(&name).await {
+            Ok(store) => return Ok(store),
+            Err(_) if tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(transport_error(&format!("opening the bucket {name}"), e)),
+        }
+    }
 }
 
 /// The publishing loop: every [`NatsOptions::audit_interval`], the records
-/// of the streams that changed since the last round (every stream the
-/// remote's filter passes, at the first) go to the bucket.
+/// of the streams that changed since the last round go to the bucket,
+/// then the relay's mark. The first round (and the first after a filter
+/// change) publishes every stream the remote's filter passes and deletes
+/// our records of any other. Where it got to outlives a restart of the
+/// loop (`Relay::audit_published_to`), so a transport error costs no
+/// re-read of the database.
 pub(super) fn run(relay: &Relay) -> Result<()> {
     let Some(interval) = relay.options.audit_interval else {
         while !relay.ending() {
@@ -145,22 +210,27 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
     let store = shared.reactor.store();
     let kv = relay.block_on(bucket(&relay.js, &relay.options))?;
     let node = state::hex(&shared.node.node);
-    let mut published_to: Option<Ordinal> = None;
     while !relay.ending() {
+        let options_now = shared.options_generation.load(Ordering::Acquire);
         let filter = shared
             .state
             .remote(&relay.remote)?
             .map(|r| r.options.filter)
             .unwrap_or_default();
+        // The mark's cursor is read before anything of the round: what was
+        // loaded up to it is in the store at or before `last`.
+        let (_, inbox_cursor) = shared.state.cursors(&relay.remote)?;
         let last = store.last_ordinal();
-        let changed = match published_to {
-            None => store
+        let since = *relay.audit_published_to.lock();
+        let changed = match since {
+            Some((after, options)) if options == options_now => changed_since(relay, after, last)?,
+            _ => store
                 .all_streams()?
                 .into_iter()
                 .map(|s| (s.unit, s.document_type))
                 .collect(),
-            Some(after) => changed_since(relay, after, last)?,
         };
+        let mut published = HashSet::new();
         for (unit, document_type) in changed {
             if relay.ending() {
                 return Ok(());
@@ -168,19 +238,39 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
             if !passes(&filter, &unit, &document_type) {
                 continue;
             }
-            let published = PublishedRecord {
+            let record = PublishedRecord {
                 version: RECORD_VERSION,
                 node: node.clone(),
                 name: shared.node.name.clone(),
                 published_utc_ms: now_ms(),
                 record: audit::record(shared, &unit, &document_type)?,
             };
-            let value = serde_json::to_vec(&published).expect("a record encodes");
-            relay
-                .block_on(kv.put(key(&node, &unit), Bytes::from(value)))
-                .map_err(|e| transport_error("publishing an audit record", e))?;
+            let key = key(&node, &unit);
+            put_json(relay, &kv, &key, &record)?;
+            published.insert(key);
         }
-        published_to = Some(last);
+        if !matches!(since, Some((_, options)) if options == options_now) {
+            // Ours of streams no longer held or passed: gone.
+            let ours = relay.block_on(keys_of(&kv, &node))?;
+            for key in ours.into_iter().filter(|k| !published.contains(k)) {
+                relay
+                    .block_on(kv.delete(&key))
+                    .map_err(|e| transport_error("deleting an audit record", e))?;
+            }
+        }
+        *relay.audit_published_to.lock() = Some((last, options_now));
+        if let Some(stream) = shared.state.relay_log(&relay.remote)? {
+            let mark = RelayMark {
+                version: RECORD_VERSION,
+                node: node.clone(),
+                name: shared.node.name.clone(),
+                stream,
+                inbox_cursor,
+                interval_ms: interval.as_millis() as u64,
+                published_utc_ms: now_ms(),
+            };
+            put_json(relay, &kv, &mark_key(&node), &mark)?;
+        }
         let mut slept = Duration::ZERO;
         while slept < interval && !relay.ending() {
             std::thread::sleep(Duration::from_millis(20));
@@ -190,7 +280,73 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
     Ok(())
 }
 
-fn passes(filter: &RemoteFilter, unit: &SyncUnit, document_type: &DocumentType) -> bool {
+fn put_json<T: Serialize>(relay: &Relay, kv: &kv::Store, key: &str, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec(value).expect("a record encodes");
+    relay
+        .block_on(kv.put(key, Bytes::from(bytes)))
+        .map_err(|e| transport_error("publishing an audit record", e))?;
+    Ok(())
+}
+
+/// The keys `node` has in the bucket (its records and its mark).
+async fn keys_of(kv: &kv::Store, node: &str) -> Result<Vec<String>> {
+    let prefix = format!("{node}.");
+    let mut keys = kv
+        .keys()
+        .await
+        .map_err(|e| transport_error("listing audit records", e))?;
+    let mut out = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| transport_error("listing audit records", e))?;
+        if key.starts_with(&prefix) && key != mark_key(node) {
+            out.push(key);
+        }
+    }
+    Ok(out)
+}
+
+async fn get_json<T: DeserializeOwned>(kv: &kv::Store, key: &str) -> Result<Option<Option<T>>> {
+    let value = kv
+        .get(key)
+        .await
+        .map_err(|e| transport_error("reading an audit record", e))?;
+    Ok(value.map(|v| serde_json::from_slice(&v).ok()))
+}
+
+/// What `node` published: its mark (read first, so every record read after
+/// it is at least as new as the round that wrote it), and its records.
+/// Values that do not decode are left out.
+pub(super) async fn published_by(
+    kv: &kv::Store,
+    node: &str,
+) -> Result<(Option<RelayMark>, Vec<StreamRecord>)> {
+    let mark = get_json::<RelayMark>(kv, &mark_key(node))
+        .await?
+        .flatten()
+        .filter(|m| m.version == RECORD_VERSION);
+    let mut records = Vec::new();
+    for key in keys_of(kv, node).await? {
+        if let Some(Some(r)) = get_json::<PublishedRecord>(kv, &key).await? {
+            if r.version == RECORD_VERSION {
+                records.push(r.record);
+            }
+        }
+    }
+    Ok((mark, records))
+}
+
+/// Our record of the stream of `theirs` (empty when we do not hold it).
+pub(super) fn local_record(shared: &Shared, theirs: &StreamRecord) -> Result<StreamRecord> {
+    match shared.reactor.store().head(&theirs.unit)? {
+        Some(_) => audit::record(shared, &theirs.unit, &theirs.document_type),
+        None => Ok(StreamRecord::empty(
+            theirs.unit.clone(),
+            theirs.document_type.clone(),
+        )),
+    }
+}
+
+pub(super) fn passes(filter: &RemoteFilter, unit: &SyncUnit, document_type: &DocumentType) -> bool {
     filter.passes(&crate::model::OperationContext {
         document_id: unit.document_id.clone(),
         document_type: document_type.clone(),
@@ -251,17 +407,22 @@ pub(super) fn compare(
             .keys()
             .await
             .map_err(|e| transport_error("listing audit records", e))?;
-        let mut out = Vec::new();
+        let mut all = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| transport_error("listing audit records", e))?;
-            if key.starts_with(&format!("{ours}.")) {
-                continue;
+            if !key.starts_with(&format!("{ours}.")) {
+                all.push(key);
             }
-            let value = kv
+        }
+        // Marks first: a record read after its node's mark is no older.
+        all.sort_by_key(|k| !k.ends_with(&format!(".{MARK}")));
+        let mut out = Vec::new();
+        for key in all {
+            if let Some(value) = kv
                 .get(&key)
                 .await
-                .map_err(|e| transport_error("reading an audit record", e))?;
-            if let Some(value) = value {
+                .map_err(|e| transport_error("reading an audit record", e))?
+            {
                 out.push((key, value));
             }
         }
@@ -271,6 +432,15 @@ pub(super) fn compare(
     let mut mine: BTreeMap<SyncUnit, StreamRecord> = BTreeMap::new();
     let now = now_ms();
     for (key, value) in published {
+        if key.ends_with(&format!(".{MARK}")) {
+            match serde_json::from_slice::<RelayMark>(&value) {
+                Ok(mark) if mark.version == RECORD_VERSION => {
+                    report.marks.insert(mark.node.clone(), mark);
+                }
+                _ => report.unreadable.push(key),
+            }
+            continue;
+        }
         let record: PublishedRecord = match serde_json::from_slice(&value) {
             Ok(
                 r @ PublishedRecord {
@@ -284,26 +454,23 @@ pub(super) fn compare(
             }
         };
         let theirs = record.record;
-        let local = match mine.get(&theirs.unit) {
-            Some(local) => local,
-            None => {
-                let held = shared.reactor.store().head(&theirs.unit)?.is_some();
-                let local = match held {
-                    true => audit::record(shared, &theirs.unit, &theirs.document_type)?,
-                    false => StreamRecord::empty(theirs.unit.clone(), theirs.document_type.clone()),
-                };
-                mine.entry(theirs.unit.clone()).or_insert(local)
-            }
-        };
+        if !mine.contains_key(&theirs.unit) {
+            mine.insert(theirs.unit.clone(), local_record(shared, &theirs)?);
+        }
+        let local = &mine[&theirs.unit];
         report
             .peers
             .insert(record.node.clone(), record.name.clone());
         report.entries.push(AuditEntry {
             unit: theirs.unit.clone(),
-            peer: (record.node, record.name),
             standing: local.standing(&theirs),
             operations: (local.operations, theirs.operations),
             age_ms: now.saturating_sub(record.published_utc_ms),
+            peer_silent: report
+                .marks
+                .get(&record.node)
+                .is_none_or(|m| m.is_silent(now)),
+            peer: (record.node, record.name),
         });
     }
     Ok(report)

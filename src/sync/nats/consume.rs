@@ -8,9 +8,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, stream};
 use tokio_stream::StreamExt;
 
+use super::bootstrap;
 use super::publish::decode_signature;
 use super::relay::Relay;
-use super::{parse_node, subject, transport_error, ORIGIN, SIGNATURE};
+use super::{parse_node, subject, transport_error, ORIGIN, PUBLISHER, SIGNATURE};
 use crate::error::{Error, Result};
 use crate::store::SyncBatch;
 use crate::sync::inbox;
@@ -27,9 +28,19 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
     let shared = &relay.shared;
     let (_, mut cursor) = shared.state.cursors(&relay.remote)?;
     let first = info.state.first_sequence;
-    if first > cursor + 1 && relay.bootstrap_pending.swap(false, Ordering::AcqRel) {
+    let bootstrapped = first > cursor + 1
+        && (relay.bootstrap_pending.swap(false, Ordering::AcqRel)
+            || match &relay.options.bootstrap_from {
+                Some(peer) => bootstrap::wait(relay, peer, first)?,
+                None => false,
+            });
+    if relay.ending() {
+        return Ok(());
+    }
+    if bootstrapped {
         // Bootstrapped from a peer: what the stream dropped is here
         // already; read on from what it holds.
+        shared.update(&relay.remote, |l| l.last_error = None);
         let mut writes = SyncBatch::default();
         shared
             .state
@@ -91,9 +102,15 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
                     .and_then(|h| h.get(name))
                     .map(|v| v.as_str().to_owned())
             };
+            // Ours (we published it, or made it and another relayed it)
+            // and still here: nothing to load. A forwarded operation we
+            // published is not loaded back, so a remote's `trusted_keys`
+            // never refuse what we ourselves relayed.
             let origin = header(ORIGIN).as_deref().and_then(parse_node);
-            if origin == Some(relay.shared.node.node) && held(relay, &message.payload)? {
-                continue; // ours, and still here
+            let publisher = header(PUBLISHER).as_deref().and_then(parse_node);
+            let me = Some(relay.shared.node.node);
+            if (origin == me || publisher == me) && held(relay, &message.payload)? {
+                continue;
             }
             operations.push(WireOperation {
                 ordinal: *seq,

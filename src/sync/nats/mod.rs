@@ -22,6 +22,7 @@
 //! synchronous.
 
 mod audit;
+mod bootstrap;
 mod consume;
 mod publish;
 mod relay;
@@ -31,7 +32,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use audit::{AuditEntry, AuditReport, PublishedRecord};
+pub use audit::{AuditEntry, AuditReport, PublishedRecord, RelayMark};
 pub use relay::NatsRelay;
 
 use super::SyncManager;
@@ -40,6 +41,8 @@ use crate::error::{Error, Result};
 /// The header naming the node that originated a message's operation (its
 /// id in hex; the publisher's own, or the one a peer recorded for it).
 const ORIGIN: &str = "Reactordb-Origin";
+/// The header naming the node that published a message (its id in hex).
+const PUBLISHER: &str = "Reactordb-Publisher";
 
 /// A node id from its hex (`None` if it is not 32 hex digits).
 fn parse_node(hex: &str) -> Option<[u8; 16]> {
@@ -113,6 +116,16 @@ pub struct NatsOptions {
     /// does, so the relay reads on from the stream's first message. Used
     /// once, at the relay's start (default false).
     pub bootstrapped: bool,
+    /// Bootstrap by itself past the retention from this point-to-point
+    /// remote of the same sync manager (whose session the application
+    /// keeps running, and whose own relay on this stream publishes audit
+    /// records): instead of ending with [`Error::SyncBehindRetention`],
+    /// the consumer waits until that peer's relay mark shows it loaded the
+    /// stream past the gap and none of its audit records (of the streams
+    /// our filter passes) shows us behind, then reads on from the stream's
+    /// first message. What the peer's filter leaves out is not covered:
+    /// it must relay at least what this relay does (default: none).
+    pub bootstrap_from: Option<String>,
     /// How often the relay publishes the audit records of the streams
     /// that changed to the bucket `{stream}_AUDIT` (default 5 s; `None`:
     /// never). See [`NatsTransport::audit`].
@@ -133,6 +146,7 @@ impl NatsOptions {
             consumer: None,
             batch: 256,
             bootstrapped: false,
+            bootstrap_from: None,
             audit_interval: Some(Duration::from_secs(5)),
         }
     }
@@ -179,6 +193,12 @@ impl NatsOptions {
         self.bootstrapped = bootstrapped;
         self
     }
+    /// Bootstraps past the retention from this point-to-point remote (see
+    /// the field).
+    pub fn bootstrap_from(mut self, remote: impl Into<String>) -> Self {
+        self.bootstrap_from = Some(remote.into());
+        self
+    }
     /// Sets how often audit records are published (`None`: never).
     pub fn audit_interval(mut self, interval: Option<Duration>) -> Self {
         self.audit_interval = interval;
@@ -210,6 +230,13 @@ impl NatsOptions {
         }
         if self.replicas == 0 || self.replicas > 5 {
             return invalid("replicas", "1 to 5");
+        }
+        if self
+            .bootstrap_from
+            .as_deref()
+            .is_some_and(|r| r.starts_with(super::RELAY_REMOTE_PREFIX))
+        {
+            return invalid("bootstrap_from", "a point-to-point remote, not a relay's");
         }
         if self.audit_interval.is_some_and(|i| i.is_zero()) {
             return invalid("audit_interval", "more than zero");
@@ -248,7 +275,9 @@ impl NatsTransport {
     /// remote [`NatsOptions::remote_name`] when missing, then publishes and
     /// consumes until the relay is stopped. A reactor whose inbox cursor
     /// is older than the stream's first message (it was away longer than
-    /// the retention) does not consume: the relay ends with
+    /// the retention) does not consume: with
+    /// [`NatsOptions::bootstrap_from`] it waits until that peer has given
+    /// it the history the stream dropped; without, the relay ends with
     /// [`Error::SyncBehindRetention`], and the reactor must bootstrap from
     /// a peer first, then relay again with [`NatsOptions::bootstrapped`].
     pub fn relay(

@@ -9,7 +9,7 @@ use base64::Engine;
 use bytes::Bytes;
 
 use super::relay::Relay;
-use super::{subject, transport_error, ORIGIN, SIGNATURE};
+use super::{subject, transport_error, ORIGIN, PUBLISHER, SIGNATURE};
 use crate::bus::FeedBuffer;
 use crate::error::Result;
 use crate::sync::outbox;
@@ -105,6 +105,7 @@ async fn publish_all(relay: &Relay, operations: Vec<WireOperation>) -> Result<u6
         );
         headers.insert("Nats-Msg-Id", msg_id.as_str());
         headers.insert(ORIGIN, state::hex(&op.origin).as_str());
+        headers.insert(PUBLISHER, relay.node_hex.as_str());
         if let Some(signature) = &op.signature {
             headers.insert(SIGNATURE, encode_signature(signature).as_str());
         }

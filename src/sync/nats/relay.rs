@@ -15,6 +15,7 @@ use super::{
     audit, consume, publish, subject, transport_error, NatsAuth, NatsOptions, NatsTransport,
 };
 use crate::error::{Error, Result};
+use crate::model::Ordinal;
 use crate::sync::filter::RemoteOptions;
 use crate::sync::{state, Shared, SyncManager};
 
@@ -154,6 +155,9 @@ pub(super) struct Relay {
     checking: Mutex<()>,
     /// `NatsOptions::bootstrapped`, until the consumer has used it once.
     pub(super) bootstrap_pending: AtomicBool,
+    /// The last ordinal whose streams' audit records are published, and
+    /// the options generation they were published under (`audit::run`).
+    pub(super) audit_published_to: Mutex<Option<(Ordinal, u64)>>,
 }
 
 pub(super) fn start(
@@ -206,6 +210,7 @@ pub(super) fn start(
         generation: AtomicU64::new(0),
         checking: Mutex::new(()),
         bootstrap_pending: AtomicBool::new(options_bootstrapped),
+        audit_published_to: Mutex::new(None),
     });
     relay.shared.update(&relay.remote, |l| l.connected = true);
     let mut threads = Vec::new();

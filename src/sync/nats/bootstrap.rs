@@ -1,0 +1,98 @@
+//! Bootstrapping past the stream's retention from a point-to-point peer:
+//! when the message after our inbox cursor is gone from the stream, the
+//! consumer waits until the peer named by [`NatsOptions::bootstrap_from`]
+//! has given us, over its own session, everything the stream held before
+//! its first message, and only then reads on from that message. Proof
+//! comes from the audit bucket: the peer's relay mark says how far it has
+//! loaded the same stream, and its records say what it held then; we go on
+//! once its mark reaches past the gap and no record of it shows us behind.
+//! Owns that check; starting the peer's session is the application's.
+//!
+//! [`NatsOptions::bootstrap_from`]: super::NatsOptions::bootstrap_from
+
+use std::time::Duration;
+
+use super::audit;
+use super::relay::Relay;
+use crate::error::Result;
+use crate::sync::audit::Standing;
+use crate::sync::state;
+
+/// How often the check runs while it waits.
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// Waits until the peer `from` has given us the stream's history before
+/// `first`; `Ok(false)` if the relay is ending first. Each check that
+/// fails says why in the remote's status (`last_error`).
+pub(super) fn wait(relay: &Relay, from: &str, first: u64) -> Result<bool> {
+    let shared = &relay.shared;
+    let kv = relay.block_on(audit::bucket(&relay.js, &relay.options))?;
+    loop {
+        if relay.ending() {
+            return Ok(false);
+        }
+        let waiting = match why_not_yet(relay, &kv, from, first)? {
+            None => return Ok(true),
+            Some(reason) => reason,
+        };
+        let reason = format!(
+            "behind the stream's retention (its first message is {first}): bootstrapping from {from}: {waiting}"
+        );
+        shared.update(&relay.remote, |l| l.last_error = Some(reason));
+        let mut slept = Duration::ZERO;
+        while slept < RECHECK && !relay.ending() {
+            std::thread::sleep(Duration::from_millis(20));
+            slept += Duration::from_millis(20);
+        }
+    }
+}
+
+/// Why the bootstrap is not complete yet, or `None` when it is.
+fn why_not_yet(
+    relay: &Relay,
+    kv: &async_nats::jetstream::kv::Store,
+    from: &str,
+    first: u64,
+) -> Result<Option<String>> {
+    let shared = &relay.shared;
+    let Some(record) = shared.state.remote(from)? else {
+        return Ok(Some(format!("no remote is named {from}")));
+    };
+    let Some(peer) = record.peer_node else {
+        return Ok(Some("it has not connected yet".into()));
+    };
+    let peer = state::hex(&peer);
+    let ours = shared.state.relay_log(&relay.remote)?;
+    let (mark, records) = relay.block_on(audit::published_by(kv, &peer))?;
+    let Some(mark) = mark else {
+        return Ok(Some("its relay has published no mark yet".into()));
+    };
+    if Some(&mark.stream) != ours.as_ref() {
+        return Ok(Some(format!(
+            "its relay reads {}, not our stream",
+            mark.stream
+        )));
+    }
+    if mark.inbox_cursor + 1 < first {
+        return Ok(Some(format!(
+            "it has loaded the stream only to {} itself",
+            mark.inbox_cursor
+        )));
+    }
+    let filter = shared
+        .state
+        .remote(&relay.remote)?
+        .map(|r| r.options.filter)
+        .unwrap_or_default();
+    let mut behind = 0;
+    for theirs in records {
+        if !audit::passes(&filter, &theirs.unit, &theirs.document_type) {
+            continue;
+        }
+        let local = audit::local_record(shared, &theirs)?;
+        if !matches!(local.standing(&theirs), Standing::InSync | Standing::Ahead) {
+            behind += 1;
+        }
+    }
+    Ok((behind > 0).then(|| format!("{behind} stream(s) still behind its records")))
+}
