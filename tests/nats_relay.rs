@@ -667,6 +667,26 @@ fn delete_stream(cluster: &Cluster, stream: &str) {
     });
 }
 
+/// How many messages `stream` holds now.
+fn stream_messages(cluster: &Cluster, stream: &str) -> u64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .token(TOKEN.into())
+            .connect(cluster.urls()[0].as_str())
+            .await
+            .expect("connect");
+        let mut stream = async_nats::jetstream::new(client)
+            .get_stream(stream)
+            .await
+            .expect("the stream");
+        stream.info().await.expect("its info").state.messages
+    })
+}
+
 /// Waits until `reactor` holds `n` distinct operations in `doc`'s
 /// `global` stream.
 fn wait_count(reactor: &Reactor, doc: &str, n: usize) {
@@ -1049,7 +1069,9 @@ fn a_reactor_away_past_the_retention_bootstraps_from_a_peer_by_itself() {
         )
         .expect("published");
     // What a published expires before b first reads the stream.
-    std::thread::sleep(Duration::from_millis(2500));
+    wait_until("the stream kept a's messages", 30, || {
+        stream_messages(&cluster, "SHORTAUTO") == 0
+    });
     // a's session with b first passes another document only: b knows a
     // (its hello came) but gets none of doc.
     let narrow = reactordb::RemoteFilter::all().documents([id("other")]);
@@ -1060,9 +1082,23 @@ fn a_reactor_away_past_the_retention_bootstraps_from_a_peer_by_itself() {
         .add_remote("a", reactordb::RemoteOptions::new())
         .expect("remote");
     relay(&mut b, &transport, short().bootstrap_from("a"));
-    // Without a's session b waits, loading nothing and saying why.
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(!b.relay.as_ref().expect("running").is_finished());
+    // a keeps writing while b waits, so the stream's first message moves
+    // on meanwhile: b must read on from what a vouches for, not from where
+    // the stream began when it started waiting.
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (reactor, writing) = (a.reactor.clone(), writing.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while writing.load(std::sync::atomic::Ordering::Acquire) {
+                let job = reactor.execute(id("doc"), main(), vec![increment(&format!("w{n}"))]);
+                written(&job.expect("submit"));
+                n += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            n
+        })
+    };
     let status = |node: &Node| {
         node.sync
             .remotes()
@@ -1071,46 +1107,42 @@ fn a_reactor_away_past_the_retention_bootstraps_from_a_peer_by_itself() {
             .find(|r| r.name == "nats:SHORTAUTO")
             .expect("the relay's remote")
     };
-    let waiting = status(&b);
-    assert_eq!(waiting.inbox_cursor, 0);
-    assert!(
-        waiting
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("bootstrapping from a")),
-        "{waiting:?}"
-    );
-    assert_eq!(count(&b.reactor, "doc"), 0);
+    // Without a's session b waits, loading nothing and saying why.
+    let says = |node: &Node, what: &str| {
+        node.sync
+            .remotes()
+            .expect("remotes")
+            .into_iter()
+            .any(|r| r.last_error.as_deref().is_some_and(|e| e.contains(what)))
+    };
+    wait_until("b did not say it waits for a", 30, || {
+        says(&b, "bootstrapping from a: it has not connected yet")
+    });
+    assert!(!b.relay.as_ref().expect("running").is_finished());
+    assert_eq!(status(&b).inbox_cursor, 0);
     let (x, y) = reactordb::in_process_pair();
     let sessions = (
         a.sync.attach("b", x).expect("attach"),
         b.sync.attach("a", y).expect("attach"),
     );
     // Connected, but a's records show b behind on doc: b still waits.
-    std::thread::sleep(Duration::from_millis(1500));
-    let waiting = status(&b);
+    wait_until("b did not say it is behind a's records", 30, || {
+        says(&b, "behind its records")
+    });
     assert_eq!(
-        waiting.inbox_cursor, 0,
+        status(&b).inbox_cursor,
+        0,
         "b read on while behind a's records"
     );
-    assert!(
-        waiting
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("behind its records")),
-        "{waiting:?}"
-    );
+    // The messages there were when b began to wait expire meanwhile.
+    std::thread::sleep(Duration::from_millis(1500));
     // a's session gives b the history; b reads on from the stream.
     a.sync
         .add_remote("b", reactordb::RemoteOptions::new())
         .expect("widen");
     wait_until("b never bootstrapped", 60, || status(&b).inbox_cursor > 0);
-    assert_eq!(
-        count(&b.reactor, "doc"),
-        2,
-        "b read on before it held a's history"
-    );
-    assert_eq!(status(&b).last_error, None);
+    writing.store(false, std::sync::atomic::Ordering::Release);
+    let written_meanwhile = writer.join().expect("the writer");
     drop(sessions);
     written(
         &a.reactor
@@ -1118,8 +1150,13 @@ fn a_reactor_away_past_the_retention_bootstraps_from_a_peer_by_itself() {
             .expect("submit"),
     );
     wait_until("the relay did not read on after the bootstrap", 30, || {
-        count(&b.reactor, "doc") == 3
+        count(&b.reactor, "doc") == 2 + written_meanwhile + 1
     });
+    assert!(
+        !b.relay.as_ref().expect("running").is_finished(),
+        "b's relay ended: {:?}",
+        status(&b)
+    );
     stop_all([&mut a, &mut b]);
 }
 

@@ -65,6 +65,9 @@ pub struct RelayMark {
     pub stream: String,
     /// The last stream sequence it had loaded.
     pub inbox_cursor: u64,
+    /// Its relay's filter passes every document: its records cover every
+    /// stream it loaded (else only those it relays).
+    pub relays_everything: bool,
     /// Its audit interval (milliseconds).
     pub interval_ms: u64,
     /// When it was written (milliseconds since the Unix epoch).
@@ -73,7 +76,8 @@ pub struct RelayMark {
 
 impl RelayMark {
     /// Whether the relay that wrote it has not written one for longer than
-    /// three of its intervals and 5 seconds: stopped, or cut off.
+    /// three of its intervals and 5 seconds: stopped, or cut off. (By the
+    /// two machines' clocks: they must agree within those 5 seconds.)
     pub fn is_silent(&self, now_utc_ms: u64) -> bool {
         now_utc_ms.saturating_sub(self.published_utc_ms) > 3 * self.interval_ms + 5_000
     }
@@ -172,7 +176,10 @@ pub(super) async fn bucket(js: &jetstream::Context, options: &NatsOptions) -> Re
         num_replicas: options.replicas,
         allow_rollup: true,
         deny_delete: true,
-        allow_direct: true,
+        // Reads through the stream's leader: a direct get may be answered
+        // by a replica that lags, giving a mark with records older than
+        // it, which the bootstrap's proof cannot have.
+        allow_direct: false,
         discard: stream::DiscardPolicy::New,
         ..Default::default()
     })
@@ -218,12 +225,23 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
             .map(|r| r.options.filter)
             .unwrap_or_default();
         // The mark's cursor is read before anything of the round: what was
-        // loaded up to it is in the store at or before `last`.
+        // loaded up to it is in the store at or before `last`. Its stream
+        // is read with it (a mark is written only if that did not change).
+        let stream = shared.state.relay_log(&relay.remote)?;
         let (_, inbox_cursor) = shared.state.cursors(&relay.remote)?;
         let last = store.last_ordinal();
         let since = *relay.audit_published_to.lock();
+        let first_round = !matches!(since, Some((_, options)) if options == options_now);
+        if first_round {
+            // Until this round's records are out, our old mark would vouch
+            // for records this round may replace with smaller ones (a
+            // database restored from a backup).
+            relay
+                .block_on(kv.delete(mark_key(&node)))
+                .map_err(|e| transport_error("deleting our relay mark", e))?;
+        }
         let changed = match since {
-            Some((after, options)) if options == options_now => changed_since(relay, after, last)?,
+            Some((after, _)) if !first_round => changed_since(relay, after, last)?,
             _ => store
                 .all_streams()?
                 .into_iter()
@@ -249,7 +267,7 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
             put_json(relay, &kv, &key, &record)?;
             published.insert(key);
         }
-        if !matches!(since, Some((_, options)) if options == options_now) {
+        if first_round {
             // Ours of streams no longer held or passed: gone.
             let ours = relay.block_on(keys_of(&kv, &node))?;
             for key in ours.into_iter().filter(|k| !published.contains(k)) {
@@ -259,13 +277,15 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
             }
         }
         *relay.audit_published_to.lock() = Some((last, options_now));
-        if let Some(stream) = shared.state.relay_log(&relay.remote)? {
+        let same_stream = shared.state.relay_log(&relay.remote)? == stream;
+        if let Some(stream) = stream.filter(|_| same_stream) {
             let mark = RelayMark {
                 version: RECORD_VERSION,
                 node: node.clone(),
                 name: shared.node.name.clone(),
                 stream,
                 inbox_cursor,
+                relays_everything: filter == RemoteFilter::all(),
                 interval_ms: interval.as_millis() as u64,
                 published_utc_ms: now_ms(),
             };

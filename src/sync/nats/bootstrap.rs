@@ -22,18 +22,20 @@ use crate::sync::state;
 const RECHECK: Duration = Duration::from_millis(250);
 
 /// Waits until the peer `from` has given us the stream's history before
-/// `first`; `Ok(false)` if the relay is ending first. Each check that
-/// fails says why in the remote's status (`last_error`).
-pub(super) fn wait(relay: &Relay, from: &str, first: u64) -> Result<bool> {
+/// `first`; returns the stream sequence the peer vouches for (its mark's
+/// cursor, at least `first - 1`: we hold everything up to it), or `None`
+/// if the relay is ending first. Each check that fails says why in the
+/// remote's status (`last_error`).
+pub(super) fn wait(relay: &Relay, from: &str, first: u64) -> Result<Option<u64>> {
     let shared = &relay.shared;
     let kv = relay.block_on(audit::bucket(&relay.js, &relay.options))?;
     loop {
         if relay.ending() {
-            return Ok(false);
+            return Ok(None);
         }
         let waiting = match why_not_yet(relay, &kv, from, first)? {
-            None => return Ok(true),
-            Some(reason) => reason,
+            Ok(covered) => return Ok(Some(covered)),
+            Err(reason) => reason,
         };
         let reason = format!(
             "behind the stream's retention (its first message is {first}): bootstrapping from {from}: {waiting}"
@@ -47,52 +49,58 @@ pub(super) fn wait(relay: &Relay, from: &str, first: u64) -> Result<bool> {
     }
 }
 
-/// Why the bootstrap is not complete yet, or `None` when it is.
+/// The sequence the peer vouches for, or why the bootstrap is not
+/// complete yet.
 fn why_not_yet(
     relay: &Relay,
     kv: &async_nats::jetstream::kv::Store,
     from: &str,
     first: u64,
-) -> Result<Option<String>> {
+) -> Result<std::result::Result<u64, String>> {
     let shared = &relay.shared;
     let Some(record) = shared.state.remote(from)? else {
-        return Ok(Some(format!("no remote is named {from}")));
+        return Ok(Err(format!("no remote is named {from}")));
     };
     let Some(peer) = record.peer_node else {
-        return Ok(Some("it has not connected yet".into()));
+        return Ok(Err("it has not connected yet".into()));
     };
     let peer = state::hex(&peer);
     let ours = shared.state.relay_log(&relay.remote)?;
     let (mark, records) = relay.block_on(audit::published_by(kv, &peer))?;
     let Some(mark) = mark else {
-        return Ok(Some("its relay has published no mark yet".into()));
+        return Ok(Err("its relay has published no mark yet".into()));
     };
     if Some(&mark.stream) != ours.as_ref() {
-        return Ok(Some(format!(
+        return Ok(Err(format!(
             "its relay reads {}, not our stream",
             mark.stream
         )));
     }
+    if !mark.relays_everything {
+        // Its records then leave out streams our consumer would load.
+        return Ok(Err(
+            "its relay has a filter: it cannot vouch for the whole stream".into(),
+        ));
+    }
     if mark.inbox_cursor + 1 < first {
-        return Ok(Some(format!(
+        return Ok(Err(format!(
             "it has loaded the stream only to {} itself",
             mark.inbox_cursor
         )));
     }
-    let filter = shared
-        .state
-        .remote(&relay.remote)?
-        .map(|r| r.options.filter)
-        .unwrap_or_default();
+    // Every stream (our consumer loads them all, whatever our filter).
     let mut behind = 0;
     for theirs in records {
-        if !audit::passes(&filter, &theirs.unit, &theirs.document_type) {
-            continue;
+        if relay.ending() {
+            return Ok(Err("ending".into()));
         }
         let local = audit::local_record(shared, &theirs)?;
         if !matches!(local.standing(&theirs), Standing::InSync | Standing::Ahead) {
             behind += 1;
         }
     }
-    Ok((behind > 0).then(|| format!("{behind} stream(s) still behind its records")))
+    Ok(match behind {
+        0 => Ok(mark.inbox_cursor),
+        _ => Err(format!("{behind} stream(s) still behind its records")),
+    })
 }

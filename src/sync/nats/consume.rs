@@ -24,30 +24,41 @@ const FETCH_WAIT: Duration = Duration::from_millis(100);
 /// batch, loads what others published, then writes the cursor and
 /// acknowledges the batch.
 pub(super) fn run(relay: &Relay) -> Result<()> {
-    let (generation, info) = relay.open_stream()?;
     let shared = &relay.shared;
-    let (_, mut cursor) = shared.state.cursors(&relay.remote)?;
-    let first = info.state.first_sequence;
-    let bootstrapped = first > cursor + 1
-        && (relay.bootstrap_pending.swap(false, Ordering::AcqRel)
-            || match &relay.options.bootstrap_from {
-                Some(peer) => bootstrap::wait(relay, peer, first)?,
-                None => false,
-            });
-    if relay.ending() {
-        return Ok(());
-    }
-    if bootstrapped {
-        // Bootstrapped from a peer: what the stream dropped is here
-        // already; read on from what it holds.
+    // Behind the stream's first message: bootstrapped (by the application,
+    // or from `bootstrap_from`'s peer), the cursor moves to what the
+    // bootstrap covers, and the stream is read again (its first message
+    // may have moved on meanwhile); not, `open_consumer` says so.
+    let (generation, info, mut cursor) = loop {
+        let (generation, info) = relay.open_stream()?;
+        let (_, cursor) = shared.state.cursors(&relay.remote)?;
+        let first = info.state.first_sequence;
+        if first <= cursor + 1 {
+            break (generation, info, cursor);
+        }
+        let covered = if relay.bootstrap_pending.swap(false, Ordering::AcqRel) {
+            Some(first - 1)
+        } else if let Some(peer) = &relay.options.bootstrap_from {
+            match bootstrap::wait(relay, peer, first)? {
+                Some(covered) => Some(covered),
+                None => return Ok(()), // the relay is ending
+            }
+        } else {
+            None
+        };
+        let Some(covered) = covered else {
+            break (generation, info, cursor);
+        };
+        // What the stream dropped is here already: read on after it, in
+        // the stream the wait was for.
+        relay.check_generation(generation)?;
         shared.update(&relay.remote, |l| l.last_error = None);
         let mut writes = SyncBatch::default();
         shared
             .state
-            .put_inbox_cursor(&mut writes, &relay.remote, first - 1, None, 0);
+            .put_inbox_cursor(&mut writes, &relay.remote, covered.max(cursor), None, 0);
         shared.state.write(writes)?;
-        cursor = first - 1;
-    }
+    };
     shared.update(&relay.remote, |l| l.inbox = cursor);
     let consumer = relay.block_on(open_consumer(relay, cursor, &info))?;
     while !relay.ending() {
