@@ -4,6 +4,8 @@
 pub(crate) mod audit;
 pub(crate) mod demo;
 #[cfg(feature = "nats")]
+pub(crate) mod nats_anchor;
+#[cfg(feature = "nats")]
 pub(crate) mod nats_bench;
 pub(crate) mod scale_bench;
 pub(crate) mod service_bench;

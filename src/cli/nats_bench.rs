@@ -5,7 +5,8 @@
 //! went out) until every replica's view holds everything, and the delay from written on its reactor to readable
 //! on each other replica (p50, p99). Times come from a sampler of each
 //! reactor's last ordinal and view, matched to operations after the run,
-//! as in `sync_bench`; only the public API is used.
+//! as in `sync_bench`; only the public API is used. Unpaced, the anchor
+//! (`nats_anchor`) follows on the same cluster.
 
 #[path = "../../tests/common/nats_cluster.rs"]
 #[allow(dead_code)]
@@ -39,6 +40,10 @@ pub(crate) struct NatsBenchReport {
     pub p99_delay_ms: f64,
     /// (operation, other replica) pairs that could not be timed.
     pub untimed: usize,
+    /// The anchor (`nats_anchor`): the same cluster moving as many
+    /// messages of the relay's size with no reactor (messages/s; 0 when
+    /// not run).
+    pub anchor_msgs_per_s: f64,
 }
 
 /// Per reactor per look: (time, last written ordinal, view's ordinal).
@@ -46,12 +51,14 @@ type Look = (Instant, Vec<(u64, u64)>);
 
 /// One run. `rate`: all writers' actions per second together (0: as fast
 /// as they can, which measures throughput; below it, the delay).
+/// `anchor`: then the anchor, on the same cluster.
 pub(crate) fn run(
     docs: usize,
     actions: usize,
     rate: u64,
     durability: Durability,
     workers: usize,
+    anchor: bool,
 ) -> Result<NatsBenchReport, Box<dyn std::error::Error>> {
     let cluster = nats_cluster::Cluster::start();
     let transport = NatsTransport::new()?;
@@ -115,6 +122,17 @@ pub(crate) fn run(
     for relay in relays {
         relay.stop()?;
     }
+    drop(syncs);
+    drop(reactors);
+    let anchor_msgs_per_s = match anchor {
+        true => {
+            let urls = cluster.urls();
+            let len =
+                super::nats_anchor::sample_payload_len(&urls, nats_cluster::TOKEN, "REACTORDB")?;
+            super::nats_anchor::run(&urls, nats_cluster::TOKEN, 3, docs * (actions + 1), len)?
+        }
+        false => 0.0,
+    };
     // Delays: written on the owner to readable on each other replica.
     let seen = |reactor: usize, readable: bool, ordinal: u64| {
         let at = |l: &Look| {
@@ -163,6 +181,7 @@ pub(crate) fn run(
         p50_delay_ms: pct(0.5),
         p99_delay_ms: pct(0.99),
         untimed: total * (REACTORS - 1) - delays.len(),
+        anchor_msgs_per_s,
     })
 }
 

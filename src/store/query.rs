@@ -737,6 +737,43 @@ impl OperationStore {
         }
     }
 
+    /// The streams (with their document types) of the operations with
+    /// ordinals in `(after, last]`, each once, in order of first touch:
+    /// read from the ordinal index alone (no operation is decoded). At
+    /// most `limit` streams: `None` when more were touched (the caller
+    /// then takes every stream).
+    pub(crate) fn streams_touched(
+        &self,
+        after: Ordinal,
+        last: Ordinal,
+        limit: usize,
+    ) -> Result<Option<Vec<(SyncUnit, DocumentType)>>> {
+        let cf = cf_handles(self.db()).ordinals;
+        let mut iter = self.db().raw_iterator_cf(cf);
+        iter.seek(keys::ordinal_key(Ordinal(after.get() + 1)));
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if keys::decode_ordinal_key(key).is_none_or(|o| o > last) {
+                break;
+            }
+            let named = codec::decode_ordinal(value)?;
+            let (unit, _) = keys::decode_op_key(named.op_key)
+                .ok_or_else(|| corrupt(keys::CF_ORDINALS, "ordinal value"))?;
+            if seen.insert(unit.clone()) {
+                if out.len() == limit {
+                    return Ok(None);
+                }
+                let document_type = DocumentType::new(named.document_type)
+                    .map_err(|_| corrupt(keys::CF_ORDINALS, "ordinal value"))?;
+                out.push((unit, document_type));
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(Some(out))
+    }
+
     /// Whether the ordinal index's entry at `ordinal` is the operation at
     /// `index` of `unit_key` (and, given the stream's document type, names
     /// that type: the ordinal feed serves it as the operation's context).

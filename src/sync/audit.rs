@@ -113,8 +113,8 @@ pub(crate) fn record(
     let raw = store.scan_until(&keys::unit_key(unit), 0, None, Ordinal(u64::MAX))?;
     let ours = super::state::hex(&shared.node.node);
     let mut seen = std::collections::HashSet::new();
+    let mut distinct = Vec::new();
     let mut set = [0u8; 32];
-    let mut origins: BTreeMap<String, u64> = BTreeMap::new();
     for (op, _) in &raw {
         if !seen.insert((op.id, op.content_hash)) {
             continue; // a later copy (a merge moved it)
@@ -122,10 +122,11 @@ pub(crate) fn record(
         for (d, b) in set.iter_mut().zip(op.content_hash.as_bytes()) {
             *d ^= b;
         }
-        let origin = match shared.state.originator(&op.id, &op.content_hash)? {
-            Some(node) => super::state::hex(&node),
-            None => ours.clone(),
-        };
+        distinct.push((op.id, op.content_hash));
+    }
+    let mut origins: BTreeMap<String, u64> = BTreeMap::new();
+    for originator in shared.state.originators(&distinct)? {
+        let origin = originator.map_or_else(|| ours.clone(), |node| super::state::hex(&node));
         *origins.entry(origin).or_default() += 1;
     }
     let effective = crate::fold::effective(&raw);

@@ -513,20 +513,25 @@ impl SyncState {
         id: &OperationId,
         content: &Digest,
     ) -> Result<Option<[u8; 16]>> {
-        let mut found = None;
-        for (_, value) in self
+        let values = self
             .store
-            .sync_scan(&op_key(b'o', id, content), usize::MAX)?
-        {
-            // A damaged originator costs a count in the audit, never the
-            // operation's sync.
-            let origin = decode(&value, "originator").unwrap_or(UNKNOWN_ORIGIN);
-            if origin != UNKNOWN_ORIGIN {
-                return Ok(Some(origin));
-            }
-            found = Some(UNKNOWN_ORIGIN);
-        }
-        Ok(found)
+            .sync_scan(&op_key(b'o', id, content), usize::MAX)?;
+        Ok(originator_of(values.into_iter().map(|(_, v)| v)))
+    }
+
+    /// [`originator`](Self::originator) of each operation, read with one
+    /// iterator.
+    pub(crate) fn originators(
+        &self,
+        ops: &[(OperationId, Digest)],
+    ) -> Result<Vec<Option<[u8; 16]>>> {
+        let prefixes: Vec<Vec<u8>> = ops.iter().map(|(id, c)| op_key(b'o', id, c)).collect();
+        Ok(self
+            .store
+            .sync_scan_each(&prefixes)?
+            .into_iter()
+            .map(originator_of)
+            .collect())
     }
 
     pub(crate) fn put_signature(
@@ -556,6 +561,22 @@ impl SyncState {
         }
         self.store.sync_write(batch)
     }
+}
+
+/// The originator the `o` values of one operation name: a known node
+/// before [`UNKNOWN_ORIGIN`] (which an empty value from before protocol 2,
+/// or one that does not decode, reads as: a damaged originator costs a
+/// count in the audit, never the operation's sync); `None` without values.
+fn originator_of(values: impl IntoIterator<Item = Vec<u8>>) -> Option<[u8; 16]> {
+    let mut found = None;
+    for value in values {
+        let origin = decode(&value, "originator").unwrap_or(UNKNOWN_ORIGIN);
+        if origin != UNKNOWN_ORIGIN {
+            return Some(origin);
+        }
+        found = Some(UNKNOWN_ORIGIN);
+    }
+    found
 }
 
 /// Lowercase hex of some bytes.

@@ -904,4 +904,12 @@ fn a_known_originator_beats_an_unknown_one_whichever_remote_sent_it() {
         state.originator(&op.id, &op.content_hash).expect("read"),
         Some(PEER_ORIGIN)
     );
+    // The same, read for many operations with one iterator.
+    let never_sent = (crate::model::OperationId([1; 16]), op.content_hash);
+    assert_eq!(
+        state
+            .originators(&[never_sent, (op.id, op.content_hash), never_sent])
+            .expect("read"),
+        [None, Some(PEER_ORIGIN), None]
+    );
 }

@@ -23,15 +23,15 @@ use super::relay::Relay;
 use super::{relay, transport_error, NatsOptions, NatsTransport};
 use crate::error::Result;
 use crate::model::{DocumentType, Ordinal, SyncUnit};
-use crate::store::Paging;
 use crate::sync::audit::{self, Standing, StreamRecord};
 use crate::sync::filter::RemoteFilter;
 use crate::sync::{state, Shared, SyncManager};
 
 /// The version of [`PublishedRecord`] this build writes and reads.
 const RECORD_VERSION: u32 = 1;
-/// Operations read per page while collecting the streams that changed.
-const PAGE: usize = 1_024;
+/// Past this many streams touched since the last round, a round
+/// publishes every stream (the set of touched ones stays this small).
+const CHANGED: usize = 65_536;
 
 /// One node's record of one stream, as published.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,9 +240,15 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
                 .block_on(kv.delete(mark_key(&node)))
                 .map_err(|e| transport_error("deleting our relay mark", e))?;
         }
-        let changed = match since {
-            Some((after, _)) if !first_round => changed_since(relay, after, last)?,
-            _ => store
+        // The streams touched since the last round, from the ordinal index
+        // (more than `CHANGED` of them: every stream, which costs no more).
+        let touched = match since {
+            Some((after, _)) if !first_round => store.streams_touched(after, last, CHANGED)?,
+            _ => None,
+        };
+        let changed = match touched {
+            Some(touched) => touched,
+            None => store
                 .all_streams()?
                 .into_iter()
                 .map(|s| (s.unit, s.document_type))
@@ -374,40 +380,6 @@ pub(super) fn passes(filter: &RemoteFilter, unit: &SyncUnit, document_type: &Doc
         branch: unit.branch.clone(),
         ordinal: Ordinal(0),
     })
-}
-
-/// The streams with an operation of ordinal in `(after, last]`.
-fn changed_since(
-    relay: &Relay,
-    after: Ordinal,
-    last: Ordinal,
-) -> Result<Vec<(SyncUnit, DocumentType)>> {
-    let store = relay.shared.reactor.store();
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    let mut paging = Paging::first(PAGE);
-    loop {
-        let page = store.get_since_ordinal(Ordinal(after.get() + 1), paging)?;
-        let mut past = false;
-        for item in page.items {
-            if item.context.ordinal > last {
-                past = true;
-                break;
-            }
-            let unit = SyncUnit::new(
-                item.context.document_id,
-                item.context.scope,
-                item.context.branch,
-            );
-            if seen.insert(unit.clone()) {
-                out.push((unit, item.context.document_type));
-            }
-        }
-        match page.next_cursor {
-            Some(cursor) if !past && !relay.ending() => paging = Paging::after(cursor, PAGE),
-            _ => return Ok(out),
-        }
-    }
 }
 
 /// Compares the local replica with every other node's published records
