@@ -741,7 +741,8 @@ impl OperationStore {
     /// ordinals in `(after, last]`, each once, in order of first touch:
     /// read from the ordinal index alone (no operation is decoded). At
     /// most `limit` streams: `None` when more were touched (the caller
-    /// then takes every stream).
+    /// then takes every stream). (The relay's audit rounds.)
+    #[cfg(feature = "nats")]
     pub(crate) fn streams_touched(
         &self,
         after: Ordinal,
