@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::docs::stream_ops;
-use common::nats_cluster::{Cluster, TOKEN};
+use common::nats_cluster::{Access, Cluster, TOKEN};
 use common::reactor::*;
 use reactordb::{
     AuditReport, ConsistencyToken, Error, NatsOptions, NatsRelay, NatsTransport, Reactor, Scope,
@@ -1317,4 +1317,116 @@ fn audit_is_clean_on_converged_replicas_and_names_a_stream_behind_or_diverged() 
         "{stdout}"
     );
     stop_all([&mut b, &mut c]);
+}
+
+#[test]
+fn relays_authenticate_with_a_user_and_password_over_tls() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let certs = tempfile::tempdir().expect("dir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("certificate");
+    let (ca, key) = (certs.path().join("ca.pem"), certs.path().join("key.pem"));
+    std::fs::write(&ca, certified.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write the key");
+    let cluster = Cluster::start_with(&Access::user_password_tls(
+        "relay",
+        "s3cret",
+        ca.clone(),
+        key,
+    ));
+    let transport = NatsTransport::new().expect("transport");
+    let secure = |password: &str| {
+        NatsOptions::new(cluster.urls())
+            .user_password("relay", password)
+            .ca_file(&ca)
+            .stream("SECURE")
+    };
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let mut a = open_node(dirs[0].path(), "a");
+    let mut b = open_node(dirs[1].path(), "b");
+    relay(&mut a, &transport, secure("s3cret"));
+    relay(&mut b, &transport, secure("s3cret"));
+    create_counter(&a.reactor, "doc");
+    for n in 0..3 {
+        written(
+            &a.reactor
+                .execute(id("doc"), main(), vec![increment(&format!("a{n}"))])
+                .expect("submit"),
+        );
+    }
+    wait_count(&b.reactor, "doc", 3);
+    stop_all([&mut a, &mut b]);
+
+    let c = open_node(dirs[2].path(), "c");
+    // A wrong password is refused, over TLS too.
+    match transport.relay(c.sync.clone(), secure("wrong")) {
+        Err(Error::SyncRefused { reason }) => assert!(reason.contains("credentials"), "{reason}"),
+        other => panic!("a wrong password must be refused: {:?}", other.map(|_| ())),
+    }
+    // A client that does not trust the servers' authority gets nowhere.
+    let untrusting = NatsOptions::new(cluster.urls())
+        .user_password("relay", "s3cret")
+        .stream("SECURE");
+    match transport.relay(c.sync.clone(), untrusting) {
+        Err(Error::Transport { reason }) => assert!(reason.contains("connecting"), "{reason}"),
+        other => panic!(
+            "an untrusted server must not be used: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    drop(c);
+
+    // The CLI takes the same: --user, --password, --ca.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_reactordb"))
+        .args([
+            "--db",
+            dirs[2].path().to_str().expect("utf-8"),
+            "sync",
+            "--nats",
+        ])
+        .arg(cluster.urls().join(","))
+        .args(["--user", "relay", "--password", "s3cret", "--ca"])
+        .arg(&ca)
+        .args(["--stream", "SECURE"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn reactordb");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            // a's creation and three increments, and the document scope's
+            // header operations: at least four.
+            Ok(line)
+                if line.starts_with("nats:SECURE: connected") && !line.contains("received 0,") =>
+            {
+                break
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                let mut stderr = String::new();
+                let _ = std::io::Read::read_to_string(
+                    &mut child.stderr.take().expect("piped"),
+                    &mut stderr,
+                );
+                panic!("the CLI relay received nothing over TLS: {stderr}")
+            }
+        }
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let c = open(dirs[2].path(), 2);
+    assert_eq!(count(&c, "doc"), 3);
 }

@@ -10,8 +10,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The token every node admits clients with.
+/// The token every node admits clients with (by default).
 pub const TOKEN: &str = "reactordb-test";
+
+/// How clients prove who they are, and whether they must use TLS.
+pub struct Access {
+    /// The body of the nodes' `authorization` block.
+    authorization: String,
+    /// The nodes' certificate and key (PEM files): clients must use TLS.
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl Access {
+    /// The token [`TOKEN`], without TLS (what [`Cluster::start`] uses).
+    pub fn token() -> Self {
+        Self {
+            authorization: format!("token: \"{TOKEN}\""),
+            tls: None,
+        }
+    }
+
+    /// One user with a password, over TLS with this certificate and key.
+    pub fn user_password_tls(user: &str, password: &str, cert: PathBuf, key: PathBuf) -> Self {
+        Self {
+            authorization: format!("users: [ {{ user: \"{user}\", password: \"{password}\" }} ]"),
+            tls: Some((cert, key)),
+        }
+    }
+}
 
 struct Node {
     config: PathBuf,
@@ -23,6 +49,7 @@ struct Node {
 /// A running cluster.
 pub struct Cluster {
     nodes: Vec<Node>,
+    tls: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -58,8 +85,13 @@ impl Cluster {
     /// cluster that does not come up (a port taken between picking it and
     /// the server binding it) is started again on other ports.
     pub fn start() -> Self {
+        Self::start_with(&Access::token())
+    }
+
+    /// [`Cluster::start`], admitting clients as `access` says.
+    pub fn start_with(access: &Access) -> Self {
         for _ in 0..3 {
-            let cluster = Self::start_once();
+            let cluster = Self::start_once(access);
             if cluster.ready_within(Duration::from_secs(20)) {
                 return cluster;
             }
@@ -68,7 +100,15 @@ impl Cluster {
         panic!("the NATS cluster did not elect a JetStream leader, three times");
     }
 
-    fn start_once() -> Self {
+    fn start_once(access: &Access) -> Self {
+        let tls = match &access.tls {
+            Some((cert, key)) => format!(
+                "tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         let dir = tempfile::tempdir().expect("cluster dir");
         let ports: Vec<(u16, u16, u16)> = (0..3)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -86,9 +126,10 @@ impl Cluster {
                     &config,
                     format!(
                         "server_name: n{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
-                         authorization {{ token: \"{TOKEN}\" }}\n\
+                         authorization {{ {} }}\n{tls}\
                          jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 2GB }}\n\
                          cluster {{ name: reactordb, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
+                        access.authorization,
                         store.display(),
                         routes.join(", ")
                     ),
@@ -102,7 +143,11 @@ impl Cluster {
                 }
             })
             .collect();
-        let mut cluster = Self { nodes, _dir: dir };
+        let mut cluster = Self {
+            nodes,
+            tls: access.tls.is_some(),
+            _dir: dir,
+        };
         for i in 0..3 {
             cluster.restart(i);
         }
@@ -125,11 +170,12 @@ impl Cluster {
         }
     }
 
-    /// Every node's client URL.
+    /// Every node's client URL (`tls://` when clients must use TLS).
     pub fn urls(&self) -> Vec<String> {
+        let scheme = if self.tls { "tls" } else { "nats" };
         self.nodes
             .iter()
-            .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
+            .map(|n| format!("{scheme}://127.0.0.1:{}", n.client_port))
             .collect()
     }
 
