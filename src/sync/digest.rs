@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use super::filter::RemoteFilter;
-use super::outbox::wire_operation;
+use super::outbox::{originators, wire_operation};
 use super::wire::{StreamDigest, WireOperation};
 use super::Shared;
 use crate::error::Result;
@@ -82,15 +82,19 @@ pub(crate) fn repairs(
             continue;
         }
         let context = context(&stream);
-        for operation in set {
-            let item = OperationWithContext {
+        let items: Vec<OperationWithContext> = set
+            .into_iter()
+            .map(|operation| OperationWithContext {
                 operation,
                 context: context.clone(),
-            };
+            })
+            .collect();
+        let refs: Vec<&OperationWithContext> = items.iter().collect();
+        for (item, originator) in items.iter().zip(originators(shared, &refs)?) {
             if out.last().is_none_or(|c| c.len() >= chunk) {
                 out.push(Vec::new());
             }
-            let wire = wire_operation(shared, &item, 0, false)?;
+            let wire = wire_operation(shared, item, 0, false, originator)?;
             out.last_mut().expect("pushed above").push(wire);
         }
     }

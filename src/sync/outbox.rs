@@ -81,6 +81,7 @@ pub(crate) fn next_envelope(
         .filter_map(|(a, wanted)| (*wanted && !a.originated).then_some(&a.item))
         .collect();
     let mut first_copies = store.first_copies(&candidates)?.into_iter();
+    let mut originators = originators(shared, &candidates)?.into_iter();
     let mut out = Outgoing {
         first: after + 1,
         last: after,
@@ -92,8 +93,19 @@ pub(crate) fn next_envelope(
         let ordinal = a.item.context.ordinal.get();
         out.last = ordinal;
         out.witness = a.item.operation.hash;
-        if wanted && (a.originated || first_copies.next() == Some(true)) {
-            let op = wire_operation(shared, &a.item, ordinal, a.originated)?;
+        if !wanted {
+            continue;
+        }
+        // Each candidate takes its first-copy answer and its originator.
+        let (first_copy, originator) = match a.originated {
+            true => (true, None),
+            false => (
+                first_copies.next() == Some(true),
+                originators.next().flatten(),
+            ),
+        };
+        if first_copy {
+            let op = wire_operation(shared, &a.item, ordinal, a.originated, originator)?;
             bytes += op.bytes.len();
             out.operations.push(op);
             if bytes > ENVELOPE_BYTES {
@@ -117,14 +129,29 @@ pub(crate) fn witness_at(shared: &Shared, ordinal: u64) -> Result<Option<Digest>
         .map(|item| item.operation.hash))
 }
 
-/// One operation as it travels, with its originator's signature: the one
-/// it arrived with, or ours when we originated it and have a key.
-/// `originated`: known to be a local execute's (nothing to look up).
+/// Who originated each of `items`, as the sync store recorded it (`None`:
+/// no remote sent it, so this node did): one iterator for them all.
+pub(crate) fn originators(
+    shared: &Shared,
+    items: &[&OperationWithContext],
+) -> Result<Vec<Option<[u8; 16]>>> {
+    let keys: Vec<_> = items
+        .iter()
+        .map(|i| (i.operation.id, i.operation.content_hash))
+        .collect();
+    shared.state.originators(&keys)
+}
+
+/// One operation as it travels, with its originator and its originator's
+/// signature: the one it arrived with, or ours when we originated it and
+/// have a key. `originated`: known to be a local execute's (nothing to look
+/// up); else `originator` is what [`originators`] found for it.
 pub(crate) fn wire_operation(
     shared: &Shared,
     item: &OperationWithContext,
     ordinal: u64,
     originated: bool,
+    originator: Option<[u8; 16]>,
 ) -> Result<WireOperation> {
     let synced = SyncedOperation::of(item);
     let (id, content) = (&item.operation.id, &item.operation.content_hash);
@@ -135,12 +162,7 @@ pub(crate) fn wire_operation(
             .as_ref()
             .map(|key| key.sign(synced))
     };
-    // A remote sent it (its originator is recorded), or we originated it
-    // (a local execute, or a load outside sync).
-    let originator = match originated {
-        true => None,
-        false => shared.state.originator(id, content)?,
-    };
+    let originator = originator.filter(|_| !originated);
     let signature = match (originated, shared.state.signature(id, content)?) {
         (true, _) => ours(&synced),
         (false, Some(signature)) => Some(signature),

@@ -502,25 +502,13 @@ impl SyncState {
         self.store.sync_contains(&key)
     }
 
-    /// The node that originated an operation a remote sent us, as the
-    /// remotes that sent it said (a known one before [`UNKNOWN_ORIGIN`],
-    /// which a remote sends when it does not know, and which a value
-    /// recorded before protocol 2, or one that does not decode, reads as);
-    /// `None` when no remote sent it (this node originated it, or a program
-    /// loaded it outside sync).
-    pub(crate) fn originator(
-        &self,
-        id: &OperationId,
-        content: &Digest,
-    ) -> Result<Option<[u8; 16]>> {
-        let values = self
-            .store
-            .sync_scan(&op_key(b'o', id, content), usize::MAX)?;
-        Ok(originator_of(values.into_iter().map(|(_, v)| v)))
-    }
-
-    /// [`originator`](Self::originator) of each operation, read with one
-    /// iterator.
+    /// Per operation, the node that originated it if a remote sent it to
+    /// us, as the remotes that sent it said (a known one before
+    /// [`UNKNOWN_ORIGIN`], which a remote sends when it does not know, and
+    /// which a value recorded before protocol 2, or one that does not
+    /// decode, reads as); `None` when no remote sent it (this node
+    /// originated it, or a program loaded it outside sync). One iterator
+    /// reads them all.
     pub(crate) fn originators(
         &self,
         ops: &[(OperationId, Digest)],

@@ -455,9 +455,9 @@ fn removing_a_remote_forgets_its_cursors_letters_buffers_and_echo_records_but_no
     // Who originated it is still known: the audit counts by it.
     assert_eq!(
         state
-            .originator(&creation.id, &creation.content_hash)
+            .originators(&[(creation.id, creation.content_hash)])
             .expect("read"),
-        Some(PEER_ORIGIN)
+        [Some(PEER_ORIGIN)]
     );
     assert!(matches!(
         h.sync.remove_remote("peer"),
@@ -891,24 +891,18 @@ fn a_known_originator_beats_an_unknown_one_whichever_remote_sent_it() {
     let sync = SyncManager::open(reactor(dir.path()), SyncOptions::new()).expect("sync");
     let state = &sync.shared.state;
     let op = &ops[0].operation;
-    assert_eq!(
-        state.originator(&op.id, &op.content_hash).expect("read"),
-        None
-    );
+    let sent = (op.id, op.content_hash);
+    assert_eq!(state.originators(&[sent]).expect("read"), [None]);
     let mut batch = SyncBatch::default();
     // "a" sorts first and does not know; "b" does.
     state.put_origin(&mut batch, (&op.id, &op.content_hash), "a", &UNKNOWN_ORIGIN);
     state.put_origin(&mut batch, (&op.id, &op.content_hash), "b", &PEER_ORIGIN);
     state.write(batch).expect("write");
-    assert_eq!(
-        state.originator(&op.id, &op.content_hash).expect("read"),
-        Some(PEER_ORIGIN)
-    );
-    // The same, read for many operations with one iterator.
+    // Among others not sent, read with one iterator.
     let never_sent = (crate::model::OperationId([1; 16]), op.content_hash);
     assert_eq!(
         state
-            .originators(&[never_sent, (op.id, op.content_hash), never_sent])
+            .originators(&[never_sent, sent, never_sent])
             .expect("read"),
         [None, Some(PEER_ORIGIN), None]
     );

@@ -314,21 +314,24 @@ fn put_json<T: Serialize>(relay: &Relay, kv: &kv::Store, key: &str, value: &T) -
     Ok(())
 }
 
-/// The keys `node` has in the bucket (its records and its mark).
-async fn keys_of(kv: &kv::Store, node: &str) -> Result<Vec<String>> {
-    let prefix = format!("{node}.");
-    let mut keys = kv
-        .keys()
-        .await
-        .map_err(|e| transport_error("listing audit records", e))?;
+/// Every key in the bucket.
+async fn all_keys(kv: &kv::Store) -> Result<Vec<String>> {
+    let failed = |e: &dyn std::fmt::Display| transport_error("listing audit records", e);
+    let mut keys = kv.keys().await.map_err(|e| failed(&e))?;
     let mut out = Vec::new();
     while let Some(key) = keys.next().await {
-        let key = key.map_err(|e| transport_error("listing audit records", e))?;
-        if key.starts_with(&prefix) && key != mark_key(node) {
-            out.push(key);
-        }
+        out.push(key.map_err(|e| failed(&e))?);
     }
     Ok(out)
+}
+
+/// The keys of `node`'s records in the bucket (not its mark).
+async fn keys_of(kv: &kv::Store, node: &str) -> Result<Vec<String>> {
+    let prefix = format!("{node}.");
+    let mark = mark_key(node);
+    let mut keys = all_keys(kv).await?;
+    keys.retain(|k| k.starts_with(&prefix) && *k != mark);
+    Ok(keys)
 }
 
 async fn get_json<T: DeserializeOwned>(kv: &kv::Store, key: &str) -> Result<Option<Option<T>>> {
@@ -395,17 +398,8 @@ pub(super) fn compare(
         let client = relay::connect(options).await?;
         let js = jetstream::new(client);
         let kv = bucket(&js, options).await?;
-        let mut keys = kv
-            .keys()
-            .await
-            .map_err(|e| transport_error("listing audit records", e))?;
-        let mut all = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| transport_error("listing audit records", e))?;
-            if !key.starts_with(&format!("{ours}.")) {
-                all.push(key);
-            }
-        }
+        let mut all = all_keys(&kv).await?;
+        all.retain(|k| !k.starts_with(&format!("{ours}.")));
         // Marks first: a record read after its node's mark is no older.
         all.sort_by_key(|k| !k.ends_with(&format!(".{MARK}")));
         let mut out = Vec::new();
