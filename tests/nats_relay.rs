@@ -1242,6 +1242,27 @@ fn audit_is_clean_on_converged_replicas_and_names_a_stream_behind_or_diverged() 
     wait_until("a sees c behind on doc", 30, || {
         global_findings(&audit(&nodes[0])) == peer_behind
     });
+    // While c's mark is fresh that fails a's audit; once c has been quiet
+    // for three of its intervals and 5 s it is silent: still listed, no
+    // longer failing (a node that left must not fail the audit for ever).
+    let report = audit(&nodes[0]);
+    let c_silent = |r: &AuditReport| r.findings().all(|e| e.peer.1 == "c" && e.peer_silent);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64;
+    let c_mark = report
+        .marks
+        .values()
+        .find(|m| m.name == "c")
+        .expect("c's mark");
+    if now_ms.saturating_sub(c_mark.published_utc_ms) < 4_000 {
+        assert!(!report.is_clean() && !c_silent(&report), "{report:?}");
+    }
+    wait_until("c never went silent", 30, || {
+        let report = audit(&nodes[0]);
+        c_silent(&report) && report.is_clean() && global_findings(&report) == peer_behind
+    });
     let behind = BTreeSet::from([
         ("a".to_string(), Standing::Behind),
         ("b".to_string(), Standing::Behind),
