@@ -28,6 +28,18 @@ use reactordb::{
 
 static CLUSTER: Mutex<()> = Mutex::new(());
 
+/// What a cluster test starts with: the lock (one at a time), a fresh
+/// cluster, a transport.
+fn start() -> (
+    std::sync::MutexGuard<'static, ()>,
+    Cluster,
+    Arc<NatsTransport>,
+) {
+    let one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start();
+    (one, cluster, NatsTransport::new().expect("transport"))
+}
+
 struct Node {
     reactor: Arc<Reactor>,
     sync: Arc<SyncManager>,
@@ -144,9 +156,7 @@ fn count(reactor: &Reactor, doc: &str) -> usize {
 
 #[test]
 fn three_reactors_converge_through_the_cluster_while_a_node_and_a_relay_restart() {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mut cluster = Cluster::start();
-    let transport = NatsTransport::new().expect("transport");
+    let (_one, mut cluster, transport) = start();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
     let mut nodes: Vec<Node> = (0..3)
         .map(|i| open_node(dirs[i].path(), &format!("r{i}")))
@@ -246,9 +256,7 @@ fn three_reactors_converge_through_the_cluster_while_a_node_and_a_relay_restart(
 
 #[test]
 fn a_reactor_away_past_the_retention_is_told_to_bootstrap() {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let cluster = Cluster::start();
-    let transport = NatsTransport::new().expect("transport");
+    let (_one, cluster, transport) = start();
     // No audit records here (the automatic bootstrap below uses them):
     // creating their bucket while a's consumer opens can hold it up past
     // the 1-second retention.
@@ -648,41 +656,33 @@ fn the_cli_relays_two_databases_through_the_cluster() {
     assert!(stderr.contains("refused"), "{stderr}");
 }
 
-/// Deletes a stream with a client of the test's own.
-fn delete_stream(cluster: &Cluster, stream: &str) {
+/// A client of the test's own: its runtime, and a JetStream context on it.
+fn test_client(cluster: &Cluster) -> (tokio::runtime::Runtime, async_nats::jetstream::Context) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
-        let client = async_nats::ConnectOptions::new()
-            .token(TOKEN.into())
-            .connect(cluster.urls()[0].as_str())
-            .await
-            .expect("connect");
-        async_nats::jetstream::new(client)
-            .delete_stream(stream)
-            .await
-            .expect("deleted");
-    });
+    let client = runtime
+        .block_on(
+            async_nats::ConnectOptions::new()
+                .token(TOKEN.into())
+                .connect(cluster.urls()[0].as_str()),
+        )
+        .expect("connect");
+    (runtime, async_nats::jetstream::new(client))
+}
+
+/// Deletes a stream.
+fn delete_stream(cluster: &Cluster, stream: &str) {
+    let (runtime, js) = test_client(cluster);
+    runtime.block_on(js.delete_stream(stream)).expect("deleted");
 }
 
 /// How many messages `stream` holds now.
 fn stream_messages(cluster: &Cluster, stream: &str) -> u64 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (runtime, js) = test_client(cluster);
     runtime.block_on(async {
-        let client = async_nats::ConnectOptions::new()
-            .token(TOKEN.into())
-            .connect(cluster.urls()[0].as_str())
-            .await
-            .expect("connect");
-        let mut stream = async_nats::jetstream::new(client)
-            .get_stream(stream)
-            .await
-            .expect("the stream");
+        let mut stream = js.get_stream(stream).await.expect("the stream");
         stream.info().await.expect("its info").state.messages
     })
 }
@@ -697,9 +697,7 @@ fn wait_count(reactor: &Reactor, doc: &str, n: usize) {
 
 #[test]
 fn a_stream_deleted_and_created_again_gets_everything_again() {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let cluster = Cluster::start();
-    let transport = NatsTransport::new().expect("transport");
+    let (_one, cluster, transport) = start();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
     let mut a = open_node(dirs[0].path(), "a");
     let mut b = open_node(dirs[1].path(), "b");
@@ -744,9 +742,7 @@ fn a_stream_deleted_and_created_again_gets_everything_again() {
 
 #[test]
 fn widening_the_relays_filter_publishes_what_it_held_back() {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let cluster = Cluster::start();
-    let transport = NatsTransport::new().expect("transport");
+    let (_one, cluster, transport) = start();
     let (da, db) = (
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
@@ -1027,9 +1023,7 @@ fn global_findings(report: &AuditReport) -> BTreeSet<(String, Standing)> {
 
 #[test]
 fn a_reactor_away_past_the_retention_bootstraps_from_a_peer_by_itself() {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let cluster = Cluster::start();
-    let transport = NatsTransport::new().expect("transport");
+    let (_one, cluster, transport) = start();
     let short = || {
         options(&cluster)
             .stream("SHORTAUTO")
@@ -1170,9 +1164,7 @@ fn a_reactor_away_past_the_retention_bootstraps_from_a_peer_by_itself() {
 
 #[test]
 fn audit_is_clean_on_converged_replicas_and_names_a_stream_behind_or_diverged() {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let cluster = Cluster::start();
-    let transport = NatsTransport::new().expect("transport");
+    let (_one, cluster, transport) = start();
     let opts = || {
         options(&cluster)
             .stream("AUDITED")
