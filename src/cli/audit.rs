@@ -32,6 +32,20 @@ pub(crate) struct NatsArgs {
     /// Copies of the stream the cluster keeps, when this creates it.
     #[arg(long, default_value_t = 3)]
     replicas: usize,
+    /// Load these partitions only (two hex digits each, comma-separated;
+    /// default: all). `audit` then compares their streams only.
+    #[arg(long, value_delimiter = ',', value_parser = parse_partition)]
+    partitions: Vec<u8>,
+}
+
+/// A partition from its two hex digits.
+fn parse_partition(hex: &str) -> Result<u8, String> {
+    match u8::from_str_radix(hex, 16) {
+        Ok(partition) if hex.len() == 2 => Ok(partition),
+        _ => Err(format!(
+            "`{hex}` is not a partition: two hex digits, 00 to ff"
+        )),
+    }
 }
 
 impl NatsArgs {
@@ -49,6 +63,9 @@ impl NatsArgs {
         }
         if let Some(ca) = ca {
             options = options.ca_file(ca.clone());
+        }
+        if !self.partitions.is_empty() {
+            options = options.partitions(self.partitions.iter().copied());
         }
         options
     }

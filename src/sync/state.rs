@@ -113,6 +113,11 @@ fn remote_key(tag: u8, remote: &str) -> Vec<u8> {
     key
 }
 
+/// The cursor side under which a relay keeps one inbox cursor per
+/// partition it loads (the partition's byte follows).
+#[cfg(feature = "nats")]
+const PARTITION_CURSOR: &[u8] = b"in-p";
+
 fn cursor_key(remote: &str, side: &[u8]) -> Vec<u8> {
     let mut key = remote_key(b'c', remote);
     key.extend_from_slice(side);
@@ -317,15 +322,57 @@ impl SyncState {
             .transpose()
     }
 
-    /// Records `log` as the relay's log with both cursors back at 0: what
-    /// the cursors counted was another log's.
+    /// Records `log` as the relay's log with every cursor back at 0 (the
+    /// partitions' too): what the cursors counted was another log's.
     #[cfg(feature = "nats")]
     pub(crate) fn reset_relay_log(&self, remote: &str, log: &str) -> Result<()> {
         let mut batch = SyncBatch::default();
         batch.put(cursor_key(remote, b"log"), encode(&log.to_owned()));
         batch.put(cursor_key(remote, b"out"), encode(&0u64));
         self.put_inbox_cursor(&mut batch, remote, 0, None, 0);
+        batch.delete_prefix(cursor_key(remote, PARTITION_CURSOR));
         self.store.sync_write(batch)
+    }
+
+    /// The inbox cursors a relay that loads some partitions of its log
+    /// only has stored, by partition: the last log sequence up to which
+    /// every message of that partition is loaded.
+    #[cfg(feature = "nats")]
+    pub(crate) fn partition_cursors(
+        &self,
+        remote: &str,
+    ) -> Result<std::collections::BTreeMap<u8, u64>> {
+        let prefix = cursor_key(remote, PARTITION_CURSOR);
+        let mut out = std::collections::BTreeMap::new();
+        for (key, value) in self.store.sync_scan(&prefix, usize::MAX)? {
+            match key.strip_prefix(prefix.as_slice()) {
+                Some(&[partition]) => {
+                    out.insert(partition, decode::<u64>(&value, "partition cursor")?);
+                }
+                _ => {
+                    return Err(Error::Corrupt {
+                        cf: CF,
+                        what: "partition cursor key",
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds a partition's inbox cursor (see
+    /// [`partition_cursors`](Self::partition_cursors)) to `batch`.
+    #[cfg(feature = "nats")]
+    pub(crate) fn put_partition_cursor(
+        &self,
+        batch: &mut SyncBatch,
+        remote: &str,
+        partition: u8,
+        cursor: u64,
+    ) {
+        let mut key = cursor_key(remote, PARTITION_CURSOR);
+        key.push(partition);
+        batch.put(key, encode(&cursor));
     }
 
     /// The epoch of the inbox cursor (0: never rewound).

@@ -20,7 +20,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio_stream::StreamExt;
 
 use super::relay::Relay;
-use super::{relay, transport_error, NatsOptions, NatsTransport};
+use super::{partitions, relay, transport_error, NatsOptions, NatsTransport};
 use crate::error::Result;
 use crate::model::{DocumentType, Ordinal, SyncUnit};
 use crate::sync::audit::{self, Standing, StreamRecord};
@@ -63,10 +63,12 @@ pub struct RelayMark {
     pub name: String,
     /// The stream its cursors count in (its name and creation time).
     pub stream: String,
-    /// The last stream sequence it had loaded.
+    /// The last stream sequence it had loaded (a relay of some
+    /// partitions: the lowest of its partitions' cursors).
     pub inbox_cursor: u64,
-    /// Its relay's filter passes every document: its records cover every
-    /// stream it loaded (else only those it relays).
+    /// Its relay's filter passes every document and it loads every
+    /// partition: its records cover every stream it loaded (else only
+    /// those it relays).
     pub relays_everything: bool,
     /// Its audit interval (milliseconds).
     pub interval_ms: u64,
@@ -228,7 +230,13 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
         // loaded up to it is in the store at or before `last`. Its stream
         // is read with it (a mark is written only if that did not change).
         let stream = shared.state.relay_log(&relay.remote)?;
-        let (_, inbox_cursor) = shared.state.cursors(&relay.remote)?;
+        let inbox_cursor = match &relay.options.partitions {
+            Some(served) => partitions::cursors(relay, served)?
+                .into_values()
+                .min()
+                .unwrap_or(0),
+            None => shared.state.cursors(&relay.remote)?.1,
+        };
         let last = store.last_ordinal();
         let since = *relay.audit_published_to.lock();
         let first_round = !matches!(since, Some((_, options)) if options == options_now);
@@ -259,7 +267,9 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
             if relay.ending() {
                 return Ok(());
             }
-            if !passes(&filter, &unit, &document_type) {
+            // A relay of some partitions does not load the others' streams:
+            // its records of them would only show it behind.
+            if !passes(&filter, &unit, &document_type) || !relay.options.serves(&unit.document_id) {
                 continue;
             }
             let record = PublishedRecord {
@@ -291,7 +301,8 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
                 name: shared.node.name.clone(),
                 stream,
                 inbox_cursor,
-                relays_everything: filter == RemoteFilter::all(),
+                relays_everything: filter == RemoteFilter::all()
+                    && relay.options.partitions.is_none(),
                 interval_ms: interval.as_millis() as u64,
                 published_utc_ms: now_ms(),
             };
@@ -385,6 +396,31 @@ pub(super) fn passes(filter: &RemoteFilter, unit: &SyncUnit, document_type: &Doc
     })
 }
 
+/// How many times `compare` reads the bucket again after a transport error.
+const COMPARE_TRIES: u32 = 4;
+
+/// Every other node's published marks and records (keys and values), the
+/// marks first: a record read after its node's mark is no older.
+async fn read_published(options: &NatsOptions, ours: &str) -> Result<Vec<(String, Bytes)>> {
+    let client = relay::connect(options).await?;
+    let js = jetstream::new(client);
+    let kv = bucket(&js, options).await?;
+    let mut all = all_keys(&kv).await?;
+    all.retain(|k| !k.starts_with(&format!("{ours}.")));
+    all.sort_by_key(|k| !k.ends_with(&format!(".{MARK}")));
+    let mut out = Vec::new();
+    for key in all {
+        if let Some(value) = kv
+            .get(&key)
+            .await
+            .map_err(|e| transport_error("reading an audit record", e))?
+        {
+            out.push((key, value));
+        }
+    }
+    Ok(out)
+}
+
 /// Compares the local replica with every other node's published records
 /// (see [`NatsTransport::audit`]).
 pub(super) fn compare(
@@ -394,26 +430,18 @@ pub(super) fn compare(
 ) -> Result<AuditReport> {
     let shared = &manager.shared;
     let ours = state::hex(&shared.node.node);
-    let published = transport.runtime.block_on(async {
-        let client = relay::connect(options).await?;
-        let js = jetstream::new(client);
-        let kv = bucket(&js, options).await?;
-        let mut all = all_keys(&kv).await?;
-        all.retain(|k| !k.starts_with(&format!("{ours}.")));
-        // Marks first: a record read after its node's mark is no older.
-        all.sort_by_key(|k| !k.ends_with(&format!(".{MARK}")));
-        let mut out = Vec::new();
-        for key in all {
-            if let Some(value) = kv
-                .get(&key)
-                .await
-                .map_err(|e| transport_error("reading an audit record", e))?
-            {
-                out.push((key, value));
+    // A cluster electing a leader answers "temporarily unavailable" for a
+    // moment: a few tries before the audit reports a transport error.
+    let mut tries = 0;
+    let published = loop {
+        match transport.runtime.block_on(read_published(options, &ours)) {
+            Err(crate::error::Error::Transport { .. }) if tries < COMPARE_TRIES => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(250) * tries);
             }
+            read => break read?,
         }
-        Ok::<_, crate::error::Error>(out)
-    })?;
+    };
     let mut report = AuditReport::default();
     let mut mine: BTreeMap<SyncUnit, StreamRecord> = BTreeMap::new();
     let now = now_ms();
@@ -440,6 +468,9 @@ pub(super) fn compare(
             }
         };
         let theirs = record.record;
+        if !options.serves(&theirs.unit.document_id) {
+            continue; // a partition we do not load
+        }
         if !mine.contains_key(&theirs.unit) {
             mine.insert(theirs.unit.clone(), local_record(shared, &theirs)?);
         }

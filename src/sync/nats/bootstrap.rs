@@ -79,7 +79,7 @@ fn why_not_yet(
     if !mark.relays_everything {
         // Its records then leave out streams our consumer would load.
         return Ok(Err(
-            "its relay has a filter: it cannot vouch for the whole stream".into(),
+            "its relay has a filter or loads some partitions only: it cannot vouch for the whole stream".into(),
         ));
     }
     if mark.inbox_cursor + 1 < first {
@@ -88,11 +88,15 @@ fn why_not_yet(
             mark.inbox_cursor
         )));
     }
-    // Every stream (our consumer loads them all, whatever our filter).
+    // Every stream our consumer loads: all, whatever our filter, but for
+    // the partitions we load.
     let mut behind = 0;
     for theirs in records {
         if relay.ending() {
             return Ok(Err("ending".into()));
+        }
+        if !relay.options.serves(&theirs.unit.document_id) {
+            continue;
         }
         let local = audit::local_record(shared, &theirs)?;
         if !matches!(local.standing(&theirs), Standing::InSync | Standing::Ahead) {

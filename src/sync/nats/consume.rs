@@ -1,6 +1,9 @@
 //! The consuming loop: a durable pull consumer from the message after the
 //! inbox cursor; each batch is loaded through the inbox (its checks, dead
 //! letters and origins), then the cursor is written, then the batch acked.
+//! Also what the partitions' loop (`partitions`) shares with it: resuming
+//! past the retention, fetching, what a message loads, loading a batch,
+//! opening a consumer.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -8,9 +11,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, stream};
 use tokio_stream::StreamExt;
 
-use super::bootstrap;
 use super::publish::decode_signature;
 use super::relay::Relay;
+use super::{bootstrap, partitions};
 use super::{parse_node, subject, transport_error, ORIGIN, PUBLISHER, SIGNATURE};
 use crate::error::{Error, Result};
 use crate::store::SyncBatch;
@@ -22,61 +25,42 @@ const FETCH_WAIT: Duration = Duration::from_millis(100);
 
 /// Loads the stream from the message after the inbox cursor: fetches a
 /// batch, loads what others published, then writes the cursor and
-/// acknowledges the batch.
+/// acknowledges the batch. A relay serving some partitions only loads
+/// them through a consumer each (`partitions`).
 pub(super) fn run(relay: &Relay) -> Result<()> {
+    match relay.options.partitions.clone() {
+        Some(served) => partitions::run(relay, &served),
+        None => run_whole(relay),
+    }
+}
+
+fn run_whole(relay: &Relay) -> Result<()> {
     let shared = &relay.shared;
-    // Behind the stream's first message: bootstrapped (by the application,
-    // or from `bootstrap_from`'s peer), the cursor moves to what the
-    // bootstrap covers, and the stream is read again (its first message
-    // may have moved on meanwhile); not, `open_consumer` says so.
-    let (generation, info, mut cursor) = loop {
-        let (generation, info) = relay.open_stream()?;
-        let (_, cursor) = shared.state.cursors(&relay.remote)?;
-        let first = info.state.first_sequence;
-        if first <= cursor + 1 {
-            break (generation, info, cursor);
-        }
-        let covered = if relay.bootstrap_pending.swap(false, Ordering::AcqRel) {
-            Some(first - 1)
-        } else if let Some(peer) = &relay.options.bootstrap_from {
-            match bootstrap::wait(relay, peer, first)? {
-                Some(covered) => Some(covered),
-                None => return Ok(()), // the relay is ending
-            }
-        } else {
-            None
-        };
-        let Some(covered) = covered else {
-            break (generation, info, cursor);
-        };
-        // What the stream dropped is here already: read on after it, in
-        // the stream the wait was for.
-        relay.check_generation(generation)?;
-        shared.update(&relay.remote, |l| l.last_error = None);
-        let mut writes = SyncBatch::default();
+    let inbox_cursor = || Ok(shared.state.cursors(&relay.remote)?.1);
+    let cover = |writes: &mut SyncBatch, covered: u64| {
+        let cursor = inbox_cursor()?;
         shared
             .state
-            .put_inbox_cursor(&mut writes, &relay.remote, covered.max(cursor), None, 0);
-        shared.state.write(writes)?;
+            .put_inbox_cursor(writes, &relay.remote, covered.max(cursor), None, 0);
+        Ok(())
     };
+    let Some((generation, info)) = resume(relay, inbox_cursor, cover)? else {
+        return Ok(()); // the relay is ending
+    };
+    let mut cursor = inbox_cursor()?;
     shared.update(&relay.remote, |l| l.inbox = cursor);
-    let consumer = relay.block_on(open_consumer(relay, cursor, &info))?;
+    let name = consumer_name(relay);
+    let consumer = relay.block_on(open_consumer(
+        relay,
+        &name,
+        subject::all(&relay.options.subject_prefix),
+        cursor,
+        &info,
+    ))?;
+    relay.block_on(retire_others(relay, &[name]));
     while !relay.ending() {
         relay.check_generation(generation)?;
-        let batch = relay.block_on(async {
-            let mut messages = consumer
-                .fetch()
-                .max_messages(relay.options.batch)
-                .expires(FETCH_WAIT)
-                .messages()
-                .await
-                .map_err(|e| transport_error("fetching", e))?;
-            let mut batch = Vec::new();
-            while let Some(message) = messages.next().await {
-                batch.push(message.map_err(|e| transport_error("fetching", e))?);
-            }
-            Ok::<_, Error>(batch)
-        })?;
+        let batch = relay.block_on(fetch(relay, &consumer))?;
         // The stream holds only our subjects and the consumer takes all of
         // them, so the sequences after the cursor are contiguous. A message
         // lost on its way (a node failing over) leaves a gap: what follows
@@ -84,11 +68,7 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
         // would drop the lost one for good.
         let mut sequenced = Vec::with_capacity(batch.len());
         for message in batch {
-            let seq = message
-                .info()
-                .map_err(|e| transport_error("reading a message's sequence", e))?
-                .stream_sequence;
-            sequenced.push((seq, message));
+            sequenced.push((sequence_of(&message)?.0, message));
         }
         sequenced.sort_by_key(|(seq, _)| *seq);
         sequenced.dedup_by_key(|(seq, _)| *seq);
@@ -106,64 +86,17 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
             }
             last_seq = *seq;
             last = Some(message);
-            let header = |name: &str| {
-                message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(name))
-                    .map(|v| v.as_str().to_owned())
-            };
-            // Ours (we published it, or made it and another relayed it)
-            // and still here: nothing to load. A forwarded operation we
-            // published is not loaded back, so a remote's `trusted_keys`
-            // never refuse what we ourselves relayed.
-            let origin = header(ORIGIN).as_deref().and_then(parse_node);
-            let publisher = header(PUBLISHER).as_deref().and_then(parse_node);
-            let me = Some(relay.shared.node.node);
-            if (origin == me || publisher == me) && held(relay, &message.payload)? {
-                continue;
-            }
-            operations.push(WireOperation {
-                ordinal: *seq,
-                bytes: message.payload.to_vec(),
-                origin: origin.unwrap_or(UNKNOWN_ORIGIN),
-                signature: header(SIGNATURE).as_deref().and_then(decode_signature),
-            });
+            operations.extend(wire_operation(relay, *seq, message)?);
         }
-        let Some(last) = last else {
-            if gap {
-                return Err(transport_error(
-                    "reading the stream",
-                    format!("message {} did not come; reading again from it", cursor + 1),
-                ));
-            }
-            continue;
-        };
-        let options = shared
-            .state
-            .remote(&relay.remote)?
-            .map(|r| r.options)
-            .unwrap_or_default();
-        let loaded = inbox::load(shared, &relay.remote, &options, operations)?;
-        let mut writes = SyncBatch::default();
-        shared
-            .state
-            .put_dead_letters(&mut writes, &relay.remote, &loaded.dead_letters)?;
-        shared
-            .state
-            .put_inbox_cursor(&mut writes, &relay.remote, last_seq, None, 0);
-        shared.state.write(writes)?;
-        cursor = last_seq;
-        let letters = loaded.dead_letters.len() as u64;
-        shared.update(&relay.remote, |l| {
-            l.inbox = cursor;
-            l.received += loaded.operations;
-            l.dead_letters += letters;
-        });
-        // The cursor is written: acknowledging lets the server forget the
-        // batch for this consumer (a lost ack only brings it again, and it
-        // is skipped by its sequence).
-        let _ = relay.block_on(last.ack());
+        if let Some(last) = last {
+            load(relay, operations, last, |writes| {
+                shared
+                    .state
+                    .put_inbox_cursor(writes, &relay.remote, last_seq, None, 0);
+            })?;
+            cursor = last_seq;
+            shared.update(&relay.remote, |l| l.inbox = cursor);
+        }
         if gap {
             // Read again from the message after the cursor (the retry
             // opens a new consumer there).
@@ -176,6 +109,177 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
     Ok(())
 }
 
+/// Waits, when the stream no longer holds the message after the lowest
+/// inbox cursor (`lowest`), until a bootstrap covers what it dropped, and
+/// moves the cursors there (`cover`, given what the bootstrap covers);
+/// returns the stream (`None`: the relay is ending). Bootstrapped by the
+/// application, or from `bootstrap_from`'s peer; neither, the consumer's
+/// opening says so ([`Error::SyncBehindRetention`]).
+pub(super) fn resume(
+    relay: &Relay,
+    lowest: impl Fn() -> Result<u64>,
+    cover: impl Fn(&mut SyncBatch, u64) -> Result<()>,
+) -> Result<Option<(u64, stream::Info)>> {
+    let shared = &relay.shared;
+    loop {
+        let (generation, info) = relay.open_stream()?;
+        let first = info.state.first_sequence;
+        if first <= lowest()? + 1 {
+            return Ok(Some((generation, info)));
+        }
+        let covered = if relay.bootstrap_pending.swap(false, Ordering::AcqRel) {
+            first - 1
+        } else if let Some(peer) = &relay.options.bootstrap_from {
+            match bootstrap::wait(relay, peer, first)? {
+                Some(covered) => covered,
+                None => return Ok(None),
+            }
+        } else {
+            return Ok(Some((generation, info)));
+        };
+        // What the stream dropped is here already: read on after it, in
+        // the stream the wait was for (its first message may have moved on
+        // meanwhile: the loop reads it again).
+        relay.check_generation(generation)?;
+        shared.update(&relay.remote, |l| l.last_error = None);
+        let mut writes = SyncBatch::default();
+        cover(&mut writes, covered)?;
+        shared.state.write(writes)?;
+    }
+}
+
+/// One fetch of up to a batch of messages (none if the consumer has none
+/// within [`FETCH_WAIT`]).
+pub(super) async fn fetch(
+    relay: &Relay,
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+) -> Result<Vec<jetstream::Message>> {
+    let mut messages = consumer
+        .fetch()
+        .max_messages(relay.options.batch)
+        .expires(FETCH_WAIT)
+        .messages()
+        .await
+        .map_err(|e| transport_error("fetching", e))?;
+    let mut batch = Vec::new();
+    while let Some(message) = messages.next().await {
+        batch.push(message.map_err(|e| transport_error("fetching", e))?);
+    }
+    Ok(batch)
+}
+
+/// A message's stream sequence and its delivery's sequence in its
+/// consumer.
+pub(super) fn sequence_of(message: &jetstream::Message) -> Result<(u64, u64)> {
+    let info = message
+        .info()
+        .map_err(|e| transport_error("reading a message's sequence", e))?;
+    Ok((info.stream_sequence, info.consumer_sequence))
+}
+
+/// What to load of the message at stream sequence `seq`: nothing if it is
+/// ours (we published it, or made it and another relayed it) and still
+/// here. A forwarded operation we published is not loaded back, so a
+/// remote's `trusted_keys` never refuse what we ourselves relayed.
+pub(super) fn wire_operation(
+    relay: &Relay,
+    seq: u64,
+    message: &jetstream::Message,
+) -> Result<Option<WireOperation>> {
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    let origin = header(ORIGIN).as_deref().and_then(parse_node);
+    let publisher = header(PUBLISHER).as_deref().and_then(parse_node);
+    let me = Some(relay.shared.node.node);
+    if (origin == me || publisher == me) && held(relay, &message.payload)? {
+        return Ok(None);
+    }
+    Ok(Some(WireOperation {
+        ordinal: seq,
+        bytes: message.payload.to_vec(),
+        origin: origin.unwrap_or(UNKNOWN_ORIGIN),
+        signature: header(SIGNATURE).as_deref().and_then(decode_signature),
+    }))
+}
+
+/// Loads `operations` through the inbox, then writes the cursor
+/// (`put_cursor`) with the dead letters in one sync write, then
+/// acknowledges the batch up to `last` (`AckPolicy::All`).
+pub(super) fn load(
+    relay: &Relay,
+    operations: Vec<WireOperation>,
+    last: &jetstream::Message,
+    put_cursor: impl FnOnce(&mut SyncBatch),
+) -> Result<()> {
+    let shared = &relay.shared;
+    let options = shared
+        .state
+        .remote(&relay.remote)?
+        .map(|r| r.options)
+        .unwrap_or_default();
+    let loaded = inbox::load(shared, &relay.remote, &options, operations)?;
+    let mut writes = SyncBatch::default();
+    shared
+        .state
+        .put_dead_letters(&mut writes, &relay.remote, &loaded.dead_letters)?;
+    put_cursor(&mut writes);
+    shared.state.write(writes)?;
+    let letters = loaded.dead_letters.len() as u64;
+    shared.update(&relay.remote, |l| {
+        l.received += loaded.operations;
+        l.dead_letters += letters;
+    });
+    // The cursor is written: acknowledging lets the server forget the
+    // batch for this consumer (a lost ack only brings it again, and it is
+    // skipped by its sequence).
+    let _ = relay.block_on(last.ack());
+    Ok(())
+}
+
+/// Deletes this relay's consumers other than `keep`: those left by a run
+/// that loaded the whole stream, or other partitions (named `{name}` and
+/// `{name}-{pp}`). Best effort: one left over only costs the server its
+/// state.
+pub(super) async fn retire_others(relay: &Relay, keep: &[String]) {
+    let base = consumer_name(relay);
+    let ours = |name: &str| {
+        name == base
+            || name
+                .strip_prefix(base.as_str())
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|pp| pp.len() == 2 && pp.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let Ok(stream) = relay.js.get_stream(&relay.options.stream).await else {
+        return;
+    };
+    let mut names = stream.consumer_names();
+    let mut retired = Vec::new();
+    while let Some(Ok(name)) = names.next().await {
+        if ours(&name) && !keep.contains(&name) {
+            retired.push(name);
+        }
+    }
+    for name in retired {
+        if let Err(e) = stream.delete_consumer(&name).await {
+            tracing::warn!(consumer = %name, error = %e, "NATS relay: a consumer of ours left over");
+        }
+    }
+}
+
+/// The durable consumer's name (the options', or this node's).
+pub(super) fn consumer_name(relay: &Relay) -> String {
+    relay
+        .options
+        .consumer
+        .clone()
+        .unwrap_or_else(|| subject::consumer_of(&relay.shared.node.name, &relay.node_hex))
+}
+
 /// Whether we hold the operation in `payload` (a message with our origin
 /// is skipped only then: a database restored from a backup, or another
 /// copied from ours, carries our node id without our later operations).
@@ -186,21 +290,22 @@ fn held(relay: &Relay, payload: &[u8]) -> Result<bool> {
     Ok(!relay.shared.reactor.store().locate(&op.id)?.is_empty())
 }
 
-/// The durable consumer, starting after `cursor`. Our cursor is the truth:
-/// a consumer left from before (its position the server's) is replaced.
-/// When the stream no longer holds the message after the cursor (older
-/// than its retention, or deleted), history we never loaded is gone:
-/// [`Error::SyncBehindRetention`], and the replica must bootstrap.
-async fn open_consumer(
+/// The durable consumer `name` of the subjects `filter`, starting after
+/// `cursor`. Our cursor is the truth: a consumer left from before (its
+/// position the server's) is replaced. When the stream no longer holds
+/// the message after the cursor (older than its retention, or deleted),
+/// history we never loaded is gone: [`Error::SyncBehindRetention`], and
+/// the replica must bootstrap. (A consumer of one partition cannot tell a
+/// deleted message of another partition from one of its own: it checks
+/// only the stream's first message.)
+pub(super) async fn open_consumer(
     relay: &Relay,
+    name: &str,
+    filter: String,
     cursor: u64,
     info: &stream::Info,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>> {
-    let name = relay
-        .options
-        .consumer
-        .clone()
-        .unwrap_or_else(|| subject::consumer_of(&relay.shared.node.name, &relay.node_hex));
+    let whole = filter == subject::all(&relay.options.subject_prefix);
     let stream = relay
         .js
         .get_stream(&relay.options.stream)
@@ -209,13 +314,16 @@ async fn open_consumer(
     let (first, last) = (info.state.first_sequence, info.state.last_sequence);
     if last > cursor {
         let gone = first > cursor + 1
-            || match stream.get_raw_message(cursor + 1).await {
-                Ok(_) => false,
-                Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
-                    true
-                }
-                Err(e) => return Err(transport_error("reading the stream", e)),
-            };
+            || (whole
+                && match stream.get_raw_message(cursor + 1).await {
+                    Ok(_) => false,
+                    Err(e)
+                        if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound =>
+                    {
+                        true
+                    }
+                    Err(e) => return Err(transport_error("reading the stream", e)),
+                });
         if gone {
             return Err(Error::SyncBehindRetention {
                 remote: relay.remote.clone(),
@@ -226,8 +334,8 @@ async fn open_consumer(
     }
     // A consumer the server cannot find is what we want; any other
     // failure to delete it is retried (creating over it would fail).
-    if let Err(e) = stream.delete_consumer(&name).await {
-        if stream.consumer_info(&name).await.is_ok() {
+    if let Err(e) = stream.delete_consumer(name).await {
+        if stream.consumer_info(name).await.is_ok() {
             return Err(transport_error(
                 &format!("replacing the consumer {name}"),
                 e,
@@ -236,8 +344,8 @@ async fn open_consumer(
     }
     stream
         .create_consumer(pull::Config {
-            durable_name: Some(name.clone()),
-            filter_subject: subject::all(&relay.options.subject_prefix),
+            durable_name: Some(name.to_owned()),
+            filter_subject: filter,
             ack_policy: jetstream::consumer::AckPolicy::All,
             deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: cursor + 1,

@@ -24,10 +24,12 @@
 mod audit;
 mod bootstrap;
 mod consume;
+mod partitions;
 mod publish;
 mod relay;
 mod subject;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,6 +132,16 @@ pub struct NatsOptions {
     /// that changed to the bucket `{stream}_AUDIT` (default 5 s; `None`:
     /// never). See [`NatsTransport::audit`].
     pub audit_interval: Option<Duration>,
+    /// The partitions this relay loads (`None`, the default: the whole
+    /// stream). A reactor that serves some documents only loads their
+    /// partitions ([`NatsOptions::partition_of`]) through a consumer each,
+    /// on the partition's wildcard subject, with a cursor each; what the
+    /// other partitions carry never reaches it. What it publishes is still
+    /// what its remote's filter passes. Its audit records and mark say it
+    /// does not relay everything, so it cannot vouch for a peer's
+    /// bootstrap, and its own bootstrap and audit look at its partitions'
+    /// streams only.
+    pub partitions: Option<BTreeSet<u8>>,
 }
 
 impl NatsOptions {
@@ -148,7 +160,24 @@ impl NatsOptions {
             bootstrapped: false,
             bootstrap_from: None,
             audit_interval: Some(Duration::from_secs(5)),
+            partitions: None,
         }
+    }
+    /// The partition of a document (0 to 255): the one a relay must load,
+    /// through [`NatsOptions::partitions`], to receive its operations.
+    pub fn partition_of(document: &crate::DocumentId) -> u8 {
+        subject::partition(document)
+    }
+    /// Loads these partitions only (see the field).
+    pub fn partitions(mut self, partitions: impl IntoIterator<Item = u8>) -> Self {
+        self.partitions = Some(partitions.into_iter().collect());
+        self
+    }
+    /// Whether the relay loads the document's operations.
+    fn serves(&self, document: &crate::DocumentId) -> bool {
+        self.partitions
+            .as_ref()
+            .is_none_or(|served| served.contains(&subject::partition(document)))
     }
     /// Authenticates with this token.
     pub fn token(mut self, token: impl Into<String>) -> Self {
@@ -227,6 +256,15 @@ impl NatsOptions {
             .is_some_and(|c| !subject::is_name(c))
         {
             return invalid("consumer", "1 to 64 of A-Z a-z 0-9 - _");
+        }
+        if self.partitions.as_ref().is_some_and(BTreeSet::is_empty) {
+            return invalid("partitions", "at least one partition (None loads them all)");
+        }
+        if self.partitions.is_some() && self.consumer.as_deref().is_some_and(|c| c.len() > 61) {
+            return invalid(
+                "consumer",
+                "at most 61 characters with partitions (`-pp` is added)",
+            );
         }
         if self.replicas == 0 || self.replicas > 5 {
             return invalid("replicas", "1 to 5");

@@ -94,6 +94,11 @@ impl Relay {
         let log = format!("{}@{:?}", info.config.name, info.created);
         let state = &self.shared.state;
         let (outbox, inbox) = state.cursors(&self.remote)?;
+        // A relay of some partitions keeps a cursor each.
+        let inbox = state
+            .partition_cursors(&self.remote)?
+            .into_values()
+            .fold(inbox, u64::max);
         let known = state.relay_log(&self.remote)?;
         let other_stream = known.as_deref().is_some_and(|k| k != log);
         let unrecorded = known.is_none() && (outbox, inbox) != (0, 0);

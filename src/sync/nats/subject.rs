@@ -27,6 +27,12 @@ pub(crate) fn all(prefix: &str) -> String {
     format!("{prefix}.ops.>")
 }
 
+/// The subjects of one partition's documents: a partition's consumer's
+/// filter.
+pub(crate) fn of_partition(prefix: &str, partition: u8) -> String {
+    format!("{prefix}.ops.{partition:02x}.>")
+}
+
 /// Whether `token` can be one subject token.
 pub(crate) fn is_token(token: &str) -> bool {
     !token.is_empty()
