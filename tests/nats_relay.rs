@@ -1220,12 +1220,7 @@ fn audit_is_clean_on_converged_replicas_and_names_a_stream_behind_or_diverged() 
     );
 
     // Behind: c stops relaying while a writes on.
-    nodes[2]
-        .relay
-        .take()
-        .expect("running")
-        .stop()
-        .expect("stopped");
+    stop_all([&mut nodes[2]]);
     for n in 5..8 {
         written(
             &nodes[0]
@@ -1601,12 +1596,7 @@ fn a_relay_of_some_partitions_loads_them_only_and_resumes_from_their_cursors() {
     // c away: the others write to both partitions; back, c resumes each
     // partition from its cursor: its consumer of the shared partition
     // delivers the three new messages only.
-    nodes[2]
-        .relay
-        .take()
-        .expect("running")
-        .stop()
-        .expect("stopped");
+    stop_all([&mut nodes[2]]);
     for n in 4..7 {
         write(&nodes[0], &shared, &format!("a{n}"));
         write(&nodes[1], &elsewhere, &format!("b{n}"));
@@ -1630,12 +1620,7 @@ fn a_relay_of_some_partitions_loads_them_only_and_resumes_from_their_cursors() {
 
     // The CLI on c's database closed: over every partition c lacks what
     // b wrote (exit 2); over c's partitions it is clean (exit 0).
-    nodes[2]
-        .relay
-        .take()
-        .expect("running")
-        .stop()
-        .expect("stopped");
+    stop_all([&mut nodes[2]]);
     let [a, b, c] = nodes;
     drop(c);
     let run_audit = |partitions: &[&str]| {

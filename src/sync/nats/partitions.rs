@@ -105,7 +105,7 @@ pub(super) fn run(relay: &Relay, served: &BTreeSet<u8>) -> Result<()> {
             // message after a cursor means the partition may have lost
             // one. Read again from the cursors (`resume` then bootstraps,
             // or says the replica must).
-            let (first, _) = relay.block_on(bounds(relay))?;
+            let (_, first, _) = relay.block_on(stream_now(relay))?;
             for (partition, batch) in partitions.iter().zip(&batches) {
                 let cursor = cursors[&partition.partition];
                 if !batch.is_empty() && first > cursor + 1 {
@@ -195,15 +195,9 @@ fn move_idle(
 ) -> Result<()> {
     let prefix = &relay.options.subject_prefix;
     let moved = relay.block_on(async {
-        let stream = relay
-            .js
-            .get_stream(&relay.options.stream)
-            .await
-            .map_err(|e| transport_error("opening the stream", e))?;
         // The end first: a message of the partition up to it is found
         // below, whatever is published meanwhile.
-        let state = &stream.cached_info().state;
-        let (first, end) = (state.first_sequence, state.last_sequence);
+        let (stream, first, end) = stream_now(relay).await?;
         let mut moved = Vec::new();
         for &(partition, cursor) in idle {
             // A message after the cursor may be gone undelivered (its
@@ -249,15 +243,17 @@ fn move_idle(
     Ok(())
 }
 
-/// The stream's first and last sequences, as its leader has them now.
-async fn bounds(relay: &Relay) -> Result<(u64, u64)> {
+/// The stream, and its first and last sequences as its leader has them
+/// now.
+async fn stream_now(relay: &Relay) -> Result<(jetstream::stream::Stream, u64, u64)> {
     let stream = relay
         .js
         .get_stream(&relay.options.stream)
         .await
         .map_err(|e| transport_error("reading the stream", e))?;
     let state = &stream.cached_info().state;
-    Ok((state.first_sequence, state.last_sequence))
+    let (first, last) = (state.first_sequence, state.last_sequence);
+    Ok((stream, first, last))
 }
 
 /// A partition whose messages after its cursor the stream may have
