@@ -50,6 +50,14 @@ fn options(cluster: &Cluster) -> NatsOptions {
     NatsOptions::new(cluster.urls()).token(TOKEN)
 }
 
+/// Options for a stream of the test's own, its name in lower case the
+/// subjects' prefix (a stream's subjects may not overlap another's).
+fn on_stream(cluster: &Cluster, stream: &str) -> NatsOptions {
+    options(cluster)
+        .stream(stream)
+        .subject_prefix(stream.to_lowercase())
+}
+
 fn open_node(dir: &std::path::Path, name: &str) -> Node {
     let reactor = Arc::new(open(dir, 2));
     let sync =
@@ -591,8 +599,8 @@ fn the_cli_relays_two_databases_through_the_cluster() {
     }
     let urls = cluster.urls().join(",");
     let run = |dir: &std::path::Path, token: &str| {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_reactordb"))
-            .args([
+        spawn_following(
+            std::process::Command::new(env!("CARGO_BIN_EXE_reactordb")).args([
                 "--db",
                 dir.to_str().expect("utf-8"),
                 "sync",
@@ -600,21 +608,8 @@ fn the_cli_relays_two_databases_through_the_cluster() {
                 &urls,
                 "--token",
                 token,
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn reactordb");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        (child, lines)
+            ]),
+        )
     };
     let wait_for = |lines: &std::sync::mpsc::Receiver<String>, pred: &dyn Fn(&str) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -654,6 +649,28 @@ fn the_cli_relays_two_databases_through_the_cluster() {
     std::io::Read::read_to_string(&mut refused.stderr.take().expect("piped"), &mut stderr)
         .expect("stderr");
     assert!(stderr.contains("refused"), "{stderr}");
+}
+
+/// Spawns `command` with its output piped; returns the child and its
+/// standard output's lines, as a thread reads them.
+fn spawn_following(
+    command: &mut std::process::Command,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn reactordb");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, lines)
 }
 
 /// A client of the test's own: its runtime, and a JetStream context on it.
@@ -1030,9 +1047,7 @@ fn global_findings(report: &AuditReport) -> BTreeSet<(String, Standing)> {
 fn a_reactor_away_past_the_retention_bootstraps_from_a_peer_by_itself() {
     let (_one, cluster, transport) = start();
     let short = || {
-        options(&cluster)
-            .stream("SHORTAUTO")
-            .subject_prefix("shortauto")
+        on_stream(&cluster, "SHORTAUTO")
             // Long enough that a's own consumer, loaded by the whole
             // suite, never falls behind it (it would stop a's mark).
             .max_age(Some(Duration::from_secs(3)))
@@ -1170,12 +1185,7 @@ fn a_reactor_away_past_the_retention_bootstraps_from_a_peer_by_itself() {
 #[test]
 fn audit_is_clean_on_converged_replicas_and_names_a_stream_behind_or_diverged() {
     let (_one, cluster, transport) = start();
-    let opts = || {
-        options(&cluster)
-            .stream("AUDITED")
-            .subject_prefix("audited")
-            .audit_interval(Some(Duration::from_millis(100)))
-    };
+    let opts = || on_stream(&cluster, "AUDITED").audit_interval(Some(Duration::from_millis(100)));
     let audit = |node: &Node| transport.audit(&node.sync, &opts()).expect("audit");
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
     let mut a = open_node(dirs[0].path(), "a");
@@ -1391,30 +1401,19 @@ fn relays_authenticate_with_a_user_and_password_over_tls() {
     drop(c);
 
     // The CLI takes the same: --user, --password, --ca.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_reactordb"))
-        .args([
-            "--db",
-            dirs[2].path().to_str().expect("utf-8"),
-            "sync",
-            "--nats",
-        ])
-        .arg(cluster.urls().join(","))
-        .args(["--user", "relay", "--password", "s3cret", "--ca"])
-        .arg(&ca)
-        .args(["--stream", "SECURE"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn reactordb");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, lines) = spawn_following(
+        std::process::Command::new(env!("CARGO_BIN_EXE_reactordb"))
+            .args([
+                "--db",
+                dirs[2].path().to_str().expect("utf-8"),
+                "sync",
+                "--nats",
+            ])
+            .arg(cluster.urls().join(","))
+            .args(["--user", "relay", "--password", "s3cret", "--ca"])
+            .arg(&ca)
+            .args(["--stream", "SECURE"]),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -1488,12 +1487,7 @@ fn a_relay_of_some_partitions_loads_them_only_and_resumes_from_their_cursors() {
         NatsOptions::partition_of(&id(&shared)),
         NatsOptions::partition_of(&id(&idle)),
     );
-    let opts = || {
-        options(&cluster)
-            .stream("PARTS")
-            .subject_prefix("parts")
-            .audit_interval(Some(Duration::from_millis(200)))
-    };
+    let opts = || on_stream(&cluster, "PARTS").audit_interval(Some(Duration::from_millis(200)));
     let served = || opts().partitions([p_shared, p_idle]);
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
     let mut a = open_node(dirs[0].path(), "a");
