@@ -366,6 +366,30 @@ const CHILD_ENV: &str = "REACTORDB_NATS_CHILD_DIR";
 /// and one on its own document per round).
 const CHILD_ROUNDS: usize = 40;
 const SHARED: [&str; 3] = ["shared0", "shared1", "shared2"];
+/// The child that loads some partitions only: the shared documents' and
+/// its own (the others' own documents are in other partitions).
+const PARTITIONED: &str = "r1";
+
+/// The documents a child loads: every one, but for [`PARTITIONED`].
+fn child_loads(name: &str, doc: &str) -> bool {
+    name != PARTITIONED || SHARED.contains(&doc) || doc == format!("own-{name}")
+}
+
+/// A child's relay options: [`PARTITIONED`] serves its documents'
+/// partitions only.
+fn child_options(name: &str, options: NatsOptions) -> NatsOptions {
+    if name != PARTITIONED {
+        return options;
+    }
+    let own = format!("own-{name}");
+    options.partitions(
+        SHARED
+            .iter()
+            .copied()
+            .chain([own.as_str()])
+            .map(|d| NatsOptions::partition_of(&id(d))),
+    )
+}
 
 /// A reactor process: relays through the cluster named in its directory,
 /// writes its rounds (reporting each write once written), then keeps
@@ -384,7 +408,11 @@ fn nats_child() {
         .collect();
     let transport = NatsTransport::new().expect("transport");
     let mut node = open_node(&dir.join("db"), &name);
-    relay(&mut node, &transport, NatsOptions::new(urls).token(TOKEN));
+    relay(
+        &mut node,
+        &transport,
+        child_options(&name, NatsOptions::new(urls).token(TOKEN)),
+    );
     let created = |doc: &str| !stream_ops(node.reactor.store(), doc, &Scope::document()).is_empty();
     if name == "r0" {
         for doc in SHARED.into_iter().filter(|d| !created(d)) {
@@ -540,17 +568,36 @@ fn reactor_processes_killed_and_a_nats_node_killed_still_converge() {
     // (A child may have been killed before the stream acknowledged any of
     // its writes, e.g. one started while a NATS node was down: its outbox
     // cursor is then 0 and its writes go now.)
-    for node in &mut nodes {
-        relay(node, &transport, options(&cluster));
+    for (i, node) in nodes.iter_mut().enumerate() {
+        relay(
+            node,
+            &transport,
+            child_options(&format!("r{i}"), options(&cluster)),
+        );
     }
     let docs: Vec<String> = SHARED
         .iter()
         .map(|d| d.to_string())
         .chain((0..3).map(|r| format!("own-r{r}")))
         .collect();
-    wait_converged(&nodes, &docs);
-    // Every write a child reported is on every replica.
-    for node in &nodes {
+    // The documents every replica loads converge on all three; the others'
+    // own documents on the replicas that load them.
+    let (everywhere, elsewhere): (Vec<String>, Vec<String>) = docs
+        .iter()
+        .cloned()
+        .partition(|d| child_loads(PARTITIONED, d));
+    wait_converged(&nodes, &everywhere);
+    let loading: Vec<&Node> = (0..3)
+        .filter(|i| format!("r{i}") != PARTITIONED)
+        .map(|i| &nodes[i])
+        .collect();
+    wait_until("the other documents never converged", 90, || {
+        sets(&loading[0].reactor, &elsewhere) == sets(&loading[1].reactor, &elsewhere)
+    });
+    // Every write a child reported is on every replica that loads its
+    // document, and none elsewhere.
+    for (i, node) in nodes.iter().enumerate() {
+        let name = format!("r{i}");
         let held: BTreeSet<(String, String)> = docs
             .iter()
             .flat_map(|doc| {
@@ -560,10 +607,18 @@ fn reactor_processes_killed_and_a_nats_node_killed_still_converge() {
             })
             .collect();
         let acked = acked.lock().unwrap();
-        let missing: Vec<_> = acked.difference(&held).collect();
+        let missing: Vec<_> = acked
+            .iter()
+            .filter(|(doc, _)| child_loads(&name, doc))
+            .filter(|write| !held.contains(write))
+            .collect();
         assert!(
             missing.is_empty(),
-            "acknowledged writes missing: {missing:?}"
+            "{name}: acknowledged writes missing: {missing:?}"
+        );
+        assert!(
+            held.iter().all(|(doc, _)| child_loads(&name, doc)),
+            "{name} loaded a document of a partition it does not serve"
         );
     }
     for node in &mut nodes {

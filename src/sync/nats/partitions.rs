@@ -200,12 +200,9 @@ fn move_idle(
         let (stream, first, end) = stream_now(relay).await?;
         let mut moved = Vec::new();
         for &(partition, cursor) in idle {
-            // A message after the cursor may be gone undelivered (its
-            // delivery lost, then its age past the retention): not idle.
-            if first > cursor + 1 {
-                return Err(dropped(partition, cursor, first));
-            }
-            if end <= cursor {
+            if first > cursor + 1 || end <= cursor {
+                // (An error, or nothing to move: no need to ask.)
+                idle_target(partition, cursor, (first, end), None)?;
                 continue;
             }
             let filter = subject::of_partition(prefix, partition);
@@ -219,8 +216,8 @@ fn move_idle(
                 }
                 Err(e) => return Err(transport_error("reading the stream", e)),
             };
-            if next.is_none_or(|seq| seq > end) {
-                moved.push((partition, end));
+            if let Some(target) = idle_target(partition, cursor, (first, end), next)? {
+                moved.push((partition, target));
             }
         }
         Ok(moved)
@@ -241,6 +238,24 @@ fn move_idle(
     relay.shared.state.write(writes)?;
     cursors.extend(moved);
     Ok(())
+}
+
+/// Where an idle partition's cursor moves (`None`: it stays), given the
+/// stream's first and last sequences (read first) and the partition's
+/// first message after the cursor (`next`, read after them; `None`: there
+/// is none). A message after the cursor may be gone undelivered (its
+/// delivery lost, then its age past the retention): an error, to read
+/// again from the cursors.
+fn idle_target(
+    partition: u8,
+    cursor: u64,
+    (first, end): (u64, u64),
+    next: Option<u64>,
+) -> Result<Option<u64>> {
+    if first > cursor + 1 {
+        return Err(dropped(partition, cursor, first));
+    }
+    Ok((end > cursor && next.is_none_or(|seq| seq > end)).then_some(end))
 }
 
 /// The stream, and its first and last sequences as its leader has them
@@ -272,4 +287,30 @@ fn dropped(partition: u8, cursor: u64, first: u64) -> crate::error::Error {
 fn show(relay: &Relay, cursors: &BTreeMap<u8, u64>) {
     let lowest = cursors.values().copied().min().unwrap_or(0);
     relay.shared.update(&relay.remote, |l| l.inbox = lowest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_cursor_moves_to_the_end_only_past_no_message_of_its_partition() {
+        // Nothing of the partition after the cursor, or only past the end
+        // read before: to the end.
+        assert_eq!(idle_target(7, 10, (1, 20), None).ok(), Some(Some(20)));
+        assert_eq!(idle_target(7, 10, (1, 20), Some(21)).ok(), Some(Some(20)));
+        // A message of the partition waits at or before the end (not yet
+        // delivered, or its delivery lost): the cursor stays.
+        assert_eq!(idle_target(7, 10, (1, 20), Some(11)).ok(), Some(None));
+        assert_eq!(idle_target(7, 10, (1, 20), Some(20)).ok(), Some(None));
+        // Already at the end.
+        assert_eq!(idle_target(7, 20, (1, 20), None).ok(), Some(None));
+        // The stream's first message right after the cursor is fine; one
+        // further on may have dropped one of ours.
+        assert_eq!(idle_target(7, 10, (11, 20), None).ok(), Some(Some(20)));
+        assert!(matches!(
+            idle_target(7, 10, (12, 20), None),
+            Err(crate::error::Error::Transport { .. })
+        ));
+    }
 }
