@@ -759,6 +759,15 @@ fn stream_messages(cluster: &Cluster, stream: &str) -> u64 {
     })
 }
 
+/// Executes `INCREMENT`s on `doc`, one job each, awaited until written,
+/// their action ids `{tag}{n}` for each `n` of `range`.
+fn write_increments(reactor: &Reactor, doc: &str, tag: &str, range: std::ops::Range<usize>) {
+    for n in range {
+        let job = reactor.execute(id(doc), main(), vec![increment(&format!("{tag}{n}"))]);
+        written(&job.expect("submit"));
+    }
+}
+
 /// Waits until `reactor` holds `n` distinct operations in `doc`'s
 /// `global` stream.
 fn wait_count(reactor: &Reactor, doc: &str, n: usize) {
@@ -776,12 +785,7 @@ fn a_stream_deleted_and_created_again_gets_everything_again() {
     relay(&mut a, &transport, options(&cluster));
     relay(&mut b, &transport, options(&cluster));
     create_counter(&a.reactor, "doc");
-    for n in 0..5 {
-        let job = a
-            .reactor
-            .execute(id("doc"), main(), vec![increment(&format!("a{n}"))]);
-        written(&job.expect("submit"));
-    }
+    write_increments(&a.reactor, "doc", "a", 0..5);
     wait_count(&b.reactor, "doc", 5);
     stop_all([&mut a, &mut b]);
     // The stream is gone (an operator deleted it, or the relays now point
@@ -792,12 +796,7 @@ fn a_stream_deleted_and_created_again_gets_everything_again() {
     // cursor: only the stream's identity tells a that its cursors count
     // in another stream (a's cursor is not beyond the new stream's end).
     relay(&mut b, &transport, options(&cluster));
-    for n in 0..10 {
-        let job = b
-            .reactor
-            .execute(id("doc"), main(), vec![increment(&format!("b{n}"))]);
-        written(&job.expect("submit"));
-    }
+    write_increments(&b.reactor, "doc", "b", 0..10);
     let token = ConsistencyToken(b.reactor.store().last_ordinal());
     b.sync
         .wait_synced("nats:REACTORDB", token, Duration::from_secs(30))
@@ -1124,13 +1123,7 @@ fn a_reactor_away_past_the_retention_bootstraps_from_a_peer_by_itself() {
             .is_ok_and(|report| report.marks.contains_key(&a_id))
     });
     create_counter(&a.reactor, "doc");
-    for n in 0..2 {
-        written(
-            &a.reactor
-                .execute(id("doc"), main(), vec![increment(&format!("a{n}"))])
-                .expect("submit"),
-        );
-    }
+    write_increments(&a.reactor, "doc", "a", 0..2);
     let last = a.reactor.store().last_ordinal();
     a.sync
         .wait_synced(
@@ -1250,21 +1243,9 @@ fn audit_is_clean_on_converged_replicas_and_names_a_stream_behind_or_diverged() 
         relay(node, &transport, opts());
     }
     create_counter(&a.reactor, "doc");
-    for n in 0..5 {
-        written(
-            &a.reactor
-                .execute(id("doc"), main(), vec![increment(&format!("a{n}"))])
-                .expect("submit"),
-        );
-    }
+    write_increments(&a.reactor, "doc", "a", 0..5);
     wait_count(&b.reactor, "doc", 5);
-    for n in 0..3 {
-        written(
-            &b.reactor
-                .execute(id("doc"), main(), vec![increment(&format!("b{n}"))])
-                .expect("submit"),
-        );
-    }
+    write_increments(&b.reactor, "doc", "b", 0..3);
     let docs = ["doc".to_string()];
     let mut nodes = [a, b, c];
     wait_converged(&nodes, &docs);
@@ -1286,14 +1267,7 @@ fn audit_is_clean_on_converged_replicas_and_names_a_stream_behind_or_diverged() 
 
     // Behind: c stops relaying while a writes on.
     stop_all([&mut nodes[2]]);
-    for n in 5..8 {
-        written(
-            &nodes[0]
-                .reactor
-                .execute(id("doc"), main(), vec![increment(&format!("a{n}"))])
-                .expect("submit"),
-        );
-    }
+    write_increments(&nodes[0].reactor, "doc", "a", 5..8);
     wait_count(&nodes[1].reactor, "doc", 11);
     let peer_behind = BTreeSet::from([("c".to_string(), Standing::Ahead)]);
     wait_until("a sees c behind on doc", 30, || {
@@ -1426,13 +1400,7 @@ fn relays_authenticate_with_a_user_and_password_over_tls() {
     relay(&mut a, &transport, secure("s3cret"));
     relay(&mut b, &transport, secure("s3cret"));
     create_counter(&a.reactor, "doc");
-    for n in 0..3 {
-        written(
-            &a.reactor
-                .execute(id("doc"), main(), vec![increment(&format!("a{n}"))])
-                .expect("submit"),
-        );
-    }
+    write_increments(&a.reactor, "doc", "a", 0..3);
     wait_count(&b.reactor, "doc", 3);
     stop_all([&mut a, &mut b]);
 
@@ -1569,9 +1537,7 @@ fn a_relay_of_some_partitions_loads_them_only_and_resumes_from_their_cursors() {
         write(&b, &elsewhere, &format!("b{n}"));
     }
     wait_count(&c.reactor, &shared, 4);
-    for n in 0..3 {
-        write(&c, &shared, &format!("c{n}"));
-    }
+    write_increments(&c.reactor, &shared, "c", 0..3);
     // c also writes a document of a partition it does not serve: what it
     // publishes is still what its filter passes, but b's writes to it
     // never come back to c.
