@@ -3,6 +3,7 @@
 #[cfg(all(feature = "grpc", feature = "nats"))]
 pub(crate) mod audit;
 pub(crate) mod demo;
+pub(crate) mod malloc;
 #[cfg(feature = "nats")]
 pub(crate) mod nats_anchor;
 #[cfg(feature = "nats")]

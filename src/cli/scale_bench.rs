@@ -62,6 +62,10 @@ pub(crate) struct ScaleStep {
     /// Job latency, submitted until written.
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// CPU time of the process per action (all threads: the reactor's
+    /// workers, its view, and the submitting and waiting threads), in µs:
+    /// the cost of an action, steadier than its rate on a shared host.
+    pub cpu_us_per_action: f64,
     /// Reads of documents not in the view's cache.
     pub cold_reads_per_s: f64,
     /// Peak resident memory of the step's process.
@@ -72,6 +76,8 @@ pub(crate) struct ScaleStep {
     /// The anchor: single-operation appends per second through the bare
     /// store, same documents, same order, same durability.
     pub store_actions_per_s: f64,
+    /// The anchor's CPU time per append, µs.
+    pub store_cpu_us_per_action: f64,
 }
 
 /// Runs each step in a child process and prints one table (or JSON lines)
@@ -88,11 +94,13 @@ pub(crate) fn run(
     let exe = std::env::current_exe()?;
     if !json {
         println!(
-            "{:>9} {:>9} {:>10} {:>10} {:>8} {:>8} {:>12} {:>8} {:>9} {:>10} {:>8} {:>8}",
+            "{:>9} {:>9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>12} {:>8} {:>9} {:>10} {:>8} {:>8} {:>8}",
             "docs",
             "actions",
             "actions/s",
             "store/s",
+            "cpu_us",
+            "store_us",
             "p50_ms",
             "p99_ms",
             "cold_reads/s",
@@ -100,7 +108,8 @@ pub(crate) fn run(
             "disk_B/op",
             "×actions/s",
             "×reads/s",
-            "×store/s"
+            "×store/s",
+            "×cpu_us"
         );
     }
     let mut first: Option<ScaleStep> = None;
@@ -115,10 +124,12 @@ pub(crate) fn run(
         results.sort_by(|a, b| a.actions_per_s.total_cmp(&b.actions_per_s));
         let step = results.swap_remove(results.len() / 2);
         let base = first.get_or_insert_with(|| step.clone());
-        let (ratio_writes, ratio_reads, ratio_store) = (
+        let (ratio_writes, ratio_reads, ratio_store, ratio_cpu) = (
             step.actions_per_s / base.actions_per_s,
             step.cold_reads_per_s / base.cold_reads_per_s,
             step.store_actions_per_s / base.store_actions_per_s,
+            // A cost, so inverted: like the others, below 1 is slower.
+            base.cpu_us_per_action / step.cpu_us_per_action,
         );
         if json {
             println!(
@@ -129,15 +140,18 @@ pub(crate) fn run(
                     "actions_per_s_ratio": ratio_writes,
                     "cold_reads_ratio": ratio_reads,
                     "store_actions_per_s_ratio": ratio_store,
+                    "cpu_per_action_ratio": ratio_cpu,
                 })
             );
         } else {
             println!(
-                "{:>9} {:>9} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>12.0} {:>8.1} {:>9.0} {:>10.2} {:>8.2} {:>8.2}",
+                "{:>9} {:>9} {:>10.0} {:>10.0} {:>8.1} {:>8.1} {:>8.2} {:>8.2} {:>12.0} {:>8.1} {:>9.0} {:>10.2} {:>8.2} {:>8.2} {:>8.2}",
                 step.docs,
                 step.actions,
                 step.actions_per_s,
                 step.store_actions_per_s,
+                step.cpu_us_per_action,
+                step.store_cpu_us_per_action,
                 step.p50_ms,
                 step.p99_ms,
                 step.cold_reads_per_s,
@@ -145,7 +159,8 @@ pub(crate) fn run(
                 step.disk_bytes_per_op,
                 ratio_writes,
                 ratio_reads,
-                ratio_store
+                ratio_store,
+                ratio_cpu
             );
         }
     }
@@ -214,6 +229,7 @@ pub(crate) fn run_step(
 
     let increment = ActionType::new("INCREMENT")?;
     let start = Instant::now();
+    let cpu_start = super::workloads::process_cpu_secs();
     let mut jobs = Pipeline::start();
     for n in 0..actions_per_doc {
         for d in 0..docs {
@@ -232,6 +248,8 @@ pub(crate) fn run_step(
     reactor.view().wait_for_within(token, WAIT)?;
     let actions = docs * actions_per_doc;
     let actions_per_s = actions as f64 / start.elapsed().as_secs_f64();
+    let cpu_us_per_action =
+        (super::workloads::process_cpu_secs() - cpu_start) * 1e6 / actions as f64;
 
     reactor.view().clear_cache();
     let reads = docs.min(COLD_READS);
@@ -254,7 +272,7 @@ pub(crate) fn run_step(
     // Taken before the anchor runs: they are the reactor's.
     let peak_rss_mb = super::workloads::peak_rss_mb();
     let disk_bytes_per_op = dir_bytes(dir)? as f64 / ops.max(1) as f64;
-    let store_actions_per_s =
+    let (store_actions_per_s, store_cpu_us_per_action) =
         store_anchor(&dir.join("store-anchor"), docs, actions_per_doc, durability)?;
 
     let step = ScaleStep {
@@ -269,6 +287,8 @@ pub(crate) fn run_step(
         peak_rss_mb,
         disk_bytes_per_op,
         store_actions_per_s,
+        cpu_us_per_action,
+        store_cpu_us_per_action,
     };
     println!("{}", serde_json::to_string(&step)?);
     Ok(())
@@ -283,13 +303,13 @@ const ANCHOR_THREADS: usize = 16;
 /// `actions_per_doc` rounds over all documents in order, one
 /// single-operation `apply` to its `global` stream each, split over
 /// [`ANCHOR_THREADS`] threads by document. Appends per second of the
-/// rounds.
+/// rounds, and their CPU time per append in µs.
 fn store_anchor(
     dir: &Path,
     docs: usize,
     actions_per_doc: usize,
     durability: Durability,
-) -> BenchResult<f64> {
+) -> BenchResult<(f64, f64)> {
     let store = OperationStore::open(dir, StoreOptions::with_durability(durability))?;
     let document_type = CounterModel::document_type();
     let increment = ActionType::new("INCREMENT")?;
@@ -339,8 +359,11 @@ fn store_anchor(
     };
     rounds(0, 1, &Scope::document(), &create)?;
     let start = Instant::now();
+    let cpu_start = super::workloads::process_cpu_secs();
     rounds(0, actions_per_doc, &Scope::global(), &increment)?;
-    Ok((docs * actions_per_doc) as f64 / start.elapsed().as_secs_f64())
+    let appends = (docs * actions_per_doc) as f64;
+    let cpu_us = (super::workloads::process_cpu_secs() - cpu_start) * 1e6 / appends;
+    Ok((appends / start.elapsed().as_secs_f64(), cpu_us))
 }
 
 /// Jobs in flight: a waiter thread takes each handle in submission order,
