@@ -356,26 +356,37 @@ fn inspect(db: &Path, args: &InspectArgs) -> CliResult {
         return inspect_view(store, args, &mut out);
     }
     let Some(document) = &args.document else {
-        // Every document (with its type and stream count), paged.
-        let mut documents: Vec<(String, String, usize)> = Vec::new();
-        for s in store.all_streams()? {
-            match documents.last_mut() {
-                Some((id, _, streams)) if id.as_str() == s.unit.document_id.as_str() => {
-                    *streams += 1
+        // Every document (with its type and stream count), paged: the
+        // streams are visited one at a time and only the page's documents
+        // kept, so a store of millions lists in flat memory.
+        let (from, limit) = (args.from as usize, args.limit.max(1));
+        let mut documents: Vec<(String, String, usize)> = Vec::with_capacity(limit + 1);
+        let mut seen = 0usize;
+        let mut last: Option<String> = None;
+        store.visit_streams(|s| {
+            if last.as_deref() != Some(s.unit.document_id.as_str()) {
+                last = Some(s.unit.document_id.to_string());
+                seen += 1;
+                if seen > from + limit {
+                    return false; // one past the page: there is more
                 }
-                _ => documents.push((
-                    s.unit.document_id.to_string(),
-                    s.document_type.to_string(),
-                    1,
-                )),
+                if seen > from {
+                    documents.push((
+                        s.unit.document_id.to_string(),
+                        s.document_type.to_string(),
+                        0,
+                    ));
+                }
             }
-        }
-        let from = args.from as usize;
-        let limit = args.limit.max(1);
-        for (id, document_type, streams) in documents.iter().skip(from).take(limit) {
+            if let Some((_, _, streams)) = documents.last_mut().filter(|_| seen > from) {
+                *streams += 1;
+            }
+            true
+        })?;
+        for (id, document_type, streams) in &documents {
             writeln!(out, "{id}\t{document_type}\t{streams} streams")?;
         }
-        if documents.len() > from + limit {
+        if seen > from + limit {
             writeln!(out, "# more: --from {}", from + limit)?;
         }
         return Ok(ExitCode::SUCCESS);

@@ -486,8 +486,39 @@ impl OperationStore {
     }
 
     /// Every stream in the store, in key order (document, branch, scope).
+    /// Holds them all in memory: to page through a large store, use
+    /// [`visit_streams`](Self::visit_streams).
     pub fn all_streams(&self) -> Result<Vec<StreamInfo>> {
         self.heads_with_prefix(&[])
+    }
+
+    /// Hands every stream in the store to `visit`, in key order (document,
+    /// branch, scope), one at a time, until `visit` answers `false`: memory
+    /// stays flat however many streams there are. A stream whose head was
+    /// lost is `Corrupt` when the visit reaches its place, as in
+    /// [`all_streams`](Self::all_streams).
+    pub fn visit_streams(&self, mut visit: impl FnMut(StreamInfo) -> bool) -> Result<()> {
+        let cfs = cf_handles(self.db());
+        // The operations first, as in `heads_with_prefix_as`: an iterator
+        // reads as of its creation, and a stream's first operations and its
+        // head are written in one batch, so every stream the operations
+        // iterator holds has a head the later heads iterator sees.
+        let mut with_operations = self.db().raw_iterator_cf(cfs.operations);
+        with_operations.seek_to_first();
+        let mut heads = self.db().raw_iterator_cf(cfs.heads);
+        heads.seek_to_first();
+        while let (Some(key), Some(value)) = (heads.key(), heads.value()) {
+            pass_streams_up_to(&mut with_operations, Some(key))?;
+            let (unit, _) = keys::decode_unit_key(key)
+                .filter(|(_, rest)| rest.is_empty())
+                .ok_or_else(|| corrupt(keys::CF_HEADS, "head key"))?;
+            if !visit(stream_info(unit, codec::decode_head(value)?)) {
+                return Ok(());
+            }
+            heads.next();
+        }
+        heads.status()?;
+        pass_streams_up_to(&mut with_operations, None)
     }
 
     /// Every stream that has a head, without the lost-head check (for
@@ -633,6 +664,38 @@ impl OperationStore {
             out.push(OperationLocation { unit, index, skip });
         }
         Ok(out)
+    }
+}
+
+/// Moves `operations` (an iterator over the operations family, at a
+/// stream's first key) past the stream `head_key` names; a stream before
+/// it holds operations but has no head (`head_key` `None`: past the last
+/// head, so any stream left lost its head).
+fn pass_streams_up_to(
+    operations: &mut rocksdb::DBRawIteratorWithThreadMode<'_, rocksdb::DB>,
+    head_key: Option<&[u8]>,
+) -> Result<()> {
+    // One step is enough: heads come in key order, so the next stream
+    // holding operations is this head's, a later one's, or lost.
+    let Some(key) = operations.key() else {
+        operations.status()?;
+        return Ok(());
+    };
+    let unit_key = match keys::decode_unit_key(key) {
+        Some((_, rest)) if rest.len() == 8 => &key[..key.len() - 8],
+        _ => return Err(corrupt(keys::CF_OPERATIONS, "operation key")),
+    };
+    match head_key.map(|head_key| unit_key.cmp(head_key)) {
+        Some(std::cmp::Ordering::Greater) => Ok(()),
+        Some(std::cmp::Ordering::Equal) => {
+            // A unit key ends with its field terminator, so its upper bound
+            // exists: the next stream's first key.
+            if let Some(next) = keys::prefix_upper_bound(unit_key) {
+                operations.seek(next);
+            }
+            Ok(())
+        }
+        _ => Err(corrupt(keys::CF_HEADS, HEAD_LOST)),
     }
 }
 
