@@ -12,13 +12,7 @@ fn build(dir: &std::path::Path) -> (reactordb::SyncUnit, reactordb::SyncUnit) {
     append_ids(&store, &clean, &["c0", "c1"]);
     append_ids(&store, &target, &["t0", "t1", "t2", "t3", "t4"]);
     assert!(store.verify_all().expect("verify").is_clean());
-    let mut visited = Vec::new();
-    store
-        .visit_streams(|s| {
-            visited.push(s.unit);
-            true
-        })
-        .expect("visit");
+    let visited = visit_units(&store, usize::MAX).expect("visit");
     let listed: Vec<_> = store
         .all_streams()
         .expect("list")
@@ -28,6 +22,19 @@ fn build(dir: &std::path::Path) -> (reactordb::SyncUnit, reactordb::SyncUnit) {
     assert_eq!(visited, listed);
     assert_eq!(listed, vec![clean.clone(), target.clone()]);
     (clean, target)
+}
+
+/// The streams `visit_streams` hands over, stopping after `at_most`.
+fn visit_units(
+    store: &OperationStore,
+    at_most: usize,
+) -> reactordb::Result<Vec<reactordb::SyncUnit>> {
+    let mut visited = Vec::new();
+    store.visit_streams(|s| {
+        visited.push(s.unit);
+        visited.len() < at_most
+    })?;
+    Ok(visited)
 }
 
 #[test]
@@ -216,13 +223,7 @@ fn a_lost_head_is_named_by_verify_all_and_refused_by_reads_and_writes() {
     // A visit meets the loss at its place; one that stops before it (the
     // lost head is the second stream's) does not.
     assert!(lost_head(store.visit_streams(|_| true)));
-    let mut visited = Vec::new();
-    store
-        .visit_streams(|s| {
-            visited.push(s.unit);
-            false
-        })
-        .expect("stopped before the lost head");
+    let visited = visit_units(&store, 1).expect("stopped before the lost head");
     assert_eq!(visited, vec![unit("clean", "global")]);
     assert!(lost_head(
         store.get_revisions(&doc, &target.branch).map(|_| ())

@@ -428,10 +428,7 @@ impl OperationStore {
         iter.seek(prefix);
         let mut out = Vec::new();
         while let Some(key) = iter.key() {
-            let unit_key = match keys::decode_unit_key(key) {
-                Some((_, rest)) if rest.len() == 8 => key[..key.len() - 8].to_vec(),
-                _ => return Err(corrupt(keys::CF_OPERATIONS, "operation key")),
-            };
+            let unit_key = stream_of_operation_key(key)?.to_vec();
             // A unit key ends with its field terminator, so its upper
             // bound always exists: the next stream's first key.
             let next = keys::prefix_upper_bound(&unit_key);
@@ -667,6 +664,14 @@ impl OperationStore {
     }
 }
 
+/// The stream (unit key) of an operation key: the key without its index.
+fn stream_of_operation_key(key: &[u8]) -> Result<&[u8]> {
+    match keys::decode_unit_key(key) {
+        Some((_, rest)) if rest.len() == 8 => Ok(&key[..key.len() - 8]),
+        _ => Err(corrupt(keys::CF_OPERATIONS, "operation key")),
+    }
+}
+
 /// Moves `operations` (an iterator over the operations family, at a
 /// stream's first key) past the stream `head_key` names; a stream before
 /// it holds operations but has no head (`head_key` `None`: past the last
@@ -681,10 +686,7 @@ fn pass_streams_up_to(
         operations.status()?;
         return Ok(());
     };
-    let unit_key = match keys::decode_unit_key(key) {
-        Some((_, rest)) if rest.len() == 8 => &key[..key.len() - 8],
-        _ => return Err(corrupt(keys::CF_OPERATIONS, "operation key")),
-    };
+    let unit_key = stream_of_operation_key(key)?;
     match head_key.map(|head_key| unit_key.cmp(head_key)) {
         Some(std::cmp::Ordering::Greater) => Ok(()),
         Some(std::cmp::Ordering::Equal) => {
