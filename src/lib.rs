@@ -145,8 +145,8 @@ pub use reactor::{
 };
 pub use store::{
     AtomicTxn, BrokenLink, ChainFault, CommitStats, Cursor, DocumentRevisions, Durability,
-    ExportLine, OperationFilter, OperationLocation, OperationStore, Page, Paging, StoreOptions,
-    StreamInfo, VerifyReport,
+    ExportLine, OperationFilter, OperationLocation, OperationStore, Page, Paging, StoreMemory,
+    StoreOptions, StreamInfo, VerifyReport,
 };
 pub use sync::{
     in_process_pair, Channel, ChannelClosed, DeadLetter, DocumentSyncStatus, FaultPlan,

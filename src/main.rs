@@ -207,6 +207,10 @@ struct BenchArgs {
     /// as JSON (what `--scale` runs in a child process).
     #[arg(long, hide = true)]
     scale_step: Option<usize>,
+    /// With --scale-step: every 5 s, a JSON line on stderr with the
+    /// resident set, RocksDB's memory estimates and malloc's arenas.
+    #[arg(long, hide = true, requires = "scale_step")]
+    trace_memory: bool,
 }
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
@@ -218,6 +222,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
+    cli::malloc::start_trimmer();
     let result = match &cli.command {
         Command::Demo { fresh } => cli::demo::run(&cli.db, *fresh).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench(&cli.db, args),
@@ -574,7 +579,7 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
         ),
     ];
     if let Some(docs) = args.scale_step {
-        cli::scale_bench::run_step(db, docs, args.scale_actions, durability)?;
+        cli::scale_bench::run_step(db, docs, args.scale_actions, durability, args.trace_memory)?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.scale && args.workload != WorkloadArg::All {

@@ -133,3 +133,47 @@ fn a_newer_format_version_is_refused() {
         "{err:?}"
     );
 }
+
+#[test]
+fn memory_counts_memtables_as_they_fill_and_the_block_cache_as_reads_fill_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = || {
+        StoreOptions::default()
+            .durability(Durability::Buffered)
+            .block_cache_bytes(4 << 20)
+    };
+    let units: Vec<_> = (0..200)
+        .map(|d| unit(&format!("doc-{d:03}"), "global"))
+        .collect();
+    {
+        let store = OperationStore::open(dir.path(), options()).expect("open");
+        let before = store.memory();
+        for unit in &units {
+            let ids: Vec<String> = (0..20)
+                .map(|i| format!("{}-{i}", unit.document_id))
+                .collect();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            append_ids(&store, unit, &ids);
+        }
+        let after = store.memory();
+        // 4,000 operations of a few hundred bytes each sit in memtables.
+        assert!(
+            after.memtable_bytes >= before.memtable_bytes + (400 << 10),
+            "{before:?} -> {after:?}"
+        );
+    }
+    // Reopened, the log is in table files (RocksDB flushes what it
+    // recovers from the WAL as it opens): reading it fills the cache.
+    let store = OperationStore::open(dir.path(), options()).expect("reopen");
+    let cold = store.memory();
+    let read = store
+        .get_since_ordinal(Ordinal(1), Paging::all())
+        .expect("feed");
+    assert_eq!(read.items.len(), 4_000);
+    let warm = store.memory();
+    assert!(
+        warm.block_cache_bytes >= cold.block_cache_bytes + (100 << 10),
+        "{cold:?} -> {warm:?}"
+    );
+    assert!(warm.block_cache_pinned_bytes <= warm.block_cache_bytes);
+}

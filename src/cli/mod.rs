@@ -4,6 +4,7 @@
 pub(crate) mod audit;
 pub(crate) mod demo;
 pub(crate) mod malloc;
+pub(crate) mod memory_trace;
 #[cfg(feature = "nats")]
 pub(crate) mod nats_anchor;
 #[cfg(feature = "nats")]

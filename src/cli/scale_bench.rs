@@ -205,6 +205,7 @@ pub(crate) fn run_step(
     docs: usize,
     actions_per_doc: usize,
     durability: Durability,
+    trace_memory: bool,
 ) -> BenchResult<()> {
     // Default options throughout: the memory bound measured is the one a
     // user gets. A full queue makes submission wait rather than fail.
@@ -215,6 +216,7 @@ pub(crate) fn run_step(
             .block_when_full(true)
             .open()?,
     );
+    let trace = trace_memory.then(|| super::memory_trace::MemoryTrace::start(&reactor));
     let ids = |d: usize| DocumentId::new(format!("doc-{d:07}"));
 
     let start = Instant::now();
@@ -268,6 +270,7 @@ pub(crate) fn run_step(
     }
     let cold_reads_per_s = reads as f64 / start.elapsed().as_secs_f64();
     let ops = reactor.store().last_ordinal().get();
+    drop(trace); // it holds the store open
     drop(reactor);
     // Taken before the anchor runs: they are the reactor's.
     let peak_rss_mb = super::workloads::peak_rss_mb();

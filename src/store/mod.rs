@@ -18,6 +18,7 @@ mod export;
 #[cfg(feature = "fault-injection")]
 mod fault;
 mod heads;
+mod memory;
 mod query;
 mod sync_cf;
 mod txn;
@@ -36,6 +37,7 @@ use crate::model::Ordinal;
 pub(crate) use apply::{LogOrder, StreamAppend};
 pub use commit::CommitStats;
 pub use export::ExportLine;
+pub use memory::StoreMemory;
 pub use query::{
     Cursor, DocumentRevisions, OperationFilter, OperationLocation, Page, Paging, StreamInfo,
 };

@@ -602,9 +602,15 @@ impl OperationStore {
         let cf = cf_handles(self.db()).heads;
         let mut out = Vec::new();
         let mut head_keys = Vec::new();
-        for entry in self
-            .db()
-            .iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward))
+        // Bounded, so the scan stops at the prefix's last head instead of
+        // reading on to the next one.
+        let mut read = ReadOptions::default();
+        if let Some(upper) = keys::prefix_upper_bound(prefix) {
+            read.set_iterate_upper_bound(upper);
+        }
+        for entry in
+            self.db()
+                .iterator_cf_opt(cf, read, IteratorMode::From(prefix, Direction::Forward))
         {
             let (key, value) = entry?;
             if !key.starts_with(prefix) {

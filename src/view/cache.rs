@@ -6,6 +6,7 @@ use std::num::NonZeroUsize;
 use lru::LruCache;
 
 use crate::model::{Branch, DocumentId, Scope};
+use crate::models::DocumentHeader;
 
 /// One scope of a cached document, folded exactly to the view's checkpoint.
 #[derive(Clone, Debug)]
@@ -19,18 +20,34 @@ pub(crate) struct CachedScope {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct CachedDoc {
     pub(crate) scopes: BTreeMap<Scope, CachedScope>,
-    /// The header's document type: the model every other scope reduces
-    /// by (a stream's stored type may differ, after two creations).
-    pub(crate) document_type: Option<crate::model::DocumentType>,
+    /// The `document` scope's state decoded (what a read returns as the
+    /// header, decoded once rather than on every read); its document type
+    /// is the model every other scope reduces by (a stream's stored type
+    /// may differ, after two creations). Set wherever that scope's state
+    /// is, by [`CachedDoc::set_document_scope`].
+    pub(crate) header: Option<DocumentHeader>,
 }
 
 impl CachedDoc {
+    /// Puts the `document` scope's state and the header decoded from it:
+    /// the one place both change, so they never disagree.
+    pub(crate) fn set_document_scope(&mut self, scope: CachedScope) {
+        self.header = crate::models::decode_header(&scope.state);
+        self.scopes.insert(Scope::document(), scope);
+    }
+
     /// Approximate heap bytes held, for the byte bound.
     pub(crate) fn weight(&self) -> usize {
         self.scopes
             .iter()
             .map(|(scope, s)| scope.as_str().len() + s.state.len() + 64)
             .sum::<usize>()
+            // The decoded header holds about the strings of its JSON.
+            + self
+                .scopes
+                .get(&Scope::document())
+                .filter(|_| self.header.is_some())
+                .map_or(0, |s| s.state.len())
             + 64
     }
 }

@@ -59,7 +59,9 @@ pub struct ViewOptions {
     pub snapshot_every: u64,
     /// At most this many documents in the cache. Default 10,000; at least 1.
     pub cache_max_documents: usize,
-    /// At most this many bytes of state in the cache. Default 64 MiB.
+    /// At most this many bytes in the cache: the states, plus an estimate
+    /// of each decoded header and of the entries' own overhead. Default
+    /// 64 MiB.
     pub cache_max_bytes: usize,
     /// Events the view's bus subscription buffers before it drops some (and
     /// reads them from the store instead). Default 4,096.
@@ -687,15 +689,11 @@ impl ViewInner {
             let Ok(record) = self.header_record(header_key, headers) else {
                 return false;
             };
-            doc.document_type = record.header().map(|h| h.document_type);
-            doc.scopes.insert(
-                ctx.scope.clone(),
-                CachedScope {
-                    revision: record.revision,
-                    state: record.state,
-                    model_version: 0,
-                },
-            );
+            doc.set_document_scope(CachedScope {
+                revision: record.revision,
+                state: record.state,
+                model_version: 0,
+            });
             return true;
         }
         let scope = match doc.scopes.get_mut(&ctx.scope) {
@@ -726,12 +724,12 @@ impl ViewInner {
             }
             None => return false,
         };
-        let Some(document_type) = &doc.document_type else {
+        let Some(header) = &doc.header else {
             return false;
         };
         let reducer = Reducer::Model {
             registry: &self.registry,
-            document_type,
+            document_type: &header.document_type,
             scope: &ctx.scope,
         };
         let state = std::mem::take(&mut scope.state);

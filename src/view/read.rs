@@ -308,22 +308,21 @@ impl ViewInner {
             if folded.revision == 0 {
                 continue; // nothing in this scope as of the checkpoint
             }
-            doc.scopes.insert(
-                scope.clone(),
-                CachedScope {
-                    revision: folded.revision,
-                    state: folded.state,
-                    model_version: folded.model_version,
-                },
-            );
+            let folded = CachedScope {
+                revision: folded.revision,
+                state: folded.state,
+                model_version: folded.model_version,
+            };
+            if *scope == Scope::document() {
+                // Its state is the header, as of the checkpoint.
+                doc.set_document_scope(folded);
+            } else {
+                doc.scopes.insert(scope.clone(), folded);
+            }
         }
-        // The document scope's state is the header, as of the checkpoint.
-        let header = doc
-            .scopes
-            .get(&Scope::document())
-            .and_then(|s| crate::models::decode_header(&s.state))
-            .ok_or_else(not_found)?;
-        doc.document_type = Some(header.document_type);
+        if doc.header.is_none() {
+            return Err(not_found());
+        }
         if self.read_only {
             // Nothing is written or kept: the next read folds again, as
             // the store has moved on.
@@ -393,9 +392,8 @@ impl ViewInner {
 
 fn to_document(id: &DocumentId, doc: &CachedDoc, filter: &ViewFilter) -> Result<Document> {
     let header = doc
-        .scopes
-        .get(&Scope::document())
-        .and_then(|s| crate::models::decode_header(&s.state))
+        .header
+        .clone()
         .ok_or_else(|| Error::DocumentNotFound { id: id.clone() })?;
     if header.deleted {
         return Err(Error::DocumentDeleted { id: id.clone() });
