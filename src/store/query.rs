@@ -608,20 +608,21 @@ impl OperationStore {
         if let Some(upper) = keys::prefix_upper_bound(prefix) {
             read.set_iterate_upper_bound(upper);
         }
-        for entry in
-            self.db()
-                .iterator_cf_opt(cf, read, IteratorMode::From(prefix, Direction::Forward))
-        {
-            let (key, value) = entry?;
+        // A raw iterator: the values are decoded in place, not copied out.
+        let mut iter = self.db().raw_iterator_cf_opt(cf, read);
+        iter.seek(prefix);
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
             if !key.starts_with(prefix) {
                 break;
             }
-            let (unit, _) = keys::decode_unit_key(&key)
+            let (unit, _) = keys::decode_unit_key(key)
                 .filter(|(_, rest)| rest.is_empty())
                 .ok_or_else(|| corrupt(keys::CF_HEADS, "head key"))?;
-            out.push(decode(unit, &value)?);
-            head_keys.push(key.into_vec());
+            out.push(decode(unit, value)?);
+            head_keys.push(key.to_vec());
+            iter.next();
         }
+        iter.status()?;
         Ok((out, head_keys))
     }
 
