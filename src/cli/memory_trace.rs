@@ -1,12 +1,11 @@
 //! Where a running benchmark's memory is: a thread that samples the
-//! process's resident set, RocksDB's own estimates ([`StoreMemory`]) and
+//! process's resident set, RocksDB's own estimates
+//! ([`StoreMemory`](reactordb::StoreMemory)) and
 //! malloc's arenas every few seconds and prints each sample as a JSON line
 //! on stderr (`bench --scale-step N --trace-memory`). It told apart
 //! memtables, the block cache and malloc's fragmentation at 1M documents
 //! (DESIGN.md, "Memory"). Reads only; the reactor never waits for it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reactordb::Reactor;
@@ -16,26 +15,19 @@ const PERIOD: Duration = Duration::from_secs(5);
 
 /// A running trace; dropping it stops the sampling thread.
 pub(crate) struct MemoryTrace {
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the thread: its wait between samples then ends.
+    stop: Option<flume::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl MemoryTrace {
     /// Starts sampling `reactor` every [`PERIOD`].
     pub(crate) fn start(reactor: &Reactor) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = flume::bounded::<()>(0);
         let store = reactor.store().clone();
-        let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
             let start = Instant::now();
-            let mut next = start + PERIOD;
-            while !stopped.load(Ordering::Relaxed) {
-                // Short sleeps, so a drop does not wait a whole period.
-                std::thread::sleep(Duration::from_millis(100));
-                if Instant::now() < next {
-                    continue;
-                }
-                next += PERIOD;
+            while let Err(flume::RecvTimeoutError::Timeout) = stopped.recv_timeout(PERIOD) {
                 let sample = serde_json::json!({
                     "secs": start.elapsed().as_secs(),
                     "rss_mb": super::workloads::rss_mb(),
@@ -47,7 +39,7 @@ impl MemoryTrace {
             }
         });
         Self {
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         }
     }
@@ -55,7 +47,7 @@ impl MemoryTrace {
 
 impl Drop for MemoryTrace {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
