@@ -180,6 +180,11 @@ struct BenchArgs {
     /// can, for throughput; below that, for the delay at that load).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// The sync and NATS workloads: open their reactors with
+    /// `StoreOptions::low_priority_background` (flushes and compactions at
+    /// the lowest CPU priority).
+    #[arg(long)]
+    low_priority_background: bool,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -554,6 +559,12 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
         DurabilityArg::Buffered => Durability::Buffered,
         DurabilityArg::Synced => Durability::Synced,
     };
+    #[cfg(feature = "grpc")]
+    let setup = cli::sync_bench::Setup {
+        durability,
+        workers,
+        low_priority_background: args.low_priority_background,
+    };
     let config = |docs, actions| WorkloadConfig {
         docs,
         actions,
@@ -609,7 +620,7 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
                 "untimed"
             );
         }
-        for r in cli::sync_bench::run(args.docs, args.actions, args.rate, durability, workers)? {
+        for r in cli::sync_bench::run(args.docs, args.actions, args.rate, setup)? {
             if args.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -634,14 +645,7 @@ fn bench(db: &Path, args: &BenchArgs) -> CliResult {
         // Unpaced, the anchor follows: the same cluster moving as many
         // messages with no reactor (the ceiling throughput is held to).
         let anchor = args.rate == 0;
-        let r = cli::nats_bench::run(
-            args.docs,
-            args.actions,
-            args.rate,
-            durability,
-            workers,
-            anchor,
-        )?;
+        let r = cli::nats_bench::run(args.docs, args.actions, args.rate, setup, anchor)?;
         if args.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {

@@ -3,8 +3,9 @@
 //! its log. The kept state is a cache of the fold and must never be told
 //! apart from it: these tests hold writes and cold reads to an independent
 //! model of every counter, with caches of one or two entries (every job and
-//! read is cold), multi-scope jobs, undo and redo (merges, whose heads keep
-//! no state), reopening, and real flipped bytes on disk.
+//! read is cold), multi-scope jobs, undo and redo (merges), a replica that
+//! loads another's operations (merges too), reopening, and real flipped
+//! bytes on disk.
 //!
 //! CI runs a few scenarios; `REACTORDB_HEAD_STATE_SCENARIOS=500 cargo test
 //! --test head_state -- --nocapture` runs the long mode.
@@ -368,4 +369,111 @@ fn a_replay_of_operations_written_around_the_queue_keeps_no_planned_state() {
         serde_json::from_slice(&document.scopes[&Scope::global()].state).expect("json");
     assert_eq!(log, ["stored", "next"]);
     assert!(reactor.store().verify_all().expect("verify").is_clean());
+}
+
+/// Deletes every operation on disk but each stream's last.
+fn delete_all_but_tips(dir: &std::path::Path) {
+    let db = raw_db(dir);
+    let cf = db.cf_handle("operations").expect("cf");
+    let keys: Vec<Vec<u8>> = db
+        .iterator_cf(cf, rocksdb::IteratorMode::Start)
+        .map(|kv| kv.expect("read").0.to_vec())
+        .collect();
+    // Keys are the stream's key and the index (8 bytes, big-endian), so a
+    // stream's last is the last of its run.
+    for (i, key) in keys.iter().enumerate() {
+        let stream = &key[..key.len() - 8];
+        let last_of_stream = keys
+            .get(i + 1)
+            .is_none_or(|next| &next[..next.len() - 8] != stream);
+        if !last_of_stream {
+            db.delete_cf(cf, key).expect("delete");
+        }
+    }
+}
+
+/// A replica that loads another's operations (per document, shuffled, in
+/// pieces, some twice) writes them through merges, whose heads keep the
+/// state too: its cold reads answer the source's values, and still do once
+/// every operation but each stream's last is deleted on disk, which only
+/// the kept states can answer (fails if a merge's head keeps none).
+#[test]
+fn a_replica_that_loads_another_keeps_states_in_its_merged_heads() {
+    const DOCS: usize = 3;
+    let mut rng = Rng::seeded(11);
+    let name = |d: usize| format!("doc-{d}");
+    let (source_dir, replica_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let source = open_cold(source_dir.path());
+    for d in 0..DOCS {
+        create_counter(&source, &name(d));
+    }
+    let scopes = [Scope::global(), Scope::local()];
+    for step in 0..60u64 {
+        let d = id(&name(rng.below(DOCS as u64) as usize));
+        let scope = scopes[rng.below(2) as usize].clone();
+        let job = match rng.below(10) {
+            0..=6 => {
+                let amount = rng.below(11) as i64 - 5;
+                let action = amount_action(format!("a{step}"), &scope, amount);
+                source.execute(d, main(), vec![action])
+            }
+            7..=8 => source.undo(d, main(), scope),
+            _ => source.redo(d, main(), scope),
+        }
+        .expect("submit");
+        // Nothing to undo or redo is refused; the rest lands.
+        let _ = job.wait_written(std::time::Duration::from_secs(10));
+    }
+    let operations = source
+        .store()
+        .get_since_ordinal(reactordb::Ordinal(1), reactordb::Paging::all())
+        .expect("read")
+        .items;
+    let replica = open_cold(replica_dir.path());
+    let mut last = None;
+    for d in 0..DOCS {
+        let mut mine: Vec<_> = operations
+            .iter()
+            .filter(|op| op.context.document_id.as_str() == name(d))
+            .cloned()
+            .collect();
+        for i in (1..mine.len()).rev() {
+            mine.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let mut loaded = 0;
+        while loaded < mine.len() {
+            let take = (1 + rng.below(5) as usize).min(mine.len() - loaded);
+            let mut piece = mine[loaded..loaded + take].to_vec();
+            if rng.below(3) == 0 {
+                piece.push(mine[rng.below(mine.len() as u64) as usize].clone());
+            }
+            loaded += take;
+            let job = replica.load(id(&name(d)), main(), piece).expect("submit");
+            last = Some(written(&job));
+        }
+    }
+    replica.view().wait_for(last.expect("loads")).expect("view");
+    let values: Vec<_> = (0..DOCS).map(|d| read(&source, &name(d))).collect();
+    for (d, value) in values.iter().enumerate() {
+        assert_eq!(read(&replica, &name(d)), *value, "doc {d}");
+        assert_eq!(
+            value.get(&Scope::global()).copied().unwrap_or(0),
+            reference_counter(source.store(), &name(d), &Scope::global()).map_or(0, |(_, v)| v),
+            "doc {d}: the source against an independent fold"
+        );
+    }
+    assert!(replica.store().verify_all().expect("verify").is_clean());
+    drop(replica);
+    delete_all_but_tips(replica_dir.path());
+    let replica = open_cold(replica_dir.path());
+    for (d, value) in values.iter().enumerate() {
+        assert_eq!(
+            read(&replica, &name(d)),
+            *value,
+            "doc {d}, from kept states"
+        );
+    }
 }

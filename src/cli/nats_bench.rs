@@ -18,12 +18,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reactordb::{
-    CounterModel, CreateDocumentInput, DocumentId, Durability, NatsOptions, NatsTransport, Reactor,
+    CounterModel, CreateDocumentInput, DocumentId, NatsOptions, NatsTransport, Reactor,
     SyncManager, SyncOptions,
 };
 use serde::Serialize;
 
-use super::sync_bench::{open, ordinals, percentile, sample_every_half_ms, write_rounds, Ordinals};
+use super::sync_bench::{
+    open, ordinals, percentile, sample_every_half_ms, write_rounds, Ordinals, Setup,
+};
 
 const REACTORS: usize = 3;
 
@@ -56,8 +58,7 @@ pub(crate) fn run(
     docs: usize,
     actions: usize,
     rate: u64,
-    durability: Durability,
-    workers: usize,
+    setup: Setup,
     anchor: bool,
 ) -> Result<NatsBenchReport, Box<dyn std::error::Error>> {
     let cluster = nats_cluster::Cluster::start();
@@ -69,7 +70,7 @@ pub(crate) fn run(
     let mut syncs = Vec::new();
     let mut relays = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
-        let reactor = open(dir.path(), durability, workers)?;
+        let reactor = open(dir.path(), setup)?;
         let sync = Arc::new(SyncManager::open(
             reactor.clone(),
             SyncOptions::new().name(format!("r{i}")),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use reactordb::{
     in_process_pair, Action, ActionId, ActionType, Branch, CounterModel, CreateDocumentInput,
     DialOptions, DocumentId, Durability, GrpcTransport, ModelRegistry, Ordinal, Paging, Reactor,
-    RemoteOptions, Scope, ServeOptions, SyncManager, SyncOptions,
+    RemoteOptions, Scope, ServeOptions, StoreOptions, SyncManager, SyncOptions,
 };
 use serde::Serialize;
 
@@ -40,16 +40,24 @@ pub(crate) struct SyncBenchReport {
     pub untimed: usize,
 }
 
+/// How a sync benchmark opens its reactors.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Setup {
+    pub durability: Durability,
+    pub workers: usize,
+    /// [`StoreOptions::low_priority_background`].
+    pub low_priority_background: bool,
+}
+
 /// A reactor for a sync benchmark, on `dir`.
-pub(crate) fn open(
-    dir: &Path,
-    durability: Durability,
-    workers: usize,
-) -> reactordb::Result<Arc<Reactor>> {
+pub(crate) fn open(dir: &Path, setup: Setup) -> reactordb::Result<Arc<Reactor>> {
     Ok(Arc::new(
         Reactor::builder(dir)
-            .durability(durability)
-            .workers(workers)
+            .store_options(
+                StoreOptions::with_durability(setup.durability)
+                    .low_priority_background(setup.low_priority_background),
+            )
+            .workers(setup.workers)
             .registry(ModelRegistry::with_examples())
             .open()?,
     ))
@@ -126,13 +134,11 @@ pub(crate) fn run(
     docs: usize,
     actions: usize,
     rate: u64,
-    durability: Durability,
-    workers: usize,
+    setup: Setup,
 ) -> Result<Vec<SyncBenchReport>, Box<dyn std::error::Error>> {
     let mut out = Vec::new();
     for channel in ["in-process", "grpc"] {
-        let options = (durability, workers);
-        out.push(run_one(channel, docs, actions, rate, options)?);
+        out.push(run_one(channel, docs, actions, rate, setup)?);
     }
     Ok(out)
 }
@@ -142,11 +148,11 @@ fn run_one(
     docs: usize,
     actions: usize,
     rate: u64,
-    (durability, workers): (Durability, usize),
+    setup: Setup,
 ) -> Result<SyncBenchReport, Box<dyn std::error::Error>> {
     let (da, db) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let a = open(da.path(), durability, workers)?;
-    let b = open(db.path(), durability, workers)?;
+    let a = open(da.path(), setup)?;
+    let b = open(db.path(), setup)?;
     let sa = Arc::new(SyncManager::open(
         a.clone(),
         SyncOptions::new().name("a").accept_new_remotes(true),

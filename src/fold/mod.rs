@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::keys;
 use crate::model::{Branch, Digest, DocumentId, DocumentType, Operation, Ordinal, Scope};
 use crate::models::{reduce_system, ModelRegistry, ReduceError, ACTION_NOOP};
-use crate::store::{OperationStore, StreamInfo};
+use crate::store::OperationStore;
 
 mod snapshot;
 
@@ -195,31 +195,30 @@ fn newest_snapshot(db: &DB, unit_key: &[u8], max_revision: u64) -> Option<(u64, 
     Some((revision, iter.value()?.to_vec()))
 }
 
-/// The stream `unit_key` as the state its head keeps, when that state can
-/// stand for a fold up to `cutoff`: the head's last operation is committed
-/// at or before `cutoff` (then so is every operation of the stream:
-/// within a stream ordinals grow with the index), it is the operation the
-/// head names, and it hashed exactly this state. One read instead of a
-/// fold; `None` sends the caller to [`fold`].
+/// The stream `unit_key` as the state its head keeps (`revision`, the
+/// stream's next index, and `head_hash`, its last operation's hash, are
+/// the head's), when that state can stand for a fold up to `cutoff`: the
+/// head's last operation is committed at or before `cutoff` (then so is
+/// every operation of the stream: within a stream ordinals grow with the
+/// index), it is the operation the head names, and it hashed exactly this
+/// state. One read instead of a fold; `None` sends the caller to [`fold`].
 pub(crate) fn kept(
     store: &OperationStore,
     unit_key: &[u8],
-    head: &StreamInfo,
+    (revision, head_hash): (u64, Digest),
     kept: &HeadState,
     cutoff: Ordinal,
 ) -> Result<Option<Folded>> {
-    let Some(last) = head.revision.get().checked_sub(1) else {
+    let Some(last) = revision.checked_sub(1) else {
         return Ok(None);
     };
     let Some((op, ordinal)) = store.get_with_ordinal(unit_key, last)? else {
         return Ok(None);
     };
-    let holds = ordinal <= cutoff
-        && op.hash == head.head_hash
-        && op.state_hash == kept.digest
-        && kept.intact();
+    let holds =
+        ordinal <= cutoff && op.hash == head_hash && op.state_hash == kept.digest && kept.intact();
     Ok(holds.then(|| Folded {
-        revision: head.revision.get(),
+        revision,
         state: kept.state.clone(),
         model_version: kept.model_version,
         last: Some((op.hash, ordinal)),

@@ -86,6 +86,18 @@ pub struct StoreOptions {
     /// the benchmarks in README.md ran with, on 2 cores); 1 to 64. More
     /// lets compactions keep up with a write-heavy service on more cores.
     pub background_threads: usize,
+    /// Run RocksDB's flushes and compactions at the lowest CPU priority
+    /// (`nice` 19 on Linux), so a service's own threads go first. Default
+    /// `false`. A flush takes a burst of CPU; on a machine that is nearly
+    /// busy it queues the foreground threads behind it, and a sync's delay
+    /// has its 99th percentile there (DESIGN.md, "The delay goal"). Under
+    /// it, the flush takes what the foreground leaves; a writer that
+    /// leaves nothing fills the memtables and waits for the flush instead
+    /// (memtables then hold up to twice `memtable_budget_bytes`). The
+    /// thread pools are the process's (RocksDB's default environment):
+    /// once set, every RocksDB database in the process runs its background
+    /// work at that priority, until the process ends.
+    pub low_priority_background: bool,
 }
 
 impl Default for StoreOptions {
@@ -97,6 +109,7 @@ impl Default for StoreOptions {
             create_if_missing: true,
             cached_stream_heads: 50_000,
             background_threads: 2,
+            low_priority_background: false,
         }
     }
 }
@@ -108,6 +121,7 @@ setters!(StoreOptions {
     create_if_missing: bool,
     cached_stream_heads: usize,
     background_threads: usize,
+    low_priority_background: bool,
 });
 
 impl StoreOptions {
@@ -326,6 +340,13 @@ impl OperationStore {
         let path = path.to_path_buf();
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
         let mut db_opts = db_options(&options, &cache);
+        if options.low_priority_background {
+            // The default environment's pools serve every database of the
+            // process; its threads take the priority at their next job.
+            let mut env = rocksdb::Env::new()?;
+            env.lower_high_priority_thread_pool_cpu_priority();
+            env.lower_thread_pool_cpu_priority();
+        }
         if in_memory {
             // A fresh environment per store: its files are its own. The
             // options keep it alive as long as the database.

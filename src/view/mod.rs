@@ -608,7 +608,9 @@ impl ViewInner {
             }
         }
 
-        // 3. A snapshot at every multiple of `snapshot_every`.
+        // 3. A snapshot at every multiple of `snapshot_every`: of the
+        // cached document, else of the state the stream's head keeps, else
+        // folded.
         if (index + 1).is_multiple_of(self.options.snapshot_every) {
             let folded = match snapshot_source.filter(|s| s.revision == index + 1) {
                 Some(s) => Some(Folded {
@@ -618,21 +620,40 @@ impl ViewInner {
                     last: Some((op.operation.hash, ctx.ordinal)),
                     bad_snapshots: Vec::new(),
                 }),
-                None => self.fold_scope(
-                    &unit_key,
-                    &ctx.scope,
-                    ctx,
-                    &header_key,
-                    headers,
-                    ctx.ordinal,
-                    None,
-                ),
+                None => self.kept_at(&unit_key, index + 1, ctx.ordinal).or_else(|| {
+                    self.fold_scope(
+                        &unit_key,
+                        &ctx.scope,
+                        ctx,
+                        &header_key,
+                        headers,
+                        ctx.ordinal,
+                        None,
+                    )
+                }),
             };
             if let Some(folded) = folded {
                 fold::put_snapshot(self.store.db(), batch, &unit_key, &folded, snapshots);
             }
         }
         Ok(())
+    }
+
+    /// The stream `unit_key` at `revision` from the state its head keeps,
+    /// when the head is still there (the view mostly applies an operation
+    /// before its stream moves on) and that state holds (`fold::kept`): a
+    /// snapshot without folding the operations since the last one, which
+    /// for a document nobody reads would otherwise be `snapshot_every`
+    /// operations read and reduced on the applier's thread, holding up
+    /// everything behind it. Anything else (a head moved on, no state
+    /// kept, an error reading it) leaves the snapshot to a fold.
+    fn kept_at(&self, unit_key: &[u8], revision: u64, cutoff: Ordinal) -> Option<Folded> {
+        let (head, kept) = self.store.head_with_state(unit_key).ok()??;
+        if head.next_index != revision {
+            return None;
+        }
+        let head = (head.next_index, head.last_hash);
+        fold::kept(&self.store, unit_key, head, &kept?, cutoff).ok()?
     }
 
     /// Folds one scope for the applier; a scope that cannot be folded (no

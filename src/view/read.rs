@@ -280,7 +280,10 @@ impl ViewInner {
             let unit_key = keys::unit_key(&stream.unit);
             let scope = &stream.unit.scope;
             let kept = match &kept {
-                Some(kept) => fold::kept(&self.store, &unit_key, &stream, kept, cutoff)?,
+                Some(kept) => {
+                    let head = (stream.revision.get(), stream.head_hash);
+                    fold::kept(&self.store, &unit_key, head, kept, cutoff)?
+                }
                 None => None,
             };
             let folded = match kept {

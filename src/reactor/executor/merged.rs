@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::stored_log::StoredLog;
 use super::{Executor, Head};
+use crate::codec::HeadState;
 use crate::error::{Error, Result};
 use crate::fold;
 use crate::merge;
@@ -204,6 +205,15 @@ impl Executor {
         let mut heads = Vec::with_capacity(prepared.len());
         let mut parts = Vec::with_capacity(prepared.len());
         for p in prepared {
+            // The head keeps the state after the merge, as after a plain
+            // append: on a replica most writes are merges (what sync
+            // loads), and its cold reads, view snapshots and next writer
+            // read that state instead of folding the stream. A parked
+            // scope has none.
+            let state = p
+                .head
+                .as_ref()
+                .and_then(|h| HeadState::keep(h.model_version, &h.state));
             heads.push((p.unit_key, p.head));
             parts.push(StreamAppend {
                 revision: Revision(p.ops.first().map_or(0, |op| op.index)),
@@ -211,9 +221,7 @@ impl Executor {
                 document_type: p.document_type,
                 operations: p.ops,
                 order: LogOrder::Restores,
-                // Merges are rare next to plain appends: their heads keep
-                // no state, and the next writer without a cached head folds.
-                state: None,
+                state,
             });
         }
         let stored = self.append(parts, durability)?;
