@@ -280,6 +280,18 @@ fn a_reactor_away_past_the_retention_is_told_to_bootstrap() {
     );
     let mut a = open_node(da.path(), "a");
     relay(&mut a, &transport, short());
+    // a's consumer is open and reading (it read back its own first
+    // message) before the test relies on the retention: on a loaded
+    // machine opening it has taken longer than the second a message
+    // lives, and a was then behind the retention too.
+    create_counter(&a.reactor, "warm-up");
+    wait_until("a's consumer read its own message", 30, || {
+        a.sync
+            .remotes()
+            .expect("remotes")
+            .iter()
+            .any(|r| r.name == "nats:SHORT" && r.inbox_cursor >= 1)
+    });
     create_counter(&a.reactor, "doc");
     let token = ConsistencyToken(a.reactor.store().last_ordinal());
     a.sync

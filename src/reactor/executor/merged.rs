@@ -204,6 +204,17 @@ impl Executor {
     ) -> Result<Ordinal> {
         let mut heads = Vec::with_capacity(prepared.len());
         let mut parts = Vec::with_capacity(prepared.len());
+        // What each planned operation is, in write order, to tell a replay
+        // of operations written around the queue (see below).
+        let planned: Vec<(Digest, u64)> = prepared
+            .iter()
+            .flat_map(|p| p.ops.iter())
+            .map(|op| (op.state_hash, op.timestamp_utc_ms))
+            .collect();
+        let documents: Vec<DocumentId> = prepared
+            .iter()
+            .map(|p| p.unit.document_id.clone())
+            .collect();
         for p in prepared {
             // The head keeps the state after the merge, as after a plain
             // append: on a replica most writes are merges (what sync
@@ -225,6 +236,22 @@ impl Executor {
             });
         }
         let stored = self.append(parts, durability)?;
+        let as_planned = stored.len() == planned.len()
+            && stored.iter().zip(&planned).all(|(op, planned)| {
+                (op.operation.state_hash, op.operation.timestamp_utc_ms) == *planned
+            });
+        if !as_planned {
+            // The store answered with operations written around the queue
+            // (an idempotent replay of the same ids, possibly with other
+            // content) and wrote nothing: the planned heads are not what
+            // the log folds to, and the next merge or append reducing on
+            // them would keep their state in its head. Fold again next
+            // time, as the plain append does.
+            for document in &documents {
+                self.forget_document(document);
+            }
+            return Ok(stored.last().map_or(Ordinal(0), |o| o.context.ordinal));
+        }
         let mut cache = self.heads.lock();
         for (unit_key, head) in heads {
             match head {

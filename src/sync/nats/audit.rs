@@ -32,6 +32,11 @@ const RECORD_VERSION: u32 = 1;
 /// Past this many streams touched since the last round, a round
 /// publishes every stream (the set of touched ones stays this small).
 const CHANGED: usize = 65_536;
+/// A round reads each stream it publishes whole, so the time it spends
+/// reading grows with the history: the loop spends at most one part in
+/// this many of its time reading, however short the interval
+/// (`pause_after`).
+const ROUND_SHARE: u32 = 10;
 
 /// One node's record of one stream, as published.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +75,9 @@ pub struct RelayMark {
     /// partition: its records cover every stream it loaded (else only
     /// those it relays).
     pub relays_everything: bool,
-    /// Its audit interval (milliseconds).
+    /// The pause before its next round (milliseconds): its audit
+    /// interval, or longer after a round that read long (reading the
+    /// database takes at most a tenth of its audit loop's time).
     pub interval_ms: u64,
     /// When it was written (milliseconds since the Unix epoch).
     pub published_utc_ms: u64,
@@ -263,6 +270,9 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
                 .collect(),
         };
         let mut published = HashSet::new();
+        // Time spent reading the database for records (not waiting on the
+        // bucket): what grows with the history, and what the pause bounds.
+        let mut reading = Duration::ZERO;
         for (unit, document_type) in changed {
             if relay.ending() {
                 return Ok(());
@@ -277,7 +287,12 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
                 node: node.clone(),
                 name: shared.node.name.clone(),
                 published_utc_ms: now_ms(),
-                record: audit::record(shared, &unit, &document_type)?,
+                record: {
+                    let started = std::time::Instant::now();
+                    let record = audit::record(shared, &unit, &document_type)?;
+                    reading += started.elapsed();
+                    record
+                },
             };
             let key = key(&node, &unit);
             put_json(relay, &kv, &key, &record)?;
@@ -293,6 +308,9 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
             }
         }
         *relay.audit_published_to.lock() = Some((last, options_now));
+        // The mark announces the pause that follows, so peers judge our
+        // silence by the pace we keep.
+        let pause = pause_after(interval, reading);
         let same_stream = shared.state.relay_log(&relay.remote)? == stream;
         if let Some(stream) = stream.filter(|_| same_stream) {
             let mark = RelayMark {
@@ -303,18 +321,25 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
                 inbox_cursor,
                 relays_everything: filter == RemoteFilter::all()
                     && relay.options.partitions.is_none(),
-                interval_ms: interval.as_millis() as u64,
+                interval_ms: pause.as_millis() as u64,
                 published_utc_ms: now_ms(),
             };
             put_json(relay, &kv, &mark_key(&node), &mark)?;
         }
         let mut slept = Duration::ZERO;
-        while slept < interval && !relay.ending() {
+        while slept < pause && !relay.ending() {
             std::thread::sleep(Duration::from_millis(20));
             slept += Duration::from_millis(20);
         }
     }
     Ok(())
+}
+
+/// How long the loop waits after a round that spent `took` reading the
+/// database: the interval, or long enough that reading takes at most one
+/// part in [`ROUND_SHARE`] of the loop's time.
+fn pause_after(interval: Duration, took: Duration) -> Duration {
+    interval.max(took * (ROUND_SHARE - 1))
 }
 
 fn put_json<T: Serialize>(relay: &Relay, kv: &kv::Store, key: &str, value: &T) -> Result<()> {
@@ -491,4 +516,29 @@ pub(super) fn compare(
         });
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_take_at_most_a_tenth_of_the_loop() {
+        let interval = Duration::from_secs(5);
+        for took_ms in [0u64, 1, 100, 555, 556, 2_000, 60_000] {
+            let took = Duration::from_millis(took_ms);
+            let pause = pause_after(interval, took);
+            assert!(pause >= interval, "{took_ms} ms");
+            assert!(took * 10 <= took + pause, "{took_ms} ms: {pause:?}");
+            // No longer than it must be.
+            assert!(
+                pause == interval || pause == took * 9,
+                "{took_ms} ms: {pause:?}"
+            );
+        }
+        assert_eq!(
+            pause_after(interval, Duration::from_secs(2)),
+            Duration::from_secs(18)
+        );
+    }
 }

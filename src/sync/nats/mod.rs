@@ -130,7 +130,10 @@ pub struct NatsOptions {
     pub bootstrap_from: Option<String>,
     /// How often the relay publishes the audit records of the streams
     /// that changed to the bucket `{stream}_AUDIT` (default 5 s; `None`:
-    /// never). See [`NatsTransport::audit`].
+    /// never). A round reads each of those streams whole: after a round
+    /// that spent more than a ninth of this reading, the relay waits nine
+    /// times that instead, so reading takes at most a tenth of its audit
+    /// loop's time. See [`NatsTransport::audit`].
     pub audit_interval: Option<Duration>,
     /// The partitions this relay loads (`None`, the default: the whole
     /// stream). A reactor that serves some documents only loads their
