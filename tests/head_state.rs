@@ -576,3 +576,111 @@ fn a_replica_that_loads_another_keeps_states_in_its_merged_heads() {
         );
     }
 }
+
+/// A counter that counts its own reductions.
+struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Counted {
+    fn document_type() -> reactordb::DocumentType {
+        reactordb::DocumentType::new("test/counted").expect("valid")
+    }
+}
+
+impl reactordb::DocumentModel for Counted {
+    fn document_type(&self) -> reactordb::DocumentType {
+        Self::document_type()
+    }
+    fn initial_state(&self, _scope: &Scope) -> Vec<u8> {
+        0i64.to_le_bytes().to_vec()
+    }
+    fn reduce(
+        &self,
+        _scope: &Scope,
+        state: &[u8],
+        _action: &Action,
+    ) -> Result<Vec<u8>, reactordb::ReduceError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let value = i64::from_le_bytes(state.try_into().expect("8 bytes"));
+        Ok((value + 1).to_le_bytes().to_vec())
+    }
+}
+
+/// A view snapshot that falls due on a document nobody reads is taken from
+/// the state its stream's head keeps, not folded on the view's thread:
+/// with a snapshot every 40 operations, 40 actions executed one at a time,
+/// and the same 40 loaded at once on a replica (a merge), each cost the
+/// model 40 reductions, not 80 (fails if the view folds the snapshot).
+#[test]
+fn a_due_snapshot_of_an_unread_document_is_taken_from_the_kept_state() {
+    const N: u64 = 40;
+    let open = |dir: &std::path::Path, calls: &std::sync::Arc<std::sync::atomic::AtomicUsize>| {
+        let mut registry = reactordb::ModelRegistry::with_examples();
+        registry.register(Counted(calls.clone()));
+        Reactor::builder(dir)
+            .durability(Durability::Buffered)
+            .registry(registry)
+            .view_options(ViewOptions::default().snapshot_every(N))
+            .open()
+            .expect("open")
+    };
+    let reductions = |calls: &std::sync::Arc<std::sync::atomic::AtomicUsize>| {
+        calls.swap(0, std::sync::atomic::Ordering::SeqCst)
+    };
+    let (source_dir, replica_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let calls = std::sync::Arc::default();
+    let source = open(source_dir.path(), &calls);
+    let created = source
+        .create(id("d"), create_input(Counted::document_type()))
+        .expect("submit");
+    source.view().wait_for(written(&created)).expect("view");
+    reductions(&calls);
+    let mut last = None;
+    for n in 0..N {
+        let job = source
+            .execute(
+                id("d"),
+                main(),
+                vec![amount_action(format!("a{n}"), &Scope::global(), 1)],
+            )
+            .expect("submit");
+        last = Some(written(&job));
+    }
+    source
+        .view()
+        .wait_for(last.expect("written"))
+        .expect("view");
+    assert_eq!(reductions(&calls), N as usize, "executed one at a time");
+
+    let operations = source
+        .store()
+        .get_since_ordinal(reactordb::Ordinal(1), reactordb::Paging::all())
+        .expect("read")
+        .items;
+    let (creation, actions): (Vec<_>, Vec<_>) = operations
+        .into_iter()
+        .partition(|op| op.context.scope == Scope::document());
+    let replica_calls = std::sync::Arc::default();
+    let replica = open(replica_dir.path(), &replica_calls);
+    let job = replica.load(id("d"), main(), creation).expect("submit");
+    replica.view().wait_for(written(&job)).expect("view");
+    reductions(&replica_calls);
+    let job = replica.load(id("d"), main(), actions).expect("submit");
+    replica.view().wait_for(written(&job)).expect("view");
+    assert_eq!(reductions(&replica_calls), N as usize, "loaded at once");
+    // The snapshot is there, and a fold from it agrees.
+    for reactor in [&source, &replica] {
+        reactor.view().clear_cache();
+        let document = reactor
+            .view()
+            .get(&id("d"), &ViewFilter::default(), None)
+            .expect("get");
+        assert_eq!(
+            document.scopes[&Scope::global()].state,
+            (N as i64).to_le_bytes()
+        );
+        assert!(reactor.store().verify_all().expect("verify").is_clean());
+    }
+}
