@@ -85,10 +85,12 @@ pub struct RelayMark {
 
 impl RelayMark {
     /// Whether the relay that wrote it has not written one for longer than
-    /// three of its intervals and 5 seconds: stopped, or cut off. (By the
-    /// two machines' clocks: they must agree within those 5 seconds.)
+    /// three of its pauses (`interval_ms`) and 5 seconds: stopped, or cut
+    /// off. (By the two machines' clocks: they must agree within those 5
+    /// seconds.)
     pub fn is_silent(&self, now_utc_ms: u64) -> bool {
-        now_utc_ms.saturating_sub(self.published_utc_ms) > 3 * self.interval_ms + 5_000
+        let allowed = self.interval_ms.saturating_mul(3).saturating_add(5_000);
+        now_utc_ms.saturating_sub(self.published_utc_ms) > allowed
     }
 }
 
@@ -308,9 +310,17 @@ pub(super) fn run(relay: &Relay) -> Result<()> {
             }
         }
         *relay.audit_published_to.lock() = Some((last, options_now));
-        // The mark announces the pause that follows, so peers judge our
-        // silence by the pace we keep.
-        let pause = pause_after(interval, reading);
+        // The mark announces the pause that follows; peers judge our
+        // silence by it. A first round reads every stream once (after a
+        // start or a filter change): it does not lengthen the pause, or a
+        // relay over a large history would go quiet for ten times its
+        // first read, and a peer would wait three times that to call it
+        // silent.
+        let pause = if first_round {
+            interval
+        } else {
+            pause_after(interval, reading)
+        };
         let same_stream = shared.state.relay_log(&relay.remote)? == stream;
         if let Some(stream) = stream.filter(|_| same_stream) {
             let mark = RelayMark {
@@ -352,13 +362,36 @@ fn put_json<T: Serialize>(relay: &Relay, kv: &kv::Store, key: &str, value: &T) -
 
 /// Every key in the bucket.
 async fn all_keys(kv: &kv::Store) -> Result<Vec<String>> {
-    let failed = |e: &dyn std::fmt::Display| transport_error("listing audit records", e);
-    let mut keys = kv.keys().await.map_err(|e| failed(&e))?;
+    let what = "listing audit records";
+    let failed = |e: &dyn std::fmt::Display| transport_error(what, e);
+    let mut keys = answered(what, async { kv.keys().await.map_err(|e| failed(&e)) }).await?;
     let mut out = Vec::new();
-    while let Some(key) = keys.next().await {
+    while let Some(key) = answered(what, async { Ok(keys.next().await) }).await? {
         out.push(key.map_err(|e| failed(&e))?);
     }
     Ok(out)
+}
+
+/// How long one request to the bucket may go unanswered before it counts
+/// as a transport error (retried like any other): a cluster electing a
+/// leader once left one unanswered for good, and `NatsTransport::audit`
+/// hung (found in CI).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `request`, or a transport error saying `what` went unanswered for
+/// [`REQUEST_TIMEOUT`].
+async fn answered<T>(
+    what: &str,
+    request: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(transport_error(
+                what,
+                format!("no answer in {} s", REQUEST_TIMEOUT.as_secs()),
+            ))
+        })
 }
 
 /// The keys of `node`'s records in the bucket (not its mark).
@@ -427,19 +460,20 @@ const COMPARE_TRIES: u32 = 4;
 /// Every other node's published marks and records (keys and values), the
 /// marks first: a record read after its node's mark is no older.
 async fn read_published(options: &NatsOptions, ours: &str) -> Result<Vec<(String, Bytes)>> {
-    let client = relay::connect(options).await?;
+    let client = answered("connecting", relay::connect(options)).await?;
     let js = jetstream::new(client);
-    let kv = bucket(&js, options).await?;
+    let kv = answered("opening the audit bucket", bucket(&js, options)).await?;
     let mut all = all_keys(&kv).await?;
     all.retain(|k| !k.starts_with(&format!("{ours}.")));
     all.sort_by_key(|k| !k.ends_with(&format!(".{MARK}")));
     let mut out = Vec::new();
+    let what = "reading an audit record";
     for key in all {
-        if let Some(value) = kv
-            .get(&key)
-            .await
-            .map_err(|e| transport_error("reading an audit record", e))?
-        {
+        let value = answered(what, async {
+            kv.get(&key).await.map_err(|e| transport_error(what, e))
+        })
+        .await?;
+        if let Some(value) = value {
             out.push((key, value));
         }
     }

@@ -336,7 +336,8 @@ impl NatsTransport {
     /// other, or diverged ([`StreamRecord::standing`](crate::StreamRecord::standing)).
     /// A stream only we hold is not listed (a peer's filter may leave it
     /// out); one only a peer holds is, as behind. Records are as fresh as
-    /// the peers' [`NatsOptions::audit_interval`].
+    /// the peers' pauses between rounds ([`NatsOptions::audit_interval`],
+    /// or longer while their rounds read long).
     pub fn audit(&self, manager: &SyncManager, options: &NatsOptions) -> Result<AuditReport> {
         options.validate()?;
         audit::compare(self, manager, options)
