@@ -1048,20 +1048,31 @@ fn relayed_replicas_converge_on_the_naive_models_history_across_random_scenarios
         // And as published: every relay's records match every replica's,
         // one per peer and stream.
         let streams = nodes[0].sync.audit().expect("audit").len();
-        wait_until("every audit clean", 60, || {
-            // (A cluster busy electing a leader may fail an audit: the
-            // wait asks again.)
-            nodes.iter().all(|n| {
-                transport
-                    .audit(&n.sync, &opts(&cluster))
-                    .is_ok_and(|report| {
-                        report.is_clean()
-                            && report.peers.len() == N - 1
-                            && report.entries.len() == (N - 1) * streams
-                            && report.entries.iter().all(|e| !e.peer_silent)
-                    })
-            })
-        });
+        // (A cluster busy electing a leader may fail an audit: the wait
+        // asks again; past the deadline it shows what the audits said.)
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let reports: Vec<_> = nodes
+                .iter()
+                .map(|n| transport.audit(&n.sync, &opts(&cluster)))
+                .collect();
+            let clean = reports.iter().all(|r| {
+                r.as_ref().is_ok_and(|report| {
+                    report.is_clean()
+                        && report.peers.len() == N - 1
+                        && report.entries.len() == (N - 1) * streams
+                        && report.entries.iter().all(|e| !e.peer_silent)
+                })
+            });
+            if clean {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "seed {seed}: every audit clean ({streams} streams): {reports:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         for (i, node) in nodes.iter().enumerate() {
             let reactor = &node.reactor;
             for doc in docs {

@@ -180,8 +180,9 @@ impl ReactorBuilder {
     }
 
     /// How many finished jobs the reactor remembers (default 50,000, about
-    /// 6 MB): older ones answer [`Error::JobUnknown`]. A job other queued jobs
-    /// depend on is kept until they have run.
+    /// 6 MB): older ones answer `None` to [`Reactor::job_status`]. A job
+    /// other queued jobs depend on is kept until they have run, and one
+    /// whose [`JobHandle`] is alive until the handle is dropped.
     pub fn retained_jobs(mut self, jobs: usize) -> Self {
         self.retained_jobs = jobs;
         self
@@ -346,11 +347,33 @@ impl std::fmt::Debug for Reactor {
 
 /// A submitted job. It does not keep the reactor alive: once the
 /// [`Reactor`] is dropped (and its database closed), every method answers
-/// [`Error::Shutdown`].
-#[derive(Clone)]
+/// [`Error::Shutdown`]. It keeps its job's record: however many jobs
+/// finish meanwhile ([`ReactorBuilder::retained_jobs`]), a handle learns
+/// how its own job ended; the record goes with the last handle (clones
+/// included).
 pub struct JobHandle {
     id: JobId,
     inner: std::sync::Weak<Inner>,
+}
+
+impl Clone for JobHandle {
+    fn clone(&self) -> Self {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.jobs.pin(&[self.id]);
+        }
+        Self {
+            id: self.id,
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl Drop for JobHandle {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.jobs.unpin(&[self.id]);
+        }
+    }
 }
 
 impl std::fmt::Debug for JobHandle {
@@ -372,8 +395,7 @@ impl JobHandle {
         }
     }
 
-    /// The job's status now; [`Error::JobUnknown`] once its record was
-    /// dropped (see [`ReactorBuilder::retained_jobs`]).
+    /// The job's status now (its record lives as long as a handle to it).
     pub fn status(&self) -> Result<JobStatus> {
         self.inner()?
             .status(self.id)
@@ -832,6 +854,8 @@ impl Reactor {
         Ok(self.handles(ids))
     }
 
+    /// Handles of jobs `submit` created (each takes over the pin `submit`
+    /// put on its record).
     fn handles(&self, ids: Vec<JobId>) -> Vec<JobHandle> {
         ids.into_iter()
             .map(|id| JobHandle {
@@ -950,14 +974,17 @@ impl Inner {
             })
             .collect();
         // A dependency's record must outlive its dependents' wait, however
-        // many jobs finish meanwhile.
-        let dependencies: Vec<JobId> = queued
+        // many jobs finish meanwhile; and each job's record outlives the
+        // handle the caller gets (pinned before any worker can finish it;
+        // the handle unpins it when dropped).
+        let pinned: Vec<JobId> = queued
             .iter()
             .flat_map(|(_, _, job)| job.dependencies().to_vec())
+            .chain(ids.iter().copied())
             .collect();
-        self.jobs.pin(&dependencies);
+        self.jobs.pin(&pinned);
         if let Err(e) = self.queue.push(queued) {
-            self.jobs.unpin(&dependencies);
+            self.jobs.unpin(&pinned);
             self.jobs.forget(&ids);
             return Err(e);
         }

@@ -173,3 +173,40 @@ fn every_structure_stays_within_its_bound_and_everything_reads_back() {
     let [heads, states, ..] = counts(&reactor);
     assert!(heads <= HEADS && states <= STATES, "{heads} {states}");
 }
+
+/// A handle keeps its job's record: with two finished jobs retained, a
+/// creation whose handle is waited on only after fifty other jobs finished
+/// still answers how it ended (fails without the pin: `JobUnknown`); the
+/// record goes with its last handle, and the bound holds again.
+#[test]
+fn a_handle_learns_how_its_job_ended_however_many_finish_meanwhile() {
+    let dir = tempfile::tempdir().expect("dir");
+    let reactor = Reactor::builder(dir.path())
+        .durability(Durability::Buffered)
+        .registry(ModelRegistry::with_examples())
+        .retained_jobs(2)
+        .open()
+        .expect("open");
+    let doc = DocumentId::new("d").expect("id");
+    let create = CreateDocumentInput::new(CounterModel::document_type(), 1, doc.to_string());
+    let first = reactor.create(doc.clone(), create).expect("submit");
+    for n in 0..50 {
+        reactor
+            .execute(doc.clone(), Branch::main(), vec![increment(&doc, n)])
+            .expect("submit")
+            .written(WAIT)
+            .expect("written");
+    }
+    first.written(WAIT).expect("the creation's outcome");
+    assert!(first.status().expect("status").is_done());
+    let id = first.id();
+    let copy = first.clone();
+    drop(first);
+    assert!(reactor.job_status(id).is_some(), "a clone still holds it");
+    drop(copy);
+    assert!(
+        reactor.job_status(id).is_none(),
+        "the last handle let it go"
+    );
+    assert!(reactor.inner.jobs.records() <= 2);
+}
