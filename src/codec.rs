@@ -357,6 +357,12 @@ pub(crate) fn encode_head(head: &HeadValue, state: Option<&HeadState>) -> Vec<u8
     out
 }
 
+/// Whether a stored head value is checksummed (v4): then every field it
+/// decodes to is what was written, without a look at its operations.
+pub(crate) fn head_is_checksummed(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&HEAD_V4)
+}
+
 /// A head value without its kept state (what the revision guard needs).
 pub(crate) fn decode_head(bytes: &[u8]) -> Result<HeadValue> {
     decode_head_with_state(bytes).map(|(head, _)| head)

@@ -215,15 +215,50 @@ pub(crate) fn kept(
     let Some((op, ordinal)) = store.get_with_ordinal(unit_key, last)? else {
         return Ok(None);
     };
-    let holds =
-        ordinal <= cutoff && op.hash == head_hash && op.state_hash == kept.digest && kept.intact();
-    Ok(holds.then(|| Folded {
+    Ok(kept_by(&op, ordinal, (revision, head_hash), kept, cutoff))
+}
+
+/// [`kept`] when the caller holds the head's last operation (`op`, at
+/// `ordinal`) already: the same rule, no read.
+pub(crate) fn kept_by(
+    op: &Operation,
+    ordinal: Ordinal,
+    (revision, head_hash): (u64, Digest),
+    kept: &HeadState,
+    cutoff: Ordinal,
+) -> Option<Folded> {
+    let holds = revision > 0
+        && ordinal <= cutoff
+        && op.hash == head_hash
+        && op.state_hash == kept.digest
+        && kept.intact();
+    holds.then(|| Folded {
         revision,
         state: kept.state.clone(),
         model_version: kept.model_version,
         last: Some((op.hash, ordinal)),
         bad_snapshots: Vec::new(),
-    }))
+    })
+}
+
+/// [`kept`] when every ordinal the store has assigned is at or before
+/// `cutoff` (the caller read the head first, then found the store's
+/// [`last_assigned`](OperationStore::last_assigned) within `cutoff`): the
+/// head's last operation is then committed within `cutoff` too, and the
+/// head names it (they are written in one batch, and a v4 head's checksum
+/// holds what it says). What this skips is the operation's read: the
+/// check of its hash and state hash against the head, which
+/// `OperationStore::verify` makes for every stream. A cold read of an
+/// idle document costs its heads' scan alone. The fold has no `last`
+/// (nothing read it), so it is never written as a snapshot.
+pub(crate) fn kept_settled(revision: u64, kept: &HeadState) -> Option<Folded> {
+    (revision > 0 && kept.intact()).then(|| Folded {
+        revision,
+        state: kept.state.clone(),
+        model_version: kept.model_version,
+        last: None,
+        bad_snapshots: Vec::new(),
+    })
 }
 
 /// Folds the stream `unit_key` up to `cutoff` (and below index `end`).

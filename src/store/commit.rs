@@ -101,6 +101,10 @@ pub(crate) struct CommitGroup {
     poisoned: AtomicBool,
     /// The last ordinal of the last group written (0: none yet).
     committed: AtomicU64,
+    /// The last ordinal handed to a group, written or not: stored before
+    /// the group's write, so a reader that saw any of a group's records
+    /// in the database and then loads this sees the group's ordinals.
+    assigned: AtomicU64,
     /// Faults a test asked for.
     #[cfg(feature = "fault-injection")]
     pub(crate) faults: super::fault::Faults,
@@ -252,6 +256,7 @@ impl CommitGroup {
             signal: std::sync::Condvar::new(),
             poisoned: AtomicBool::new(false),
             committed: AtomicU64::new(next_ordinal.get().saturating_sub(1)),
+            assigned: AtomicU64::new(next_ordinal.get().saturating_sub(1)),
             #[cfg(feature = "fault-injection")]
             faults: super::fault::Faults::default(),
             synced,
@@ -343,6 +348,14 @@ impl CommitGroup {
         Ordinal(self.committed.load(Ordering::Acquire))
     }
 
+    /// The last ordinal assigned to a group (0 for an empty store), at or
+    /// past [`committed`](Self::committed): every operation a reader finds
+    /// in the database before calling this has an ordinal at or before
+    /// what it returns. A secondary instance assigns none.
+    pub(crate) fn assigned(&self) -> Ordinal {
+        Ordinal(self.assigned.load(Ordering::Acquire))
+    }
+
     /// Commits `write` (with every write queued beside it) and returns the
     /// ordinal of its first operation.
     pub(crate) fn commit(&self, db: &DB, write: PendingWrite) -> Result<Ordinal> {
@@ -386,6 +399,10 @@ impl CommitGroup {
         let first = queue.next_ordinal;
         let count: u64 = group.iter().map(|(_, w)| w.ordinals.len() as u64).sum();
         queue.next_ordinal = Ordinal(first.get() + count);
+        self.assigned.store(
+            queue.next_ordinal.get().saturating_sub(1),
+            Ordering::Release,
+        );
         drop(queue);
 
         let mut guard = LeaderGuard {

@@ -38,6 +38,7 @@ pub(crate) use apply::{LogOrder, StreamAppend};
 pub use commit::CommitStats;
 pub use export::ExportLine;
 pub use memory::StoreMemory;
+pub(crate) use query::ColdStream;
 pub use query::{
     Cursor, DocumentRevisions, OperationFilter, OperationLocation, Page, Paging, StreamInfo,
 };
@@ -417,6 +418,14 @@ impl OperationStore {
     /// The highest ordinal committed so far (0 for an empty store).
     pub fn last_ordinal(&self) -> Ordinal {
         self.inner.commit.committed()
+    }
+
+    /// The last ordinal assigned to a write, committed or still in flight
+    /// (0 for an empty store): every operation read from the database
+    /// before this call has an ordinal at or before it. Meaningless on a
+    /// secondary instance, which writes nothing.
+    pub(crate) fn last_assigned(&self) -> Ordinal {
+        self.inner.commit.assigned()
     }
 
     /// What the group commit has done since the store opened: writes

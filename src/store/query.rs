@@ -145,6 +145,15 @@ pub struct DocumentRevisions {
     pub latest_timestamp_utc_ms: u64,
 }
 
+/// A stream as the view's cold read takes it: its head, the state the
+/// head keeps (see `HeadState`), and whether the head is checksummed (v4),
+/// so that its fields hold without a read of its operations.
+pub(crate) struct ColdStream {
+    pub(crate) stream: StreamInfo,
+    pub(crate) kept: Option<codec::HeadState>,
+    pub(crate) checksummed: bool,
+}
+
 /// What the head of a stream says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -547,11 +556,15 @@ impl OperationStore {
         &self,
         document_id: &DocumentId,
         branch: &Branch,
-    ) -> Result<Vec<(StreamInfo, Option<codec::HeadState>)>> {
+    ) -> Result<Vec<ColdStream>> {
         let prefix = keys::document_branch_prefix(document_id, branch);
         let (out, head_keys) = self.heads_under(&prefix, |unit, value| {
             let (head, kept) = codec::decode_head_with_state(value)?;
-            Ok((stream_info(unit, head), kept))
+            Ok(ColdStream {
+                stream: stream_info(unit, head),
+                kept,
+                checksummed: codec::head_is_checksummed(value),
+            })
         })?;
         let operations = cf_handles(self.db()).operations;
         for scope in [Scope::document(), Scope::global(), Scope::local()] {

@@ -34,7 +34,7 @@ use crate::models::ModelRegistry;
 use crate::store::{OperationStore, Paging};
 
 use crate::fold::{self, Folded, Reducer};
-use cache::{CachedDoc, CachedScope, DocCache};
+use cache::{CachedDoc, CachedScope, DocCache, DocKey};
 #[cfg(not(any(test, feature = "fuzzing")))]
 use index::HeaderRecord;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -505,8 +505,9 @@ impl ViewInner {
         let mut batch = WriteBatch::default();
         let mut headers: HashMap<Vec<u8>, HeaderRecord> = HashMap::new();
         let mut snapshots = fold::PendingSnapshots::new();
+        let mut advanced = HashMap::new();
         for op in ops {
-            self.apply_one(op, &mut batch, &mut headers, &mut snapshots)?;
+            self.apply_one(op, &mut batch, &mut headers, &mut snapshots, &mut advanced)?;
         }
         for (key, record) in &headers {
             index::put_header_record(db, &mut batch, key, record);
@@ -514,6 +515,14 @@ impl ViewInner {
         index::put_checkpoint(db, &mut batch, last.context.ordinal);
         db.write(batch)?;
         *self.applied.lock() = last.context.ordinal;
+        // Cached documents come back only now: a read that finds one in
+        // the cache (it takes no lock) never sees an operation past the
+        // checkpoint, and a batch that fails leaves none advanced.
+        let mut cache = self.cache.lock();
+        for (key, doc) in advanced {
+            cache.insert(key, doc);
+        }
+        drop(cache);
         self.applied_changed.notify_all();
         Ok(())
     }
@@ -548,6 +557,7 @@ impl ViewInner {
         batch: &mut WriteBatch,
         headers: &mut HashMap<Vec<u8>, HeaderRecord>,
         snapshots: &mut fold::PendingSnapshots,
+        advanced: &mut HashMap<DocKey, CachedDoc>,
     ) -> Result<()> {
         let ctx = &op.context;
         let unit = ctx.unit();
@@ -596,7 +606,10 @@ impl ViewInner {
         }
 
         // 2. The cached document, if any: advance it or drop it.
-        let cached = self.cache.lock().take(&doc_key).filter(|_| !reset);
+        let cached = advanced
+            .remove(&doc_key)
+            .or_else(|| self.cache.lock().take(&doc_key))
+            .filter(|_| !reset);
         let mut snapshot_source = None;
         if let Some(mut doc) = cached {
             let keep = self.advance_cached(&mut doc, op, &header_key, headers);
@@ -604,7 +617,7 @@ impl ViewInner {
                 if let Some(scope) = doc.scopes.get(&ctx.scope) {
                     snapshot_source = Some(scope.clone());
                 }
-                self.cache.lock().insert(doc_key, doc);
+                advanced.insert(doc_key, doc);
             }
         }
 
@@ -620,7 +633,7 @@ impl ViewInner {
                     last: Some((op.operation.hash, ctx.ordinal)),
                     bad_snapshots: Vec::new(),
                 }),
-                None => self.kept_at(&unit_key, index + 1, ctx.ordinal).or_else(|| {
+                None => self.kept_at(&unit_key, op).or_else(|| {
                     self.fold_scope(
                         &unit_key,
                         &ctx.scope,
@@ -639,21 +652,29 @@ impl ViewInner {
         Ok(())
     }
 
-    /// The stream `unit_key` at `revision` from the state its head keeps,
-    /// when the head is still there (the view mostly applies an operation
-    /// before its stream moves on) and that state holds (`fold::kept`): a
+    /// The stream `unit_key` as of `op` from the state its head keeps, when
+    /// the head is still at `op` (the view mostly applies an operation
+    /// before its stream moves on) and that state holds (`fold::kept_by`,
+    /// with `op` in hand: no read but the head's): a
     /// snapshot without folding the operations since the last one, which
     /// for a document nobody reads would otherwise be `snapshot_every`
     /// operations read and reduced on the applier's thread, holding up
     /// everything behind it. Anything else (a head moved on, no state
     /// kept, an error reading it) leaves the snapshot to a fold.
-    fn kept_at(&self, unit_key: &[u8], revision: u64, cutoff: Ordinal) -> Option<Folded> {
+    fn kept_at(&self, unit_key: &[u8], op: &OperationWithContext) -> Option<Folded> {
         let (head, kept) = self.store.head_with_state(unit_key).ok()??;
-        if head.next_index != revision {
-            return None;
-        }
-        let head = (head.next_index, head.last_hash);
-        fold::kept(&self.store, unit_key, head, &kept?, cutoff).ok()?
+        // The head names the operation being applied: it is in hand, and
+        // at the cutoff.
+        let ordinal = op.context.ordinal;
+        let revision = op.operation.index + 1;
+        fold::kept_by(
+            &op.operation,
+            ordinal,
+            (head.next_index, head.last_hash),
+            &kept?,
+            ordinal,
+        )
+        .filter(|folded| folded.revision == revision)
     }
 
     /// Folds one scope for the applier; a scope that cannot be folded (no

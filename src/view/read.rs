@@ -10,7 +10,7 @@ use crate::model::{
     Branch, Digest, DocumentId, DocumentType, Operation, Ordinal, Revision, Scope, SyncUnit,
 };
 use crate::models::{DocumentHeader, Relationship};
-use crate::store::{Cursor, OperationFilter, Page, Paging};
+use crate::store::{ColdStream, Cursor, OperationFilter, Page, Paging};
 
 use super::cache::{CachedDoc, CachedScope};
 use super::index;
@@ -260,6 +260,11 @@ impl ViewInner {
     /// Folds every scope of a document to the view's checkpoint and caches it.
     fn load(&self, id: &DocumentId, branch: &Branch) -> Result<CachedDoc> {
         let _apply = self.apply_lock.read();
+        // The applier holds a batch's documents out of the cache until the
+        // batch is written: one it held when this read missed is back now.
+        if let Some(doc) = self.cache.lock().get(&(id.clone(), branch.clone())) {
+            return Ok(doc.clone());
+        }
         let cutoff = self.applied();
         let db = self.store.db();
         let not_found = || Error::DocumentNotFound { id: id.clone() };
@@ -276,10 +281,25 @@ impl ViewInner {
             let folded = self.fold_repairing(&unit, None, cutoff, &mut repairs, &mut pending)?;
             record = Some(crate::models::decode_header(&folded.state));
         }
-        for (stream, kept) in self.store.streams_with_state(id, branch)? {
+        let streams = self.store.streams_with_state(id, branch)?;
+        // Read after the heads: when the view has applied every ordinal
+        // the store has handed out, each head's last operation is within
+        // the cutoff, and its kept state needs no read of that operation.
+        let settled = !self.read_only && self.store.last_assigned() <= cutoff;
+        for ColdStream {
+            stream,
+            kept,
+            checksummed,
+        } in streams
+        {
             let unit_key = keys::unit_key(&stream.unit);
             let scope = &stream.unit.scope;
             let kept = match &kept {
+                // (A head before v4 has no checksum: a flipped revision
+                // there would go unseen without the tip's read.)
+                Some(kept) if settled && checksummed => {
+                    fold::kept_settled(stream.revision.get(), kept)
+                }
                 Some(kept) => {
                     let head = (stream.revision.get(), stream.head_hash);
                     fold::kept(&self.store, &unit_key, head, kept, cutoff)?
