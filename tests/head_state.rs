@@ -84,6 +84,22 @@ impl Counter {
     }
 }
 
+/// Executes each `(document, action)` as a job of its own, then waits
+/// until the view has applied the last.
+fn execute_each<'a>(reactor: &Reactor, jobs: impl IntoIterator<Item = (&'a str, Action)>) {
+    let mut last = None;
+    for (doc, action) in jobs {
+        let job = reactor
+            .execute(id(doc), main(), vec![action])
+            .expect("submit");
+        last = Some(written(&job));
+    }
+    reactor
+        .view()
+        .wait_for(last.expect("written"))
+        .expect("view");
+}
+
 /// The value of every scope of `doc` that holds an operation, as a cold read
 /// of the view gives it.
 fn read(reactor: &Reactor, doc: &str) -> BTreeMap<Scope, i64> {
@@ -341,9 +357,15 @@ impl reactordb::DocumentModel for GatedLog {
     }
 }
 
-#[test]
-fn a_replay_of_operations_written_around_the_queue_keeps_no_planned_state() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A reactor with [`GatedLog`] registered; with the receiver that hears it
+/// planning and the sender that lets it go on.
+fn open_gated(
+    dir: &std::path::Path,
+) -> (
+    Reactor,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
     let (entered_tx, entered) = std::sync::mpsc::sync_channel(1);
     let (go, go_rx) = std::sync::mpsc::channel();
     let mut registry = reactordb::ModelRegistry::with_examples();
@@ -351,11 +373,18 @@ fn a_replay_of_operations_written_around_the_queue_keeps_no_planned_state() {
         entered: entered_tx,
         go: std::sync::Mutex::new(go_rx),
     });
-    let reactor = Reactor::builder(dir.path())
+    let reactor = Reactor::builder(dir)
         .durability(Durability::Buffered)
         .registry(registry)
         .open()
         .expect("open");
+    (reactor, entered, go)
+}
+
+#[test]
+fn a_replay_of_operations_written_around_the_queue_keeps_no_planned_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (reactor, entered, go) = open_gated(dir.path());
     written(
         &reactor
             .create(id("g"), create_input(LogModel::document_type()))
@@ -449,18 +478,7 @@ fn a_replay_of_a_load_written_around_the_queue_keeps_no_planned_state() {
     };
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let (entered_tx, entered) = std::sync::mpsc::sync_channel(1);
-    let (go, go_rx) = std::sync::mpsc::channel();
-    let mut gated = reactordb::ModelRegistry::with_examples();
-    gated.register(GatedLog {
-        entered: entered_tx,
-        go: std::sync::Mutex::new(go_rx),
-    });
-    let replica = Reactor::builder(dir.path())
-        .durability(Durability::Buffered)
-        .registry(gated)
-        .open()
-        .expect("open");
+    let (replica, entered, go) = open_gated(dir.path());
     written(&replica.load(id("g"), main(), of(&["a"])).expect("submit"));
     let job = replica.load(id("g"), main(), only("x")).expect("submit");
     // The merge is reducing `x`: store `x` after `a` with other content,
@@ -667,21 +685,10 @@ fn a_due_snapshot_of_an_unread_document_is_taken_from_the_kept_state() {
         .expect("submit");
     source.view().wait_for(written(&created)).expect("view");
     reductions(&calls);
-    let mut last = None;
-    for n in 0..N {
-        let job = source
-            .execute(
-                id("d"),
-                main(),
-                vec![amount_action(format!("a{n}"), &Scope::global(), 1)],
-            )
-            .expect("submit");
-        last = Some(written(&job));
-    }
-    source
-        .view()
-        .wait_for(last.expect("written"))
-        .expect("view");
+    execute_each(
+        &source,
+        (0..N).map(|n| ("d", amount_action(format!("a{n}"), &Scope::global(), 1))),
+    );
     assert_eq!(reductions(&calls), N as usize, "executed one at a time");
 
     let operations = source
@@ -745,20 +752,13 @@ fn a_settled_cold_read_reads_the_heads_alone() {
         for doc in ["a", "b"] {
             create_counter(&reactor, doc);
         }
-        let mut last = None;
-        for k in 0..4i64 {
-            for (doc, scope) in [("a", Scope::global()), ("b", Scope::local())] {
-                let action = amount_action(format!("{doc}{k}"), &scope, k + 1);
-                let job = reactor
-                    .execute(id(doc), main(), vec![action])
-                    .expect("submit");
-                last = Some(written(&job));
-            }
-        }
-        reactor
-            .view()
-            .wait_for(last.expect("written"))
-            .expect("view");
+        execute_each(
+            &reactor,
+            (0..4i64).flat_map(|k| {
+                [("a", Scope::global()), ("b", Scope::local())]
+                    .map(|(doc, scope)| (doc, amount_action(format!("{doc}{k}"), &scope, k + 1)))
+            }),
+        );
     }
     delete_operations(dir.path());
     let reactor = open_cold(dir.path());
@@ -908,18 +908,10 @@ fn a_settled_cold_read_of_an_unchecksummed_head_still_reads_its_tip() {
     {
         let reactor = open_cold(dir.path());
         create_counter(&reactor, "c");
-        let mut last = None;
-        for k in 0..5 {
-            let action = amount_action(format!("c{k}"), &Scope::global(), 1);
-            let job = reactor
-                .execute(id("c"), main(), vec![action])
-                .expect("submit");
-            last = Some(written(&job));
-        }
-        reactor
-            .view()
-            .wait_for(last.expect("written"))
-            .expect("view");
+        execute_each(
+            &reactor,
+            (0..5).map(|k| ("c", amount_action(format!("c{k}"), &Scope::global(), 1))),
+        );
     }
     {
         // v4 → v3: the same body without the checksum, then the revision
