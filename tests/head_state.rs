@@ -518,14 +518,19 @@ fn a_replay_of_a_load_written_around_the_queue_keeps_no_planned_state() {
     assert!(replica.store().verify_all().expect("verify").is_clean());
 }
 
+/// Every key of the operations family on disk, in key order.
+fn operation_keys(db: &rocksdb::DB) -> Vec<Vec<u8>> {
+    let cf = db.cf_handle("operations").expect("cf");
+    db.iterator_cf(cf, rocksdb::IteratorMode::Start)
+        .map(|kv| kv.expect("read").0.to_vec())
+        .collect()
+}
+
 /// Deletes every operation on disk but each stream's last.
 fn delete_all_but_tips(dir: &std::path::Path) {
     let db = raw_db(dir);
     let cf = db.cf_handle("operations").expect("cf");
-    let keys: Vec<Vec<u8>> = db
-        .iterator_cf(cf, rocksdb::IteratorMode::Start)
-        .map(|kv| kv.expect("read").0.to_vec())
-        .collect();
+    let keys = operation_keys(&db);
     // Keys are the stream's key and the index (8 bytes, big-endian), so a
     // stream's last is the last of its run.
     for (i, key) in keys.iter().enumerate() {
@@ -634,22 +639,22 @@ impl Counted {
     }
 }
 
+/// The counter model, counting its reductions.
 impl reactordb::DocumentModel for Counted {
     fn document_type(&self) -> reactordb::DocumentType {
         Self::document_type()
     }
-    fn initial_state(&self, _scope: &Scope) -> Vec<u8> {
-        0i64.to_le_bytes().to_vec()
+    fn initial_state(&self, scope: &Scope) -> Vec<u8> {
+        CounterModel.initial_state(scope)
     }
     fn reduce(
         &self,
-        _scope: &Scope,
+        scope: &Scope,
         state: &[u8],
-        _action: &Action,
+        action: &Action,
     ) -> Result<Vec<u8>, reactordb::ReduceError> {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let value = i64::from_le_bytes(state.try_into().expect("8 bytes"));
-        Ok((value + 1).to_le_bytes().to_vec())
+        CounterModel.reduce(scope, state, action)
     }
 }
 
@@ -729,10 +734,7 @@ fn a_due_snapshot_of_an_unread_document_is_taken_from_the_kept_state() {
 fn delete_operations(dir: &std::path::Path) {
     let db = raw_db(dir);
     let cf = db.cf_handle("operations").expect("cf");
-    let keys: Vec<Vec<u8>> = db
-        .iterator_cf(cf, rocksdb::IteratorMode::Start)
-        .map(|kv| kv.expect("read").0.to_vec())
-        .collect();
+    let keys = operation_keys(&db);
     assert!(!keys.is_empty());
     for key in keys {
         db.delete_cf(cf, key).expect("delete");
